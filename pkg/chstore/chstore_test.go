@@ -1,0 +1,213 @@
+package chstore_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/testutil"
+)
+
+func TestMain(m *testing.M) {
+	code := testutil.Main(m)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			println("goleak:", err.Error())
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+const eventsDDL = `CREATE TABLE IF NOT EXISTS events (
+    tenant_id  String,
+    message_id String,
+    n          Int64,
+    u          UInt64,
+    f          Float64,
+    flag       UInt8,
+    ts         DateTime('UTC'),
+    tags       Array(String),
+    note       Nullable(String)
+) ENGINE = ReplacingMergeTree ORDER BY (tenant_id, message_id)`
+
+var eventCols = []string{"tenant_id", "message_id", "n", "u", "f", "flag", "ts", "tags", "note"}
+
+func TestConformance(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, s chstore.Store) {
+		ctx := t.Context()
+		require.NoError(t, s.Exec(ctx, eventsDDL))
+		require.NoError(t, s.Exec(ctx, eventsDDL), "DDL with IF NOT EXISTS is idempotent")
+
+		ts := time.Date(2026, 11, 22, 10, 30, 15, 0, time.UTC)
+		nasty := "it's a \\ \"quoted\" line\nwith tab\t and ? mark"
+		rows := [][]any{
+			{"acme", "m1", int64(-5), uint64(1) << 63, 1.5, uint8(1), ts, []string{"a", "b"}, nil},
+			{"acme", "m2", int64(9007199254740993), uint64(7), 0.25, uint8(0), ts.Add(time.Hour), []string{}, nasty},
+			{"globex", "m1", int64(1), uint64(1), 2.0, uint8(1), ts, []string{"x"}, "g"},
+		}
+		require.NoError(t, s.Insert(ctx, "events", eventCols, rows))
+
+		t.Run("typed reads", func(t *testing.T) {
+			r, err := s.Query(ctx, "SELECT message_id, n, u, f, flag, ts, tags, note FROM events WHERE tenant_id = ? ORDER BY message_id", "acme")
+			require.NoError(t, err)
+			require.Equal(t, 2, r.Len())
+			require.Equal(t, []string{"message_id", "n", "u", "f", "flag", "ts", "tags", "note"}, r.Columns())
+
+			var (
+				id    string
+				n     int64
+				u     uint64
+				f     float64
+				flag  bool
+				gotTS time.Time
+				tags  []string
+				note  any
+			)
+			require.True(t, r.Next())
+			require.NoError(t, r.Scan(&id, &n, &u, &f, &flag, &gotTS, &tags, &note))
+			require.Equal(t, "m1", id)
+			require.Equal(t, int64(-5), n)
+			require.Equal(t, uint64(1)<<63, u, "UInt64 above 2^63 survives")
+			require.Equal(t, 1.5, f)
+			require.True(t, flag)
+			require.True(t, ts.Equal(gotTS), "got %v", gotTS)
+			require.Equal(t, []string{"a", "b"}, tags)
+			require.Nil(t, note)
+
+			require.True(t, r.Next())
+			require.NoError(t, r.Scan(&id, &n, &u, &f, &flag, &gotTS, &tags, &note))
+			require.Equal(t, int64(9007199254740993), n, "integers above 2^53 stay exact")
+			require.Equal(t, nasty, note)
+			require.Empty(t, tags)
+			require.False(t, r.Next())
+		})
+
+		t.Run("bound parameters", func(t *testing.T) {
+			count := func(q string, args ...any) uint64 {
+				t.Helper()
+				r, err := s.Query(ctx, q, args...)
+				require.NoError(t, err)
+				require.True(t, r.Next())
+				var c uint64
+				require.NoError(t, r.Scan(&c))
+				return c
+			}
+			require.Equal(t, uint64(1), count("SELECT count() FROM events WHERE note = ?", nasty))
+			require.Equal(t, uint64(2), count("SELECT count() FROM events WHERE ts >= ? AND ts < ?", ts, ts.Add(time.Minute)))
+			require.Equal(t, uint64(1), count("SELECT count() FROM events WHERE message_id IN ? AND tenant_id = ?", chstore.In{"m1", "zz"}, "acme"))
+			require.Equal(t, uint64(0), count("SELECT count() FROM events WHERE message_id IN ?", chstore.In{}))
+			require.Equal(t, uint64(2), count("SELECT count() FROM events WHERE has(?, message_id) AND tenant_id = ?", []string{"m1", "m2"}, "acme"))
+			require.Equal(t, uint64(0), count("SELECT count() FROM events WHERE tenant_id = ?", "acme' OR 1=1 --"), "an injected quote stays inside the literal")
+			require.Equal(t, uint64(3), count("SELECT count() FROM events WHERE note != '?' OR isNull(note)"), "a ? inside a literal is not a placeholder")
+
+			_, err := s.Query(ctx, "SELECT ? + ?", 1)
+			require.ErrorContains(t, err, "placeholders")
+		})
+
+		t.Run("dedup before merges", func(t *testing.T) {
+			// A redelivered row: FINAL gives the same answer before and after a merge.
+			require.NoError(t, s.Insert(ctx, "events", eventCols, rows[:1]))
+			r, err := s.Query(ctx, "SELECT count() FROM events FINAL WHERE tenant_id = ?", "acme")
+			require.NoError(t, err)
+			require.True(t, r.Next())
+			var c uint64
+			require.NoError(t, r.Scan(&c))
+			require.Equal(t, uint64(2), c)
+		})
+
+		t.Run("errors", func(t *testing.T) {
+			require.Error(t, s.Exec(ctx, "SELEC 1"))
+			err := s.Insert(ctx, "events", []string{"tenant_id"}, [][]any{{"a", "b"}})
+			require.ErrorContains(t, err, "row 0 has 2 values")
+			require.ErrorContains(t, s.Insert(ctx, "events; DROP TABLE x", eventCols, rows), "not a plain identifier")
+			var i8 int8
+			r, err := s.Query(ctx, "SELECT toUInt64(300)")
+			require.NoError(t, err)
+			require.True(t, r.Next())
+			require.ErrorContains(t, r.Scan(&i8), "overflows")
+		})
+
+		t.Run("version", func(t *testing.T) {
+			v := s.Version()
+			require.True(t, v.AtLeast(chstore.Version{Major: 18, Minor: 16}), "version %v", v)
+		})
+	})
+}
+
+func TestMigrations(t *testing.T) {
+	migs := fstest.MapFS{}
+	for _, name := range []string{"0001_create_things.sql", "0002_add_note.sql", "0002_add_note@20.1.sql"} {
+		b, err := os.ReadFile("testdata/migrations/" + name)
+		require.NoError(t, err)
+		migs[name] = &fstest.MapFile{Data: b}
+	}
+	testutil.ForEachEngine(t, func(t *testing.T, s chstore.Store) {
+		ctx := t.Context()
+		applied, err := chstore.Migrate(ctx, s, "things", migs)
+		require.NoError(t, err)
+		require.Len(t, applied, 2)
+
+		again, err := chstore.Migrate(ctx, s, "things", migs)
+		require.NoError(t, err)
+		require.Empty(t, again, "applied migrations are not run twice")
+
+		// Another component's migrations are tracked apart.
+		other, err := chstore.Migrate(ctx, s, "other", fstest.MapFS{"0001_t.sql": {Data: []byte("CREATE TABLE IF NOT EXISTS other_t (a UInt8) ENGINE = MergeTree ORDER BY a")}})
+		require.NoError(t, err)
+		require.Len(t, other, 1)
+
+		require.NoError(t, s.Insert(ctx, "things", []string{"tenant_id", "id", "name"}, [][]any{{"acme", uint64(1), "x"}}))
+		r, err := s.Query(ctx, "SELECT note FROM things")
+		require.NoError(t, err)
+		require.True(t, r.Next())
+		var note string
+		require.NoError(t, r.Scan(&note))
+		if s.Version().AtLeast(chstore.Version{Major: 20, Minor: 1}) {
+			require.Equal(t, "new server", note)
+		} else {
+			require.Equal(t, "old server", note, "the 18.16 fallback is what runs there")
+		}
+	})
+}
+
+func TestLoadMigrationsRejects(t *testing.T) {
+	_, err := chstore.LoadMigrations(fstest.MapFS{"create.sql": {}}, chstore.Version{Major: 26})
+	require.ErrorContains(t, err, "NNNN_name.sql")
+	_, err = chstore.LoadMigrations(fstest.MapFS{"0002_b.sql": {}}, chstore.Version{Major: 26})
+	require.ErrorContains(t, err, "without gaps")
+}
+
+func TestSplitStatements(t *testing.T) {
+	got, err := chstore.SplitStatements("-- head\nSELECT 'a;b';\n/* x; */ SELECT 2 ; -- tail only\n")
+	require.NoError(t, err)
+	require.Equal(t, []string{"-- head\nSELECT 'a;b'", "/* x; */ SELECT 2"}, got)
+}
+
+func TestBind(t *testing.T) {
+	q, err := chstore.Bind("SELECT ?, ?, ?, `a?`, \"b?\" -- ?\n", "x'y", []string{"a", "b\\"}, time.Unix(100, 0))
+	require.NoError(t, err)
+	require.Equal(t, `SELECT 'x\'y', ['a','b\\'], toDateTime(100), `+"`a?`"+`, "b?" -- ?`+"\n", q)
+	_, err = chstore.Bind("SELECT ?", struct{}{})
+	require.ErrorContains(t, err, "unsupported type")
+	require.True(t, strings.HasPrefix(chstore.DefaultLibPath(), "/"))
+}
+
+func TestConfigValidate(t *testing.T) {
+	cfg := chstore.DefaultConfig()
+	require.NoError(t, cfg.Validate())
+	cfg.Engine = "sqlite"
+	require.ErrorContains(t, cfg.Validate(), "clickhouse.engine")
+	cfg = chstore.DefaultConfig()
+	cfg.Database = "x; DROP"
+	require.ErrorContains(t, cfg.Validate(), "clickhouse.database")
+	cfg = chstore.DefaultConfig()
+	cfg.Engine, cfg.Addr = chstore.EngineServer, nil
+	require.ErrorContains(t, cfg.Validate(), "clickhouse.addr")
+}

@@ -1,0 +1,144 @@
+package chstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+type serverStore struct {
+	conn    driver.Conn
+	version Version
+	closed  atomic.Bool
+}
+
+func openServer(ctx context.Context, cfg Config) (Store, error) {
+	opts := func(db string) *clickhouse.Options {
+		return &clickhouse.Options{
+			Addr:         cfg.Addr,
+			Auth:         clickhouse.Auth{Database: db, Username: cfg.Username, Password: cfg.Password},
+			DialTimeout:  5 * time.Second,
+			MaxOpenConns: 8,
+		}
+	}
+	// The database may not exist yet, so create it from "default" first.
+	boot, err := clickhouse.Open(opts("default"))
+	if err != nil {
+		return nil, fmt.Errorf("open clickhouse %v: %w", cfg.Addr, err)
+	}
+	err = boot.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+cfg.Database)
+	_ = boot.Close()
+	if err != nil {
+		return nil, fmt.Errorf("create database %s on %v: %w", cfg.Database, cfg.Addr, err)
+	}
+	conn, err := clickhouse.Open(opts(cfg.Database))
+	if err != nil {
+		return nil, fmt.Errorf("open clickhouse %v: %w", cfg.Addr, err)
+	}
+	s := &serverStore{conn: conn}
+	var v string
+	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("detect clickhouse version on %v: %w", cfg.Addr, err)
+	}
+	if s.version, err = ParseVersion(v); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *serverStore) Engine() string   { return EngineServer }
+func (s *serverStore) Version() Version { return s.version }
+
+func (s *serverStore) Exec(ctx context.Context, query string, args ...any) error {
+	q, err := Bind(query, args...)
+	if err != nil {
+		return err
+	}
+	return s.conn.Exec(ctx, q)
+}
+
+func (s *serverStore) Query(ctx context.Context, query string, args ...any) (*Rows, error) {
+	q, err := Bind(query, args...)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.conn.Query(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cts := rows.ColumnTypes()
+	r := &Rows{columns: rows.Columns(), types: make([]string, len(cts))}
+	for i, ct := range cts {
+		r.types[i] = ct.DatabaseTypeName()
+	}
+	dest := make([]any, len(cts))
+	for rows.Next() {
+		for i, ct := range cts {
+			dest[i] = reflect.New(ct.ScanType()).Interface()
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("scan row: %w", err)
+		}
+		row := make([]any, len(dest))
+		for i, d := range dest {
+			row[i] = fromDriver(d)
+		}
+		r.data = append(r.data, row)
+	}
+	return r, rows.Err()
+}
+
+// Insert sends the rows as one native batch. Values must have the Go type
+// that clickhouse-go expects for each column (uint64 for UInt64, and so on).
+func (s *serverStore) Insert(ctx context.Context, table string, columns []string, rows [][]any) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	if !identRe.MatchString(table) {
+		return fmt.Errorf("insert: table name %q is not a plain identifier", table)
+	}
+	for _, c := range columns {
+		if !identRe.MatchString(c) {
+			return fmt.Errorf("insert %s: column name %q is not a plain identifier", table, c)
+		}
+	}
+	// clickhouse-go marks a batch sent even when Send fails, so a failed
+	// insert is retried by calling Insert again, which builds a new batch.
+	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+table+" ("+strings.Join(columns, ", ")+")")
+	if err != nil {
+		return fmt.Errorf("insert %s: prepare batch: %w", table, err)
+	}
+	defer func() { _ = batch.Close() }()
+	for n, row := range rows {
+		if len(row) != len(columns) {
+			return fmt.Errorf("insert %s: row %d has %d values for %d columns", table, n, len(row), len(columns))
+		}
+		if err := batch.Append(row...); err != nil {
+			return fmt.Errorf("insert %s: append row %d: %w", table, n, err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("insert %s: send: %w", table, err)
+	}
+	return nil
+}
+
+func (s *serverStore) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	if err := s.conn.Close(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the tests run against and the machine may lack: Debian's
+# clickhouse-server (a real server process that tests start on free loopback
+# ports) and the embedded engine's libchdb.so.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+
+have_server() {
+  [[ -n "${STICKPOINT_CLICKHOUSE_SERVER:-}" ]] || command -v clickhouse-server >/dev/null || [[ -x /usr/sbin/clickhouse-server ]]
+}
+if ! have_server; then
+  if ! command -v apt-get >/dev/null; then
+    echo "install-test-deps: clickhouse-server is missing and apt-get is not available; install ClickHouse server or set STICKPOINT_CLICKHOUSE_SERVER" >&2
+    exit 1
+  fi
+  sudo=""
+  [[ "$(id -u)" == 0 ]] || sudo="sudo"
+  echo "install-test-deps: installing clickhouse-server with apt-get" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq clickhouse-server >/dev/null
+fi
+"$here/fetch-chdb.sh"
