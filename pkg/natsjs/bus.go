@@ -1,0 +1,245 @@
+// Package natsjs is Stickpoint's one bus helper: it starts an embedded
+// nats-server with JetStream or connects to an external NATS, declares the
+// streams, carries trace context in message headers, and runs durable
+// consumers that ack only after the work is durable.
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config says where the bus is.
+type Config struct {
+	// URL of an external NATS (distributed mode). Empty starts an embedded
+	// nats-server in this process.
+	URL string `json:"url"`
+	// StoreDir holds the embedded server's JetStream files.
+	StoreDir string `json:"store_dir"`
+	// ListenAddr, if set, makes the embedded server also accept clients on
+	// this host:port (for the nats CLI or other processes). Empty means
+	// in-process connections only.
+	ListenAddr string `json:"listen_addr"`
+	// SyncAlways fsyncs every JetStream write on the embedded server. Off,
+	// the server flushes every SyncInterval, so a power loss (not a process
+	// crash) can lose acknowledged messages written since the last flush.
+	SyncAlways   bool          `json:"sync_always"`
+	SyncInterval time.Duration `json:"sync_interval"`
+	// Replicas of each stream: 1 embedded, 3 on a cluster.
+	Replicas int `json:"replicas"`
+	// DuplicateWindow is how long the EVENTS stream remembers Nats-Msg-Id
+	// dedup ids.
+	DuplicateWindow time.Duration `json:"duplicate_window"`
+}
+
+// DefaultConfig is an embedded server under ./.stickpoint/nats.
+func DefaultConfig() Config {
+	return Config{
+		StoreDir:        filepath.Join(".stickpoint", "nats"),
+		SyncInterval:    time.Second,
+		Replicas:        1,
+		DuplicateWindow: 2 * time.Minute,
+	}
+}
+
+// Validate reports the first invalid field by name.
+func (c Config) Validate() error {
+	if c.URL == "" && c.StoreDir == "" {
+		return errors.New("nats.store_dir: required when nats.url is empty (embedded server)")
+	}
+	if c.ListenAddr != "" {
+		if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
+			return fmt.Errorf("nats.listen_addr: %w", err)
+		}
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return fmt.Errorf("nats.replicas: %d is not between 1 and 5", c.Replicas)
+	}
+	if c.DuplicateWindow < time.Second {
+		return fmt.Errorf("nats.duplicate_window: %v is shorter than 1s", c.DuplicateWindow)
+	}
+	if c.URL == "" && !c.SyncAlways && c.SyncInterval <= 0 {
+		return fmt.Errorf("nats.sync_interval: must be positive unless nats.sync_always is set")
+	}
+	return nil
+}
+
+// Bus is a NATS connection with JetStream, and the embedded server behind it
+// when there is one.
+type Bus struct {
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	cfg    Config
+	server *server.Server
+	log    *slog.Logger
+	once   sync.Once
+}
+
+// Connect starts the embedded server if cfg.URL is empty, then connects.
+// name identifies the client in NATS monitoring.
+func Connect(ctx context.Context, cfg Config, name string, log *slog.Logger) (*Bus, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	b := &Bus{cfg: cfg, log: log}
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Error("nats async error", "subject", subj, "error", err)
+		}),
+	}
+	url := cfg.URL
+	if url == "" {
+		s, err := startEmbedded(cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		b.server = s
+		opts = append(opts, nats.InProcessServer(s))
+	} else {
+		opts = append(opts, nats.RetryOnFailedConnect(false))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		b.shutdownServer()
+		return nil, fmt.Errorf("connect to nats %s: %w", displayURL(url), err)
+	}
+	b.NC = nc
+	if b.JS, err = jetstream.New(nc); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	// Fail at start, not on the first publish, when JetStream is off.
+	if _, err := b.JS.AccountInfo(ctx); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("jetstream on %s: %w", displayURL(url), err)
+	}
+	return b, nil
+}
+
+func displayURL(u string) string {
+	if u == "" {
+		return "(embedded)"
+	}
+	return u
+}
+
+func startEmbedded(cfg Config, log *slog.Logger) (*server.Server, error) {
+	dir, err := filepath.Abs(cfg.StoreDir)
+	if err != nil {
+		return nil, fmt.Errorf("nats.store_dir: %w", err)
+	}
+	opts := &server.Options{
+		ServerName:   "stickpoint",
+		JetStream:    true,
+		StoreDir:     dir,
+		SyncAlways:   cfg.SyncAlways,
+		SyncInterval: cfg.SyncInterval,
+		NoSigs:       true,
+		DontListen:   cfg.ListenAddr == "",
+		MaxPayload:   8 << 20,
+	}
+	if cfg.ListenAddr != "" {
+		host, port, _ := net.SplitHostPort(cfg.ListenAddr)
+		opts.Host = host
+		if opts.Port, err = strconv.Atoi(port); err != nil {
+			return nil, fmt.Errorf("nats.listen_addr: %w", err)
+		}
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats-server: %w", err)
+	}
+	s.SetLoggerV2(serverLogger{log.With("component", "nats-server")}, false, false, false)
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("embedded nats-server not ready within 10s")
+	}
+	return s, nil
+}
+
+// ClientURL is the embedded server's client URL when it listens, else "".
+func (b *Bus) ClientURL() string {
+	if b.server == nil || b.cfg.ListenAddr == "" {
+		return ""
+	}
+	return b.server.ClientURL()
+}
+
+// Config is the configuration the bus was started with.
+func (b *Bus) Config() Config { return b.cfg }
+
+// Drain lets pending publishes and subscriptions finish, closes the
+// connection and stops the embedded server, bounded by ctx.
+func (b *Bus) Drain(ctx context.Context) error {
+	var err error
+	b.once.Do(func() {
+		if b.NC != nil && !b.NC.IsClosed() {
+			closed := make(chan struct{})
+			b.NC.SetClosedHandler(func(*nats.Conn) { close(closed) })
+			if err = b.NC.Drain(); err == nil {
+				select {
+				case <-closed:
+				case <-ctx.Done():
+					b.NC.Close()
+					err = fmt.Errorf("drain nats: %w", ctx.Err())
+				}
+			} else {
+				b.NC.Close()
+			}
+		}
+		b.shutdownServer()
+	})
+	return err
+}
+
+// Close closes at once, without draining. Safe to call more than once.
+func (b *Bus) Close() {
+	b.once.Do(func() {
+		if b.NC != nil {
+			b.NC.Close()
+		}
+		b.shutdownServer()
+	})
+}
+
+func (b *Bus) shutdownServer() {
+	if b.server != nil {
+		b.server.Shutdown()
+		b.server.WaitForShutdown()
+	}
+}
+
+// serverLogger sends nats-server's log lines to slog.
+type serverLogger struct{ log *slog.Logger }
+
+func (l serverLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l serverLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }

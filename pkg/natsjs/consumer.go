@@ -1,0 +1,398 @@
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+const scope = "github.com/stickpoint/stickpoint/pkg/natsjs"
+
+// Headers set on a dead-lettered message, beside the original headers.
+const (
+	HeaderDeadLetterReason = "Stickpoint-Dead-Letter-Reason"
+	HeaderOriginalSubject  = "Stickpoint-Original-Subject"
+	HeaderOriginalSeq      = "Stickpoint-Original-Stream-Seq"
+	HeaderDeliveries       = "Stickpoint-Deliveries"
+)
+
+// Handler does the work for a batch of messages. It returns nil only once
+// that work is durable; the consumer then acks every message of the batch.
+// It must be idempotent: a message can arrive again (a lost ack, a crash
+// between the work and the ack).
+type Handler func(ctx context.Context, msgs []jetstream.Msg) error
+
+// ConsumerConfig configures a durable pull consumer.
+type ConsumerConfig struct {
+	Stream string
+	// Durable is the consumer name, "<service>-<purpose>". Replicas of a
+	// service share it and so share the work.
+	Durable        string
+	FilterSubjects []string
+	// MaxBatch is the most messages handed to the handler at once.
+	MaxBatch int
+	// MaxWait is how long a partial batch waits for more messages.
+	MaxWait time.Duration
+	// AckWait is how long the server waits for an ack before redelivering.
+	AckWait time.Duration
+	// MaxDeliver is how many failed deliveries a message gets before it is
+	// dead-lettered. The runner enforces it, not the server: the server's
+	// own MaxDeliver stops redelivery silently.
+	MaxDeliver int
+	// NakDelay is the redelivery delay after the n-th failed delivery.
+	NakDelay func(n uint64) time.Duration
+	// Healthy, when set, tells an outage from a poison message. When a batch
+	// fails and Healthy reports an error, the sink is down: every message
+	// is retried later and none is dead-lettered, however long the outage.
+	// When Healthy is nil or passes, the batch is split to find the messages
+	// that fail on their own, and only those count towards MaxDeliver.
+	Healthy func(ctx context.Context) error
+	// DrainTimeout bounds the final batch at shutdown.
+	DrainTimeout time.Duration
+}
+
+func (c *ConsumerConfig) setDefaults() {
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 500
+	}
+	if c.MaxWait <= 0 {
+		c.MaxWait = 200 * time.Millisecond
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = time.Minute
+	}
+	if c.MaxDeliver <= 0 {
+		c.MaxDeliver = 5
+	}
+	if c.NakDelay == nil {
+		c.NakDelay = ExponentialDelay(time.Second, time.Minute)
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+}
+
+// ExponentialDelay doubles from base per delivery, capped at limit.
+func ExponentialDelay(base, limit time.Duration) func(uint64) time.Duration {
+	return func(n uint64) time.Duration {
+		d := base
+		for i := uint64(1); i < n && d < limit; i++ {
+			d *= 2
+		}
+		return min(d, limit)
+	}
+}
+
+// Consumer runs a handler over a durable pull consumer.
+type Consumer struct {
+	bus     *Bus
+	cfg     ConsumerConfig
+	handler Handler
+	log     *slog.Logger
+	tracer  trace.Tracer
+
+	messages  metric.Int64Counter
+	batchSize metric.Int64Histogram
+	duration  metric.Float64Histogram
+	pending   atomic.Int64
+	attrs     metric.MeasurementOption
+}
+
+// NewConsumer builds a consumer; Run starts it.
+func NewConsumer(bus *Bus, cfg ConsumerConfig, h Handler, log *slog.Logger) (*Consumer, error) {
+	cfg.setDefaults()
+	if cfg.Stream == "" || cfg.Durable == "" {
+		return nil, errors.New("consumer: stream and durable are required")
+	}
+	meter := otel.GetMeterProvider().Meter(scope)
+	c := &Consumer{
+		bus: bus, cfg: cfg, handler: h,
+		log:    log.With("consumer", cfg.Durable, "stream", cfg.Stream),
+		tracer: otel.GetTracerProvider().Tracer(scope),
+		attrs:  metric.WithAttributes(attribute.String("consumer", cfg.Durable)),
+	}
+	var err error
+	if c.messages, err = meter.Int64Counter("stickpoint.consumer.messages",
+		metric.WithDescription("Messages finished by a consumer, by outcome: acked, retried, dead_lettered, ack_failed.")); err != nil {
+		return nil, err
+	}
+	if c.batchSize, err = meter.Int64Histogram("stickpoint.consumer.batch.size",
+		metric.WithDescription("Messages per handled batch."),
+		metric.WithExplicitBucketBoundaries(1, 10, 50, 100, 500, 1000, 5000, 10000, 50000)); err != nil {
+		return nil, err
+	}
+	if c.duration, err = meter.Float64Histogram("stickpoint.consumer.handle.duration",
+		metric.WithDescription("Time to handle a batch."), metric.WithUnit("s")); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Pending is the consumer's lag: messages in the stream not yet delivered,
+// as of the last poll.
+func (c *Consumer) Pending() int64 { return c.pending.Load() }
+
+// Run consumes until ctx is cancelled, then drains: it stops fetching,
+// handles what was already fetched, and returns. Messages it could not
+// finish are redelivered after AckWait.
+func (c *Consumer) Run(ctx context.Context) error {
+	cons, err := c.bus.JS.CreateOrUpdateConsumer(ctx, c.cfg.Stream, jetstream.ConsumerConfig{
+		Durable:        c.cfg.Durable,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        c.cfg.AckWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  max(2*c.cfg.MaxBatch, 1000),
+		FilterSubjects: c.cfg.FilterSubjects,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("declare consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
+	}
+
+	meter := otel.GetMeterProvider().Meter(scope)
+	lag, err := meter.Int64ObservableGauge("stickpoint.consumer.pending",
+		metric.WithDescription("Messages in the stream not yet delivered to the consumer (lag)."))
+	if err != nil {
+		return err
+	}
+	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(lag, c.pending.Load(), c.attrs)
+		return nil
+	}, lag)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = reg.Unregister() }()
+
+	msgs := make(chan jetstream.Msg, c.cfg.MaxBatch)
+	fatal := make(chan error, 1)
+	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- m },
+		jetstream.PullMaxMessages(c.cfg.MaxBatch),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			// Without this handler Consume stops silently when its
+			// consumer is deleted.
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				select {
+				case fatal <- err:
+				default:
+				}
+				return
+			}
+			c.log.Warn("consume", "error", err)
+		}))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", c.cfg.Durable, err)
+	}
+	c.log.Info("consumer started")
+
+	batch := make([]jetstream.Msg, 0, c.cfg.MaxBatch)
+	flush := time.NewTimer(c.cfg.MaxWait)
+	defer flush.Stop()
+	lagPoll := time.NewTicker(5 * time.Second)
+	defer lagPoll.Stop()
+	c.pollLag(ctx, cons)
+	for {
+		select {
+		case m := <-msgs:
+			if len(batch) == 0 {
+				flush.Reset(c.cfg.MaxWait)
+			}
+			batch = append(batch, m)
+			if len(batch) >= c.cfg.MaxBatch {
+				c.process(ctx, batch)
+				batch = batch[:0]
+			}
+		case <-flush.C:
+			if len(batch) > 0 {
+				c.process(ctx, batch)
+				batch = batch[:0]
+			}
+		case <-lagPoll.C:
+			c.pollLag(ctx, cons)
+		case err := <-fatal:
+			cc.Stop()
+			return fmt.Errorf("consumer %s stopped: %w", c.cfg.Durable, err)
+		case <-ctx.Done():
+			return c.drain(ctx, cc, msgs, batch)
+		}
+	}
+}
+
+func (c *Consumer) pollLag(ctx context.Context, cons jetstream.Consumer) {
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if info, err := cons.Info(ictx); err == nil {
+		c.pending.Store(int64(info.NumPending))
+	}
+}
+
+// drain stops fetching and handles what was fetched already.
+func (c *Consumer) drain(ctx context.Context, cc jetstream.ConsumeContext, msgs chan jetstream.Msg, batch []jetstream.Msg) error {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.DrainTimeout)
+	defer cancel()
+	cc.Drain()
+	for done := false; !done; {
+		select {
+		case m := <-msgs:
+			batch = append(batch, m)
+			if len(batch) >= c.cfg.MaxBatch {
+				c.process(dctx, batch)
+				batch = batch[:0]
+			}
+		case <-cc.Closed():
+			done = true
+		case <-dctx.Done():
+			cc.Stop()
+			done = true
+		}
+	}
+	for more := true; more; {
+		select {
+		case m := <-msgs:
+			batch = append(batch, m)
+		default:
+			more = false
+		}
+	}
+	if len(batch) > 0 && dctx.Err() == nil {
+		c.process(dctx, batch)
+	}
+	c.log.Info("consumer drained")
+	return nil
+}
+
+func (c *Consumer) process(ctx context.Context, batch []jetstream.Msg) {
+	// One span per batch, linked to each message's trace (up to 128).
+	links := make([]trace.Link, 0, min(len(batch), 128))
+	for _, m := range batch[:min(len(batch), 128)] {
+		if sc := trace.SpanContextFromContext(ExtractTrace(ctx, m.Headers())); sc.IsValid() {
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	ctx, span := c.tracer.Start(ctx, "consume "+c.cfg.Durable, trace.WithLinks(links...),
+		trace.WithAttributes(attribute.Int("messaging.batch.message_count", len(batch))))
+	defer span.End()
+
+	start := time.Now()
+	err := c.handler(ctx, batch)
+	c.batchSize.Record(ctx, int64(len(batch)), c.attrs)
+	c.duration.Record(ctx, time.Since(start).Seconds(), c.attrs)
+	if err == nil {
+		c.ack(ctx, batch)
+		return
+	}
+	span.RecordError(err)
+	c.fail(ctx, batch, err)
+}
+
+func (c *Consumer) ack(ctx context.Context, msgs []jetstream.Msg) {
+	failed := 0
+	for _, m := range msgs {
+		if err := m.Ack(); err != nil {
+			// The work is durable; a lost ack means a redelivery, which
+			// the idempotent handler absorbs.
+			failed++
+			if failed == 1 {
+				c.log.Warn("ack failed", "error", err)
+			}
+		}
+	}
+	c.count(ctx, "acked", len(msgs)-failed)
+	c.count(ctx, "ack_failed", failed)
+}
+
+func (c *Consumer) count(ctx context.Context, outcome string, n int) {
+	if n > 0 {
+		c.messages.Add(ctx, int64(n), metric.WithAttributes(attribute.String("consumer", c.cfg.Durable), attribute.String("outcome", outcome)))
+	}
+}
+
+// fail decides what happens to a batch whose handler failed.
+func (c *Consumer) fail(ctx context.Context, batch []jetstream.Msg, err error) {
+	if c.cfg.Healthy != nil {
+		if herr := c.cfg.Healthy(ctx); herr != nil {
+			c.log.Warn("handler failed while its sink is unhealthy; retrying later", "error", err, "health", herr, "messages", len(batch))
+			c.retry(ctx, batch)
+			return
+		}
+	}
+	if len(batch) == 1 {
+		c.failOne(ctx, batch[0], err)
+		return
+	}
+	// Split the batch in halves to find the messages that fail alone, so
+	// one poison message does not hold back the rest.
+	mid := len(batch) / 2
+	for _, half := range [][]jetstream.Msg{batch[:mid], batch[mid:]} {
+		if herr := c.handler(ctx, half); herr != nil {
+			c.fail(ctx, half, herr)
+		} else {
+			c.ack(ctx, half)
+		}
+	}
+}
+
+func (c *Consumer) retry(ctx context.Context, msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		n := uint64(1)
+		if md, err := m.Metadata(); err == nil {
+			n = md.NumDelivered
+		}
+		if err := m.NakWithDelay(c.cfg.NakDelay(n)); err != nil {
+			c.log.Warn("nak failed; the message is redelivered after AckWait", "error", err)
+		}
+	}
+	c.count(ctx, "retried", len(msgs))
+}
+
+func (c *Consumer) failOne(ctx context.Context, m jetstream.Msg, err error) {
+	md, merr := m.Metadata()
+	if merr != nil || md.NumDelivered < uint64(c.cfg.MaxDeliver) {
+		c.log.Warn("message failed; retrying later", "subject", m.Subject(), "error", err)
+		c.retry(ctx, []jetstream.Msg{m})
+		return
+	}
+	dl := &nats.Msg{
+		Subject: DeadLetterSubject(c.cfg.Stream, c.cfg.Durable),
+		Data:    m.Data(),
+		Header:  nats.Header{},
+	}
+	for k, v := range m.Headers() {
+		dl.Header[k] = v
+	}
+	reason := err.Error()
+	if len(reason) > 1024 {
+		reason = reason[:1024]
+	}
+	dl.Header.Set(HeaderDeadLetterReason, reason)
+	dl.Header.Set(HeaderOriginalSubject, m.Subject())
+	dl.Header.Set(HeaderOriginalSeq, strconv.FormatUint(md.Sequence.Stream, 10))
+	dl.Header.Set(HeaderDeliveries, strconv.FormatUint(md.NumDelivered, 10))
+	dl.Header.Del(nats.MsgIdHdr)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// Dedup by origin, so a redelivered poison message is dead-lettered once.
+	id := "dl:" + c.cfg.Stream + ":" + c.cfg.Durable + ":" + strconv.FormatUint(md.Sequence.Stream, 10)
+	if _, perr := c.bus.JS.PublishMsg(pctx, dl, jetstream.WithMsgID(id)); perr != nil {
+		c.log.Error("dead-letter publish failed; retrying the message", "error", perr)
+		c.retry(ctx, []jetstream.Msg{m})
+		return
+	}
+	if terr := m.TermWithReason("dead-lettered"); terr != nil {
+		c.log.Warn("term after dead-letter failed", "error", terr)
+	}
+	c.log.Error("message dead-lettered", "subject", m.Subject(), "stream_seq", md.Sequence.Stream,
+		"deliveries", md.NumDelivered, "dead_letter_subject", dl.Subject, "error", err)
+	c.count(ctx, "dead_lettered", 1)
+}
