@@ -75,7 +75,7 @@ func (s *serverStore) Query(ctx context.Context, query string, args ...any) (*Ro
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	cts := rows.ColumnTypes()
 	r := &Rows{columns: rows.Columns(), types: make([]string, len(cts))}
 	for i, ct := range cts {

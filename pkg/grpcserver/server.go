@@ -114,11 +114,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	select {
 	case <-stopped:
 	case <-time.After(s.cfg.ShutdownTimeout):
-		s.log.Warn("grpc graceful stop timed out; cancelling calls", "timeout", s.cfg.ShutdownTimeout)
+		s.log.WarnContext(ctx, "grpc graceful stop timed out; cancelling calls", "timeout", s.cfg.ShutdownTimeout)
 		s.grpc.Stop()
 		<-stopped
 	}
-	<-errc
+	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("grpc serve: %w", err)
+	}
 	return nil
 }
 

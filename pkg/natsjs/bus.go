@@ -93,24 +93,7 @@ func Connect(ctx context.Context, cfg Config, name string, log *slog.Logger) (*B
 		return nil, err
 	}
 	b := &Bus{cfg: cfg, log: log}
-	opts := []nats.Option{
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("nats disconnected", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			subj := ""
-			if sub != nil {
-				subj = sub.Subject
-			}
-			log.Error("nats async error", "subject", subj, "error", err)
-		}),
-	}
+	opts := connOptions(name, log)
 	url := cfg.URL
 	if url == "" {
 		s, err := startEmbedded(cfg, log)
@@ -138,6 +121,32 @@ func Connect(ctx context.Context, cfg Config, name string, log *slog.Logger) (*B
 		return nil, fmt.Errorf("jetstream on %s: %w", displayURL(url), err)
 	}
 	return b, nil
+}
+
+// connOptions are the client options: reconnect forever and log
+// connection changes (callbacks run outside any request, so no context).
+func connOptions(name string, log *slog.Logger) []nats.Option {
+	bg := context.Background()
+	return []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.WarnContext(bg, "nats disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.InfoContext(bg, "nats reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.ErrorContext(bg, "nats async error", "subject", subj, "error", err)
+		}),
+	}
 }
 
 func displayURL(u string) string {

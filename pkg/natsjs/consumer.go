@@ -189,12 +189,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 				}
 				return
 			}
-			c.log.Warn("consume", "error", err)
+			c.log.WarnContext(ctx, "consume", "error", err)
 		}))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", c.cfg.Durable, err)
 	}
-	c.log.Info("consumer started")
+	c.log.InfoContext(ctx, "consumer started")
 
 	batch := make([]jetstream.Msg, 0, c.cfg.MaxBatch)
 	flush := time.NewTimer(c.cfg.MaxWait)
@@ -268,7 +268,7 @@ func (c *Consumer) drain(ctx context.Context, cc jetstream.ConsumeContext, msgs 
 	if len(batch) > 0 && dctx.Err() == nil {
 		c.process(dctx, batch)
 	}
-	c.log.Info("consumer drained")
+	c.log.InfoContext(ctx, "consumer drained")
 	return nil
 }
 
@@ -304,7 +304,7 @@ func (c *Consumer) ack(ctx context.Context, msgs []jetstream.Msg) {
 			// the idempotent handler absorbs.
 			failed++
 			if failed == 1 {
-				c.log.Warn("ack failed", "error", err)
+				c.log.WarnContext(ctx, "ack failed", "error", err)
 			}
 		}
 	}
@@ -322,7 +322,7 @@ func (c *Consumer) count(ctx context.Context, outcome string, n int) {
 func (c *Consumer) fail(ctx context.Context, batch []jetstream.Msg, err error) {
 	if c.cfg.Healthy != nil {
 		if herr := c.cfg.Healthy(ctx); herr != nil {
-			c.log.Warn("handler failed while its sink is unhealthy; retrying later", "error", err, "health", herr, "messages", len(batch))
+			c.log.WarnContext(ctx, "handler failed while its sink is unhealthy; retrying later", "error", err, "health", herr, "messages", len(batch))
 			c.retry(ctx, batch)
 			return
 		}
@@ -350,7 +350,7 @@ func (c *Consumer) retry(ctx context.Context, msgs []jetstream.Msg) {
 			n = md.NumDelivered
 		}
 		if err := m.NakWithDelay(c.cfg.NakDelay(n)); err != nil {
-			c.log.Warn("nak failed; the message is redelivered after AckWait", "error", err)
+			c.log.WarnContext(ctx, "nak failed; the message is redelivered after AckWait", "error", err)
 		}
 	}
 	c.count(ctx, "retried", len(msgs))
@@ -359,7 +359,7 @@ func (c *Consumer) retry(ctx context.Context, msgs []jetstream.Msg) {
 func (c *Consumer) failOne(ctx context.Context, m jetstream.Msg, err error) {
 	md, merr := m.Metadata()
 	if merr != nil || md.NumDelivered < uint64(c.cfg.MaxDeliver) {
-		c.log.Warn("message failed; retrying later", "subject", m.Subject(), "error", err)
+		c.log.WarnContext(ctx, "message failed; retrying later", "subject", m.Subject(), "error", err)
 		c.retry(ctx, []jetstream.Msg{m})
 		return
 	}
@@ -385,14 +385,14 @@ func (c *Consumer) failOne(ctx context.Context, m jetstream.Msg, err error) {
 	// Dedup by origin, so a redelivered poison message is dead-lettered once.
 	id := "dl:" + c.cfg.Stream + ":" + c.cfg.Durable + ":" + strconv.FormatUint(md.Sequence.Stream, 10)
 	if _, perr := c.bus.JS.PublishMsg(pctx, dl, jetstream.WithMsgID(id)); perr != nil {
-		c.log.Error("dead-letter publish failed; retrying the message", "error", perr)
+		c.log.ErrorContext(ctx, "dead-letter publish failed; retrying the message", "error", perr)
 		c.retry(ctx, []jetstream.Msg{m})
 		return
 	}
 	if terr := m.TermWithReason("dead-lettered"); terr != nil {
-		c.log.Warn("term after dead-letter failed", "error", terr)
+		c.log.WarnContext(ctx, "term after dead-letter failed", "error", terr)
 	}
-	c.log.Error("message dead-lettered", "subject", m.Subject(), "stream_seq", md.Sequence.Stream,
+	c.log.ErrorContext(ctx, "message dead-lettered", "subject", m.Subject(), "stream_seq", md.Sequence.Stream,
 		"deliveries", md.NumDelivered, "dead_letter_subject", dl.Subject, "error", err)
 	c.count(ctx, "dead_lettered", 1)
 }

@@ -125,7 +125,9 @@ func Setup(ctx context.Context, cfg Config, service, version string, w io.Writer
 	otel.SetMeterProvider(t.mp)
 	otel.SetTracerProvider(t.tp)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
-	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { t.Logger.Warn("opentelemetry", "error", err) }))
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		t.Logger.WarnContext(context.Background(), "opentelemetry", "error", err)
+	}))
 	return t, nil
 }
 
@@ -161,7 +163,9 @@ func (h traceHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	return traceHandler{h.Handler.WithAttrs(attrs)}
 }
 
-func (h traceHandler) WithGroup(name string) slog.Handler { return traceHandler{h.Handler.WithGroup(name)} }
+func (h traceHandler) WithGroup(name string) slog.Handler {
+	return traceHandler{h.Handler.WithGroup(name)}
+}
 
 // ParseLevel is for flags: "debug", "info", "warn", "error".
 func ParseLevel(s string) (slog.Level, error) {

@@ -134,10 +134,11 @@ type clickhouseServer struct {
 func (s *clickhouseServer) stop() {
 	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
 	select {
-	case <-s.exited:
+	case err := <-s.exited:
+		_ = err // exit status of a signalled server says nothing useful
 	case <-time.After(10 * time.Second):
 		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.exited
+		_ = waitExit(s.exited)
 	}
 	_ = os.RemoveAll(s.dir)
 }
@@ -216,7 +217,7 @@ func tryStartClickHouseServer(bin string) (*clickhouseServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close()
+	defer func() { _ = logf.Close() }()
 	cmd := exec.Command(bin, "--config-file="+filepath.Join(dir, "config.xml"))
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -244,10 +245,12 @@ func tryStartClickHouseServer(bin string) (*clickhouseServer, error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	_ = cmd.Process.Kill()
-	<-exited
+	_ = waitExit(exited)
 	_ = os.RemoveAll(dir)
 	return nil, fmt.Errorf("clickhouse-server did not listen on %s within 30s", addr)
 }
+
+func waitExit(exited <-chan error) error { return <-exited }
 
 func tail(s string, n int) string {
 	if len(s) > n {

@@ -45,8 +45,8 @@ func DefaultConfig() Config {
 		ClickHouse: chstore.DefaultConfig(),
 		Telemetry:  telemetry.DefaultConfig(),
 	}
-	cfg.NATS.StoreDir = ""       // derived from data_dir
-	cfg.ClickHouse.DataDir = ""  // derived from data_dir
+	cfg.NATS.StoreDir = ""      // derived from data_dir
+	cfg.ClickHouse.DataDir = "" // derived from data_dir
 	cfg.Telemetry.LogFormat = "text"
 	return cfg
 }

@@ -46,7 +46,7 @@ func Migrate(ctx context.Context, store chstore.Store, log *slog.Logger) (int, e
 	for _, c := range Components() {
 		applied, err := chstore.Migrate(ctx, store, c.Name, c.Migrations)
 		for _, m := range applied {
-			log.Info("migration applied", "component", c.Name, "version", m.Version, "name", m.Name)
+			log.InfoContext(ctx, "migration applied", "component", c.Name, "version", m.Version, "name", m.Name)
 		}
 		total += len(applied)
 		if err != nil {
@@ -86,7 +86,7 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 		for i := len(closers) - 1; i >= 0; i-- {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 			if err := closers[i](sctx); err != nil {
-				log.Warn("shutdown step", "error", err)
+				log.WarnContext(ctx, "shutdown step", "error", err)
 			}
 			cancel()
 		}
@@ -98,7 +98,7 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 		return err
 	}
 	closers = append(closers, func(context.Context) error { return store.Close() })
-	log.Info("clickhouse open", "engine", store.Engine(), "version", store.Version().String())
+	log.InfoContext(ctx, "clickhouse open", "engine", store.Engine(), "version", store.Version().String())
 	if _, err := Migrate(ctx, store, log); err != nil {
 		return err
 	}
@@ -181,7 +181,7 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 	fmt.Fprintf(out, "data: %s\n", cfg.DataDir)
 	fmt.Fprintf(out, "started in %s\n", time.Since(started).Round(time.Millisecond))
 	fmt.Fprintln(out, "ready")
-	log.Info("ready", "grpc_addr", grpcSrv.Addr(), "http_addr", httpLis.Addr().String(), "startup_ms", time.Since(started).Milliseconds())
+	log.InfoContext(ctx, "ready", "grpc_addr", grpcSrv.Addr(), "http_addr", httpLis.Addr().String(), "startup_ms", time.Since(started).Milliseconds())
 
 	err = g.Wait()
 	fmt.Fprintln(out, "shutting down")

@@ -82,7 +82,7 @@ func runMigrate(ctx context.Context, args []string, env environ) error {
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer func() { _ = store.Close() }()
 	log := slog.New(slog.NewTextHandler(env.stderr, nil))
 	n, err := app.Migrate(ctx, store, log)
 	if err != nil {
