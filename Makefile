@@ -27,7 +27,7 @@ build: ## build every binary into ./bin/
 
 .PHONY: test
 test: test-deps check-modules ## run every test on both ClickHouse engines, benchmarks once, fuzzers briefly
-	@for m in $(MODULES); do echo "== go test $$m"; (cd $$m && go test -count=1 -timeout 20m ./...) || exit 1; done
+	@for m in $(MODULES); do echo "== go test $$m"; (cd $$m && go test -race -count=1 -timeout 20m ./...) || exit 1; done
 	@$(MAKE) --no-print-directory bench-smoke
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 	@$(MAKE) --no-print-directory check-generated

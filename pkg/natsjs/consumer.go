@@ -268,6 +268,11 @@ func (c *Consumer) drain(ctx context.Context, cc jetstream.ConsumeContext, msgs 
 	if len(batch) > 0 && dctx.Err() == nil {
 		c.process(dctx, batch)
 	}
+	// Acks are fire-and-forget publishes: flush so the server has them
+	// before Run returns, and a restart does not redeliver finished work.
+	if err := c.bus.NC.FlushWithContext(dctx); err != nil {
+		c.log.WarnContext(ctx, "flush acks at drain", "error", err)
+	}
 	c.log.InfoContext(ctx, "consumer drained")
 	return nil
 }
