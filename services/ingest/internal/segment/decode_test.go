@@ -1,0 +1,142 @@
+package segment_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/services/ingest/internal/segment"
+)
+
+var now = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+func decode(t *testing.T, kind, body string) (*segment.Request, *segment.Error) {
+	t.Helper()
+	req, err := segment.Decode(kind, []byte(body), now, segment.DefaultLimits())
+	if err == nil {
+		return req, nil
+	}
+	var se *segment.Error
+	require.True(t, errors.As(err, &se), "errors are *segment.Error: %v", err)
+	return nil, se
+}
+
+func TestBatchWithEnvelopeMerge(t *testing.T) {
+	body := `{
+	  "writeKey": "wk_body",
+	  "sentAt": "2026-11-22T11:00:10.000Z",
+	  "context": {"library": {"name": "analytics-node"}, "groupId": "acct-batch"},
+	  "batch": [
+	    {"type": "track", "event": "Report Built", "userId": "u1", "messageId": "m1",
+	     "timestamp": "2026-11-22T11:00:00.000Z", "properties": {"big": 9007199254740993, "n": 1.5}},
+	    {"type": "group", "groupId": "acct-1", "userId": "u1", "messageId": "m2", "traits": {"plan": "pro"},
+	     "context": {"library": {"name": "own"}}},
+	    {"type": "identify", "anonymousId": "anon", "messageId": "m3", "traits": {"email": "a@b.c"}, "sentAt": "2026-11-22T11:00:05Z", "timestamp": "2026-11-22T11:00:04Z"}
+	  ]}`
+	req, err := decode(t, "batch", body)
+	require.Nil(t, err)
+	require.Equal(t, "wk_body", req.WriteKey)
+	require.Len(t, req.Events, 3)
+
+	tr := req.Events[0]
+	require.Equal(t, events.TypeTrack, tr.Type)
+	require.Equal(t, "Report Built", tr.Name)
+	require.Equal(t, "acct-batch", tr.AccountID, "context.groupId from the batch envelope")
+	// Skew correction: received 12:00:00, sent 10 s after the event -> 11:59:50.
+	require.Equal(t, now.Add(-10*time.Second), tr.Timestamp)
+	require.Equal(t, time.Date(2026, 11, 22, 11, 0, 0, 0, time.UTC), tr.OriginalTimestamp)
+	require.Contains(t, string(tr.Properties), "9007199254740993", "numbers stay exact")
+	require.Contains(t, string(tr.Context), "analytics-node")
+
+	gr := req.Events[1]
+	require.Equal(t, "acct-1", gr.AccountID, "a group call's own groupId wins")
+	require.Contains(t, string(gr.Context), `"own"`, "the event's context wins over the batch's")
+	require.Contains(t, string(gr.Context), `acct-batch`, "and keeps the batch's other keys")
+	require.Equal(t, now, gr.Timestamp, "no timestamp: the receive time")
+
+	id := req.Events[2]
+	require.Equal(t, now.Add(-time.Second), id.Timestamp, "the event's own sentAt wins over the batch's")
+}
+
+func TestSingleCalls(t *testing.T) {
+	req, err := decode(t, "track", `{"event":"Signed Up","userId":42,"writeKey":"wk_x"}`)
+	require.Nil(t, err)
+	require.Equal(t, "42", req.Events[0].UserID, "numeric ids become their exact text")
+	require.Equal(t, "wk_x", req.WriteKey)
+	require.True(t, strings.HasPrefix(req.Events[0].MessageID, "api-"), "a missing messageId is derived from the call")
+	again, _ := decode(t, "track", `{"event":"Signed Up","userId":42,"writeKey":"wk_x"}`)
+	require.Equal(t, req.Events[0].MessageID, again.Events[0].MessageID, "so a retry gets the same one")
+
+	req, err = decode(t, "page", `{"name":"Pricing","anonymousId":"a","properties":{"path":"/pricing"}}`)
+	require.Nil(t, err)
+	require.Equal(t, "Pricing", req.Events[0].Name)
+	req, err = decode(t, "alias", `{"previousId":"anon","userId":"u1"}`)
+	require.Nil(t, err)
+	require.Equal(t, "anon", req.Events[0].PreviousID)
+	req, err = decode(t, "screen", `{"userId":"u","name":"Home"}`)
+	require.Nil(t, err)
+	require.Equal(t, events.TypeScreen, req.Events[0].Type)
+}
+
+func TestBadInput(t *testing.T) {
+	deep := strings.Repeat(`{"a":`, 40) + "1" + strings.Repeat("}", 40)
+	var many []string
+	for i := range 2501 {
+		many = append(many, fmt.Sprintf(`{"type":"track","event":"e","userId":"u","messageId":"%d"}`, i))
+	}
+	cases := []struct {
+		name, kind, body, field, contains string
+	}{
+		{"not json", "track", `{"event":`, "", "malformed JSON"},
+		{"not an object", "track", `[1,2]`, "", "JSON object"},
+		{"wrong type for event", "track", `{"event":5,"userId":"u"}`, "event", "must be a string"},
+		{"missing ids", "track", `{"event":"e"}`, "userId", "userId or an anonymousId"},
+		{"object id", "track", `{"event":"e","userId":{"x":1}}`, "userId", "string or a number"},
+		{"missing event name", "track", `{"userId":"u"}`, "event", "required"},
+		{"unknown type", "batch", `{"batch":[{"type":"purchase","userId":"u"}]}`, "batch[0].type", "unknown type"},
+		{"missing type in batch", "batch", `{"batch":[{"userId":"u","event":"e"}]}`, "batch[0].type", "required"},
+		{"no batch", "batch", `{"events":[]}`, "batch", "required"},
+		{"empty batch", "batch", `{"batch":[]}`, "batch", "empty"},
+		{"too many events", "batch", `{"batch":[` + strings.Join(many, ",") + `]}`, "batch", "limit of 2500"},
+		{"event too big", "track", `{"event":"e","userId":"u","properties":{"s":"` + strings.Repeat("x", 33<<10) + `"}}`, "", "limit of 32768 bytes"},
+		{"too deep", "track", `{"event":"e","userId":"u","properties":` + deep + `}`, "", "/properties/a/a/a"},
+		{"duplicate keys", "track", `{"event":"e","userId":"u","userId":"v"}`, "", "duplicate"},
+		{"invalid utf-8", "track", "{\"event\":\"e\xff\",\"userId\":\"u\"}", "", "UTF-8"},
+		{"properties not object", "track", `{"event":"e","userId":"u","properties":[1]}`, "properties", "object"},
+		{"future timestamp", "track", `{"event":"e","userId":"u","timestamp":"2026-11-24T12:00:01Z"}`, "timestamp", "in the future"},
+		{"before floor", "track", `{"event":"e","userId":"u","timestamp":"2001-01-01T00:00:00Z"}`, "timestamp", "history limit"},
+		{"unparseable time", "track", `{"event":"e","userId":"u","timestamp":"yesterday"}`, "timestamp", "ISO-8601"},
+		{"sentAt before timestamp", "track", `{"event":"e","userId":"u","timestamp":"2026-11-22T11:00:00Z","sentAt":"2026-11-22T10:00:00Z"}`, "sentAt", "before the event's own timestamp"},
+		{"group without id", "group", `{"userId":"u"}`, "groupId", "required"},
+		{"alias without previous", "alias", `{"userId":"u"}`, "previousId", "previousId"},
+		{"huge message id", "track", `{"event":"e","userId":"u","messageId":"` + strings.Repeat("m", 300) + `"}`, "messageId", "limit of 256"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := decode(t, c.kind, c.body)
+			require.NotNil(t, err, "must be rejected")
+			require.Equal(t, 400, err.Status)
+			if c.field != "" {
+				require.Equal(t, c.field, err.Field)
+			}
+			require.Contains(t, err.Error(), c.contains)
+		})
+	}
+}
+
+func TestIntegersAboveTwoTo53AreKeptExactly(t *testing.T) {
+	req, err := decode(t, "identify", `{"userId":18446744073709551615,"traits":{"seats":123456789012345678901234567890}}`)
+	require.Nil(t, err)
+	require.Equal(t, "18446744073709551615", req.Events[0].UserID)
+	var traits map[string]json.Number
+	d := json.NewDecoder(strings.NewReader(string(req.Events[0].Traits)))
+	d.UseNumber()
+	require.NoError(t, d.Decode(&traits))
+	require.Equal(t, "123456789012345678901234567890", traits["seats"].String())
+}
