@@ -1,0 +1,102 @@
+package store_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/pkg/testutil"
+	"github.com/stickpoint/stickpoint/services/ingest/internal/store"
+	"github.com/stickpoint/stickpoint/services/ingest/migrations"
+)
+
+func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
+
+func open(t *testing.T, db chstore.Store) *store.Store {
+	t.Helper()
+	_, err := chstore.Migrate(t.Context(), db, "ingest", migrations.FS)
+	require.NoError(t, err)
+	return store.New(db)
+}
+
+func ev(tenant, id, typ, name, user, account string, ts time.Time) events.Event {
+	return events.Event{TenantID: tenant, SourceID: "src", Type: typ, Name: name, MessageID: id, UserID: user,
+		AccountID: account, Timestamp: ts, ReceivedAt: ts, Properties: json.RawMessage(`{"n":9007199254740993}`),
+		Context: json.RawMessage(`{"ip":"127.0.0.1"}`)}
+}
+
+func TestWriteCountRecent(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		s := open(t, db)
+		ctx := t.Context()
+		t0 := time.Date(2026, 11, 22, 10, 0, 0, 250_000_000, time.UTC)
+		batch := []events.Event{
+			ev("acme", "m1", events.TypeTrack, "Report Built", "u1", "a1", t0),
+			ev("acme", "m2", events.TypeTrack, "Report Built", "u2", "a1", t0.Add(time.Minute)),
+			ev("acme", "m3", events.TypePage, "Pricing", "u1", "a2", t0.Add(2*time.Minute)),
+			ev("acme", "g1", events.TypeGroup, "", "u3", "a9", t0),
+			ev("globex", "m1", events.TypeTrack, "Report Built", "x", "a1", t0), // same messageId, other tenant
+		}
+		require.NoError(t, s.Write(ctx, batch))
+		require.NoError(t, s.Write(ctx, batch[:3]), "a redelivered batch")
+
+		count := func(f store.Filter) uint64 {
+			t.Helper()
+			n, err := s.Count(ctx, "acme", f)
+			require.NoError(t, err)
+			return n
+		}
+		check := func() {
+			require.Equal(t, uint64(4), count(store.Filter{}))
+			require.Equal(t, uint64(2), count(store.Filter{Type: events.TypeTrack, Name: "Report Built"}))
+			require.Equal(t, uint64(2), count(store.Filter{AccountID: "a1"}))
+			require.Equal(t, uint64(1), count(store.Filter{From: t0.Add(30 * time.Second), To: t0.Add(90 * time.Second)}))
+		}
+		check()
+		require.NoError(t, db.Exec(ctx, "OPTIMIZE TABLE events FINAL"))
+		check() // the same answers after duplicates merged
+
+		n, err := s.Count(ctx, "globex", store.Filter{})
+		require.NoError(t, err)
+		require.Equal(t, uint64(1), n, "one tenant's messageIds never hide another's")
+
+		recent, err := s.Recent(ctx, "acme", "a1", 10)
+		require.NoError(t, err)
+		require.Len(t, recent, 2, "each messageId once")
+		require.Equal(t, "m2", recent[0].MessageID, "newest first")
+		got := recent[1]
+		want := batch[0]
+		require.True(t, want.Timestamp.Equal(got.Timestamp), "millisecond timestamps survive: %v", got.Timestamp)
+		require.JSONEq(t, string(want.Properties), string(got.Properties))
+		require.Contains(t, string(got.Properties), "9007199254740993")
+		require.Equal(t, want.UserID, got.UserID)
+		require.Equal(t, want.SourceID, got.SourceID)
+		require.Equal(t, want.Name, got.Name)
+
+		accts, err := s.UserAccounts(ctx, "acme", []string{"u3", "nobody"})
+		require.NoError(t, err)
+		require.Equal(t, map[string]string{"u3": "a9"}, accts)
+	})
+}
+
+func TestCountIsExactAtScale(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		s := open(t, db)
+		t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+		var batch []events.Event
+		for i := range 5000 {
+			batch = append(batch, ev("acme", fmt.Sprintf("m%05d", i), events.TypeTrack, "e", "u", "a", t0.Add(time.Duration(i)*time.Second)))
+		}
+		require.NoError(t, s.Write(t.Context(), batch))
+		require.NoError(t, s.Write(t.Context(), batch[1000:3000]))
+		n, err := s.Count(t.Context(), "acme", store.Filter{})
+		require.NoError(t, err)
+		require.Equal(t, uint64(5000), n)
+	})
+}
