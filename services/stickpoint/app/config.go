@@ -14,6 +14,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/grpcserver"
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/telemetry"
+	ingest "github.com/stickpoint/stickpoint/services/ingest/app"
 )
 
 // Config is the embedded mode's configuration. Keys and their environment
@@ -32,6 +33,7 @@ type Config struct {
 	NATS       natsjs.Config     `json:"nats"`
 	ClickHouse chstore.Config    `json:"clickhouse"`
 	Telemetry  telemetry.Config  `json:"telemetry"`
+	Ingest     ingest.Config     `json:"ingest"`
 }
 
 // DefaultConfig keeps data in ./.stickpoint and listens on loopback only.
@@ -44,6 +46,7 @@ func DefaultConfig() Config {
 		NATS:       natsjs.DefaultConfig(),
 		ClickHouse: chstore.DefaultConfig(),
 		Telemetry:  telemetry.DefaultConfig(),
+		Ingest:     ingest.DefaultConfig(),
 	}
 	cfg.NATS.StoreDir = ""      // derived from data_dir
 	cfg.ClickHouse.DataDir = "" // derived from data_dir
@@ -74,7 +77,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("demo_tenant: %w", err)
 		}
 	}
-	for _, v := range []interface{ Validate() error }{c.GRPC, c.NATS, c.ClickHouse, c.Telemetry} {
+	for _, v := range []interface{ Validate() error }{c.GRPC, c.NATS, c.ClickHouse, c.Telemetry, c.Ingest} {
 		if err := v.Validate(); err != nil {
 			return err
 		}

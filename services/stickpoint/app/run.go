@@ -25,6 +25,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
 	adminv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/admin/v1"
 	authv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/auth/v1"
+	ingest "github.com/stickpoint/stickpoint/services/ingest/app"
 )
 
 // Version is set at build time with -ldflags "-X ...app.Version=...".
@@ -38,7 +39,9 @@ type Component struct {
 
 // Components lists every component's migrations, applied in this order by
 // `stickpoint migrate` and at embedded start. Each service adds its own.
-func Components() []Component { return nil }
+func Components() []Component {
+	return []Component{{Name: ingest.Component, Migrations: ingest.Migrations}}
+}
 
 // Migrate applies every component's pending migrations.
 func Migrate(ctx context.Context, store chstore.Store, log *slog.Logger) (int, error) {
@@ -118,6 +121,7 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 	}
 	closers = append(closers, func(context.Context) error { reg.Close(); return nil })
 
+	writeKey := ""
 	if cfg.DemoTenant != "" {
 		key, secret, err := reg.EnsureTenant(ctx, cfg.DemoTenant, "Demo",
 			authv1.Scope_SCOPE_READ, authv1.Scope_SCOPE_WRITE, authv1.Scope_SCOPE_ADMIN, authv1.Scope_SCOPE_OPERATOR)
@@ -126,6 +130,7 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 		}
 		fmt.Fprintf(out, "tenant: %s\n", cfg.DemoTenant)
 		fmt.Fprintf(out, "write key: %s\n", key.Key)
+		writeKey = key.Key
 		if secret != "" {
 			fmt.Fprintf(out, "api token: %s\n", secret)
 			fmt.Fprintln(out, "  (shown once: it is stored hashed. Save it, e.g. export STICKPOINT_TOKEN=<token>)")
@@ -137,12 +142,17 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 		return err
 	}
 	grpcSrv.Register(&adminv1.AdminService_ServiceDesc, tenancy.NewAdminService(reg))
+	ing, err := ingest.New(cfg.Ingest, bus, store, reg, log)
+	if err != nil {
+		return err
+	}
 
 	httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http_addr: listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	mux := http.NewServeMux()
+	ing.Register(mux, grpcSrv)
 	mux.Handle("GET /metrics", tel.MetricsHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -163,6 +173,7 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return grpcSrv.Serve(gctx) })
+	g.Go(func() error { return ing.Run(gctx) })
 	g.Go(func() error {
 		if err := httpSrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http serve: %w", err)
@@ -179,6 +190,10 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 	fmt.Fprintf(out, "grpc: %s\n", grpcSrv.Addr())
 	fmt.Fprintf(out, "http: http://%s\n", httpLis.Addr())
 	fmt.Fprintf(out, "data: %s\n", cfg.DataDir)
+	if writeKey != "" {
+		fmt.Fprintf(out, "try: curl -u %s: http://%s/v1/track -H 'Content-Type: application/json' -d '{\"userId\":\"u1\",\"event\":\"Report Built\",\"context\":{\"groupId\":\"acme-co\"}}'\n",
+			writeKey, httpLis.Addr())
+	}
 	fmt.Fprintf(out, "started in %s\n", time.Since(started).Round(time.Millisecond))
 	fmt.Fprintln(out, "ready")
 	log.InfoContext(ctx, "ready", "grpc_addr", grpcSrv.Addr(), "http_addr", httpLis.Addr().String(), "startup_ms", time.Since(started).Milliseconds())

@@ -19,6 +19,7 @@ Usage:
   stickpoint tenants create ID [--name NAME] | list | get                  (create, list: operator token)
   stickpoint keys create --name NAME | list | rotate SOURCE_ID [--grace 24h] | revoke KEY
   stickpoint tokens create --name NAME --scopes read,write,admin | list | revoke ID
+  stickpoint events count [--account A] [--event E] [--type T] [--since 24h] | recent [--account A] [--limit N]
   stickpoint version
 
 Client commands find the server with --addr or STICKPOINT_ADDR (default 127.0.0.1:9090)
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runKeys(ctx, rest, env)
 	case "tokens":
 		return runTokens(ctx, rest, env)
+	case "events":
+		return runEvents(ctx, args[1:], env)
 	case "version":
 		return runVersion(env)
 	case "help", "-h", "--help":

@@ -1,0 +1,131 @@
+// Package app wires the ingest service: the Segment-compatible HTTP API,
+// the events gRPC API and the writer that moves events from JetStream into
+// ClickHouse. The ingest binary and `stickpoint dev` both build it with New.
+package app
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/grpcserver"
+	"github.com/stickpoint/stickpoint/pkg/natsjs"
+	"github.com/stickpoint/stickpoint/pkg/tenancy"
+	eventsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/events/v1"
+	"github.com/stickpoint/stickpoint/services/ingest/internal/eventsapi"
+	"github.com/stickpoint/stickpoint/services/ingest/internal/httpapi"
+	"github.com/stickpoint/stickpoint/services/ingest/internal/store"
+	"github.com/stickpoint/stickpoint/services/ingest/internal/writer"
+	"github.com/stickpoint/stickpoint/services/ingest/migrations"
+)
+
+// Component names the ingest tables' migrations.
+const Component = "ingest"
+
+// Migrations are the ingest service's ClickHouse migrations.
+var Migrations fs.FS = migrations.FS
+
+// Config configures ingest.
+type Config struct {
+	HTTP   httpapi.Config `json:"http"`
+	Writer WriterConfig   `json:"writer"`
+}
+
+// WriterConfig configures the JetStream -> ClickHouse writer.
+type WriterConfig struct {
+	// Enabled runs the writer in this process. Turn it off to run the
+	// writer in processes of its own that scale apart from the API.
+	Enabled bool `json:"enabled"`
+	// MaxBatch is the most messages (each up to a request's events) per insert.
+	MaxBatch int `json:"max_batch"`
+	// MaxWait is how long a partial batch waits before it is written.
+	MaxWait time.Duration `json:"max_wait"`
+	// MaxDeliver is how many failed deliveries a message gets before it
+	// goes to the DEADLETTER stream (never while ClickHouse is down).
+	MaxDeliver int `json:"max_deliver"`
+}
+
+// DefaultConfig is Segment's limits and a writer batching up to 200
+// messages or 250 ms.
+func DefaultConfig() Config {
+	return Config{HTTP: httpapi.DefaultConfig(),
+		Writer: WriterConfig{Enabled: true, MaxBatch: 200, MaxWait: 250 * time.Millisecond, MaxDeliver: 10}}
+}
+
+// Validate reports the first invalid field by name.
+func (c Config) Validate() error {
+	if err := c.HTTP.Validate(); err != nil {
+		return fmt.Errorf("ingest.http.%w", err)
+	}
+	if c.Writer.MaxBatch < 1 || c.Writer.MaxBatch > 500 {
+		return fmt.Errorf("ingest.writer.max_batch: %d is not between 1 and 500 (JetStream's MaxAckPending must stay above it)", c.Writer.MaxBatch)
+	}
+	if c.Writer.MaxWait <= 0 {
+		return fmt.Errorf("ingest.writer.max_wait: must be positive")
+	}
+	if c.Writer.MaxDeliver < 1 {
+		return fmt.Errorf("ingest.writer.max_deliver: must be at least 1")
+	}
+	return nil
+}
+
+// Service is ingest's parts.
+type Service struct {
+	cfg    Config
+	http   *httpapi.Handler
+	events *eventsapi.Server
+	writer *natsjs.Consumer
+}
+
+// WriterDurable is the writer's consumer name; its replicas share it.
+const WriterDurable = "ingest-writer"
+
+// New builds ingest over a bus, a migrated store and the tenancy registry.
+func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, log *slog.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	st := store.New(db)
+	h, err := httpapi.New(cfg.HTTP, reg, bus.JS, log.With("component", "ingest-http"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, http: h, events: eventsapi.New(st)}
+	if cfg.Writer.Enabled {
+		w := writer.New(st)
+		s.writer, err = natsjs.NewConsumer(bus, natsjs.ConsumerConfig{
+			Stream:         natsjs.EventsStream,
+			Durable:        WriterDurable,
+			FilterSubjects: []string{"events.>"},
+			MaxBatch:       cfg.Writer.MaxBatch,
+			MaxWait:        cfg.Writer.MaxWait,
+			MaxDeliver:     cfg.Writer.MaxDeliver,
+			Healthy: func(ctx context.Context) error {
+				return db.Exec(ctx, "SELECT 1")
+			},
+		}, w.Handle, log.With("component", "ingest-writer"))
+		if err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Register mounts the HTTP API on mux and the events API on srv.
+func (s *Service) Register(mux *http.ServeMux, srv *grpcserver.Server) {
+	s.http.Register(mux)
+	srv.Register(&eventsv1.EventsService_ServiceDesc, s.events)
+}
+
+// Run runs the writer until ctx is cancelled, then drains it.
+func (s *Service) Run(ctx context.Context) error {
+	if s.writer == nil {
+		<-ctx.Done()
+		return nil
+	}
+	return s.writer.Run(ctx)
+}

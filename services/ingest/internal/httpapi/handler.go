@@ -1,0 +1,312 @@
+// Package httpapi is ingest's Segment-compatible HTTP API: existing Segment
+// and RudderStack SDKs send to it unchanged.
+package httpapi
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/stickpoint/stickpoint/pkg/tenancy"
+	"github.com/stickpoint/stickpoint/services/ingest/internal/segment"
+)
+
+const scope = "github.com/stickpoint/stickpoint/services/ingest/internal/httpapi"
+
+// Config configures the HTTP API.
+type Config struct {
+	Limits segment.Limits `json:"limits"`
+	// MaxRequestBytes bounds a request body, after gzip decompression too.
+	MaxRequestBytes int `json:"max_request_bytes"`
+	// RatePerSecond and RateBurst are each tenant's event budget; a
+	// request over it gets 429 with Retry-After. Zero disables the limit.
+	RatePerSecond float64 `json:"rate_per_second"`
+	RateBurst     int     `json:"rate_burst"`
+	// PublishTimeout bounds the wait for JetStream's acknowledgement.
+	PublishTimeout time.Duration `json:"publish_timeout"`
+	// CORSOrigins may call the API from browsers; "*" allows any.
+	CORSOrigins []string `json:"cors_origins"`
+}
+
+// DefaultConfig uses Segment's limits: 32 KB per event, 500 KB per
+// request, 2,500 events per batch.
+func DefaultConfig() Config {
+	return Config{Limits: segment.DefaultLimits(), MaxRequestBytes: 500 << 10, RatePerSecond: 50000, RateBurst: 100000,
+		PublishTimeout: 5 * time.Second, CORSOrigins: []string{"*"}}
+}
+
+// Validate reports the first invalid field by name.
+func (c Config) Validate() error {
+	if err := c.Limits.Validate(); err != nil {
+		return err
+	}
+	if c.MaxRequestBytes < c.Limits.MaxEventBytes {
+		return fmt.Errorf("max_request_bytes: %d is below limits.max_event_bytes", c.MaxRequestBytes)
+	}
+	if c.RatePerSecond > 0 && c.RateBurst < 1 {
+		return fmt.Errorf("rate_burst: must be at least 1 when rate_per_second is set")
+	}
+	if c.PublishTimeout <= 0 {
+		return fmt.Errorf("publish_timeout: must be positive")
+	}
+	return nil
+}
+
+// WriteKeys resolves write keys (tenancy.Registry).
+type WriteKeys interface {
+	ResolveWriteKey(key string) (tenancy.WriteKey, error)
+}
+
+// Handler serves /v1/*.
+type Handler struct {
+	cfg     Config
+	keys    WriteKeys
+	js      jetstream.JetStream
+	limiter *tenantLimiter
+	log     *slog.Logger
+	tracer  trace.Tracer
+	now     func() time.Time
+
+	accepted  metric.Int64Counter
+	rejected  metric.Int64Counter
+	latency   metric.Float64Histogram
+	batchSize metric.Int64Histogram
+}
+
+// New builds the handler.
+func New(cfg Config, keys WriteKeys, js jetstream.JetStream, log *slog.Logger) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	meter := otel.GetMeterProvider().Meter(scope)
+	h := &Handler{cfg: cfg, keys: keys, js: js, log: log, now: time.Now,
+		limiter: newTenantLimiter(cfg.RatePerSecond, cfg.RateBurst),
+		tracer:  otel.GetTracerProvider().Tracer(scope)}
+	var err error
+	if h.accepted, err = meter.Int64Counter("stickpoint.ingest.events.accepted",
+		metric.WithDescription("Events acknowledged to clients, per tenant.")); err != nil {
+		return nil, err
+	}
+	if h.rejected, err = meter.Int64Counter("stickpoint.ingest.requests.rejected",
+		metric.WithDescription("Requests refused, per tenant (when known) and reason.")); err != nil {
+		return nil, err
+	}
+	if h.latency, err = meter.Float64Histogram("stickpoint.ingest.publish.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time from request to JetStream acknowledgement of all its events.")); err != nil {
+		return nil, err
+	}
+	if h.batchSize, err = meter.Int64Histogram("stickpoint.ingest.request.events",
+		metric.WithDescription("Events per accepted request."),
+		metric.WithExplicitBucketBoundaries(1, 10, 50, 100, 250, 500, 1000, 2500)); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Kinds are the /v1/<kind> endpoints.
+var Kinds = []string{"track", "identify", "group", "page", "screen", "alias", "batch", "import"}
+
+// Register adds the endpoints to mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	for _, k := range Kinds {
+		mux.Handle("/v1/"+k, h)
+	}
+}
+
+type apiError struct {
+	Status     int
+	Code       string
+	Field      string
+	Message    string
+	RetryAfter time.Duration
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.cors(w, r)
+	if r.Method == http.MethodOptions {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	kind := strings.TrimPrefix(r.URL.Path, "/v1/")
+	if kind == "import" {
+		kind = "batch"
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST, OPTIONS")
+		h.fail(r.Context(), w, "", &apiError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Message: "use POST"})
+		return
+	}
+	ctx, span := h.tracer.Start(r.Context(), "ingest "+kind)
+	defer span.End()
+	tenant, n, apiErr := h.handle(ctx, r, kind)
+	if apiErr != nil {
+		h.fail(ctx, w, tenant, apiErr)
+		return
+	}
+	h.accepted.Add(ctx, int64(n), metric.WithAttributes(attribute.String("tenant", tenant)))
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, `{"success":true}`)
+}
+
+func (h *Handler) handle(ctx context.Context, r *http.Request, kind string) (tenant string, n int, _ *apiError) {
+	received := h.now()
+	body, apiErr := h.readBody(r)
+	if apiErr != nil {
+		return "", 0, apiErr
+	}
+	// Authenticate before validating, so a bad key is always a 401 and
+	// every rejection is counted for the right tenant.
+	key, apiErr := h.writeKey(r, body)
+	if apiErr != nil {
+		return "", 0, apiErr
+	}
+	req, err := segment.Decode(kind, body, received, h.cfg.Limits)
+	var se *segment.Error
+	if errors.As(err, &se) {
+		return key.TenantID, 0, &apiError{Status: se.Status, Code: se.Code, Field: se.Field, Message: se.Msg}
+	} else if err != nil {
+		return key.TenantID, 0, &apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: err.Error()}
+	}
+	tenant = key.TenantID
+	if ok, wait := h.limiter.take(tenant, len(req.Events), received); !ok {
+		return tenant, 0, &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited", RetryAfter: wait,
+			Message: fmt.Sprintf("tenant %s is over its rate of %.0f events/s; retry after %s", tenant, h.cfg.RatePerSecond, wait)}
+	}
+	for i := range req.Events {
+		req.Events[i].TenantID = key.TenantID
+		req.Events[i].SourceID = key.SourceID
+	}
+	pctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
+	defer cancel()
+	start := time.Now()
+	if err := publish(pctx, h.js, tenant, req.Events); err != nil {
+		// The outcome is unknown (a timeout) or a refusal (stream full):
+		// either way the client retries with the same messageIds, and the
+		// dedup ids make that safe.
+		h.log.WarnContext(ctx, "publish failed", "tenant_id", tenant, "events", len(req.Events), "error", err)
+		return tenant, 0, &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", RetryAfter: 2 * time.Second,
+			Message: "events could not be stored right now; retry with the same messageIds"}
+	}
+	h.latency.Record(ctx, time.Since(start).Seconds())
+	h.batchSize.Record(ctx, int64(len(req.Events)))
+	return tenant, len(req.Events), nil
+}
+
+// readBody reads at most MaxRequestBytes, decompressing gzip with the same
+// bound, so neither a large body nor a gzip bomb can take memory.
+func (h *Handler) readBody(r *http.Request) ([]byte, *apiError) {
+	limit := int64(h.cfg.MaxRequestBytes)
+	tooLarge := &apiError{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
+		Message: fmt.Sprintf("the request body is over the limit of %d bytes", limit)}
+	if r.ContentLength > limit {
+		return nil, tooLarge
+	}
+	var src io.Reader = http.MaxBytesReader(nil, r.Body, limit+1)
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(src)
+		if err != nil {
+			return nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: "the body is not valid gzip: " + err.Error()}
+		}
+		defer func() { _ = zr.Close() }()
+		src = zr
+	default:
+		return nil, &apiError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_encoding", Message: "Content-Encoding " + enc + " is not supported; use gzip or none"}
+	}
+	body, err := io.ReadAll(io.LimitReader(src, limit+1))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) || int64(len(body)) > limit {
+		return nil, tooLarge
+	}
+	if err != nil {
+		return nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: "the body could not be read: " + err.Error()}
+	}
+	return body, nil
+}
+
+// writeKey finds the write key: HTTP Basic user name, else writeKey in the
+// body (browser SDKs). The key alone decides the tenant.
+func (h *Handler) writeKey(r *http.Request, body []byte) (tenancy.WriteKey, *apiError) {
+	key := ""
+	if user, _, ok := basicAuth(r); ok {
+		key = user
+	} else {
+		var b struct {
+			WriteKey string `json:"writeKey"`
+		}
+		_ = json.Unmarshal(body, &b) // a malformed body is reported by Decode
+		key = b.WriteKey
+	}
+	if key == "" {
+		return tenancy.WriteKey{}, &apiError{Status: http.StatusUnauthorized, Code: "unauthorized",
+			Message: "no write key: send it as the HTTP Basic user name or as writeKey in the body"}
+	}
+	k, err := h.keys.ResolveWriteKey(key)
+	if err != nil {
+		return tenancy.WriteKey{}, &apiError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "unknown or revoked write key"}
+	}
+	return k, nil
+}
+
+// basicAuth is r.BasicAuth, also accepting a header without the ":"
+// (some clients base64 the bare key).
+func basicAuth(r *http.Request) (string, string, bool) {
+	if u, p, ok := r.BasicAuth(); ok {
+		return u, p, true
+	}
+	auth := r.Header.Get("Authorization")
+	rest, ok := strings.CutPrefix(auth, "Basic ")
+	if !ok {
+		return "", "", false
+	}
+	dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(rest))
+	if err != nil || len(dec) == 0 {
+		return "", "", false
+	}
+	return string(dec), "", true
+}
+
+func (h *Handler) fail(ctx context.Context, w http.ResponseWriter, tenant string, e *apiError) {
+	h.rejected.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("reason", e.Code)))
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, e.RetryAfter.Seconds()))))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.Status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"success": false, "error": map[string]string{
+		"code": e.Code, "field": e.Field, "message": e.Message}})
+}
+
+func (h *Handler) cors(w http.ResponseWriter, r *http.Request) {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return
+	}
+	for _, o := range h.cfg.CORSOrigins {
+		if o == "*" || o == origin {
+			w.Header().Set("Access-Control-Allow-Origin", origin)
+			w.Header().Set("Vary", "Origin")
+			w.Header().Set("Access-Control-Allow-Methods", "POST, OPTIONS")
+			w.Header().Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Content-Encoding")
+			w.Header().Set("Access-Control-Allow-Credentials", "true")
+			w.Header().Set("Access-Control-Max-Age", "86400")
+			return
+		}
+	}
+}

@@ -1,0 +1,47 @@
+package httpapi
+
+import (
+	"math"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// tenantLimiter is a token bucket of events per tenant, so one tenant's
+// flood is answered with 429 while the others go on.
+type tenantLimiter struct {
+	perSecond float64
+	burst     int
+	mu        sync.Mutex
+	buckets   map[string]*rate.Limiter
+}
+
+func newTenantLimiter(perSecond float64, burst int) *tenantLimiter {
+	return &tenantLimiter{perSecond: perSecond, burst: burst, buckets: map[string]*rate.Limiter{}}
+}
+
+// take spends n events of tenant's budget. When the budget is short it
+// spends nothing and says how long to wait.
+func (l *tenantLimiter) take(tenant string, n int, now time.Time) (ok bool, retryAfter time.Duration) {
+	if l.perSecond <= 0 {
+		return true, 0
+	}
+	l.mu.Lock()
+	b, found := l.buckets[tenant]
+	if !found {
+		b = rate.NewLimiter(rate.Limit(l.perSecond), l.burst)
+		l.buckets[tenant] = b
+	}
+	l.mu.Unlock()
+	n = min(n, l.burst) // a batch larger than the burst still gets through, at full cost
+	r := b.ReserveN(now, n)
+	if !r.OK() {
+		return false, time.Second
+	}
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, time.Duration(math.Ceil(d.Seconds())) * time.Second
+	}
+	return true, 0
+}

@@ -1,0 +1,76 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	eventsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/events/v1"
+)
+
+func runEvents(ctx context.Context, args []string, env environ) error {
+	sub, rest, err := subcommand("events", args, "count", "recent")
+	if err != nil {
+		return err
+	}
+	fs := newFlags("events "+sub, env)
+	cf := addClientFlags(fs, env)
+	account := fs.String("account", "", "only this account")
+	event := fs.String("event", "", "only this event name (count)")
+	typ := fs.String("type", "", "only this type: track, page, screen, identify, group, alias (count)")
+	since := fs.Duration("since", 0, "only events in this last span, e.g. 24h (count)")
+	limit := fs.Int("limit", 20, "how many events (recent)")
+	if _, err := parse(fs, rest); err != nil {
+		return err
+	}
+	s, done, err := dial(ctx, cf, env)
+	if err != nil {
+		return err
+	}
+	defer done()
+	client := eventsv1.NewEventsServiceClient(s.conn)
+	if sub == "count" {
+		req := &eventsv1.CountRequest{AccountId: *account, Event: *event, Type: *typ}
+		if *since > 0 {
+			req.StartTime = timestamppb.New(time.Now().Add(-*since))
+		}
+		resp, err := client.Count(s.ctx, req)
+		if err != nil {
+			return s.explain(err)
+		}
+		if *cf.asJSON {
+			return s.printJSON(resp)
+		}
+		fmt.Fprintln(env.stdout, resp.GetCount())
+		return nil
+	}
+	resp, err := client.Recent(s.ctx, &eventsv1.RecentRequest{AccountId: *account, Limit: int32(*limit)})
+	if err != nil {
+		return s.explain(err)
+	}
+	if *cf.asJSON {
+		return s.printJSON(resp)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tTYPE\tNAME\tUSER\tACCOUNT\tMESSAGE ID")
+	for _, e := range resp.GetEvents() {
+		user := e.GetUserId()
+		if user == "" {
+			user = "anon:" + e.GetAnonymousId()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.GetTimestamp().AsTime().UTC().Format("2006-01-02 15:04:05.000Z"),
+			e.GetType(), dash(e.GetName()), user, dash(e.GetAccountId()), e.GetMessageId())
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if strings.TrimSpace(s) == "" {
+		return "-"
+	}
+	return s
+}
