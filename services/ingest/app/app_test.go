@@ -1,0 +1,249 @@
+package app_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/grpcserver"
+	"github.com/stickpoint/stickpoint/pkg/natsjs"
+	"github.com/stickpoint/stickpoint/pkg/tenancy"
+	"github.com/stickpoint/stickpoint/pkg/testutil"
+	"github.com/stickpoint/stickpoint/services/ingest/app"
+)
+
+func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
+
+type fixture struct {
+	url        string
+	db         chstore.Store
+	bus        *natsjs.Bus
+	reg        *tenancy.Registry
+	keyA, keyB string
+}
+
+func newFixture(t *testing.T, engine string, mutate func(*app.Config)) *fixture {
+	t.Helper()
+	db := testutil.Store(t, engine)
+	_, err := chstore.Migrate(t.Context(), db, app.Component, app.Migrations)
+	require.NoError(t, err)
+	bus := testutil.NATS(t)
+	log := testutil.Logger(t)
+	reg, err := tenancy.Open(t.Context(), bus, log)
+	require.NoError(t, err)
+	t.Cleanup(reg.Close)
+	a, err := reg.CreateTenant(t.Context(), "tenant-a", "")
+	require.NoError(t, err)
+	b, err := reg.CreateTenant(t.Context(), "tenant-b", "")
+	require.NoError(t, err)
+
+	cfg := app.DefaultConfig()
+	cfg.Writer.MaxWait = 20 * time.Millisecond
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	svc, err := app.New(cfg, bus, db, reg, log)
+	require.NoError(t, err)
+	grpcCfg := grpcserver.DefaultConfig()
+	grpcCfg.Addr = "127.0.0.1:0"
+	srv, err := grpcserver.New(grpcCfg, reg, log)
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	svc.Register(mux, srv)
+	hs := httptest.NewServer(mux)
+	t.Cleanup(hs.Close)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = svc.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return &fixture{url: hs.URL, db: db, bus: bus, reg: reg, keyA: a.WriteKey.Key, keyB: b.WriteKey.Key}
+}
+
+func (f *fixture) post(t *testing.T, path, key, body string, headers ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, f.url+path, strings.NewReader(body))
+	require.NoError(t, err)
+	if key != "" {
+		req.SetBasicAuth(key, "")
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// stored returns (distinct messageIds, rows visible with FINAL) for tenant.
+func (f *fixture) stored(t *testing.T, tenant string) (uint64, uint64) {
+	t.Helper()
+	r, err := f.db.Query(t.Context(), "SELECT uniqExact(message_id), count() FROM events FINAL WHERE tenant_id = ?", tenant)
+	require.NoError(t, err)
+	require.True(t, r.Next())
+	var distinct, rows uint64
+	require.NoError(t, r.Scan(&distinct, &rows))
+	return distinct, rows
+}
+
+func (f *fixture) waitStored(t *testing.T, tenant string, want uint64) {
+	t.Helper()
+	require.Eventually(t, func() bool { d, _ := f.stored(t, tenant); return d >= want }, 20*time.Second, 20*time.Millisecond)
+	d, _ := f.stored(t, tenant)
+	require.Equal(t, want, d)
+}
+
+func batchBody(ids ...string) string {
+	var calls []string
+	for _, id := range ids {
+		calls = append(calls, fmt.Sprintf(`{"type":"track","event":"Report Built","userId":"u1","messageId":%q,"timestamp":"2026-11-22T11:00:00Z","context":{"groupId":"acct-1"}}`, id))
+	}
+	return `{"batch":[` + strings.Join(calls, ",") + `],"sentAt":"2026-11-22T11:00:01Z"}`
+}
+
+func TestIngestExactlyOnceAndIsolated(t *testing.T) {
+	for _, engine := range testutil.Engines {
+		t.Run(engine, func(t *testing.T) {
+			f := newFixture(t, engine, nil)
+			resp, body := f.post(t, "/v1/batch", f.keyA, batchBody("m1", "m2", "m3"))
+			require.Equal(t, 200, resp.StatusCode, body)
+			require.JSONEq(t, `{"success":true}`, body)
+			// The same request again (a client retry), and a different batch repeating m2.
+			resp, _ = f.post(t, "/v1/batch", f.keyA, batchBody("m1", "m2", "m3"))
+			require.Equal(t, 200, resp.StatusCode)
+			resp, _ = f.post(t, "/v1/batch", f.keyA, batchBody("m2", "m4"))
+			require.Equal(t, 200, resp.StatusCode)
+			// Tenant B reuses A's messageIds: they are B's own events.
+			resp, _ = f.post(t, "/v1/batch", f.keyB, batchBody("m1", "m2"))
+			require.Equal(t, 200, resp.StatusCode)
+			// A body naming another tenant changes nothing: the key decides.
+			resp, _ = f.post(t, "/v1/track", f.keyA, `{"event":"e","userId":"u","messageId":"x1","tenant":"tenant-b","tenant_id":"tenant-b"}`)
+			require.Equal(t, 200, resp.StatusCode)
+
+			f.waitStored(t, "tenant-a", 5)
+			f.waitStored(t, "tenant-b", 2)
+			require.NoError(t, f.db.Exec(t.Context(), "OPTIMIZE TABLE events FINAL"))
+			d, rows := f.stored(t, "tenant-a")
+			require.Equal(t, uint64(5), d)
+			require.Equal(t, uint64(5), rows, "no duplicate visible after merges")
+
+			var ts time.Time
+			var account string
+			r, err := f.db.Query(t.Context(), "SELECT timestamp, account_id FROM events WHERE tenant_id = ? AND message_id = 'm1' LIMIT 1", "tenant-a")
+			require.NoError(t, err)
+			require.True(t, r.Next())
+			require.NoError(t, r.Scan(&ts, &account))
+			require.Equal(t, "acct-1", account)
+			require.WithinDuration(t, time.Now(), ts, 10*time.Second, "skew-corrected to the receive time minus 1 s")
+		})
+	}
+}
+
+func TestStatusCodes(t *testing.T) {
+	// A bucket of 10 events that does not refill within the test.
+	f := newFixture(t, chstore.EngineEmbedded, func(c *app.Config) { c.HTTP.RatePerSecond, c.HTTP.RateBurst = 0.001, 10 })
+	ok := `{"event":"e","userId":"u"}`
+
+	resp, body := f.post(t, "/v1/track", "", ok)
+	require.Equal(t, 401, resp.StatusCode, body)
+	require.Contains(t, body, "no write key")
+	resp, body = f.post(t, "/v1/track", "wk_nope", ok)
+	require.Equal(t, 401, resp.StatusCode, body)
+	resp, body = f.post(t, "/v1/track", "", `{"event":"e","userId":"u","writeKey":"`+f.keyA+`"}`)
+	require.Equal(t, 200, resp.StatusCode, "writeKey in the body, as browser SDKs send it: %s", body)
+
+	resp, body = f.post(t, "/v1/track", f.keyA, `{"event":`)
+	require.Equal(t, 400, resp.StatusCode)
+	require.Contains(t, body, "malformed JSON")
+	resp, body = f.post(t, "/v1/track", f.keyA, `{"event":"e"}`)
+	require.Equal(t, 400, resp.StatusCode)
+	require.Contains(t, body, `"field":"userId"`)
+
+	big := `{"event":"e","userId":"u","properties":{"s":"` + strings.Repeat("x", 600<<10) + `"}}`
+	resp, body = f.post(t, "/v1/track", f.keyA, big)
+	require.Equal(t, 413, resp.StatusCode, body)
+	require.Contains(t, body, "limit of 512000 bytes")
+
+	// A gzip bomb: 50 MB of zeros in a small body, stopped at the limit.
+	var bomb bytes.Buffer
+	zw := gzip.NewWriter(&bomb)
+	_, _ = zw.Write([]byte(`{"event":"e","userId":"u","properties":{"s":"`))
+	_, _ = zw.Write(bytes.Repeat([]byte("0"), 50<<20))
+	_ = zw.Close()
+	require.Less(t, bomb.Len(), 200<<10)
+	resp, body = f.post(t, "/v1/track", f.keyA, bomb.String(), "Content-Encoding", "gzip")
+	require.Equal(t, 413, resp.StatusCode, body)
+
+	var gz bytes.Buffer
+	zw = gzip.NewWriter(&gz)
+	_, _ = zw.Write([]byte(`{"event":"gzipped","userId":"u","messageId":"gz1"}`))
+	_ = zw.Close()
+	resp, body = f.post(t, "/v1/track", f.keyA, gz.String(), "Content-Encoding", "gzip")
+	require.Equal(t, 200, resp.StatusCode, body)
+	resp, body = f.post(t, "/v1/track", f.keyA, "not gzip", "Content-Encoding", "gzip")
+	require.Equal(t, 400, resp.StatusCode, body)
+
+	// Rate limit: the bucket holds 10 events; 2 were spent above.
+	resp, body = f.post(t, "/v1/batch", f.keyA, batchBody("r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9"))
+	require.Equal(t, 429, resp.StatusCode, body)
+	require.NotEmpty(t, resp.Header.Get("Retry-After"))
+	resp, _ = f.post(t, "/v1/track", f.keyB, ok)
+	require.Equal(t, 200, resp.StatusCode, "another tenant is not limited by the first's flood")
+
+	// A revoked key stops at once.
+	_, err := f.reg.RevokeWriteKey(t.Context(), "tenant-b", f.keyB)
+	require.NoError(t, err)
+	resp, _ = f.post(t, "/v1/track", f.keyB, ok)
+	require.Equal(t, 401, resp.StatusCode)
+
+	// CORS preflight from a browser.
+	req, _ := http.NewRequest(http.MethodOptions, f.url+"/v1/batch", nil)
+	req.Header.Set("Origin", "https://app.example")
+	pre, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	pre.Body.Close()
+	require.Equal(t, 204, pre.StatusCode)
+	require.Equal(t, "https://app.example", pre.Header.Get("Access-Control-Allow-Origin"))
+
+	get, err := http.Get(f.url + "/v1/track")
+	require.NoError(t, err)
+	get.Body.Close()
+	require.Equal(t, 405, get.StatusCode)
+
+	// Nothing from the rejected requests was stored; the accepted ones were.
+	f.waitStored(t, "tenant-a", 2)
+}
+
+func TestUnavailableWhenJetStreamCannotTakeTheWrite(t *testing.T) {
+	f := newFixture(t, chstore.EngineEmbedded, func(c *app.Config) { c.HTTP.PublishTimeout = 500 * time.Millisecond })
+	// Shrink the stream to its current size and refuse new messages.
+	s, err := f.bus.JS.Stream(t.Context(), natsjs.EventsStream)
+	require.NoError(t, err)
+	cfg := s.CachedInfo().Config
+	cfg.MaxMsgs, cfg.Discard = 1, jetstream.DiscardNew
+	_, err = f.bus.JS.UpdateStream(t.Context(), cfg)
+	require.NoError(t, err)
+	resp, body := f.post(t, "/v1/track", f.keyA, `{"event":"e","userId":"u","messageId":"fill"}`)
+	require.Equal(t, 200, resp.StatusCode, body)
+	resp, body = f.post(t, "/v1/track", f.keyA, `{"event":"e","userId":"u","messageId":"over"}`)
+	require.Equal(t, 503, resp.StatusCode, body)
+	require.NotEmpty(t, resp.Header.Get("Retry-After"))
+	require.Contains(t, body, "retry with the same messageIds")
+}
