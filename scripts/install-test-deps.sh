@@ -20,3 +20,11 @@ if ! have_server; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq clickhouse-server >/dev/null
 fi
 "$here/fetch-chdb.sh"
+
+# Real Segment and RudderStack SDKs for the ingest conformance tests.
+clients="$here/../services/ingest/testdata/sdk-clients"
+if [[ ! -d "$clients/node_modules/@segment/analytics-node" || ! -d "$clients/node_modules/@rudderstack/rudder-sdk-node" || "$clients/package.json" -nt "$clients/node_modules" ]]; then
+  command -v npm >/dev/null || { echo "install-test-deps: npm is required for the SDK conformance tests" >&2; exit 1; }
+  echo "install-test-deps: installing the Segment and RudderStack SDKs for conformance tests" >&2
+  (cd "$clients" && npm install --silent >/dev/null && touch node_modules)
+fi

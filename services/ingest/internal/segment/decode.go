@@ -283,18 +283,23 @@ func decodeCall(call map[string]json.RawMessage, typ, field string, batchSentAt 
 }
 
 // setTimes applies skew correction and the timestamp bounds:
-// timestamp = receivedAt - (sentAt - originalTimestamp) when sentAt is known.
+// timestamp = receivedAt - (sentAt - eventTime) when sentAt is known.
+//
+// The event time is "timestamp" when present: SDKs set it at the call, and
+// a caller sets it to back-date an event. "originalTimestamp" is only a
+// fallback: Segment's own server adds it, and RudderStack's SDK always sends
+// it as the call time even when the caller back-dated "timestamp".
 func setTimes(ev *events.Event, call map[string]json.RawMessage, field string, batchSentAt *time.Time, lim Limits) error {
-	orig, err := optTime(call, "originalTimestamp", field+"originalTimestamp")
+	orig, err := optTime(call, "timestamp", field+"timestamp")
 	if err != nil {
 		return err
 	}
-	origField := field + "originalTimestamp"
+	origField := field + "timestamp"
 	if orig == nil {
-		if orig, err = optTime(call, "timestamp", field+"timestamp"); err != nil {
+		if orig, err = optTime(call, "originalTimestamp", field+"originalTimestamp"); err != nil {
 			return err
 		}
-		origField = field + "timestamp"
+		origField = field + "originalTimestamp"
 	}
 	sentAt, err := optTime(call, "sentAt", field+"sentAt")
 	if err != nil {

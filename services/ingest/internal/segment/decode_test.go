@@ -64,6 +64,18 @@ func TestBatchWithEnvelopeMerge(t *testing.T) {
 	require.Equal(t, now.Add(-time.Second), id.Timestamp, "the event's own sentAt wins over the batch's")
 }
 
+// RudderStack's SDK sends originalTimestamp (the call time) beside a
+// caller-supplied timestamp: the event happened at timestamp.
+func TestBackdatedTimestampWithOriginalTimestamp(t *testing.T) {
+	req, err := decode(t, "batch", `{"sentAt":"2026-11-22T11:00:10Z","batch":[{"type":"track","event":"e","userId":"u",
+		"timestamp":"2026-11-22T10:00:10Z","originalTimestamp":"2026-11-22T11:00:09Z"}]}`)
+	require.Nil(t, err)
+	require.Equal(t, now.Add(-time.Hour), req.Events[0].Timestamp)
+	req, err = decode(t, "track", `{"event":"e","userId":"u","originalTimestamp":"2026-11-22T11:59:00Z"}`)
+	require.Nil(t, err)
+	require.Equal(t, now.Add(-time.Minute), req.Events[0].Timestamp, "originalTimestamp alone is the event time")
+}
+
 func TestSingleCalls(t *testing.T) {
 	req, err := decode(t, "track", `{"event":"Signed Up","userId":42,"writeKey":"wk_x"}`)
 	require.Nil(t, err)
