@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 MODULES   := pkg proto services/ingest services/stickpoint
-BINARIES  := stickpoint
+BINARIES  := stickpoint ingest
 TOOL      := GOWORK=off go tool -modfile=$(CURDIR)/scripts/tools/go.mod
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/stickpoint/stickpoint/services/stickpoint/app.Version=$(VERSION)
@@ -71,9 +71,9 @@ check-generated: generate ## regenerate, then fail on any difference or untracke
 	@test -z "$$(git status --porcelain -- proto/gen)" || { echo "untracked generated files:" >&2; git status --porcelain -- proto/gen >&2; exit 1; }
 
 .PHONY: tidy
-tidy: ## go mod tidy every module and sync the workspace
-	@for m in $(MODULES) scripts/tools; do (cd $$m && GOWORK=off go mod tidy) || exit 1; done
+tidy: ## sync the workspace's versions into every module, then go mod tidy each
 	@go work sync
+	@for m in $(MODULES) scripts/tools; do (cd $$m && GOWORK=off go mod tidy) || exit 1; done
 
 .PHONY: check-modules
 check-modules: ## each module builds alone (GOWORK=off) and is tidy

@@ -155,6 +155,10 @@ func leaves(cfg any) (map[string]reflect.Value, error) {
 		for i := range t.NumField() {
 			sf := t.Field(i)
 			name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
+			if sf.Anonymous && name == "" && sf.Type.Kind() == reflect.Struct {
+				walk(prefix, v.Field(i)) // an embedded struct's keys are its parent's
+				continue
+			}
 			if !sf.IsExported() || name == "-" || name == "" {
 				continue
 			}

@@ -18,7 +18,12 @@ type inner struct {
 	Enabled bool          `json:"enabled"`
 }
 
+type Common struct {
+	Region string `json:"region"`
+}
+
 type sample struct {
+	Common
 	Name  string `json:"name"`
 	Port  int    `json:"port"`
 	NATS  inner  `json:"nats"`
@@ -75,7 +80,8 @@ func TestKeys(t *testing.T) {
 	for _, k := range keys {
 		paths[k.Path] = k
 	}
-	require.Len(t, keys, 6)
+	require.Len(t, keys, 7)
+	require.Equal(t, "SP_REGION", paths["region"].Env, "embedded structs' keys are at the parent's level")
 	require.Equal(t, "SP_NATS_ADDRS", paths["nats.addrs"].Env)
 	require.Equal(t, "x,y", paths["nats.addrs"].Value)
 	require.Equal(t, "duration", paths["nats.wait"].Type)

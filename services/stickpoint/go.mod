@@ -6,12 +6,14 @@ require (
 	github.com/stickpoint/stickpoint/pkg v0.0.0
 	github.com/stickpoint/stickpoint/proto v0.0.0
 	github.com/stretchr/testify v1.12.1
-	golang.org/x/sync v0.24.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 )
 
-require github.com/go-json-experiment/json v1.27.2 // indirect
+require (
+	github.com/go-json-experiment/json v1.27.2 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+)
 
 require (
 	github.com/ClickHouse/ch-go v0.74.0 // indirect

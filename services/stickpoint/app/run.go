@@ -2,13 +2,10 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,14 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/stickpoint/stickpoint/pkg/chstore"
-	"github.com/stickpoint/stickpoint/pkg/grpcserver"
-	"github.com/stickpoint/stickpoint/pkg/natsjs"
-	"github.com/stickpoint/stickpoint/pkg/telemetry"
-	"github.com/stickpoint/stickpoint/pkg/tenancy"
-	adminv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/admin/v1"
+	"github.com/stickpoint/stickpoint/pkg/service"
 	authv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/auth/v1"
 	ingest "github.com/stickpoint/stickpoint/services/ingest/app"
 )
@@ -59,7 +50,6 @@ func Migrate(ctx context.Context, store chstore.Store, log *slog.Logger) (int, e
 	return total, nil
 }
 
-func validateTenant(id string) error { return tenancy.ValidateTenantID(id) }
 
 // Run runs the embedded mode until ctx is cancelled. Lines meant for people
 // (write key, token, ready) go to out; logs go to logw.
@@ -78,128 +68,50 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 	}
 	defer unlock()
 
-	tel, err := telemetry.Setup(ctx, cfg.Telemetry, "stickpoint", Version, logw)
+	base, err := service.Start(ctx, cfg.Config, "stickpoint", Version, logw)
 	if err != nil {
 		return err
 	}
-	log := tel.Logger
-	// Shutdown runs in reverse order of start, each step bounded.
-	var closers []func(context.Context) error
-	defer func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-			if err := closers[i](sctx); err != nil {
-				log.WarnContext(ctx, "shutdown step", "error", err)
-			}
-			cancel()
-		}
-	}()
-	closers = append(closers, tel.Shutdown)
-
-	store, err := chstore.Open(ctx, cfg.ClickHouse)
-	if err != nil {
+	// Embedded mode migrates at start; distributed mode runs `stickpoint migrate`.
+	if _, err := Migrate(ctx, base.Store, base.Log); err != nil {
+		base.Close(ctx)
 		return err
 	}
-	closers = append(closers, func(context.Context) error { return store.Close() })
-	log.InfoContext(ctx, "clickhouse open", "engine", store.Engine(), "version", store.Version().String())
-	if _, err := Migrate(ctx, store, log); err != nil {
-		return err
-	}
-
-	bus, err := natsjs.Connect(ctx, cfg.NATS, "stickpoint-dev", log)
-	if err != nil {
-		return err
-	}
-	closers = append(closers, bus.Drain)
-	if err := bus.EnsureStreams(ctx); err != nil {
-		return err
-	}
-
-	reg, err := tenancy.Open(ctx, bus, log)
-	if err != nil {
-		return err
-	}
-	closers = append(closers, func(context.Context) error { reg.Close(); return nil })
-
 	writeKey := ""
 	if cfg.DemoTenant != "" {
-		key, secret, err := reg.EnsureTenant(ctx, cfg.DemoTenant, "Demo",
+		key, secret, err := base.Registry.EnsureTenant(ctx, cfg.DemoTenant, "Demo",
 			authv1.Scope_SCOPE_READ, authv1.Scope_SCOPE_WRITE, authv1.Scope_SCOPE_ADMIN, authv1.Scope_SCOPE_OPERATOR)
 		if err != nil {
+			base.Close(ctx)
 			return fmt.Errorf("demo tenant: %w", err)
 		}
+		writeKey = key.Key
 		fmt.Fprintf(out, "tenant: %s\n", cfg.DemoTenant)
 		fmt.Fprintf(out, "write key: %s\n", key.Key)
-		writeKey = key.Key
 		if secret != "" {
 			fmt.Fprintf(out, "api token: %s\n", secret)
 			fmt.Fprintln(out, "  (shown once: it is stored hashed. Save it, e.g. export STICKPOINT_TOKEN=<token>)")
 		}
 	}
-
-	grpcSrv, err := grpcserver.New(cfg.GRPC, reg, log)
+	ing, err := ingest.New(cfg.Ingest, base.Bus, base.Store, base.Registry, base.Log)
 	if err != nil {
+		base.Close(ctx)
 		return err
 	}
-	grpcSrv.Register(&adminv1.AdminService_ServiceDesc, tenancy.NewAdminService(reg))
-	ing, err := ingest.New(cfg.Ingest, bus, store, reg, log)
-	if err != nil {
-		return err
-	}
+	ing.Register(base.Mux, base.GRPC)
 
-	httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("http_addr: listen on %s: %w", cfg.HTTPAddr, err)
-	}
-	mux := http.NewServeMux()
-	ing.Register(mux, grpcSrv)
-	mux.Handle("GET /metrics", tel.MetricsHandler())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if bus.NC.IsConnected() {
-			_, _ = io.WriteString(w, "ready\n")
-			return
-		}
-		http.Error(w, "nats not connected", http.StatusServiceUnavailable)
-	})
-	httpSrv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-	}
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return grpcSrv.Serve(gctx) })
-	g.Go(func() error { return ing.Run(gctx) })
-	g.Go(func() error {
-		if err := httpSrv.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http serve: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.GRPC.ShutdownTimeout)
-		defer cancel()
-		return httpSrv.Shutdown(sctx)
-	})
-
-	fmt.Fprintf(out, "grpc: %s\n", grpcSrv.Addr())
-	fmt.Fprintf(out, "http: http://%s\n", httpLis.Addr())
+	fmt.Fprintf(out, "grpc: %s\n", base.GRPC.Addr())
+	fmt.Fprintf(out, "http: http://%s\n", base.HTTPAddr())
 	fmt.Fprintf(out, "data: %s\n", cfg.DataDir)
 	if writeKey != "" {
 		fmt.Fprintf(out, "try: curl -u %s: http://%s/v1/track -H 'Content-Type: application/json' -d '{\"userId\":\"u1\",\"event\":\"Report Built\",\"context\":{\"groupId\":\"acme-co\"}}'\n",
-			writeKey, httpLis.Addr())
+			writeKey, base.HTTPAddr())
 	}
 	fmt.Fprintf(out, "started in %s\n", time.Since(started).Round(time.Millisecond))
 	fmt.Fprintln(out, "ready")
-	log.InfoContext(ctx, "ready", "grpc_addr", grpcSrv.Addr(), "http_addr", httpLis.Addr().String(), "startup_ms", time.Since(started).Milliseconds())
-
-	err = g.Wait()
-	fmt.Fprintln(out, "shutting down")
+	base.Log.InfoContext(ctx, "ready", "grpc_addr", base.GRPC.Addr(), "http_addr", base.HTTPAddr(), "startup_ms", time.Since(started).Milliseconds())
+	err = base.Serve(ctx, ing.Run)
+	fmt.Fprintln(out, "stopped")
 	return err
 }
 
