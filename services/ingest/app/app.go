@@ -9,6 +9,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
@@ -47,13 +51,17 @@ type WriterConfig struct {
 	// MaxDeliver is how many failed deliveries a message gets before it
 	// goes to the DEADLETTER stream (never while ClickHouse is down).
 	MaxDeliver int `json:"max_deliver"`
+	// AckWait is how long JetStream waits for a batch's ack before it
+	// redelivers it, e.g. after a writer crash. It must exceed the
+	// slowest insert.
+	AckWait time.Duration `json:"ack_wait"`
 }
 
 // DefaultConfig is Segment's limits and a writer batching up to 200
 // messages or 250 ms.
 func DefaultConfig() Config {
 	return Config{HTTP: httpapi.DefaultConfig(),
-		Writer: WriterConfig{Enabled: true, MaxBatch: 200, MaxWait: 250 * time.Millisecond, MaxDeliver: 10}}
+		Writer: WriterConfig{Enabled: true, MaxBatch: 200, MaxWait: 250 * time.Millisecond, MaxDeliver: 10, AckWait: 30 * time.Second}}
 }
 
 // Validate reports the first invalid field by name.
@@ -66,6 +74,9 @@ func (c Config) Validate() error {
 	}
 	if c.Writer.MaxWait <= 0 {
 		return fmt.Errorf("ingest.writer.max_wait: must be positive")
+	}
+	if c.Writer.AckWait < time.Second {
+		return fmt.Errorf("ingest.writer.ack_wait: %v is under 1s", c.Writer.AckWait)
 	}
 	if c.Writer.MaxDeliver < 1 {
 		return fmt.Errorf("ingest.writer.max_deliver: must be at least 1")
@@ -97,6 +108,7 @@ func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, l
 	s := &Service{cfg: cfg, http: h, events: eventsapi.New(st)}
 	if cfg.Writer.Enabled {
 		w := writer.New(st)
+		w.AfterWrite = failpoint(log)
 		s.writer, err = natsjs.NewConsumer(bus, natsjs.ConsumerConfig{
 			Stream:         natsjs.EventsStream,
 			Durable:        WriterDurable,
@@ -104,6 +116,7 @@ func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, l
 			MaxBatch:       cfg.Writer.MaxBatch,
 			MaxWait:        cfg.Writer.MaxWait,
 			MaxDeliver:     cfg.Writer.MaxDeliver,
+			AckWait:        cfg.Writer.AckWait,
 			Healthy: func(ctx context.Context) error {
 				return db.Exec(ctx, "SELECT 1")
 			},
@@ -113,6 +126,25 @@ func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, l
 		}
 	}
 	return s, nil
+}
+
+// failpoint reads STICKPOINT_FAILPOINT=writer-exit-after-insert:N, which
+// makes the writer exit right after its Nth successful insert, before the
+// ack: the "insert succeeded, ack lost" crash of RELIABILITY.md's R5, made
+// deterministic for the fault tests. Unset, it does nothing.
+func failpoint(log *slog.Logger) func() {
+	spec, ok := strings.CutPrefix(os.Getenv("STICKPOINT_FAILPOINT"), "writer-exit-after-insert:")
+	n, err := strconv.Atoi(spec)
+	if !ok || err != nil || n < 1 {
+		return nil
+	}
+	log.Warn("failpoint armed: the writer exits after an insert", "insert", n)
+	var inserts atomic.Int64
+	return func() {
+		if inserts.Add(1) == int64(n) {
+			os.Exit(75)
+		}
+	}
 }
 
 // Register mounts the HTTP API on mux and the events API on srv.

@@ -24,6 +24,10 @@ type Writer struct {
 
 	mu       sync.Mutex
 	accounts map[string]string // tenant + "\x00" + user -> account
+
+	// AfterWrite, if set, runs after each successful insert and before the
+	// acks. Fault tests use it to crash exactly there.
+	AfterWrite func()
 }
 
 // New returns a writer over s.
@@ -42,7 +46,13 @@ func (w *Writer) Handle(ctx context.Context, msgs []jetstream.Msg) error {
 	if err := w.resolveAccounts(ctx, evs); err != nil {
 		return err
 	}
-	return w.store.Write(ctx, evs)
+	if err := w.store.Write(ctx, evs); err != nil {
+		return err
+	}
+	if w.AfterWrite != nil {
+		w.AfterWrite()
+	}
+	return nil
 }
 
 // resolveAccounts gives events without an account the account of their

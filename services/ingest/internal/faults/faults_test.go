@@ -1,0 +1,275 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/natsjs"
+	"github.com/stickpoint/stickpoint/pkg/tenancy"
+	"github.com/stickpoint/stickpoint/pkg/testutil"
+	"github.com/stickpoint/stickpoint/services/ingest/app"
+)
+
+func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
+
+const tenant = "faulty"
+
+// cluster is a distributed-mode ingest: a nats-server process, a
+// clickhouse-server process, and ingest processes.
+type cluster struct {
+	t        *testing.T
+	natsURL  string
+	ch       chstore.Config
+	store    chstore.Store
+	bus      *natsjs.Bus
+	writeKey string
+	bin      string
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	_, natsURL := testutil.NATSServerProcess(t)
+	ch := testutil.StoreConfig(t, chstore.EngineServer)
+	store, err := chstore.Open(t.Context(), ch)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close() })
+	_, err = chstore.Migrate(t.Context(), store, app.Component, app.Migrations) // what `stickpoint migrate` does
+	require.NoError(t, err)
+
+	ncfg := natsjs.DefaultConfig()
+	ncfg.URL, ncfg.StoreDir = natsURL, ""
+	bus, err := natsjs.Connect(t.Context(), ncfg, "fault-test", testutil.Logger(t))
+	require.NoError(t, err)
+	t.Cleanup(bus.Close)
+	require.NoError(t, bus.EnsureStreams(t.Context()))
+	reg, err := tenancy.Open(t.Context(), bus, testutil.Logger(t))
+	require.NoError(t, err)
+	t.Cleanup(reg.Close)
+	res, err := reg.CreateTenant(t.Context(), tenant, "")
+	require.NoError(t, err)
+	return &cluster{t: t, natsURL: natsURL, ch: ch, store: store, bus: bus, writeKey: res.WriteKey.Key,
+		bin: testutil.GoBinary(t, "github.com/stickpoint/stickpoint/services/ingest/cmd/ingest")}
+}
+
+// ingest describes an ingest process; writer says whether it runs the writer.
+func (c *cluster) ingest(name string, writer bool, env ...string) (*testutil.Process, string) {
+	ports, err := testutil.FreePorts(2)
+	require.NoError(c.t, err)
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	args := []string{
+		"--set", "http_addr=" + httpAddr,
+		"--set", fmt.Sprintf("grpc.addr=127.0.0.1:%d", ports[1]),
+		"--set", "nats.url=" + c.natsURL,
+		"--set", "clickhouse.engine=server",
+		"--set", "clickhouse.addr=" + c.ch.Addr[0],
+		"--set", "clickhouse.database=" + c.ch.Database,
+		"--set", fmt.Sprintf("ingest.writer.enabled=%t", writer),
+		"--set", "ingest.writer.max_wait=50ms",
+		"--set", "ingest.writer.max_deliver=3",
+		"--set", "ingest.writer.ack_wait=3s", // a killed writer's batches come back quickly
+		"--set", "ingest.http.rate_per_second=0",
+		"--set", "telemetry.log_level=warn",
+	}
+	return testutil.NewProcess(c.t, name, c.bin, args, env, "ready"), "http://" + httpAddr
+}
+
+// send posts requests batches of perRequest events with messageIds
+// "<prefix>-<request>-<n>", workers at a time, retrying each request with
+// the same body until it gets a 200, as SDKs do. It returns the acked ids.
+func (c *cluster) send(url, prefix string, requests, perRequest, workers int) []string {
+	var mu sync.Mutex
+	var acked []string
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 10 * time.Second}
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				ids := make([]string, perRequest)
+				calls := make([]string, perRequest)
+				for n := range perRequest {
+					ids[n] = fmt.Sprintf("%s-%d-%d", prefix, i, n)
+					calls[n] = fmt.Sprintf(`{"type":"track","event":"Load","userId":"u%d","messageId":%q,"properties":{"n":%d}}`, n%50, ids[n], n)
+				}
+				body := `{"batch":[` + strings.Join(calls, ",") + `]}`
+				ok := false
+				for attempt := 0; attempt < 300 && !ok; attempt++ { // bounded: about a minute
+					req, _ := http.NewRequest(http.MethodPost, url+"/v1/batch", strings.NewReader(body))
+					req.SetBasicAuth(c.writeKey, "")
+					resp, err := client.Do(req)
+					if err == nil {
+						ok = resp.StatusCode == http.StatusOK
+						_ = resp.Body.Close()
+					}
+					if !ok {
+						time.Sleep(200 * time.Millisecond)
+					}
+				}
+				if !ok {
+					c.t.Errorf("request %d never acknowledged", i)
+					continue
+				}
+				mu.Lock()
+				acked = append(acked, ids...)
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := range requests {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	return acked
+}
+
+// verify is RELIABILITY.md's pass criteria: lost 0 (every acked messageId
+// is stored), duplicates visible to queries 0, unexpected rows 0.
+func (c *cluster) verify(acked []string) {
+	t := c.t
+	t.Helper()
+	ctx := t.Context()
+	want := map[string]bool{}
+	for _, id := range acked {
+		want[id] = true
+	}
+	distinct := func() uint64 {
+		r, err := c.store.Query(ctx, "SELECT uniqExact(message_id) FROM events WHERE tenant_id = ?", tenant)
+		require.NoError(t, err)
+		require.True(t, r.Next())
+		var n uint64
+		require.NoError(t, r.Scan(&n))
+		return n
+	}
+	require.Eventually(t, func() bool { return distinct() >= uint64(len(want)) }, 90*time.Second, 100*time.Millisecond,
+		"stored %d of %d acknowledged events", distinct(), len(want))
+
+	r, err := c.store.Query(ctx, "SELECT DISTINCT message_id FROM events WHERE tenant_id = ?", tenant)
+	require.NoError(t, err)
+	stored := map[string]bool{}
+	for r.Next() {
+		var id string
+		require.NoError(t, r.Scan(&id))
+		stored[id] = true
+	}
+	lost, unexpected := 0, 0
+	for id := range want {
+		if !stored[id] {
+			lost++
+		}
+	}
+	for id := range stored {
+		if !want[id] {
+			unexpected++
+		}
+	}
+	require.NoError(t, c.store.Exec(ctx, "OPTIMIZE TABLE events FINAL"))
+	r, err = c.store.Query(ctx, "SELECT count() FROM events FINAL WHERE tenant_id = ?", tenant)
+	require.NoError(t, err)
+	require.True(t, r.Next())
+	var rows uint64
+	require.NoError(t, r.Scan(&rows))
+	t.Logf("acked %d, stored %d distinct, lost %d, unexpected %d, rows after merge %d", len(want), len(stored), lost, unexpected, rows)
+	require.Zero(t, lost, "lost")
+	require.Zero(t, unexpected, "unexpected rows")
+	require.Equal(t, uint64(len(want)), rows, "duplicates visible")
+}
+
+// R1: kill -9 the writer repeatedly during a large load.
+func TestR1WriterKilledRepeatedly(t *testing.T) {
+	c := newCluster(t)
+	api, url := c.ingest("api", false)
+	api.Start()
+	writer, _ := c.ingest("writer", true)
+	writer.Start()
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 5 {
+			time.Sleep(600 * time.Millisecond)
+			writer.Kill()
+			time.Sleep(200 * time.Millisecond)
+			writer.Start()
+		}
+	}()
+	acked := c.send(url, "r1", 300, 100, 4)
+	<-done
+	c.verify(acked)
+}
+
+// R2: kill -9 ingest's API during load; clients retry with the same messageIds.
+func TestR2APIKilledDuringLoad(t *testing.T) {
+	c := newCluster(t)
+	api, url := c.ingest("api", false)
+	api.Start()
+	writer, _ := c.ingest("writer", true)
+	writer.Start()
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 4 {
+			time.Sleep(500 * time.Millisecond)
+			api.Kill()
+			time.Sleep(300 * time.Millisecond)
+			api.Start()
+		}
+	}()
+	acked := c.send(url, "r2", 300, 50, 4)
+	<-done
+	c.verify(acked)
+}
+
+// R5: the writer's insert succeeds but it dies before the ack.
+func TestR5InsertSucceededAckLost(t *testing.T) {
+	c := newCluster(t)
+	api, url := c.ingest("api", false)
+	api.Start()
+	crashing, _ := c.ingest("writer-crashing", true, "STICKPOINT_FAILPOINT=writer-exit-after-insert:2")
+	crashing.Start()
+	acked := c.send(url, "r5", 60, 100, 2)
+	require.True(t, crashing.WaitExit(60*time.Second), "the failpoint ends the writer after its second insert")
+
+	writer, _ := c.ingest("writer", true)
+	writer.Start() // the unacked batch is redelivered and inserted again
+	c.verify(acked)
+}
+
+// R6: a poison message that always fails goes to dead letter after N
+// deliveries; the rest flows.
+func TestR6PoisonGoesToDeadLetter(t *testing.T) {
+	c := newCluster(t)
+	api, url := c.ingest("api", false)
+	api.Start()
+	writer, _ := c.ingest("writer", true)
+	writer.Start()
+
+	_, err := c.bus.JS.Publish(t.Context(), natsjs.EventSubject(tenant, "track"), []byte("this is not an event"), jetstream.WithMsgID("poison-1"))
+	require.NoError(t, err)
+	acked := c.send(url, "r6", 50, 100, 2)
+	c.verify(acked)
+
+	dl, err := c.bus.JS.Stream(t.Context(), natsjs.DeadLetterStream)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := dl.Info(context.Background())
+		return err == nil && info.State.Msgs == 1
+	}, 60*time.Second, 100*time.Millisecond)
+	msg, err := dl.GetLastMsgForSubject(t.Context(), natsjs.DeadLetterSubject(natsjs.EventsStream, app.WriterDurable))
+	require.NoError(t, err)
+	require.Equal(t, "this is not an event", string(msg.Data))
+	require.Equal(t, "3", msg.Header.Get(natsjs.HeaderDeliveries))
+}
