@@ -46,7 +46,7 @@ bench: test-deps ## run the benchmarks for real
 
 .PHONY: bench-smoke
 bench-smoke: ## run each benchmark once so it keeps compiling and running
-	@for m in $(MODULES); do (cd $$m && go test -run '^$$' -bench . -benchtime 1x ./... > /dev/null) || exit 1; done
+	@for m in $(MODULES); do (cd $$m && STICKPOINT_BENCH_DURATION=1s go test -run '^$$' -bench . -benchtime 1x ./... > /dev/null) || exit 1; done
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME (default 20s)

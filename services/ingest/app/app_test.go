@@ -35,7 +35,7 @@ type fixture struct {
 	keyA, keyB string
 }
 
-func newFixture(t *testing.T, engine string, mutate func(*app.Config)) *fixture {
+func newFixture(t testing.TB, engine string, mutate func(*app.Config)) *fixture {
 	t.Helper()
 	db := testutil.Store(t, engine)
 	_, err := chstore.Migrate(t.Context(), db, app.Component, app.Migrations)
