@@ -110,8 +110,13 @@ func chdbClose(conn unsafe.Pointer) { C.sp_chdb_close(conn) }
 // chdbQuery runs one statement and returns its output in the given format,
 // copied into Go memory.
 func chdbQuery(conn unsafe.Pointer, query, format string) ([]byte, error) {
-	cq := C.CString(query)
-	defer C.free(unsafe.Pointer(cq))
+	if query == "" {
+		return nil, errors.New("empty query")
+	}
+	// chdb_query_n takes the length, so the query is passed in place: an
+	// insert's rows can be tens of megabytes, and they hold no Go pointers,
+	// which cgo allows for the duration of the call.
+	cq := (*C.char)(unsafe.Pointer(unsafe.StringData(query)))
 	cf := C.CString(format)
 	defer C.free(unsafe.Pointer(cf))
 	r := C.sp_chdb_query(conn, cq, C.size_t(len(query)), cf)

@@ -195,6 +195,7 @@ func (e *embeddedStore) Insert(ctx context.Context, table string, columns []stri
 		keys[i] = strconv.AppendQuote(nil, c)
 	}
 	buf := make([]byte, 0, 64+len(rows)*len(columns)*16)
+	sized := false
 	buf = append(buf, "INSERT INTO "...)
 	buf = append(buf, table...)
 	buf = append(buf, " ("...)
@@ -217,8 +218,14 @@ func (e *embeddedStore) Insert(ctx context.Context, table string, columns []stri
 			}
 		}
 		buf = append(buf, "}\n"...)
+		if !sized { // size the buffer from the first row, so it grows once at most
+			if want := len(buf) * (len(rows) + 1) * 11 / 10; want > cap(buf) {
+				buf = append(make([]byte, 0, want), buf...)
+			}
+			sized = true
+		}
 	}
-	if _, err := e.s.run(e.db, string(buf), "TabSeparated"); err != nil {
+	if _, err := e.s.run(e.db, unsafe.String(unsafe.SliceData(buf), len(buf)), "TabSeparated"); err != nil {
 		return fmt.Errorf("insert %s: %w", table, err)
 	}
 	return nil
