@@ -77,3 +77,5 @@ replace (
 )
 
 replace github.com/stickpoint/stickpoint/services/ingest => ../ingest
+
+replace github.com/stickpoint/stickpoint/pkg/sdk => ../../pkg/sdk
