@@ -215,6 +215,30 @@ func (c *Client) Page(p Page) error {
 		Name: p.Name, Properties: p.Properties, Context: p.Context}, p.Timestamp)
 }
 
+// Raw queues a Segment call given as a JSON object, as is: it must have a
+// "type". Without a "messageId" the server derives one from the call's
+// bytes, so sending the same call twice still stores it once.
+func (c *Client) Raw(call json.RawMessage) error {
+	var probe struct {
+		Type        string          `json:"type"`
+		UserID      json.RawMessage `json:"userId"`
+		AnonymousID json.RawMessage `json:"anonymousId"`
+	}
+	if err := json.Unmarshal(call, &probe); err != nil {
+		return fmt.Errorf("stickpoint: not a JSON object: %w", err)
+	}
+	if probe.Type == "" {
+		return errors.New("stickpoint: the call has no \"type\"")
+	}
+	if len(probe.UserID) == 0 && len(probe.AnonymousID) == 0 {
+		return ErrNoIdentity
+	}
+	if len(call) > MaxEventBytes {
+		return ErrEventTooLarge
+	}
+	return c.push(append(json.RawMessage(nil), call...))
+}
+
 func (c *Client) enqueue(m message, ts time.Time) error {
 	if m.UserID == "" && m.AnonymousID == "" {
 		return ErrNoIdentity
@@ -233,6 +257,10 @@ func (c *Client) enqueue(m message, ts time.Time) error {
 	if len(b) > MaxEventBytes {
 		return ErrEventTooLarge
 	}
+	return c.push(b)
+}
+
+func (c *Client) push(b json.RawMessage) error {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.closed {

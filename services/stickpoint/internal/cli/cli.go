@@ -19,6 +19,7 @@ Usage:
   stickpoint tenants create ID [--name NAME] | list | get                  (create, list: operator token)
   stickpoint keys create --name NAME | list | rotate SOURCE_ID [--grace 24h] | revoke KEY
   stickpoint tokens create --name NAME --scopes read,write,admin | list | revoke ID
+  stickpoint send FILE [--write-key KEY] [--url http://127.0.0.1:8080]   send JSON lines of Segment calls
   stickpoint events count [--account A] [--event E] [--type T] [--since 24h] | recent [--account A] [--limit N]
   stickpoint version
 
@@ -65,6 +66,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runKeys(ctx, rest, env)
 	case "tokens":
 		return runTokens(ctx, rest, env)
+	case "send":
+		return runSend(ctx, rest, env)
 	case "events":
 		return runEvents(ctx, args[1:], env)
 	case "version":

@@ -156,7 +156,44 @@ func TestNewUserJourney(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "STICKPOINT_TOKEN")
 
+	// The printed curl line sends an event; sending it again changes nothing.
+	try := dev.lines["try"]
+	require.Contains(t, try, "curl -u "+writeKey+":")
+	for range 2 {
+		out, err := exec.Command("sh", "-c", try+" -s").CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		require.Contains(t, string(out), `"success":true`)
+	}
+	waitCount(t, addr, token, 1)
+
+	// stickpoint send: a file of Segment calls, sent twice, stored once.
+	var lines []string
+	for i := range 1000 {
+		lines = append(lines, fmt.Sprintf(`{"type":"track","event":"Imported","userId":"u%d","messageId":"imp-%d","timestamp":"2026-11-01T10:00:00Z"}`, i%20, i))
+	}
+	file := filepath.Join(t.TempDir(), "calls.jsonl")
+	require.NoError(t, os.WriteFile(file, []byte(strings.Join(lines, "\n")+"\n"), 0o600))
+	for range 2 {
+		out, errOut, code = cli(t, addr, "send", file, "--write-key", writeKey, "--url", dev.lines["http"])
+		require.Zero(t, code, errOut)
+		require.Contains(t, out, "sent 1000 events")
+	}
+	// A marker sent after the re-send is stored after it (one writer, in stream order).
+	_, _, code = cli(t, addr, "send", writeMarker(t), "--write-key", writeKey, "--url", dev.lines["http"])
+	require.Zero(t, code)
+	waitCount(t, addr, token, 1002)
+	out, _, _ = cli(t, addr, "events", "count", "--event", "Imported", "--token", token)
+	require.Equal(t, "1000", strings.TrimSpace(out))
+
+	bad := filepath.Join(t.TempDir(), "bad.jsonl")
+	require.NoError(t, os.WriteFile(bad, []byte("{not json\n"+lines[0]+"\n"), 0o600))
+	out, errOut, code = cli(t, addr, "send", bad, "--write-key", writeKey, "--url", dev.lines["http"])
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "skipped 1 invalid lines")
+	require.Contains(t, errOut, "line 1:")
+
 	metrics := httpGet(t, "http://"+strings.TrimPrefix(dev.lines["http"], "http://")+"/metrics")
+	require.Contains(t, metrics, "stickpoint_ingest_events_accepted_total")
 	require.Contains(t, metrics, "rpc_server_call_duration", "gRPC calls are measured")
 
 	// Ctrl-C, start again: same key, no new token, the old token works.
@@ -210,6 +247,24 @@ func TestMigrateOnBothEngines(t *testing.T) {
 			require.Contains(t, out, engine+" engine")
 		})
 	}
+}
+
+// waitCount polls `stickpoint events count` until it shows want.
+func waitCount(t *testing.T, addr, token string, want int) {
+	t.Helper()
+	var last string
+	require.Eventually(t, func() bool {
+		out, _, code := cli(t, addr, "events", "count", "--token", token)
+		last = strings.TrimSpace(out)
+		return code == 0 && last == fmt.Sprint(want)
+	}, 30*time.Second, 100*time.Millisecond, "events count stayed at %s, want %d", &last, want)
+}
+
+func writeMarker(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "marker.jsonl")
+	require.NoError(t, os.WriteFile(p, []byte(`{"type":"track","event":"Marker","userId":"m","messageId":"marker-1"}`+"\n"), 0o600))
+	return p
 }
 
 func httpGet(t *testing.T, url string) string {
