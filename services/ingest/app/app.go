@@ -20,8 +20,11 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
 	eventsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/events/v1"
+	ingestv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/ingest/v1"
 	"github.com/stickpoint/stickpoint/services/ingest/internal/eventsapi"
+	"github.com/stickpoint/stickpoint/services/ingest/internal/grpcapi"
 	"github.com/stickpoint/stickpoint/services/ingest/internal/httpapi"
+	"github.com/stickpoint/stickpoint/services/ingest/internal/intake"
 	"github.com/stickpoint/stickpoint/services/ingest/internal/store"
 	"github.com/stickpoint/stickpoint/services/ingest/internal/writer"
 	"github.com/stickpoint/stickpoint/services/ingest/migrations"
@@ -89,6 +92,7 @@ type Service struct {
 	cfg    Config
 	http   *httpapi.Handler
 	events *eventsapi.Server
+	ingest *grpcapi.Server
 	writer *natsjs.Consumer
 }
 
@@ -101,11 +105,15 @@ func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, l
 		return nil, err
 	}
 	st := store.New(db)
-	h, err := httpapi.New(cfg.HTTP, reg, bus.JS, log.With("component", "ingest-http"))
+	in, err := intake.New(bus.JS, cfg.HTTP.RatePerSecond, cfg.HTTP.RateBurst, cfg.HTTP.PublishTimeout, log.With("component", "ingest"))
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, http: h, events: eventsapi.New(st)}
+	h, err := httpapi.New(cfg.HTTP, reg, in, log.With("component", "ingest-http"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, http: h, events: eventsapi.New(st), ingest: grpcapi.New(cfg.HTTP.Limits, in)}
 	if cfg.Writer.Enabled {
 		w := writer.New(st)
 		w.AfterWrite = failpoint(log)
@@ -147,10 +155,11 @@ func failpoint(log *slog.Logger) func() {
 	}
 }
 
-// Register mounts the HTTP API on mux and the events API on srv.
+// Register mounts the HTTP API on mux, and the events and ingest APIs on srv.
 func (s *Service) Register(mux *http.ServeMux, srv *grpcserver.Server) {
 	s.http.Register(mux)
 	srv.Register(&eventsv1.EventsService_ServiceDesc, s.events)
+	srv.Register(&ingestv1.IngestService_ServiceDesc, s.ingest)
 }
 
 // Run runs the writer until ctx is cancelled, then drains it.

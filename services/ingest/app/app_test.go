@@ -29,6 +29,8 @@ func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
 
 type fixture struct {
 	url        string
+	grpcAddr   string
+	tokenA     string // read, write, admin on tenant-a
 	db         chstore.Store
 	bus        *natsjs.Bus
 	reg        *tenancy.Registry
@@ -68,10 +70,11 @@ func newFixture(t testing.TB, engine string, mutate func(*app.Config)) *fixture 
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); _ = svc.Run(ctx) }()
+	go func() { defer wg.Done(); _ = srv.Serve(ctx) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	return &fixture{url: hs.URL, db: db, bus: bus, reg: reg, keyA: a.WriteKey.Key, keyB: b.WriteKey.Key}
+	return &fixture{url: hs.URL, grpcAddr: srv.Addr(), tokenA: a.Secret, db: db, bus: bus, reg: reg, keyA: a.WriteKey.Key, keyB: b.WriteKey.Key}
 }
 
 func (f *fixture) post(t *testing.T, path, key, body string, headers ...string) (*http.Response, string) {

@@ -16,13 +16,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
+	"github.com/stickpoint/stickpoint/services/ingest/internal/intake"
 	"github.com/stickpoint/stickpoint/services/ingest/internal/segment"
 )
 
@@ -74,48 +72,21 @@ type WriteKeys interface {
 
 // Handler serves /v1/*.
 type Handler struct {
-	cfg     Config
-	keys    WriteKeys
-	js      jetstream.JetStream
-	limiter *tenantLimiter
-	log     *slog.Logger
-	tracer  trace.Tracer
-	now     func() time.Time
-
-	accepted  metric.Int64Counter
-	rejected  metric.Int64Counter
-	latency   metric.Float64Histogram
-	batchSize metric.Int64Histogram
+	cfg    Config
+	keys   WriteKeys
+	intake *intake.Intake
+	log    *slog.Logger
+	tracer trace.Tracer
+	now    func() time.Time
 }
 
-// New builds the handler.
-func New(cfg Config, keys WriteKeys, js jetstream.JetStream, log *slog.Logger) (*Handler, error) {
+// New builds the handler over an intake shared with gRPC ingest.
+func New(cfg Config, keys WriteKeys, in *intake.Intake, log *slog.Logger) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	meter := otel.GetMeterProvider().Meter(scope)
-	h := &Handler{cfg: cfg, keys: keys, js: js, log: log, now: time.Now,
-		limiter: newTenantLimiter(cfg.RatePerSecond, cfg.RateBurst),
-		tracer:  otel.GetTracerProvider().Tracer(scope)}
-	var err error
-	if h.accepted, err = meter.Int64Counter("stickpoint.ingest.events.accepted",
-		metric.WithDescription("Events acknowledged to clients, per tenant.")); err != nil {
-		return nil, err
-	}
-	if h.rejected, err = meter.Int64Counter("stickpoint.ingest.requests.rejected",
-		metric.WithDescription("Requests refused, per tenant (when known) and reason.")); err != nil {
-		return nil, err
-	}
-	if h.latency, err = meter.Float64Histogram("stickpoint.ingest.publish.duration", metric.WithUnit("s"),
-		metric.WithDescription("Time from request to JetStream acknowledgement of all its events.")); err != nil {
-		return nil, err
-	}
-	if h.batchSize, err = meter.Int64Histogram("stickpoint.ingest.request.events",
-		metric.WithDescription("Events per accepted request."),
-		metric.WithExplicitBucketBoundaries(1, 10, 50, 100, 250, 500, 1000, 2500)); err != nil {
-		return nil, err
-	}
-	return h, nil
+	return &Handler{cfg: cfg, keys: keys, intake: in, log: log, now: time.Now,
+		tracer: otel.GetTracerProvider().Tracer(scope)}, nil
 }
 
 // Kinds are the /v1/<kind> endpoints.
@@ -153,58 +124,44 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, span := h.tracer.Start(r.Context(), "ingest "+kind)
 	defer span.End()
-	tenant, n, apiErr := h.handle(ctx, r, kind)
+	tenant, apiErr := h.handle(ctx, r, kind)
 	if apiErr != nil {
 		h.fail(ctx, w, tenant, apiErr)
 		return
 	}
-	h.accepted.Add(ctx, int64(n), metric.WithAttributes(attribute.String("tenant", tenant)))
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = io.WriteString(w, `{"success":true}`)
 }
 
-func (h *Handler) handle(ctx context.Context, r *http.Request, kind string) (tenant string, n int, _ *apiError) {
+func (h *Handler) handle(ctx context.Context, r *http.Request, kind string) (tenant string, _ *apiError) {
 	received := h.now()
 	body, apiErr := h.readBody(r)
 	if apiErr != nil {
-		return "", 0, apiErr
+		return "", apiErr
 	}
 	// Authenticate before validating, so a bad key is always a 401 and
 	// every rejection is counted for the right tenant.
 	key, apiErr := h.writeKey(r, body)
 	if apiErr != nil {
-		return "", 0, apiErr
+		return "", apiErr
 	}
 	req, err := segment.Decode(kind, body, received, h.cfg.Limits)
 	var se *segment.Error
 	if errors.As(err, &se) {
-		return key.TenantID, 0, &apiError{Status: se.Status, Code: se.Code, Field: se.Field, Message: se.Msg}
+		return key.TenantID, &apiError{Status: se.Status, Code: se.Code, Field: se.Field, Message: se.Msg}
 	} else if err != nil {
-		return key.TenantID, 0, &apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: err.Error()}
+		return key.TenantID, &apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: err.Error()}
 	}
 	tenant = key.TenantID
-	if ok, wait := h.limiter.take(tenant, len(req.Events), received); !ok {
-		return tenant, 0, &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited", RetryAfter: wait,
-			Message: fmt.Sprintf("tenant %s is over its rate of %.0f events/s; retry after %s", tenant, h.cfg.RatePerSecond, wait)}
+	err = h.intake.Accept(ctx, "http", tenant, key.SourceID, req.Events, received)
+	var rl *intake.RateLimitedError
+	switch {
+	case errors.As(err, &rl):
+		return tenant, &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited", RetryAfter: rl.RetryAfter, Message: rl.Error()}
+	case err != nil:
+		return tenant, &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", RetryAfter: intake.RetryAfter, Message: err.Error()}
 	}
-	for i := range req.Events {
-		req.Events[i].TenantID = key.TenantID
-		req.Events[i].SourceID = key.SourceID
-	}
-	pctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
-	defer cancel()
-	start := time.Now()
-	if err := publish(pctx, h.js, tenant, req.Events); err != nil {
-		// The outcome is unknown (a timeout) or a refusal (stream full):
-		// either way the client retries with the same messageIds, and the
-		// dedup ids make that safe.
-		h.log.WarnContext(ctx, "publish failed", "tenant_id", tenant, "events", len(req.Events), "error", err)
-		return tenant, 0, &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", RetryAfter: 2 * time.Second,
-			Message: "events could not be stored right now; retry with the same messageIds"}
-	}
-	h.latency.Record(ctx, time.Since(start).Seconds())
-	h.batchSize.Record(ctx, int64(len(req.Events)))
-	return tenant, len(req.Events), nil
+	return tenant, nil
 }
 
 // readBody reads at most MaxRequestBytes, decompressing gzip with the same
@@ -283,7 +240,7 @@ func basicAuth(r *http.Request) (string, string, bool) {
 }
 
 func (h *Handler) fail(ctx context.Context, w http.ResponseWriter, tenant string, e *apiError) {
-	h.rejected.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("reason", e.Code)))
+	h.intake.Reject(ctx, "http", tenant, e.Code)
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, e.RetryAfter.Seconds()))))
 	}

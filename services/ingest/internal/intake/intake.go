@@ -1,0 +1,109 @@
+// Package intake is what both front doors (the HTTP API and gRPC ingest) do
+// with a request's decoded events: apply the tenant's rate limit, stamp
+// tenant and source, publish to JetStream and wait for its acknowledgement,
+// and count what was accepted and rejected.
+package intake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/stickpoint/stickpoint/pkg/events"
+)
+
+const scope = "github.com/stickpoint/stickpoint/services/ingest/internal/intake"
+
+// ErrUnavailable means JetStream did not acknowledge the events (a
+// timeout, or a full stream): retry with the same messageIds.
+var ErrUnavailable = errors.New("events could not be stored right now; retry with the same messageIds")
+
+// RetryAfter is how long a client should wait after ErrUnavailable.
+const RetryAfter = 2 * time.Second
+
+// RateLimitedError means the tenant is over its event rate.
+type RateLimitedError struct {
+	Tenant     string
+	Rate       float64
+	RetryAfter time.Duration
+}
+
+func (e *RateLimitedError) Error() string {
+	return fmt.Sprintf("tenant %s is over its rate of %.0f events/s; retry after %s", e.Tenant, e.Rate, e.RetryAfter)
+}
+
+// Intake accepts events for JetStream.
+type Intake struct {
+	js             jetstream.JetStream
+	limiter        *tenantLimiter
+	rate           float64
+	publishTimeout time.Duration
+	log            *slog.Logger
+
+	accepted  metric.Int64Counter
+	rejected  metric.Int64Counter
+	latency   metric.Float64Histogram
+	batchSize metric.Int64Histogram
+}
+
+// New builds an intake. ratePerSecond 0 disables the rate limit.
+func New(js jetstream.JetStream, ratePerSecond float64, burst int, publishTimeout time.Duration, log *slog.Logger) (*Intake, error) {
+	meter := otel.GetMeterProvider().Meter(scope)
+	in := &Intake{js: js, limiter: newTenantLimiter(ratePerSecond, burst), rate: ratePerSecond, publishTimeout: publishTimeout, log: log}
+	var err error
+	if in.accepted, err = meter.Int64Counter("stickpoint.ingest.events.accepted",
+		metric.WithDescription("Events acknowledged to clients, per tenant and API.")); err != nil {
+		return nil, err
+	}
+	if in.rejected, err = meter.Int64Counter("stickpoint.ingest.requests.rejected",
+		metric.WithDescription("Requests refused, per tenant (when known), API and reason.")); err != nil {
+		return nil, err
+	}
+	if in.latency, err = meter.Float64Histogram("stickpoint.ingest.publish.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time from request to JetStream acknowledgement of all its events.")); err != nil {
+		return nil, err
+	}
+	if in.batchSize, err = meter.Int64Histogram("stickpoint.ingest.request.events",
+		metric.WithDescription("Events per accepted request."),
+		metric.WithExplicitBucketBoundaries(1, 10, 50, 100, 250, 500, 1000, 2500)); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// Accept rate-limits, stamps and publishes evs for tenant and source. It
+// returns nil only when every event is durably in the EVENTS stream.
+func (in *Intake) Accept(ctx context.Context, api, tenant, source string, evs []events.Event, received time.Time) error {
+	if ok, wait := in.limiter.take(tenant, len(evs), received); !ok {
+		return &RateLimitedError{Tenant: tenant, Rate: in.rate, RetryAfter: wait}
+	}
+	for i := range evs {
+		evs[i].TenantID, evs[i].SourceID = tenant, source
+	}
+	pctx, cancel := context.WithTimeout(ctx, in.publishTimeout)
+	defer cancel()
+	start := time.Now()
+	if err := publish(pctx, in.js, tenant, evs); err != nil {
+		// The outcome is unknown (a timeout) or a refusal (stream full):
+		// either way the client retries with the same messageIds, and the
+		// dedup ids make that safe.
+		in.log.WarnContext(ctx, "publish failed", "tenant_id", tenant, "events", len(evs), "error", err)
+		return ErrUnavailable
+	}
+	in.latency.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attribute.String("api", api)))
+	in.batchSize.Record(ctx, int64(len(evs)), metric.WithAttributes(attribute.String("api", api)))
+	in.accepted.Add(ctx, int64(len(evs)), metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("api", api)))
+	return nil
+}
+
+// Reject counts a refused request.
+func (in *Intake) Reject(ctx context.Context, api, tenant, reason string) {
+	in.rejected.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("api", api), attribute.String("reason", reason)))
+}
