@@ -40,6 +40,9 @@ var Migrations fs.FS = migrations.FS
 type Config struct {
 	HTTP   httpapi.Config `json:"http"`
 	Writer WriterConfig   `json:"writer"`
+	// StatsFlushInterval is how often refused-request counts are stored
+	// for the per-tenant stats (events.v1 Stats).
+	StatsFlushInterval time.Duration `json:"stats_flush_interval"`
 }
 
 // WriterConfig configures the JetStream -> ClickHouse writer.
@@ -64,7 +67,8 @@ type WriterConfig struct {
 // messages or 250 ms.
 func DefaultConfig() Config {
 	return Config{HTTP: httpapi.DefaultConfig(),
-		Writer: WriterConfig{Enabled: true, MaxBatch: 200, MaxWait: 250 * time.Millisecond, MaxDeliver: 10, AckWait: 30 * time.Second}}
+		Writer:             WriterConfig{Enabled: true, MaxBatch: 200, MaxWait: 250 * time.Millisecond, MaxDeliver: 10, AckWait: 30 * time.Second},
+		StatsFlushInterval: 10 * time.Second}
 }
 
 // Validate reports the first invalid field by name.
@@ -77,6 +81,9 @@ func (c Config) Validate() error {
 	}
 	if c.Writer.MaxWait <= 0 {
 		return fmt.Errorf("ingest.writer.max_wait: must be positive")
+	}
+	if c.StatsFlushInterval < 10*time.Millisecond {
+		return fmt.Errorf("ingest.stats_flush_interval: %v is too short", c.StatsFlushInterval)
 	}
 	if c.Writer.AckWait < time.Second {
 		return fmt.Errorf("ingest.writer.ack_wait: %v is under 1s", c.Writer.AckWait)
@@ -93,6 +100,9 @@ type Service struct {
 	http   *httpapi.Handler
 	events *eventsapi.Server
 	ingest *grpcapi.Server
+	intake *intake.Intake
+	store  *store.Store
+	log    *slog.Logger
 	writer *natsjs.Consumer
 }
 
@@ -113,7 +123,8 @@ func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, l
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, http: h, events: eventsapi.New(st), ingest: grpcapi.New(cfg.HTTP.Limits, in)}
+	s := &Service{cfg: cfg, http: h, events: eventsapi.New(st), ingest: grpcapi.New(cfg.HTTP.Limits, in),
+		intake: in, store: st, log: log}
 	if cfg.Writer.Enabled {
 		w := writer.New(st)
 		w.AfterWrite = failpoint(log)
@@ -162,11 +173,47 @@ func (s *Service) Register(mux *http.ServeMux, srv *grpcserver.Server) {
 	srv.Register(&ingestv1.IngestService_ServiceDesc, s.ingest)
 }
 
-// Run runs the writer until ctx is cancelled, then drains it.
+// Run runs the writer and the stats flusher until ctx is cancelled, then
+// drains the writer and flushes the stats.
 func (s *Service) Run(ctx context.Context) error {
-	if s.writer == nil {
+	flushed := make(chan struct{})
+	go func() {
+		defer close(flushed)
+		t := time.NewTicker(s.cfg.StatsFlushInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				s.flushRejections(ctx)
+			case <-ctx.Done():
+				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				s.flushRejections(fctx)
+				cancel()
+				return
+			}
+		}
+	}()
+	var err error
+	if s.writer != nil {
+		err = s.writer.Run(ctx)
+	} else {
 		<-ctx.Done()
-		return nil
 	}
-	return s.writer.Run(ctx)
+	<-flushed
+	return err
+}
+
+func (s *Service) flushRejections(ctx context.Context) {
+	counts := s.intake.TakeRejections()
+	if len(counts) == 0 {
+		return
+	}
+	rows := make([][]any, 0, len(counts))
+	for k, n := range counts {
+		rows = append(rows, []any{k.Tenant, k.Minute, k.API, k.Reason, n})
+	}
+	if err := s.store.AddRejections(ctx, rows); err != nil {
+		s.intake.PutBackRejections(counts) // try again next time
+		s.log.WarnContext(ctx, "store ingest rejection counts", "error", err)
+	}
 }

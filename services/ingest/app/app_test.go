@@ -16,12 +16,16 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/grpcserver"
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
+	eventsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/events/v1"
 	"github.com/stickpoint/stickpoint/services/ingest/app"
 )
 
@@ -54,6 +58,7 @@ func newFixture(t testing.TB, engine string, mutate func(*app.Config)) *fixture 
 
 	cfg := app.DefaultConfig()
 	cfg.Writer.MaxWait = 20 * time.Millisecond
+	cfg.StatsFlushInterval = 50 * time.Millisecond
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -232,6 +237,24 @@ func TestStatusCodes(t *testing.T) {
 
 	// Nothing from the rejected requests was stored; the accepted ones were.
 	f.waitStored(t, "tenant-a", 2)
+
+	// And the tenant can see what was refused, and why.
+	conn, err := grpc.NewClient(f.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+f.tokenA)
+	var stats *eventsv1.StatsResponse
+	require.Eventually(t, func() bool {
+		stats, err = eventsv1.NewEventsServiceClient(conn).Stats(ctx, &eventsv1.StatsRequest{})
+		return err == nil && len(stats.GetRejections()) >= 3
+	}, 10*time.Second, 50*time.Millisecond)
+	got := map[string]uint64{}
+	for _, r := range stats.GetRejections() {
+		got[r.GetApi()+"/"+r.GetReason()] = r.GetRequests()
+	}
+	require.Equal(t, uint64(2), stats.GetAcceptedEvents())
+	require.Equal(t, map[string]uint64{"http/invalid_request": 3, "http/request_too_large": 2, "http/rate_limited": 1}, got,
+		"401s and the keyless 405 count under no tenant, not tenant-a's")
 }
 
 func TestUnavailableWhenJetStreamCannotTakeTheWrite(t *testing.T) {

@@ -4,6 +4,7 @@ package eventsapi
 import (
 	"context"
 	"slices"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -83,6 +84,30 @@ func (s *Server) Recent(ctx context.Context, req *eventsv1.RecentRequest) (*even
 			ReceiveTime: timestamppb.New(e.ReceivedAt), PropertiesJson: string(e.Properties),
 			TraitsJson: string(e.Traits), ContextJson: string(e.Context),
 		})
+	}
+	return out, nil
+}
+
+// Stats says what ingest accepted and refused.
+func (s *Server) Stats(ctx context.Context, req *eventsv1.StatsRequest) (*eventsv1.StatsResponse, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var from, to time.Time
+	if req.GetStartTime() != nil {
+		from = req.GetStartTime().AsTime()
+	}
+	if req.GetEndTime() != nil {
+		to = req.GetEndTime().AsTime()
+	}
+	accepted, rejections, err := s.store.Stats(ctx, tenant, from, to)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	out := &eventsv1.StatsResponse{AcceptedEvents: accepted}
+	for _, r := range rejections {
+		out.Rejections = append(out.Rejections, &eventsv1.Rejection{Api: r.API, Reason: r.Reason, Requests: r.Requests})
 	}
 	return out, nil
 }

@@ -135,15 +135,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) handle(ctx context.Context, r *http.Request, kind string) (tenant string, _ *apiError) {
 	received := h.now()
+	// Authenticate before validating, so a bad key is always a 401 and
+	// every rejection is counted for the right tenant: from the header
+	// before the body is read, else from the body's writeKey.
+	var key tenancy.WriteKey
+	var apiErr *apiError
+	_, _, hasHeader := basicAuth(r)
+	if hasHeader {
+		if key, apiErr = h.writeKey(r, nil); apiErr != nil {
+			return "", apiErr
+		}
+	}
 	body, apiErr := h.readBody(r)
 	if apiErr != nil {
-		return "", apiErr
+		return key.TenantID, apiErr
 	}
-	// Authenticate before validating, so a bad key is always a 401 and
-	// every rejection is counted for the right tenant.
-	key, apiErr := h.writeKey(r, body)
-	if apiErr != nil {
-		return "", apiErr
+	if !hasHeader {
+		if key, apiErr = h.writeKey(r, body); apiErr != nil {
+			return "", apiErr
+		}
 	}
 	req, err := segment.Decode(kind, body, received, h.cfg.Limits)
 	var se *segment.Error

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -47,6 +48,9 @@ type Intake struct {
 	publishTimeout time.Duration
 	log            *slog.Logger
 
+	mu         sync.Mutex
+	rejections map[Rejection]uint64
+
 	accepted  metric.Int64Counter
 	rejected  metric.Int64Counter
 	latency   metric.Float64Histogram
@@ -56,7 +60,8 @@ type Intake struct {
 // New builds an intake. ratePerSecond 0 disables the rate limit.
 func New(js jetstream.JetStream, ratePerSecond float64, burst int, publishTimeout time.Duration, log *slog.Logger) (*Intake, error) {
 	meter := otel.GetMeterProvider().Meter(scope)
-	in := &Intake{js: js, limiter: newTenantLimiter(ratePerSecond, burst), rate: ratePerSecond, publishTimeout: publishTimeout, log: log}
+	in := &Intake{js: js, limiter: newTenantLimiter(ratePerSecond, burst), rate: ratePerSecond, publishTimeout: publishTimeout, log: log,
+		rejections: map[Rejection]uint64{}}
 	var err error
 	if in.accepted, err = meter.Int64Counter("stickpoint.ingest.events.accepted",
 		metric.WithDescription("Events acknowledged to clients, per tenant and API.")); err != nil {
@@ -103,7 +108,34 @@ func (in *Intake) Accept(ctx context.Context, api, tenant, source string, evs []
 	return nil
 }
 
+// Rejection keys refused requests for the per-tenant stats.
+type Rejection struct {
+	Tenant, API, Reason string
+	Minute              time.Time
+}
+
 // Reject counts a refused request.
 func (in *Intake) Reject(ctx context.Context, api, tenant, reason string) {
 	in.rejected.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("api", api), attribute.String("reason", reason)))
+	in.mu.Lock()
+	in.rejections[Rejection{Tenant: tenant, API: api, Reason: reason, Minute: time.Now().UTC().Truncate(time.Minute)}]++
+	in.mu.Unlock()
+}
+
+// TakeRejections returns the counts since the last call and starts over.
+func (in *Intake) TakeRejections() map[Rejection]uint64 {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	out := in.rejections
+	in.rejections = map[Rejection]uint64{}
+	return out
+}
+
+// PutBackRejections re-adds counts that could not be stored, for the next flush.
+func (in *Intake) PutBackRejections(m map[Rejection]uint64) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for k, v := range m {
+		in.rejections[k] += v
+	}
 }

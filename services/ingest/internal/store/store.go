@@ -173,3 +173,47 @@ func raw(s string) []byte {
 	}
 	return []byte(s)
 }
+
+// RejectionCount is a number of refused requests for one API and reason.
+type RejectionCount struct {
+	API, Reason string
+	Requests    uint64
+}
+
+// AddRejections adds refused-request counts (tenant, minute, api, reason, n).
+func (s *Store) AddRejections(ctx context.Context, rows [][]any) error {
+	return s.db.Insert(ctx, "ingest_rejections", []string{"tenant_id", "minute", "api", "reason", "requests"}, rows)
+}
+
+// Stats returns the distinct events received in [from, to) and the refused
+// requests by API and reason. Zero times are unbounded.
+func (s *Store) Stats(ctx context.Context, tenant string, from, to time.Time) (uint64, []RejectionCount, error) {
+	if to.IsZero() {
+		to = time.Date(2106, 1, 1, 0, 0, 0, 0, time.UTC) // DateTime's end
+	}
+	r, err := s.db.Query(ctx, "SELECT uniqExact(message_id) FROM events WHERE tenant_id = ? AND received_at >= ? AND received_at < ?", tenant, from, to)
+	if err != nil {
+		return 0, nil, fmt.Errorf("count accepted events: %w", err)
+	}
+	var accepted uint64
+	if r.Next() {
+		if err := r.Scan(&accepted); err != nil {
+			return 0, nil, err
+		}
+	}
+	r, err = s.db.Query(ctx, `SELECT api, reason, sum(requests) AS n FROM ingest_rejections
+		WHERE tenant_id = ? AND minute >= ? AND minute < ? GROUP BY api, reason ORDER BY n DESC, api, reason`,
+		tenant, from.Truncate(time.Minute), to)
+	if err != nil {
+		return 0, nil, fmt.Errorf("read rejections: %w", err)
+	}
+	var out []RejectionCount
+	for r.Next() {
+		var c RejectionCount
+		if err := r.Scan(&c.API, &c.Reason, &c.Requests); err != nil {
+			return 0, nil, err
+		}
+		out = append(out, c)
+	}
+	return accepted, out, nil
+}

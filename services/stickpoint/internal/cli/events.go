@@ -13,7 +13,7 @@ import (
 )
 
 func runEvents(ctx context.Context, args []string, env environ) error {
-	sub, rest, err := subcommand("events", args, "count", "recent")
+	sub, rest, err := subcommand("events", args, "count", "recent", "stats")
 	if err != nil {
 		return err
 	}
@@ -22,7 +22,7 @@ func runEvents(ctx context.Context, args []string, env environ) error {
 	account := fs.String("account", "", "only this account")
 	event := fs.String("event", "", "only this event name (count)")
 	typ := fs.String("type", "", "only this type: track, page, screen, identify, group, alias (count)")
-	since := fs.Duration("since", 0, "only events in this last span, e.g. 24h (count)")
+	since := fs.Duration("since", 0, "only events in this last span, e.g. 24h (count, stats)")
 	limit := fs.Int("limit", 20, "how many events (recent)")
 	if _, err := parse(fs, rest); err != nil {
 		return err
@@ -33,6 +33,30 @@ func runEvents(ctx context.Context, args []string, env environ) error {
 	}
 	defer done()
 	client := eventsv1.NewEventsServiceClient(s.conn)
+	if sub == "stats" {
+		req := &eventsv1.StatsRequest{}
+		if *since > 0 {
+			req.StartTime = timestamppb.New(time.Now().Add(-*since))
+		}
+		resp, err := client.Stats(s.ctx, req)
+		if err != nil {
+			return s.explain(err)
+		}
+		if *cf.asJSON {
+			return s.printJSON(resp)
+		}
+		fmt.Fprintf(env.stdout, "accepted events: %d\n", resp.GetAcceptedEvents())
+		if len(resp.GetRejections()) == 0 {
+			fmt.Fprintln(env.stdout, "rejected requests: none")
+			return nil
+		}
+		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "REJECTED REQUESTS\tAPI\tREASON")
+		for _, r := range resp.GetRejections() {
+			fmt.Fprintf(tw, "%d\t%s\t%s\n", r.GetRequests(), r.GetApi(), r.GetReason())
+		}
+		return tw.Flush()
+	}
 	if sub == "count" {
 		req := &eventsv1.CountRequest{AccountId: *account, Event: *event, Type: *typ}
 		if *since > 0 {

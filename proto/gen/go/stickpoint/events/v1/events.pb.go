@@ -379,6 +379,177 @@ func (x *Event) GetContextJson() string {
 	return ""
 }
 
+type StatsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// start_time is inclusive, end_time exclusive, by receive time; unset
+	// means unbounded.
+	StartTime     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsRequest) Reset() {
+	*x = StatsRequest{}
+	mi := &file_stickpoint_events_v1_events_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsRequest) ProtoMessage() {}
+
+func (x *StatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_events_v1_events_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
+func (*StatsRequest) Descriptor() ([]byte, []int) {
+	return file_stickpoint_events_v1_events_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *StatsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *StatsRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+type StatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// accepted_events are the distinct events received and stored.
+	AcceptedEvents uint64 `protobuf:"varint,1,opt,name=accepted_events,json=acceptedEvents,proto3" json:"accepted_events,omitempty"`
+	// rejections are refused requests by API and reason (counted every 10s).
+	Rejections    []*Rejection `protobuf:"bytes,2,rep,name=rejections,proto3" json:"rejections,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatsResponse) Reset() {
+	*x = StatsResponse{}
+	mi := &file_stickpoint_events_v1_events_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatsResponse) ProtoMessage() {}
+
+func (x *StatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_events_v1_events_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
+func (*StatsResponse) Descriptor() ([]byte, []int) {
+	return file_stickpoint_events_v1_events_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StatsResponse) GetAcceptedEvents() uint64 {
+	if x != nil {
+		return x.AcceptedEvents
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetRejections() []*Rejection {
+	if x != nil {
+		return x.Rejections
+	}
+	return nil
+}
+
+type Rejection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// api is "http" or "grpc".
+	Api string `protobuf:"bytes,1,opt,name=api,proto3" json:"api,omitempty"`
+	// reason is the error code the client got: invalid_request,
+	// limit_exceeded, request_too_large, rate_limited, unavailable, ...
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Requests      uint64 `protobuf:"varint,3,opt,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rejection) Reset() {
+	*x = Rejection{}
+	mi := &file_stickpoint_events_v1_events_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rejection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rejection) ProtoMessage() {}
+
+func (x *Rejection) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_events_v1_events_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
+func (*Rejection) Descriptor() ([]byte, []int) {
+	return file_stickpoint_events_v1_events_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Rejection) GetApi() string {
+	if x != nil {
+		return x.Api
+	}
+	return ""
+}
+
+func (x *Rejection) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Rejection) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
 var File_stickpoint_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_stickpoint_events_v1_events_proto_rawDesc = "" +
@@ -416,10 +587,24 @@ const file_stickpoint_events_v1_events_proto_rawDesc = "" +
 	" \x01(\tR\x0epropertiesJson\x12\x1f\n" +
 	"\vtraits_json\x18\v \x01(\tR\n" +
 	"traitsJson\x12!\n" +
-	"\fcontext_json\x18\f \x01(\tR\vcontextJson2\xc2\x01\n" +
+	"\fcontext_json\x18\f \x01(\tR\vcontextJson\"\x80\x01\n" +
+	"\fStatsRequest\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"y\n" +
+	"\rStatsResponse\x12'\n" +
+	"\x0faccepted_events\x18\x01 \x01(\x04R\x0eacceptedEvents\x12?\n" +
+	"\n" +
+	"rejections\x18\x02 \x03(\v2\x1f.stickpoint.events.v1.RejectionR\n" +
+	"rejections\"Q\n" +
+	"\tRejection\x12\x10\n" +
+	"\x03api\x18\x01 \x01(\tR\x03api\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1a\n" +
+	"\brequests\x18\x03 \x01(\x04R\brequests2\x9a\x02\n" +
 	"\rEventsService\x12V\n" +
 	"\x05Count\x12\".stickpoint.events.v1.CountRequest\x1a#.stickpoint.events.v1.CountResponse\"\x04\xc8\xf3\x18\x01\x12Y\n" +
-	"\x06Recent\x12#.stickpoint.events.v1.RecentRequest\x1a$.stickpoint.events.v1.RecentResponse\"\x04\xc8\xf3\x18\x01B\xe6\x01\n" +
+	"\x06Recent\x12#.stickpoint.events.v1.RecentRequest\x1a$.stickpoint.events.v1.RecentResponse\"\x04\xc8\xf3\x18\x01\x12V\n" +
+	"\x05Stats\x12\".stickpoint.events.v1.StatsRequest\x1a#.stickpoint.events.v1.StatsResponse\"\x04\xc8\xf3\x18\x01B\xe6\x01\n" +
 	"\x18com.stickpoint.events.v1B\vEventsProtoP\x01ZKgithub.com/stickpoint/stickpoint/proto/gen/go/stickpoint/events/v1;eventsv1\xa2\x02\x03SEX\xaa\x02\x14Stickpoint.Events.V1\xca\x02\x14Stickpoint\\Events\\V1\xe2\x02 Stickpoint\\Events\\V1\\GPBMetadata\xea\x02\x16Stickpoint::Events::V1b\x06proto3"
 
 var (
@@ -434,30 +619,38 @@ func file_stickpoint_events_v1_events_proto_rawDescGZIP() []byte {
 	return file_stickpoint_events_v1_events_proto_rawDescData
 }
 
-var file_stickpoint_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_stickpoint_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_stickpoint_events_v1_events_proto_goTypes = []any{
 	(*CountRequest)(nil),          // 0: stickpoint.events.v1.CountRequest
 	(*CountResponse)(nil),         // 1: stickpoint.events.v1.CountResponse
 	(*RecentRequest)(nil),         // 2: stickpoint.events.v1.RecentRequest
 	(*RecentResponse)(nil),        // 3: stickpoint.events.v1.RecentResponse
 	(*Event)(nil),                 // 4: stickpoint.events.v1.Event
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*StatsRequest)(nil),          // 5: stickpoint.events.v1.StatsRequest
+	(*StatsResponse)(nil),         // 6: stickpoint.events.v1.StatsResponse
+	(*Rejection)(nil),             // 7: stickpoint.events.v1.Rejection
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_stickpoint_events_v1_events_proto_depIdxs = []int32{
-	5, // 0: stickpoint.events.v1.CountRequest.start_time:type_name -> google.protobuf.Timestamp
-	5, // 1: stickpoint.events.v1.CountRequest.end_time:type_name -> google.protobuf.Timestamp
-	4, // 2: stickpoint.events.v1.RecentResponse.events:type_name -> stickpoint.events.v1.Event
-	5, // 3: stickpoint.events.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	5, // 4: stickpoint.events.v1.Event.receive_time:type_name -> google.protobuf.Timestamp
-	0, // 5: stickpoint.events.v1.EventsService.Count:input_type -> stickpoint.events.v1.CountRequest
-	2, // 6: stickpoint.events.v1.EventsService.Recent:input_type -> stickpoint.events.v1.RecentRequest
-	1, // 7: stickpoint.events.v1.EventsService.Count:output_type -> stickpoint.events.v1.CountResponse
-	3, // 8: stickpoint.events.v1.EventsService.Recent:output_type -> stickpoint.events.v1.RecentResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	8,  // 0: stickpoint.events.v1.CountRequest.start_time:type_name -> google.protobuf.Timestamp
+	8,  // 1: stickpoint.events.v1.CountRequest.end_time:type_name -> google.protobuf.Timestamp
+	4,  // 2: stickpoint.events.v1.RecentResponse.events:type_name -> stickpoint.events.v1.Event
+	8,  // 3: stickpoint.events.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	8,  // 4: stickpoint.events.v1.Event.receive_time:type_name -> google.protobuf.Timestamp
+	8,  // 5: stickpoint.events.v1.StatsRequest.start_time:type_name -> google.protobuf.Timestamp
+	8,  // 6: stickpoint.events.v1.StatsRequest.end_time:type_name -> google.protobuf.Timestamp
+	7,  // 7: stickpoint.events.v1.StatsResponse.rejections:type_name -> stickpoint.events.v1.Rejection
+	0,  // 8: stickpoint.events.v1.EventsService.Count:input_type -> stickpoint.events.v1.CountRequest
+	2,  // 9: stickpoint.events.v1.EventsService.Recent:input_type -> stickpoint.events.v1.RecentRequest
+	5,  // 10: stickpoint.events.v1.EventsService.Stats:input_type -> stickpoint.events.v1.StatsRequest
+	1,  // 11: stickpoint.events.v1.EventsService.Count:output_type -> stickpoint.events.v1.CountResponse
+	3,  // 12: stickpoint.events.v1.EventsService.Recent:output_type -> stickpoint.events.v1.RecentResponse
+	6,  // 13: stickpoint.events.v1.EventsService.Stats:output_type -> stickpoint.events.v1.StatsResponse
+	11, // [11:14] is the sub-list for method output_type
+	8,  // [8:11] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_stickpoint_events_v1_events_proto_init() }
@@ -471,7 +664,7 @@ func file_stickpoint_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stickpoint_events_v1_events_proto_rawDesc), len(file_stickpoint_events_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

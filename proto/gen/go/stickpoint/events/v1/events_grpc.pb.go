@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	EventsService_Count_FullMethodName  = "/stickpoint.events.v1.EventsService/Count"
 	EventsService_Recent_FullMethodName = "/stickpoint.events.v1.EventsService/Recent"
+	EventsService_Stats_FullMethodName  = "/stickpoint.events.v1.EventsService/Stats"
 )
 
 // EventsServiceClient is the client API for EventsService service.
@@ -34,6 +35,9 @@ type EventsServiceClient interface {
 	Count(ctx context.Context, in *CountRequest, opts ...grpc.CallOption) (*CountResponse, error)
 	// Recent returns the latest events, newest first.
 	Recent(ctx context.Context, in *RecentRequest, opts ...grpc.CallOption) (*RecentResponse, error)
+	// Stats says what ingest accepted and refused for the tenant: nothing
+	// is dropped silently.
+	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
 }
 
 type eventsServiceClient struct {
@@ -64,6 +68,16 @@ func (c *eventsServiceClient) Recent(ctx context.Context, in *RecentRequest, opt
 	return out, nil
 }
 
+func (c *eventsServiceClient) Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatsResponse)
+	err := c.cc.Invoke(ctx, EventsService_Stats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EventsServiceServer is the server API for EventsService service.
 // All implementations must embed UnimplementedEventsServiceServer
 // for forward compatibility.
@@ -75,6 +89,9 @@ type EventsServiceServer interface {
 	Count(context.Context, *CountRequest) (*CountResponse, error)
 	// Recent returns the latest events, newest first.
 	Recent(context.Context, *RecentRequest) (*RecentResponse, error)
+	// Stats says what ingest accepted and refused for the tenant: nothing
+	// is dropped silently.
+	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
 	mustEmbedUnimplementedEventsServiceServer()
 }
 
@@ -90,6 +107,9 @@ func (UnimplementedEventsServiceServer) Count(context.Context, *CountRequest) (*
 }
 func (UnimplementedEventsServiceServer) Recent(context.Context, *RecentRequest) (*RecentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Recent not implemented")
+}
+func (UnimplementedEventsServiceServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
 }
 func (UnimplementedEventsServiceServer) mustEmbedUnimplementedEventsServiceServer() {}
 func (UnimplementedEventsServiceServer) testEmbeddedByValue()                       {}
@@ -148,6 +168,24 @@ func _EventsService_Recent_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EventsService_Stats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventsServiceServer).Stats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventsService_Stats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventsServiceServer).Stats(ctx, req.(*StatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // EventsService_ServiceDesc is the grpc.ServiceDesc for EventsService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -162,6 +200,10 @@ var EventsService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Recent",
 			Handler:    _EventsService_Recent_Handler,
+		},
+		{
+			MethodName: "Stats",
+			Handler:    _EventsService_Stats_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
