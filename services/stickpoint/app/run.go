@@ -50,7 +50,6 @@ func Migrate(ctx context.Context, store chstore.Store, log *slog.Logger) (int, e
 	return total, nil
 }
 
-
 // Run runs the embedded mode until ctx is cancelled. Lines meant for people
 // (write key, token, ready) go to out; logs go to logw.
 func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
