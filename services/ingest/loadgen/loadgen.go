@@ -125,7 +125,9 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 					break
 				}
 				buildBatch(&body, opts.RunID, w, seq, opts.Batch)
-				req, _ := http.NewRequestWithContext(sendCtx, http.MethodPost, opts.URL+"/v1/batch", bytes.NewReader(body.Bytes()))
+				// In-flight requests finish after the deadline, so every
+				// event the server took is counted as accepted.
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, opts.URL+"/v1/batch", bytes.NewReader(body.Bytes()))
 				req.SetBasicAuth(opts.WriteKey, "")
 				req.Header.Set("Content-Type", "application/json")
 				t0 := time.Now()
@@ -136,8 +138,8 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 					_, _ = io.Copy(io.Discard, resp.Body)
 					_ = resp.Body.Close()
 				}
-				if sendCtx.Err() != nil && err != nil {
-					break // cut off by the end of the run, not a failure
+				if ctx.Err() != nil && err != nil {
+					break // the caller gave up, not a failure
 				}
 				requests.Add(1)
 				if status == http.StatusOK {

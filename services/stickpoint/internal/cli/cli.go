@@ -20,6 +20,7 @@ Usage:
   stickpoint keys create --name NAME | list | rotate SOURCE_ID [--grace 24h] | revoke KEY
   stickpoint tokens create --name NAME --scopes read,write,admin | list | revoke ID
   stickpoint send FILE [--write-key KEY] [--url http://127.0.0.1:8080]   send JSON lines of Segment calls
+  stickpoint load --write-key KEY [--concurrency 8] [--batch 500] [--duration 10s] [--rate N]   load-test ingest
   stickpoint events count [--account A] [--event E] [--type T] [--since 24h] | recent [--account A] [--limit N] | stats [--since 24h]
   stickpoint version
 
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runKeys(ctx, rest, env)
 	case "tokens":
 		return runTokens(ctx, rest, env)
+	case "load":
+		return runLoad(ctx, rest, env)
 	case "send":
 		return runSend(ctx, rest, env)
 	case "events":

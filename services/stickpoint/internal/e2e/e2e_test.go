@@ -192,6 +192,12 @@ func TestNewUserJourney(t *testing.T) {
 	require.Contains(t, out, "skipped 1 invalid lines")
 	require.Contains(t, errOut, "line 1:")
 
+	// stickpoint load: a short run, counted through to ClickHouse.
+	out, errOut, code = cli(t, addr, "load", "--url", dev.lines["http"], "--write-key", writeKey, "--token", token,
+		"--duration", "1s", "--concurrency", "2", "--batch", "50")
+	require.Zero(t, code, errOut)
+	require.Contains(t, out, "end to end")
+
 	metrics := httpGet(t, "http://"+strings.TrimPrefix(dev.lines["http"], "http://")+"/metrics")
 	require.Contains(t, metrics, "stickpoint_ingest_events_accepted_total")
 	require.Contains(t, metrics, "rpc_server_call_duration", "gRPC calls are measured")
