@@ -132,14 +132,7 @@ func (b *Base) HTTPAddr() string { return b.httpLis.Addr().String() }
 // store closes and telemetry flushes.
 func (b *Base) Serve(ctx context.Context, runners ...func(context.Context) error) error {
 	defer b.close(ctx)
-	httpSrv := &http.Server{
-		Handler:           b.Mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-	}
+	httpSrv := HTTPServer(b.Mux)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return b.GRPC.Serve(gctx) })
 	g.Go(func() error {
@@ -163,6 +156,20 @@ func (b *Base) Serve(ctx context.Context, runners ...func(context.Context) error
 // Close shuts down what Start opened, for a process that fails before
 // Serve. Safe to call more than once.
 func (b *Base) Close(ctx context.Context) { b.close(ctx) }
+
+// HTTPServer is the HTTP server every process runs h with. Its timeouts
+// bound slow and idle clients: headers within 5 s, the whole request within
+// 30 s, idle keep-alive connections closed after 2 minutes.
+func HTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
 
 // close runs the closers in reverse order, each bounded.
 func (b *Base) close(ctx context.Context) {

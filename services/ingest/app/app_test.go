@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,6 +24,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/grpcserver"
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
+	"github.com/stickpoint/stickpoint/pkg/service"
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
 	eventsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/events/v1"
@@ -70,7 +72,9 @@ func newFixture(t testing.TB, engine string, mutate func(*app.Config)) *fixture 
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	svc.Register(mux, srv)
-	hs := httptest.NewServer(mux)
+	hs := httptest.NewUnstartedServer(mux)
+	hs.Config = service.HTTPServer(mux) // the production timeouts and limits
+	hs.Start()
 	t.Cleanup(hs.Close)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -165,8 +169,14 @@ func TestIngestExactlyOnceAndIsolated(t *testing.T) {
 }
 
 func TestStatusCodes(t *testing.T) {
+	for _, engine := range testutil.Engines {
+		t.Run(engine, func(t *testing.T) { testStatusCodes(t, engine) })
+	}
+}
+
+func testStatusCodes(t *testing.T, engine string) {
 	// A bucket of 10 events that does not refill within the test.
-	f := newFixture(t, chstore.EngineEmbedded, func(c *app.Config) { c.HTTP.RatePerSecond, c.HTTP.RateBurst = 0.001, 10 })
+	f := newFixture(t, engine, func(c *app.Config) { c.HTTP.RatePerSecond, c.HTTP.RateBurst = 0.001, 10 })
 	ok := `{"event":"e","userId":"u"}`
 
 	resp, body := f.post(t, "/v1/track", "", ok)
@@ -272,4 +282,23 @@ func TestUnavailableWhenJetStreamCannotTakeTheWrite(t *testing.T) {
 	require.Equal(t, 503, resp.StatusCode, body)
 	require.NotEmpty(t, resp.Header.Get("Retry-After"))
 	require.Contains(t, body, "retry with the same messageIds")
+}
+
+// A client that never finishes its headers is cut off, and the server goes
+// on serving others.
+func TestSlowClientIsCutOff(t *testing.T) {
+	f := newFixture(t, chstore.EngineEmbedded, nil)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(f.url, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.Write([]byte("POST /v1/track HTTP/1.1\r\nHost: stickpoint\r\nContent-Type: app"))
+	require.NoError(t, err)
+	start := time.Now()
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(20*time.Second)))
+	_, err = io.ReadAll(conn) // returns when the server closes the connection
+	require.NoError(t, err)
+	require.Less(t, time.Since(start), 10*time.Second, "closed after the 5 s header timeout")
+
+	resp, body := f.post(t, "/v1/track", f.keyA, `{"event":"e","userId":"u"}`)
+	require.Equal(t, 200, resp.StatusCode, body)
 }

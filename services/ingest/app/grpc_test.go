@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
 	authv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/auth/v1"
 	eventsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/events/v1"
@@ -58,7 +57,13 @@ func TestGRPCIngest(t *testing.T) {
 }
 
 func TestGRPCIngestErrors(t *testing.T) {
-	f := newFixture(t, chstore.EngineEmbedded, nil)
+	for _, engine := range testutil.Engines {
+		t.Run(engine, func(t *testing.T) { testGRPCIngestErrors(t, engine) })
+	}
+}
+
+func testGRPCIngestErrors(t *testing.T, engine string) {
+	f := newFixture(t, engine, nil)
 	conn, err := grpc.NewClient(f.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	defer conn.Close()
