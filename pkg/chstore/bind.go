@@ -135,8 +135,10 @@ func appendLiteral(b *strings.Builder, v any) error {
 		return appendFloat(b, x)
 	case time.Time:
 		// Unix seconds are unambiguous whatever the session time zone is.
+		// They are clamped to DateTime's range: older servers wrap a
+		// negative value (such as the zero time.Time) instead of clamping.
 		b.WriteString("toDateTime(")
-		b.WriteString(strconv.FormatInt(x.Unix(), 10))
+		b.WriteString(strconv.FormatInt(min(max(x.Unix(), 0), maxDateTime), 10))
 		b.WriteString(")")
 	case []string:
 		b.WriteByte('[')
@@ -170,6 +172,9 @@ func appendLiteral(b *strings.Builder, v any) error {
 	}
 	return nil
 }
+
+// maxDateTime is the last second a DateTime holds (2106-02-07).
+const maxDateTime = 1<<32 - 1
 
 func appendFloat(b *strings.Builder, f float64) error {
 	if math.IsNaN(f) || math.IsInf(f, 0) {

@@ -101,6 +101,8 @@ func TestConformance(t *testing.T) {
 			}
 			require.Equal(t, uint64(1), count("SELECT count() FROM events WHERE note = ?", nasty))
 			require.Equal(t, uint64(2), count("SELECT count() FROM events WHERE ts >= ? AND ts < ?", ts, ts.Add(time.Minute)))
+			require.Equal(t, uint64(3), count("SELECT count() FROM events WHERE ts >= ? AND ts < ?", time.Time{}, time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)),
+				"times outside DateTime's range clamp to its ends on every engine")
 			require.Equal(t, uint64(1), count("SELECT count() FROM events WHERE message_id IN ? AND tenant_id = ?", chstore.In{"m1", "zz"}, "acme"))
 			require.Equal(t, uint64(0), count("SELECT count() FROM events WHERE message_id IN ?", chstore.In{}))
 			require.Equal(t, uint64(2), count("SELECT count() FROM events WHERE has(?, message_id) AND tenant_id = ?", []string{"m1", "m2"}, "acme"))
