@@ -8,22 +8,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
 )
 
-func TestMain(m *testing.M) {
-	code := testutil.Main(m)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			println("goleak:", err.Error())
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testutil.MainWithLeakCheck(m)) }
 
 const eventsDDL = `CREATE TABLE IF NOT EXISTS events (
     tenant_id  String,

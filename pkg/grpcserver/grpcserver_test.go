@@ -2,13 +2,11 @@ package grpcserver_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -23,16 +21,7 @@ import (
 	authv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/auth/v1"
 )
 
-func TestMain(m *testing.M) {
-	code := testutil.Main(m)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Println("goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testutil.MainWithLeakCheck(m)) }
 
 type fixture struct {
 	reg    *tenancy.Registry

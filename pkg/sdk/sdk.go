@@ -316,6 +316,18 @@ func (c *Client) loop() {
 			batch, size = nil, 0
 		}
 	}
+	// add puts m in the batch, sending first if m would take the request
+	// over the size limit, and after if the batch is full.
+	add := func(m json.RawMessage) {
+		if size+len(m)+64 > MaxRequestBytes-1024 {
+			send()
+		}
+		batch = append(batch, m)
+		size += len(m) + 1
+		if len(batch) >= c.cfg.BatchSize {
+			send()
+		}
+	}
 	for {
 		select {
 		case m, ok := <-c.queue:
@@ -323,31 +335,17 @@ func (c *Client) loop() {
 				send()
 				return
 			}
-			if size+len(m)+64 > MaxRequestBytes-1024 {
-				send()
-			}
-			batch = append(batch, m)
-			size += len(m) + 1
-			if len(batch) >= c.cfg.BatchSize {
-				send()
-			}
+			add(m)
 		case <-ticker.C:
 			send()
 		case ack := <-c.flush:
 			for more := true; more; { // take what is queued right now
 				select {
 				case m, ok := <-c.queue:
-					if !ok {
+					if ok {
+						add(m)
+					} else {
 						more = false
-						break
-					}
-					if size+len(m)+64 > MaxRequestBytes-1024 {
-						send()
-					}
-					batch = append(batch, m)
-					size += len(m) + 1
-					if len(batch) >= c.cfg.BatchSize {
-						send()
 					}
 				default:
 					more = false

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 )
 
@@ -27,6 +29,19 @@ import (
 func Main(m *testing.M) int {
 	code := m.Run()
 	shutdown()
+	return code
+}
+
+// MainWithLeakCheck is Main for packages that start goroutines: after the
+// tests pass, it fails the run if any goroutine was left behind.
+func MainWithLeakCheck(m *testing.M) int {
+	code := Main(m)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			return 1
+		}
+	}
 	return code
 }
 

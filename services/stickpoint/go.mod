@@ -12,6 +12,7 @@ require (
 
 require (
 	github.com/go-json-experiment/json v1.27.2 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 )
 
