@@ -239,6 +239,7 @@ func testStatusCodes(t *testing.T, engine string) {
 	pre.Body.Close()
 	require.Equal(t, 204, pre.StatusCode)
 	require.Equal(t, "https://app.example", pre.Header.Get("Access-Control-Allow-Origin"))
+	require.Empty(t, pre.Header.Get("Access-Control-Allow-Credentials"))
 
 	get, err := http.Get(f.url + "/v1/track")
 	require.NoError(t, err)

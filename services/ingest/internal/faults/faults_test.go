@@ -187,11 +187,14 @@ func (c *cluster) verify(acked []string) {
 	require.Equal(t, uint64(len(want)), rows, "duplicates visible")
 }
 
-// R1: kill -9 the writer repeatedly during a large load.
+// R1: kill -9 the writer repeatedly during a large load. Two writer
+// replicas share the durable consumer; one of them keeps dying.
 func TestR1WriterKilledRepeatedly(t *testing.T) {
 	c := newCluster(t)
 	api, url := c.ingest("api", false)
 	api.Start()
+	steady, _ := c.ingest("writer-steady", true)
+	steady.Start()
 	writer, _ := c.ingest("writer", true)
 	writer.Start()
 

@@ -270,8 +270,9 @@ func (h *Handler) cors(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Access-Control-Allow-Origin", origin)
 			w.Header().Set("Vary", "Origin")
 			w.Header().Set("Access-Control-Allow-Methods", "POST, OPTIONS")
+			// No Allow-Credentials: write keys are not cookies, and a
+			// reflected origin must never carry credentials.
 			w.Header().Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Content-Encoding")
-			w.Header().Set("Access-Control-Allow-Credentials", "true")
 			w.Header().Set("Access-Control-Max-Age", "86400")
 			return
 		}
