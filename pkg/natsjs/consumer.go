@@ -201,7 +201,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer flush.Stop()
 	lagPoll := time.NewTicker(5 * time.Second)
 	defer lagPoll.Stop()
-	c.pollLag(ctx, cons)
+	_ = c.pollLag(ctx, cons)
 	for {
 		select {
 		case m := <-msgs:
@@ -219,7 +219,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 				batch = batch[:0]
 			}
 		case <-lagPoll.C:
-			c.pollLag(ctx, cons)
+			// The poll also catches a deletion that Consume missed (one
+			// made while no pull request was in flight is never reported).
+			if err := c.pollLag(ctx, cons); errors.Is(err, jetstream.ErrConsumerNotFound) {
+				cc.Stop()
+				return fmt.Errorf("consumer %s stopped: %w", c.cfg.Durable, err)
+			}
 		case err := <-fatal:
 			cc.Stop()
 			return fmt.Errorf("consumer %s stopped: %w", c.cfg.Durable, err)
@@ -229,12 +234,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 }
 
-func (c *Consumer) pollLag(ctx context.Context, cons jetstream.Consumer) {
+func (c *Consumer) pollLag(ctx context.Context, cons jetstream.Consumer) error {
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if info, err := cons.Info(ictx); err == nil {
-		c.pending.Store(int64(info.NumPending))
+	info, err := cons.Info(ictx)
+	if err != nil {
+		return err
 	}
+	c.pending.Store(int64(info.NumPending))
+	return nil
 }
 
 // drain stops fetching and handles what was fetched already.
@@ -325,6 +333,12 @@ func (c *Consumer) count(ctx context.Context, outcome string, n int) {
 
 // fail decides what happens to a batch whose handler failed.
 func (c *Consumer) fail(ctx context.Context, batch []jetstream.Msg, err error) {
+	if ctx.Err() != nil {
+		// Stopped mid-batch (shutdown): that says nothing about the
+		// messages, so they are redelivered, never split or dead-lettered.
+		c.retry(context.WithoutCancel(ctx), batch)
+		return
+	}
 	if c.cfg.Healthy != nil {
 		if herr := c.cfg.Healthy(ctx); herr != nil {
 			c.log.WarnContext(ctx, "handler failed while its sink is unhealthy; retrying later", "error", err, "health", herr, "messages", len(batch))

@@ -222,7 +222,7 @@ func TestConsumerStopsWhenDeleted(t *testing.T) {
 	select {
 	case err := <-done:
 		require.Error(t, err, "a deleted consumer is an error, not a silent stop")
-	case <-time.After(30 * time.Second):
+	case <-time.After(15 * time.Second):
 		t.Fatal("consumer did not notice its deletion")
 	}
 }
@@ -278,4 +278,31 @@ func TestExponentialDelay(t *testing.T) {
 	require.Equal(t, 2*time.Second, d(2))
 	require.Equal(t, 8*time.Second, d(4))
 	require.Equal(t, 10*time.Second, d(50))
+}
+
+// A handler cut off by shutdown on a message's last allowed delivery must
+// not dead-letter it: it is redelivered to the next consumer.
+func TestShutdownMidBatchNeverDeadLetters(t *testing.T) {
+	bus := testutil.NATS(t)
+	publish(t, bus, 1, func(int) string { return "slow" })
+	started := make(chan struct{}, 10)
+	handler := func(ctx context.Context, _ []jetstream.Msg) error {
+		started <- struct{}{}
+		<-ctx.Done() // the work outlives the consumer
+		return ctx.Err()
+	}
+	stop, _ := runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-cutoff", MaxBatch: 1, MaxWait: time.Millisecond,
+		MaxDeliver: 1, DrainTimeout: 100 * time.Millisecond}, handler)
+	<-started
+	require.NoError(t, stop())
+
+	dl, err := bus.JS.Stream(t.Context(), natsjs.DeadLetterStream)
+	require.NoError(t, err)
+	info, err := dl.Info(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, info.State.Msgs, "nothing dead-lettered by a shutdown")
+
+	rec := newRecorder(nil)
+	runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-cutoff", MaxWait: time.Millisecond, MaxDeliver: 1}, rec.handle)
+	require.Eventually(t, func() bool { return rec.count() == 1 }, 10*time.Second, 10*time.Millisecond, "redelivered after the restart")
 }

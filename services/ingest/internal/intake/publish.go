@@ -30,7 +30,7 @@ func publish(ctx context.Context, js jetstream.JetStream, tenant string, evs []e
 	for _, e := range evs {
 		byType[e.Type] = append(byType[e.Type], e)
 	}
-	for _, typ := range events.Types {
+	for _, typ := range publishOrder {
 		group := byType[typ]
 		for len(group) > 0 {
 			body, n, err := encodeUpTo(group, maxMessageBytes)
@@ -49,6 +49,13 @@ func publish(ctx context.Context, js jetstream.JetStream, tenant string, evs []e
 	}
 	return nil
 }
+
+// publishOrder puts the calls that say who a user is and which account they
+// belong to before the calls that account resolution reads, so the writer,
+// which consumes in stream order, sees a request's group call before its
+// tracks.
+var publishOrder = []string{events.TypeGroup, events.TypeIdentify, events.TypeAlias,
+	events.TypeTrack, events.TypePage, events.TypeScreen}
 
 // encodeUpTo encodes as many leading events as fit in limit bytes (at least one).
 func encodeUpTo(evs []events.Event, limit int) ([]byte, int, error) {
