@@ -26,11 +26,12 @@ build: ## build every binary into ./bin/
 	@for b in $(BINARIES); do go build -ldflags "$(LDFLAGS)" -o bin/$$b ./services/$$b/cmd/$$b || exit 1; done
 
 .PHONY: test
-test: test-deps check-modules ## run every test on both ClickHouse engines, benchmarks once, fuzzers briefly
+test: test-deps check-modules ## run every test on both ClickHouse engines, benchmarks once, fuzzers briefly, lint
 	@for m in $(MODULES); do echo "== go test $$m"; (cd $$m && go test -race -count=1 -timeout 20m ./...) || exit 1; done
 	@$(MAKE) --no-print-directory bench-smoke
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 	@$(MAKE) --no-print-directory check-generated
+	@$(MAKE) --no-print-directory lint
 
 .PHONY: test-deps
 test-deps: ## install what tests need: clickhouse-server (apt) and libchdb.so (npm)
