@@ -140,9 +140,9 @@ func (h *Handler) handle(ctx context.Context, r *http.Request, kind string) (ten
 	// before the body is read, else from the body's writeKey.
 	var key tenancy.WriteKey
 	var apiErr *apiError
-	_, _, hasHeader := basicAuth(r)
+	user, _, hasHeader := basicAuth(r)
 	if hasHeader {
-		if key, apiErr = h.writeKey(r, nil); apiErr != nil {
+		if key, apiErr = h.resolve(user); apiErr != nil {
 			return "", apiErr
 		}
 	}
@@ -150,12 +150,18 @@ func (h *Handler) handle(ctx context.Context, r *http.Request, kind string) (ten
 	if apiErr != nil {
 		return key.TenantID, apiErr
 	}
+	req, err := segment.Decode(kind, body, received, h.cfg.Limits)
 	if !hasHeader {
-		if key, apiErr = h.writeKey(r, body); apiErr != nil {
+		var bodyKey string
+		if err == nil {
+			bodyKey = req.WriteKey
+		} else {
+			bodyKey = probeWriteKey(body) // the body was refused; is its key good?
+		}
+		if key, apiErr = h.resolve(bodyKey); apiErr != nil {
 			return "", apiErr
 		}
 	}
-	req, err := segment.Decode(kind, body, received, h.cfg.Limits)
 	var se *segment.Error
 	if errors.As(err, &se) {
 		return key.TenantID, &apiError{Status: se.Status, Code: se.Code, Field: se.Field, Message: se.Msg}
@@ -207,19 +213,9 @@ func (h *Handler) readBody(r *http.Request) ([]byte, *apiError) {
 	return body, nil
 }
 
-// writeKey finds the write key: HTTP Basic user name, else writeKey in the
+// resolve looks up a write key: HTTP Basic user name, or writeKey in the
 // body (browser SDKs). The key alone decides the tenant.
-func (h *Handler) writeKey(r *http.Request, body []byte) (tenancy.WriteKey, *apiError) {
-	key := ""
-	if user, _, ok := basicAuth(r); ok {
-		key = user
-	} else {
-		var b struct {
-			WriteKey string `json:"writeKey"`
-		}
-		_ = json.Unmarshal(body, &b) // a malformed body is reported by Decode
-		key = b.WriteKey
-	}
+func (h *Handler) resolve(key string) (tenancy.WriteKey, *apiError) {
 	if key == "" {
 		return tenancy.WriteKey{}, &apiError{Status: http.StatusUnauthorized, Code: "unauthorized",
 			Message: "no write key: send it as the HTTP Basic user name or as writeKey in the body"}
@@ -229,6 +225,15 @@ func (h *Handler) writeKey(r *http.Request, body []byte) (tenancy.WriteKey, *api
 		return tenancy.WriteKey{}, &apiError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "unknown or revoked write key"}
 	}
 	return k, nil
+}
+
+// probeWriteKey reads writeKey from a body the decoder refused, if it can.
+func probeWriteKey(body []byte) string {
+	var b struct {
+		WriteKey string `json:"writeKey"`
+	}
+	_ = json.Unmarshal(body, &b)
+	return b.WriteKey
 }
 
 // basicAuth is r.BasicAuth, also accepting a header without the ":"
