@@ -187,6 +187,22 @@ func (c *cluster) verify(acked []string) {
 	require.Equal(t, uint64(len(want)), rows, "duplicates visible")
 }
 
+// killRepeatedly SIGKILLs p times times, each after up has passed, and
+// starts it again after down. The channel closes when it is done.
+func killRepeatedly(p *testutil.Process, times int, up, down time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range times {
+			time.Sleep(up)
+			p.Kill()
+			time.Sleep(down)
+			p.Start()
+		}
+	}()
+	return done
+}
+
 // R1: kill -9 the writer repeatedly during a large load. Two writer
 // replicas share the durable consumer; one of them keeps dying.
 func TestR1WriterKilledRepeatedly(t *testing.T) {
@@ -198,16 +214,7 @@ func TestR1WriterKilledRepeatedly(t *testing.T) {
 	writer, _ := c.ingest("writer", true)
 	writer.Start()
 
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for range 5 {
-			time.Sleep(600 * time.Millisecond)
-			writer.Kill()
-			time.Sleep(200 * time.Millisecond)
-			writer.Start()
-		}
-	}()
+	done := killRepeatedly(writer, 5, 600*time.Millisecond, 200*time.Millisecond)
 	acked := c.send(url, "r1", 300, 100, 4)
 	<-done
 	c.verify(acked)
@@ -221,16 +228,7 @@ func TestR2APIKilledDuringLoad(t *testing.T) {
 	writer, _ := c.ingest("writer", true)
 	writer.Start()
 
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for range 4 {
-			time.Sleep(500 * time.Millisecond)
-			api.Kill()
-			time.Sleep(300 * time.Millisecond)
-			api.Start()
-		}
-	}()
+	done := killRepeatedly(api, 4, 500*time.Millisecond, 300*time.Millisecond)
 	acked := c.send(url, "r2", 300, 50, 4)
 	<-done
 	c.verify(acked)
