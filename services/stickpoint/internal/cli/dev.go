@@ -17,7 +17,7 @@ const envPrefix = "STICKPOINT"
 
 // loadConfig applies the config file, STICKPOINT_* variables and --set
 // overrides over the defaults, then the dedicated flags that were given.
-func loadConfig(cfg *app.Config, file string, sets []string, env environ, flags map[string]string) error {
+func loadConfig(cfg *app.Config, file string, sets []string, flags map[string]string) error {
 	for k, v := range flags {
 		sets = append(sets, k+"="+v)
 	}
@@ -48,7 +48,7 @@ func runDev(ctx context.Context, args []string, env environ) error {
 			flags["grpc.addr"] = *grpcAddr
 		}
 	})
-	if err := loadConfig(&cfg, *file, sets, env, flags); err != nil {
+	if err := loadConfig(&cfg, *file, sets, flags); err != nil {
 		return err
 	}
 	if *helpConfig {
@@ -71,7 +71,7 @@ func runMigrate(ctx context.Context, args []string, env environ) error {
 		return err
 	}
 	cfg := app.DefaultConfig()
-	if err := loadConfig(&cfg, *file, sets, env, nil); err != nil {
+	if err := loadConfig(&cfg, *file, sets, nil); err != nil {
 		return err
 	}
 	cfg.Resolve()
