@@ -29,7 +29,7 @@ build: ## build every binary into ./bin/
 test: test-deps check-modules ## run every test on both ClickHouse engines, benchmarks once, fuzzers briefly, lint
 	@for m in $(MODULES); do echo "== go test $$m"; (cd $$m && go test -race -count=1 -timeout 20m ./...) || exit 1; done
 	@$(MAKE) --no-print-directory bench-smoke
-	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=100000x
 	@$(MAKE) --no-print-directory check-generated
 	@$(MAKE) --no-print-directory lint
 
@@ -50,7 +50,7 @@ bench-smoke: ## run each benchmark once so it keeps compiling and running
 	@for m in $(MODULES); do (cd $$m && STICKPOINT_BENCH_DURATION=1s go test -run '^$$' -bench . -benchtime 1x ./... > /dev/null) || exit 1; done
 
 .PHONY: fuzz
-fuzz: ## run each fuzz target for FUZZTIME (default 20s)
+fuzz: ## run each fuzz target for FUZZTIME: a duration (default 20s) or a count like 100000x
 	@scripts/fuzz.sh $(FUZZTIME)
 
 .PHONY: lint
