@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,23 +93,25 @@ type Request struct {
 
 // Decode reads the body of a call to /v1/<kind>: "batch" or an event type.
 // The events it returns lack TenantID and SourceID, which come from the
-// write key.
+// write key. Their Properties, Traits and Context alias body.
 func Decode(kind string, body []byte, receivedAt time.Time, lim Limits) (*Request, error) {
 	if err := validateJSON(body, lim.MaxDepth); err != nil {
 		return nil, err
 	}
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(body, &top); err != nil {
-		return nil, bad("", "the body must be a JSON object")
+	// body is valid JSON from here on: the walk below only has to check
+	// shapes, and slices every value out of body instead of copying it.
+	w := newWalker(body)
+	top, items, hasBatch, err := w.top(kind == "batch")
+	if err != nil {
+		return nil, err
 	}
 	req := &Request{}
-	var err error
-	if req.WriteKey, err = optString(top, "writeKey", "writeKey"); err != nil {
+	if req.WriteKey, err = optString(top, "", "writeKey"); err != nil {
 		return nil, err
 	}
 	receivedAt = receivedAt.UTC()
 	if kind != "batch" {
-		ev, err := decodeCall(top, kind, "", nil, nil, receivedAt, lim, body)
+		ev, err := w.decodeCall(top, body, kind, "", nil, nil, receivedAt, lim)
 		if err != nil {
 			return nil, err
 		}
@@ -115,13 +119,8 @@ func Decode(kind string, body []byte, receivedAt time.Time, lim Limits) (*Reques
 		return req, nil
 	}
 
-	rawBatch, ok := top["batch"]
-	if !ok {
+	if !hasBatch {
 		return nil, bad("batch", "required: a batch request carries its events in a \"batch\" array")
-	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(rawBatch, &items); err != nil {
-		return nil, bad("batch", "must be an array of calls")
 	}
 	if len(items) == 0 {
 		return nil, bad("batch", "is empty")
@@ -129,31 +128,27 @@ func Decode(kind string, body []byte, receivedAt time.Time, lim Limits) (*Reques
 	if len(items) > lim.MaxBatchEvents {
 		return nil, tooBig("batch", "holds %d events, over the limit of %d events per batch", len(items), lim.MaxBatchEvents)
 	}
-	batchSentAt, err := optTime(top, "sentAt", "sentAt")
+	batchSentAt, err := optTime(top, "", "sentAt")
 	if err != nil {
 		return nil, err
 	}
-	var batchContext map[string]json.RawMessage
-	if raw, ok := top["context"]; ok && !isNull(raw) {
-		if err := json.Unmarshal(raw, &batchContext); err != nil {
+	var batchContext object
+	if raw, ok := top.get("context"); ok && !isNull(raw) {
+		if batchContext, err = w.object(raw); err != nil {
 			return nil, bad("context", "must be an object")
 		}
 	}
 	req.Events = make([]events.Event, 0, len(items))
 	for i, item := range items {
-		field := fmt.Sprintf("batch[%d]", i)
-		var call map[string]json.RawMessage
-		if err := json.Unmarshal(item, &call); err != nil {
-			return nil, bad(field, "must be an object")
-		}
-		typ, err := optString(call, "type", field+".type")
+		field := "batch[" + strconv.Itoa(i) + "]"
+		typ, err := optString(item.members, field+".", "type")
 		if err != nil {
 			return nil, err
 		}
 		if typ == "" {
 			return nil, bad(field+".type", "required in a batch: one of %s", strings.Join(events.Types, ", "))
 		}
-		ev, err := decodeCall(call, typ, field+".", batchSentAt, batchContext, receivedAt, lim, item)
+		ev, err := w.decodeCall(item.members, item.raw, typ, field+".", batchSentAt, batchContext, receivedAt, lim)
 		if err != nil {
 			return nil, err
 		}
@@ -187,33 +182,198 @@ func validateJSON(body []byte, maxDepth int) error {
 	}
 }
 
-func isNull(raw json.RawMessage) bool { return string(bytes.TrimSpace(raw)) == "null" }
+func isNull(raw []byte) bool { return string(raw) == "null" }
 
-func decodeCall(call map[string]json.RawMessage, typ, field string, batchSentAt *time.Time,
-	batchContext map[string]json.RawMessage, receivedAt time.Time, lim Limits, raw []byte,
+// member is one name and raw value of a JSON object.
+type member struct {
+	name string
+	raw  []byte
+}
+
+// object is a JSON object's members in order. Calls have about ten, so a
+// scan beats a map.
+type object []member
+
+func (o object) get(name string) ([]byte, bool) {
+	for _, m := range o {
+		if m.name == name {
+			return m.raw, true
+		}
+	}
+	return nil, false
+}
+
+// call is one call of a batch: its members and its whole raw text.
+type call struct {
+	members object
+	raw     []byte
+}
+
+// walker reads the shape of a body that validateJSON accepted, in one pass
+// that slices values out of the body. One decoder is reused for the small
+// objects read later (contexts).
+type walker struct {
+	body []byte
+	dec  *jsontext.Decoder
+	sub  *jsontext.Decoder
+}
+
+func newWalker(body []byte) *walker {
+	return &walker{body: body, dec: jsontext.NewDecoder(bytes.NewBuffer(body))}
+}
+
+var errShape = errors.New("unexpected JSON shape")
+
+// top reads the top-level object. With inBatch, it also reads the calls
+// of its "batch" array, each with its members.
+func (w *walker) top(inBatch bool) (object, []call, bool, error) {
+	if w.dec.PeekKind() != '{' {
+		return nil, nil, false, bad("", "the body must be a JSON object")
+	}
+	var (
+		top      object
+		calls    []call
+		hasBatch bool
+	)
+	_, _ = w.dec.ReadToken()
+	for w.dec.PeekKind() != '}' {
+		name, err := w.name(w.dec)
+		if err != nil {
+			return nil, nil, false, bad("", "malformed JSON: %v", err)
+		}
+		if inBatch && name == "batch" {
+			hasBatch = true
+			if calls, err = w.calls(); err != nil {
+				return nil, nil, false, err
+			}
+			continue
+		}
+		raw, err := w.value(w.dec, w.body)
+		if err != nil {
+			return nil, nil, false, bad(name, "malformed JSON: %v", err)
+		}
+		top = append(top, member{name, raw})
+	}
+	_, _ = w.dec.ReadToken()
+	if _, err := w.dec.ReadToken(); !errors.Is(err, io.EOF) {
+		return nil, nil, false, bad("", "the body must be one JSON object, with nothing after it")
+	}
+	return top, calls, hasBatch, nil
+}
+
+// calls reads a batch array whose name was just read.
+func (w *walker) calls() ([]call, error) {
+	if w.dec.PeekKind() != '[' {
+		return nil, bad("batch", "must be an array of calls")
+	}
+	_, _ = w.dec.ReadToken()
+	var calls []call
+	for i := 0; w.dec.PeekKind() != ']'; i++ {
+		if w.dec.PeekKind() != '{' {
+			return nil, bad("batch["+strconv.Itoa(i)+"]", "must be an object")
+		}
+		_, _ = w.dec.ReadToken()
+		start := int(w.dec.InputOffset()) - 1 // the '{' just read
+		members := make(object, 0, 12)
+		for w.dec.PeekKind() != '}' {
+			name, err := w.name(w.dec)
+			if err != nil {
+				return nil, bad("batch["+strconv.Itoa(i)+"]", "malformed JSON: %v", err)
+			}
+			raw, err := w.value(w.dec, w.body)
+			if err != nil {
+				return nil, bad("batch["+strconv.Itoa(i)+"]."+name, "malformed JSON: %v", err)
+			}
+			members = append(members, member{name, raw})
+		}
+		_, _ = w.dec.ReadToken()
+		calls = append(calls, call{members: members, raw: w.body[start:w.dec.InputOffset()]})
+	}
+	_, _ = w.dec.ReadToken()
+	return calls, nil
+}
+
+// object reads raw, a value sliced from the body, as an object.
+func (w *walker) object(raw []byte) (object, error) {
+	if len(raw) == 0 || raw[0] != '{' {
+		return nil, errShape
+	}
+	if w.sub == nil {
+		w.sub = jsontext.NewDecoder(bytes.NewBuffer(raw))
+	} else {
+		w.sub.Reset(bytes.NewBuffer(raw))
+	}
+	_, _ = w.sub.ReadToken()
+	var o object
+	for w.sub.PeekKind() != '}' {
+		name, err := w.name(w.sub)
+		if err != nil {
+			return nil, err
+		}
+		v, err := w.value(w.sub, raw)
+		if err != nil {
+			return nil, err
+		}
+		o = append(o, member{name, v})
+	}
+	return o, nil
+}
+
+// name reads an object member's name. The names Segment defines come back
+// as constants, so reading them allocates nothing.
+func (w *walker) name(dec *jsontext.Decoder) (string, error) {
+	raw, err := dec.ReadValue()
+	if err != nil {
+		return "", err
+	}
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		return unquote(raw), nil
+	}
+	inner := raw[1 : len(raw)-1]
+	for _, n := range knownNames {
+		if string(inner) == n {
+			return n, nil
+		}
+	}
+	return string(inner), nil
+}
+
+var knownNames = []string{"type", "event", "messageId", "userId", "anonymousId", "timestamp", "originalTimestamp",
+	"sentAt", "receivedAt", "properties", "traits", "context", "groupId", "previousId", "name", "integrations",
+	"library", "writeKey", "batch", "channel", "version"}
+
+// value reads the next value and returns it as a slice of src, the bytes
+// dec reads, so it stays valid after the decoder moves on.
+func (w *walker) value(dec *jsontext.Decoder, src []byte) ([]byte, error) {
+	v, err := dec.ReadValue()
+	if err != nil {
+		return nil, err
+	}
+	end := int(dec.InputOffset())
+	return src[end-len(v) : end : end], nil
+}
+
+func (w *walker) decodeCall(call object, raw []byte, typ, field string, batchSentAt *time.Time,
+	batchContext object, receivedAt time.Time, lim Limits,
 ) (events.Event, error) {
 	ev := events.Event{Type: typ, ReceivedAt: receivedAt}
 	if len(raw) > lim.MaxEventBytes {
 		return ev, tooBig(strings.TrimSuffix(field, "."), "event is %d bytes, over the limit of %d bytes per event", len(raw), lim.MaxEventBytes)
 	}
-	known := false
-	for _, t := range events.Types {
-		known = known || t == typ
-	}
-	if !known {
+	if !slices.Contains(events.Types, typ) {
 		return ev, bad(field+"type", "unknown type %q: want one of %s", typ, strings.Join(events.Types, ", "))
 	}
 	var err error
-	if ev.MessageID, err = optString(call, "messageId", field+"messageId"); err != nil {
+	if ev.MessageID, err = optString(call, field, "messageId"); err != nil {
 		return ev, err
 	}
 	if len(ev.MessageID) > 256 {
 		return ev, tooBig(field+"messageId", "is %d bytes, over the limit of 256", len(ev.MessageID))
 	}
-	if ev.UserID, err = optID(call, "userId", field+"userId"); err != nil {
+	if ev.UserID, err = optID(call, field, "userId"); err != nil {
 		return ev, err
 	}
-	if ev.AnonymousID, err = optID(call, "anonymousId", field+"anonymousId"); err != nil {
+	if ev.AnonymousID, err = optID(call, field, "anonymousId"); err != nil {
 		return ev, err
 	}
 	if ev.UserID == "" && ev.AnonymousID == "" {
@@ -222,25 +382,25 @@ func decodeCall(call map[string]json.RawMessage, typ, field string, batchSentAt 
 
 	switch typ {
 	case events.TypeTrack:
-		if ev.Name, err = optString(call, "event", field+"event"); err != nil {
+		if ev.Name, err = optString(call, field, "event"); err != nil {
 			return ev, err
 		}
 		if ev.Name == "" {
 			return ev, bad(field+"event", "required: the name of the tracked event")
 		}
 	case events.TypePage, events.TypeScreen:
-		if ev.Name, err = optString(call, "name", field+"name"); err != nil {
+		if ev.Name, err = optString(call, field, "name"); err != nil {
 			return ev, err
 		}
 	case events.TypeGroup:
-		if ev.AccountID, err = optID(call, "groupId", field+"groupId"); err != nil {
+		if ev.AccountID, err = optID(call, field, "groupId"); err != nil {
 			return ev, err
 		}
 		if ev.AccountID == "" {
 			return ev, bad(field+"groupId", "required: the account (group) id")
 		}
 	case events.TypeAlias:
-		if ev.PreviousID, err = optID(call, "previousId", field+"previousId"); err != nil {
+		if ev.PreviousID, err = optID(call, field, "previousId"); err != nil {
 			return ev, err
 		}
 		if ev.PreviousID == "" || ev.UserID == "" {
@@ -248,25 +408,20 @@ func decodeCall(call map[string]json.RawMessage, typ, field string, batchSentAt 
 		}
 	}
 
-	if ev.Properties, err = optObject(call, "properties", field+"properties"); err != nil {
+	if ev.Properties, err = optObject(call, field, "properties"); err != nil {
 		return ev, err
 	}
-	if ev.Traits, err = optObject(call, "traits", field+"traits"); err != nil {
+	if ev.Traits, err = optObject(call, field, "traits"); err != nil {
 		return ev, err
 	}
-	ctx, err := mergeContext(call, batchContext, field)
+	ctx, groupID, err := w.context(call, batchContext, field)
 	if err != nil {
 		return ev, err
 	}
 	ev.Context = ctx
-	if ev.AccountID == "" && len(ctx) > 0 {
-		var c struct {
-			GroupID json.RawMessage `json:"groupId"`
-		}
-		if json.Unmarshal(ctx, &c) == nil && len(c.GroupID) > 0 {
-			if ev.AccountID, err = idText(c.GroupID, field+"context.groupId"); err != nil {
-				return ev, err
-			}
+	if ev.AccountID == "" && groupID != nil && !isNull(groupID) {
+		if ev.AccountID, err = idText(groupID, field, "context.groupId"); err != nil {
+			return ev, err
 		}
 	}
 
@@ -289,19 +444,19 @@ func decodeCall(call map[string]json.RawMessage, typ, field string, batchSentAt 
 // a caller sets it to back-date an event. "originalTimestamp" is only a
 // fallback: Segment's own server adds it, and RudderStack's SDK always sends
 // it as the call time even when the caller back-dated "timestamp".
-func setTimes(ev *events.Event, call map[string]json.RawMessage, field string, batchSentAt *time.Time, lim Limits) error {
-	orig, err := optTime(call, "timestamp", field+"timestamp")
+func setTimes(ev *events.Event, call object, field string, batchSentAt *time.Time, lim Limits) error {
+	orig, err := optTime(call, field, "timestamp")
 	if err != nil {
 		return err
 	}
-	origField := field + "timestamp"
+	origKey := "timestamp"
 	if orig == nil {
-		if orig, err = optTime(call, "originalTimestamp", field+"originalTimestamp"); err != nil {
+		if orig, err = optTime(call, field, "originalTimestamp"); err != nil {
 			return err
 		}
-		origField = field + "originalTimestamp"
+		origKey = "originalTimestamp"
 	}
-	sentAt, err := optTime(call, "sentAt", field+"sentAt")
+	sentAt, err := optTime(call, field, "sentAt")
 	if err != nil {
 		return err
 	}
@@ -322,100 +477,110 @@ func setTimes(ev *events.Event, call map[string]json.RawMessage, field string, b
 		}
 	}
 	if ev.Timestamp.After(ev.ReceivedAt.Add(lim.FutureSkew)) {
-		return bad(origField, "%s is more than %s in the future", ev.Timestamp.Format(time.RFC3339), lim.FutureSkew)
+		return bad(field+origKey, "%s is more than %s in the future", ev.Timestamp.Format(time.RFC3339), lim.FutureSkew)
 	}
 	if ev.Timestamp.Before(ev.ReceivedAt.Add(-lim.PastLimit)) {
-		return bad(origField, "%s is older than the history limit of %s", ev.Timestamp.Format(time.RFC3339), lim.PastLimit)
+		return bad(field+origKey, "%s is older than the history limit of %s", ev.Timestamp.Format(time.RFC3339), lim.PastLimit)
 	}
 	return nil
 }
 
-func mergeContext(call map[string]json.RawMessage, batch map[string]json.RawMessage, field string) (json.RawMessage, error) {
-	raw, ok := call["context"]
-	if (!ok || isNull(raw)) && len(batch) == 0 {
-		return nil, nil
-	}
-	merged := map[string]json.RawMessage{}
-	for k, v := range batch {
-		merged[k] = v
-	}
-	if ok && !isNull(raw) {
-		var own map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &own); err != nil {
-			return nil, bad(field+"context", "must be an object")
-		}
-		for k, v := range own { // the event's own context wins over the batch's
-			merged[k] = v
+// context is the call's context merged over the batch's (the call's own
+// keys win), and its groupId. Without a batch context the call's own
+// context is kept as sent.
+func (w *walker) context(call, batch object, field string) (json.RawMessage, []byte, error) {
+	raw, ok := call.get("context")
+	hasOwn := ok && !isNull(raw)
+	var own object
+	if hasOwn {
+		var err error
+		if own, err = w.object(raw); err != nil {
+			return nil, nil, bad(field+"context", "must be an object")
 		}
 	}
-	if len(merged) == 0 {
-		return nil, nil
+	if len(batch) == 0 {
+		if !hasOwn || len(own) == 0 {
+			return nil, nil, nil
+		}
+		groupID, _ := own.get("groupId")
+		return raw, groupID, nil
 	}
-	return json.Marshal(merged)
+	merged := make(map[string]json.RawMessage, len(batch)+len(own))
+	for _, m := range batch {
+		merged[m.name] = m.raw
+	}
+	for _, m := range own {
+		merged[m.name] = m.raw
+	}
+	out, err := json.Marshal(merged)
+	if err != nil {
+		return nil, nil, bad(field+"context", "cannot merge with the batch context: %v", err)
+	}
+	return out, merged["groupId"], nil
 }
 
-func optString(m map[string]json.RawMessage, key, field string) (string, error) {
-	raw, ok := m[key]
+func optString(o object, prefix, key string) (string, error) {
+	raw, ok := o.get(key)
 	if !ok || isNull(raw) {
 		return "", nil
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", bad(field, "must be a string")
+	if raw[0] != '"' {
+		return "", bad(prefix+key, "must be a string")
 	}
-	return s, nil
+	return unquote(raw), nil
+}
+
+// unquote reads a JSON string that validateJSON accepted.
+func unquote(raw []byte) string {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw[1 : len(raw)-1])
+	}
+	s, _ := jsontext.AppendUnquote(nil, raw)
+	return string(s)
 }
 
 // optID reads an id that SDKs send as a string or, sometimes, a number.
-func optID(m map[string]json.RawMessage, key, field string) (string, error) {
-	raw, ok := m[key]
+func optID(o object, prefix, key string) (string, error) {
+	raw, ok := o.get(key)
 	if !ok || isNull(raw) {
 		return "", nil
 	}
-	return idText(raw, field)
+	return idText(raw, prefix, key)
 }
 
-func idText(raw json.RawMessage, field string) (string, error) {
-	raw = bytes.TrimSpace(raw)
-	var s string
-	if err := json.Unmarshal(raw, &s); err == nil {
+func idText(raw []byte, prefix, key string) (string, error) {
+	switch {
+	case raw[0] == '"':
+		s := unquote(raw)
 		if len(s) > 256 {
-			return "", tooBig(field, "is %d bytes, over the limit of 256", len(s))
+			return "", tooBig(prefix+key, "is %d bytes, over the limit of 256", len(s))
 		}
 		return s, nil
+	case raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9'):
+		return string(raw), nil // exact digits, whatever their size
 	}
-	var n json.Number
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&n); err == nil {
-		return n.String(), nil // exact digits, whatever their size
-	}
-	return "", bad(field, "must be a string or a number")
+	return "", bad(prefix+key, "must be a string or a number")
 }
 
-func optObject(m map[string]json.RawMessage, key, field string) (json.RawMessage, error) {
-	raw, ok := m[key]
+func optObject(o object, prefix, key string) (json.RawMessage, error) {
+	raw, ok := o.get(key)
 	if !ok || isNull(raw) {
 		return nil, nil
 	}
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || raw[0] != '{' {
-		return nil, bad(field, "must be an object")
+	if raw[0] != '{' {
+		return nil, bad(prefix+key, "must be an object")
 	}
 	return raw, nil
 }
 
-func optTime(m map[string]json.RawMessage, key, field string) (*time.Time, error) {
-	s, err := optString(m, key, field)
-	if err != nil {
+func optTime(o object, prefix, key string) (*time.Time, error) {
+	s, err := optString(o, prefix, key)
+	if err != nil || s == "" {
 		return nil, err
-	}
-	if s == "" {
-		return nil, nil
 	}
 	t, err := ParseTime(s)
 	if err != nil {
-		return nil, bad(field, "cannot read %q as an ISO-8601 time such as 2026-11-22T10:30:00.000Z", s)
+		return nil, bad(prefix+key, "cannot read %q as an ISO-8601 time such as 2026-11-22T10:30:00.000Z", s)
 	}
 	return &t, nil
 }

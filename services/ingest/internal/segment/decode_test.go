@@ -152,3 +152,35 @@ func TestIntegersAboveTwoTo53AreKeptExactly(t *testing.T) {
 	require.NoError(t, d.Decode(&traits))
 	require.Equal(t, "123456789012345678901234567890", traits["seats"].String())
 }
+
+// BenchmarkDecodeBatch decodes a 500-event batch shaped like the load
+// generator's (and a typical server-side SDK's) requests.
+func BenchmarkDecodeBatch(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(`{"sentAt":"2026-11-22T11:59:59.000Z","batch":[`)
+	for i := range 500 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `{"type":"track","event":"Report Built","messageId":"run-1-%d","userId":"user-%d","timestamp":"2026-11-22T11:59:58.500Z",`+
+			`"context":{"groupId":"acct-%d","library":{"name":"loadgen"}},"properties":{"rows":%d,"plan":"pro","duration_ms":%d.5}}`, i, i%50, i%7, i, i*3)
+	}
+	sb.WriteString(`]}`)
+	body := []byte(sb.String())
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := segment.Decode("batch", body, now, segment.DefaultLimits()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "events/s")
+}
+
+func TestOneObjectPerBody(t *testing.T) {
+	for _, body := range []string{`{"event":"e","userId":"u"} {"event":"f","userId":"u"}`, `{"event":"e","userId":"u"} 1`, ``, `  `, `[]`, `"x"`} {
+		_, err := decode(t, "track", body)
+		require.NotNil(t, err, "body %q", body)
+		require.Equal(t, 400, err.Status)
+	}
+}
