@@ -17,46 +17,46 @@ func Bind(query string, args ...any) (string, error) {
 	if len(args) == 0 && !strings.Contains(query, "?") {
 		return query, nil
 	}
-	var b strings.Builder
-	b.Grow(len(query) + 16*len(args))
+	b := make([]byte, 0, len(query)+16*len(args))
 	n := 0
 	for i := 0; i < len(query); i++ {
 		c := query[i]
 		switch {
 		case c == '\'' || c == '"' || c == '`':
 			end := skipQuoted(query, i, c)
-			b.WriteString(query[i:end])
+			b = append(b, query[i:end]...)
 			i = end - 1
 		case c == '-' && i+1 < len(query) && query[i+1] == '-':
 			end := strings.IndexByte(query[i:], '\n')
 			if end < 0 {
 				end = len(query) - i
 			}
-			b.WriteString(query[i : i+end])
+			b = append(b, query[i:i+end]...)
 			i += end - 1
 		case c == '/' && i+1 < len(query) && query[i+1] == '*':
 			end := strings.Index(query[i+2:], "*/")
 			if end < 0 {
 				return "", fmt.Errorf("bind: unterminated comment")
 			}
-			b.WriteString(query[i : i+2+end+2])
+			b = append(b, query[i:i+2+end+2]...)
 			i += 2 + end + 1
 		case c == '?':
 			if n >= len(args) {
 				return "", fmt.Errorf("bind: query has more placeholders than the %d arguments given", len(args))
 			}
-			if err := appendLiteral(&b, args[n]); err != nil {
+			var err error
+			if b, err = appendValue(b, args[n], false); err != nil {
 				return "", fmt.Errorf("bind argument %d: %w", n+1, err)
 			}
 			n++
 		default:
-			b.WriteByte(c)
+			b = append(b, c)
 		}
 	}
 	if n != len(args) {
 		return "", fmt.Errorf("bind: %d arguments given for %d placeholders", len(args), n)
 	}
-	return b.String(), nil
+	return string(b), nil
 }
 
 // skipQuoted returns the index just past the quoted token starting at i.
@@ -81,129 +81,156 @@ func skipQuoted(s string, i int, q byte) int {
 // on the right of IN.) An empty In matches nothing.
 type In []string
 
-func appendLiteral(b *strings.Builder, v any) error {
+// appendValue writes v in ClickHouse's text form: a SQL literal, or with
+// tsv a TabSeparated field (what the embedded engine inserts). The two
+// differ only in strings, NULL and times.
+func appendValue(b []byte, v any, tsv bool) ([]byte, error) {
 	switch x := v.(type) {
 	case In:
+		if tsv {
+			return b, fmt.Errorf("chstore.In is for IN lists, not column values")
+		}
 		if len(x) == 0 {
 			// IN () is a syntax error, and NULL matches no value.
-			b.WriteString("(NULL)")
-			return nil
+			return append(b, "(NULL)"...), nil
 		}
-		b.WriteByte('(')
+		b = append(b, '(')
 		for i, s := range x {
 			if i > 0 {
-				b.WriteByte(',')
+				b = append(b, ',')
 			}
-			appendQuoted(b, s)
+			b = appendQuoted(b, s)
 		}
-		b.WriteByte(')')
+		return append(b, ')'), nil
 	case nil:
-		b.WriteString("NULL")
+		if tsv {
+			return append(b, `\N`...), nil
+		}
+		return append(b, "NULL"...), nil
 	case string:
-		appendQuoted(b, x)
+		if tsv {
+			return appendEscaped(b, x, false), nil
+		}
+		return appendQuoted(b, x), nil
 	case []byte:
-		appendQuoted(b, string(x))
+		return appendValue(b, string(x), tsv)
 	case bool:
 		if x {
-			b.WriteString("1")
-		} else {
-			b.WriteString("0")
+			return append(b, '1'), nil
 		}
+		return append(b, '0'), nil
 	case int:
-		b.WriteString(strconv.FormatInt(int64(x), 10))
+		return strconv.AppendInt(b, int64(x), 10), nil
 	case int8:
-		b.WriteString(strconv.FormatInt(int64(x), 10))
+		return strconv.AppendInt(b, int64(x), 10), nil
 	case int16:
-		b.WriteString(strconv.FormatInt(int64(x), 10))
+		return strconv.AppendInt(b, int64(x), 10), nil
 	case int32:
-		b.WriteString(strconv.FormatInt(int64(x), 10))
+		return strconv.AppendInt(b, int64(x), 10), nil
 	case int64:
-		b.WriteString(strconv.FormatInt(x, 10))
+		return strconv.AppendInt(b, x, 10), nil
 	case uint:
-		b.WriteString(strconv.FormatUint(uint64(x), 10))
+		return strconv.AppendUint(b, uint64(x), 10), nil
 	case uint8:
-		b.WriteString(strconv.FormatUint(uint64(x), 10))
+		return strconv.AppendUint(b, uint64(x), 10), nil
 	case uint16:
-		b.WriteString(strconv.FormatUint(uint64(x), 10))
+		return strconv.AppendUint(b, uint64(x), 10), nil
 	case uint32:
-		b.WriteString(strconv.FormatUint(uint64(x), 10))
+		return strconv.AppendUint(b, uint64(x), 10), nil
 	case uint64:
-		b.WriteString(strconv.FormatUint(x, 10))
+		return strconv.AppendUint(b, x, 10), nil
 	case float32:
 		return appendFloat(b, float64(x))
 	case float64:
 		return appendFloat(b, x)
 	case time.Time:
+		// Clamped to DateTime's range: older servers wrap a negative value
+		// (such as the zero time.Time) instead of clamping.
+		sec := min(max(x.Unix(), 0), maxDateTime)
+		if tsv {
+			// A TabSeparated DateTime must be written out (a bare Unix
+			// time such as 0 is refused); UTC, as every table declares.
+			return time.Unix(sec, 0).UTC().AppendFormat(b, time.DateTime), nil
+		}
 		// Unix seconds are unambiguous whatever the session time zone is.
-		// They are clamped to DateTime's range: older servers wrap a
-		// negative value (such as the zero time.Time) instead of clamping.
-		b.WriteString("toDateTime(")
-		b.WriteString(strconv.FormatInt(min(max(x.Unix(), 0), maxDateTime), 10))
-		b.WriteString(")")
+		b = append(b, "toDateTime("...)
+		b = strconv.AppendInt(b, sec, 10)
+		return append(b, ')'), nil
 	case []string:
-		b.WriteByte('[')
+		b = append(b, '[')
 		for i, s := range x {
 			if i > 0 {
-				b.WriteByte(',')
+				b = append(b, ',')
 			}
-			appendQuoted(b, s)
+			b = appendQuoted(b, s)
 		}
-		b.WriteByte(']')
+		return append(b, ']'), nil
 	case []int64:
-		b.WriteByte('[')
+		b = append(b, '[')
 		for i, n := range x {
 			if i > 0 {
-				b.WriteByte(',')
+				b = append(b, ',')
 			}
-			b.WriteString(strconv.FormatInt(n, 10))
+			b = strconv.AppendInt(b, n, 10)
 		}
-		b.WriteByte(']')
+		return append(b, ']'), nil
 	case []uint64:
-		b.WriteByte('[')
+		b = append(b, '[')
 		for i, n := range x {
 			if i > 0 {
-				b.WriteByte(',')
+				b = append(b, ',')
 			}
-			b.WriteString(strconv.FormatUint(n, 10))
+			b = strconv.AppendUint(b, n, 10)
 		}
-		b.WriteByte(']')
-	default:
-		return fmt.Errorf("unsupported type %T", v)
+		return append(b, ']'), nil
 	}
-	return nil
+	return b, fmt.Errorf("unsupported type %T", v)
 }
 
 // maxDateTime is the last second a DateTime holds (2106-02-07).
 const maxDateTime = 1<<32 - 1
 
-func appendFloat(b *strings.Builder, f float64) error {
+func appendFloat(b []byte, f float64) ([]byte, error) {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return fmt.Errorf("non-finite float %v", f)
+		return b, fmt.Errorf("non-finite float %v", f)
 	}
-	b.WriteString(strconv.FormatFloat(f, 'g', -1, 64))
-	return nil
+	return strconv.AppendFloat(b, f, 'g', -1, 64), nil
 }
 
 // appendQuoted writes s as a single-quoted ClickHouse string literal.
-func appendQuoted(b *strings.Builder, s string) {
-	b.WriteByte('\'')
+func appendQuoted(b []byte, s string) []byte {
+	b = append(b, '\'')
+	b = appendEscaped(b, s, true)
+	return append(b, '\'')
+}
+
+// appendEscaped writes s with ClickHouse's text escapes: the field and row
+// separators, the backslash and NUL always, the single quote too when s
+// sits inside quotes. ClickHouse Strings are bytes, so invalid UTF-8 passes
+// through byte for byte.
+func appendEscaped(b []byte, s string, quoted bool) []byte {
+	start := 0
 	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\'':
-			b.WriteString(`\'`)
-		case '\\':
-			b.WriteString(`\\`)
-		case 0:
-			b.WriteString(`\0`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
-		case '\t':
-			b.WriteString(`\t`)
+		var esc byte
+		switch c := s[i]; {
+		case c == '\\':
+			esc = '\\'
+		case c == '\t':
+			esc = 't'
+		case c == '\n':
+			esc = 'n'
+		case c == '\r':
+			esc = 'r'
+		case c == 0:
+			esc = '0'
+		case c == '\'' && quoted:
+			esc = '\''
 		default:
-			b.WriteByte(c)
+			continue
 		}
+		b = append(b, s[start:i]...)
+		b = append(b, '\\', esc)
+		start = i + 1
 	}
-	b.WriteByte('\'')
+	return append(b, s[start:]...)
 }

@@ -38,8 +38,8 @@ func TestConformance(t *testing.T) {
 		ts := time.Date(2026, 11, 22, 10, 30, 15, 0, time.UTC)
 		nasty := "it's a \\ \"quoted\" line\nwith tab\t and ? mark"
 		rows := [][]any{
-			{"acme", "m1", int64(-5), uint64(1) << 63, 1.5, uint8(1), ts, []string{"a", "b"}, nil},
-			{"acme", "m2", int64(9007199254740993), uint64(7), 0.25, uint8(0), ts.Add(time.Hour), []string{}, nasty},
+			{"acme", "m1", int64(-5), uint64(1) << 63, 1.5, uint8(1), ts, []string{"a", nasty, "]", "',"}, nil},
+			{"acme", "m2", int64(9007199254740993), uint64(7), 0.25, uint8(0), ts.Add(time.Hour), []string{}, nasty + "\x00\r"},
 			{"globex", "m1", int64(1), uint64(1), 2.0, uint8(1), ts, []string{"x"}, "g"},
 		}
 		require.NoError(t, s.Insert(ctx, "events", eventCols, rows))
@@ -68,13 +68,13 @@ func TestConformance(t *testing.T) {
 			require.Equal(t, 1.5, f)
 			require.True(t, flag)
 			require.True(t, ts.Equal(gotTS), "got %v", gotTS)
-			require.Equal(t, []string{"a", "b"}, tags)
+			require.Equal(t, []string{"a", nasty, "]", "',"}, tags, "array elements keep quotes, backslashes, tabs and newlines")
 			require.Nil(t, note)
 
 			require.True(t, r.Next())
 			require.NoError(t, r.Scan(&id, &n, &u, &f, &flag, &gotTS, &tags, &note))
 			require.Equal(t, int64(9007199254740993), n, "integers above 2^53 stay exact")
-			require.Equal(t, nasty, note)
+			require.Equal(t, nasty+"\x00\r", note, "strings are bytes: NUL and CR survive")
 			require.Empty(t, tags)
 			require.False(t, r.Next())
 		})
@@ -89,7 +89,7 @@ func TestConformance(t *testing.T) {
 				require.NoError(t, r.Scan(&c))
 				return c
 			}
-			require.Equal(t, uint64(1), count("SELECT count() FROM events WHERE note = ?", nasty))
+			require.Equal(t, uint64(1), count("SELECT count() FROM events WHERE note = ?", nasty+"\x00\r"))
 			require.Equal(t, uint64(2), count("SELECT count() FROM events WHERE ts >= ? AND ts < ?", ts, ts.Add(time.Minute)))
 			require.Equal(t, uint64(3), count("SELECT count() FROM events WHERE ts >= ? AND ts < ?", time.Time{}, time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)),
 				"times outside DateTime's range clamp to its ends on every engine")
