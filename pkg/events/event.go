@@ -8,11 +8,9 @@
 package events
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"slices"
 	"time"
 )
@@ -60,35 +58,6 @@ type Event struct {
 
 // Subject is the EVENTS subject of events of type typ for tenant.
 func Subject(tenant, typ string) string { return "events." + tenant + "." + typ }
-
-// Encode writes a message body: one JSON event per line.
-func Encode(evs []Event) ([]byte, error) {
-	var buf bytes.Buffer
-	buf.Grow(len(evs) * 512)
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	for i := range evs {
-		if err := enc.Encode(&evs[i]); err != nil {
-			return nil, fmt.Errorf("encode event %s: %w", evs[i].MessageID, err)
-		}
-	}
-	return buf.Bytes(), nil
-}
-
-// Decode reads a message body written by Encode.
-func Decode(b []byte) ([]Event, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var out []Event
-	for dec.More() {
-		var e Event
-		if err := dec.Decode(&e); err != nil {
-			return out, fmt.Errorf("decode event %d: %w", len(out), err)
-		}
-		out = append(out, e)
-	}
-	return out, nil
-}
 
 // DedupID is the Nats-Msg-Id of a message holding evs: the tenant, the type
 // and a hash of the sorted messageIds. A client retrying a request sends
