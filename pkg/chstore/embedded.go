@@ -202,6 +202,7 @@ func (e *embeddedStore) Insert(ctx context.Context, table string, columns []stri
 		if len(row) != len(columns) {
 			return fmt.Errorf("insert %s: row %d has %d values for %d columns", table, n, len(row), len(columns))
 		}
+		rowStart := len(buf)
 		for i, v := range row {
 			if i > 0 {
 				buf = append(buf, '\t')
@@ -210,6 +211,11 @@ func (e *embeddedStore) Insert(ctx context.Context, table string, columns []stri
 			if buf, err = appendValue(buf, v, true); err != nil {
 				return fmt.Errorf("insert %s: row %d column %s: %w", table, n, columns[i], err)
 			}
+		}
+		if len(buf) == rowStart {
+			// chDB ends inline INSERT data at the first empty line and runs
+			// what follows as SQL, so an empty row must never be sent.
+			return fmt.Errorf("insert %s: row %d is an empty line, which ends inline data in the embedded engine: give the table a second column", table, n)
 		}
 		buf = append(buf, '\n')
 		if !sized { // size the buffer from the first row, so it grows once at most
