@@ -237,7 +237,7 @@ func (w *walker) top(inBatch bool) (object, []call, bool, error) {
 	)
 	_, _ = w.dec.ReadToken()
 	for w.dec.PeekKind() != '}' {
-		name, err := w.name(w.dec)
+		name, err := readName(w.dec)
 		if err != nil {
 			return nil, nil, false, bad("", "malformed JSON: %v", err)
 		}
@@ -248,7 +248,7 @@ func (w *walker) top(inBatch bool) (object, []call, bool, error) {
 			}
 			continue
 		}
-		raw, err := w.value(w.dec, w.body)
+		raw, err := readValue(w.dec, w.body)
 		if err != nil {
 			return nil, nil, false, bad(name, "malformed JSON: %v", err)
 		}
@@ -274,17 +274,9 @@ func (w *walker) calls() ([]call, error) {
 		}
 		_, _ = w.dec.ReadToken()
 		start := int(w.dec.InputOffset()) - 1 // the '{' just read
-		members := make(object, 0, 12)
-		for w.dec.PeekKind() != '}' {
-			name, err := w.name(w.dec)
-			if err != nil {
-				return nil, bad("batch["+strconv.Itoa(i)+"]", "malformed JSON: %v", err)
-			}
-			raw, err := w.value(w.dec, w.body)
-			if err != nil {
-				return nil, bad("batch["+strconv.Itoa(i)+"]."+name, "malformed JSON: %v", err)
-			}
-			members = append(members, member{name, raw})
+		members, err := readMembers(w.dec, w.body, 12)
+		if err != nil {
+			return nil, bad("batch["+strconv.Itoa(i)+"]", "malformed JSON: %v", err)
 		}
 		_, _ = w.dec.ReadToken()
 		calls = append(calls, call{members: members, raw: w.body[start:w.dec.InputOffset()]})
@@ -304,13 +296,19 @@ func (w *walker) object(raw []byte) (object, error) {
 		w.sub.Reset(bytes.NewBuffer(raw))
 	}
 	_, _ = w.sub.ReadToken()
-	var o object
-	for w.sub.PeekKind() != '}' {
-		name, err := w.name(w.sub)
+	return readMembers(w.sub, raw, 0)
+}
+
+// readMembers reads an object's members up to its closing '}', which it
+// leaves unread; the '{' was read already. dec reads src.
+func readMembers(dec *jsontext.Decoder, src []byte, capacity int) (object, error) {
+	o := make(object, 0, capacity)
+	for dec.PeekKind() != '}' {
+		name, err := readName(dec)
 		if err != nil {
 			return nil, err
 		}
-		v, err := w.value(w.sub, raw)
+		v, err := readValue(dec, src)
 		if err != nil {
 			return nil, err
 		}
@@ -319,9 +317,9 @@ func (w *walker) object(raw []byte) (object, error) {
 	return o, nil
 }
 
-// name reads an object member's name. The names Segment defines come back
+// readName reads an object member's name. The names Segment defines come back
 // as constants, so reading them allocates nothing.
-func (w *walker) name(dec *jsontext.Decoder) (string, error) {
+func readName(dec *jsontext.Decoder) (string, error) {
 	raw, err := dec.ReadValue()
 	if err != nil {
 		return "", err
@@ -342,9 +340,9 @@ var knownNames = []string{"type", "event", "messageId", "userId", "anonymousId",
 	"sentAt", "receivedAt", "properties", "traits", "context", "groupId", "previousId", "name", "integrations",
 	"library", "writeKey", "batch", "channel", "version"}
 
-// value reads the next value and returns it as a slice of src, the bytes
+// readValue reads the next value and returns it as a slice of src, the bytes
 // dec reads, so it stays valid after the decoder moves on.
-func (w *walker) value(dec *jsontext.Decoder, src []byte) ([]byte, error) {
+func readValue(dec *jsontext.Decoder, src []byte) ([]byte, error) {
 	v, err := dec.ReadValue()
 	if err != nil {
 		return nil, err
