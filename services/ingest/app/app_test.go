@@ -303,3 +303,55 @@ func TestSlowClientIsCutOff(t *testing.T) {
 	resp, body := f.post(t, "/v1/track", f.keyA, `{"event":"e","userId":"u"}`)
 	require.Equal(t, 200, resp.StatusCode, body)
 }
+
+// Nothing a client sends ends up in a response header except the CORS
+// origin, which must match the allow-list and which net/http refuses to
+// carry with control characters. Hostile values in every other position
+// (key, body fields, error paths, query) leave the header set unchanged.
+func TestResponseHeadersCarryNoInput(t *testing.T) {
+	f := newFixture(t, chstore.EngineEmbedded, func(c *app.Config) { c.HTTP.RatePerSecond, c.HTTP.RateBurst = 0.001, 3 })
+	const evil = `\r\nSet-Cookie: injected=1\r\nX-Injected: 1`
+	allowed := map[string]bool{"Content-Type": true, "Content-Length": true, "Date": true, "Retry-After": true, "Allow": true, "Vary": true,
+		"Access-Control-Allow-Origin": true, "Access-Control-Allow-Methods": true, "Access-Control-Allow-Headers": true, "Access-Control-Max-Age": true}
+	check := func(resp *http.Response, what string) {
+		t.Helper()
+		for name, values := range resp.Header {
+			require.True(t, allowed[name], "%s: unexpected response header %q", what, name)
+			for _, v := range values {
+				require.NotContains(t, strings.ToLower(v), "inject", "%s: header %s", what, name)
+			}
+		}
+		if o := resp.Header.Get("Access-Control-Allow-Origin"); o != "" {
+			require.Equal(t, "https://app.example", o, what)
+		}
+	}
+	cases := []struct {
+		name, path, key, body string
+		status                int
+	}{
+		{"accepted", "/v1/track", f.keyA, `{"event":"` + evil + `","userId":"` + evil + `","messageId":"` + evil + `","properties":{"` + evil + `":"` + evil + `"}}`, 200},
+		{"bad field", "/v1/track", f.keyA, `{"event":"e","userId":"u","timestamp":"` + evil + `"}`, 400},
+		{"unknown key", "/v1/track", "wk_" + strings.ReplaceAll(evil, `\r\n`, ""), `{"event":"e","userId":"u"}`, 401},
+		{"body key", "/v1/track", "", `{"event":"e","userId":"u","writeKey":"` + evil + `"}`, 401},
+		{"malformed", "/v1/batch", f.keyA, `{"batch":[` + evil, 400},
+		{"query", "/v1/track?redirect=%0d%0aSet-Cookie:%20injected=1", f.keyA, `{"event":"e","userId":"u"}`, 200},
+		{"rate limited", "/v1/batch", f.keyA, batchBody("x1", "x2", "x3", "x4"), 429},
+	}
+	for _, c := range cases {
+		resp, body := f.post(t, c.path, c.key, c.body, "Origin", "https://app.example")
+		require.Equal(t, c.status, resp.StatusCode, "%s: %s", c.name, body)
+		check(resp, c.name)
+	}
+
+	// Control characters in the Origin itself never reach the wire: the
+	// server refuses such a request line by line before the handler runs.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(f.url, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = conn.Write([]byte("OPTIONS /v1/batch HTTP/1.1\r\nHost: stickpoint\r\nOrigin: https://a.example\rSet-Cookie: injected=1\r\n\r\n"))
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	raw, _ := io.ReadAll(conn)
+	require.True(t, strings.HasPrefix(string(raw), "HTTP/1.1 400 "), "a bare CR in a header is refused: %q", raw)
+	require.NotContains(t, strings.ToLower(string(raw)), "set-cookie")
+}
