@@ -23,8 +23,12 @@ fi
 
 # Real Segment and RudderStack SDKs for the ingest conformance tests.
 clients="$here/../services/ingest/testdata/sdk-clients"
-if [[ ! -d "$clients/node_modules/@segment/analytics-node" || ! -d "$clients/node_modules/@rudderstack/rudder-sdk-node" || "$clients/package.json" -nt "$clients/node_modules" ]]; then
+# package-lock.json pins every transitive package by version and integrity
+# hash. `npm install --no-save` installs exactly that and leaves the lock
+# untouched; `npm ci` would be the usual choice, but npm refuses this lock for
+# lacking other platforms' optional packages (npm/cli#4828).
+if [[ ! -d "$clients/node_modules/@segment/analytics-node" || ! -d "$clients/node_modules/@rudderstack/rudder-sdk-node" || "$clients/package.json" -nt "$clients/node_modules" || "$clients/package-lock.json" -nt "$clients/node_modules" ]]; then
   command -v npm >/dev/null || { echo "install-test-deps: npm is required for the SDK conformance tests" >&2; exit 1; }
   echo "install-test-deps: installing the Segment and RudderStack SDKs for conformance tests" >&2
-  (cd "$clients" && npm install --silent >/dev/null && touch node_modules)
+  (cd "$clients" && npm install --no-save --silent >/dev/null && touch node_modules)
 fi
