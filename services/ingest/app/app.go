@@ -115,7 +115,9 @@ func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, l
 		return nil, err
 	}
 	st := store.New(db)
-	in, err := intake.New(bus.JS, cfg.HTTP.RatePerSecond, cfg.HTTP.RateBurst, cfg.HTTP.PublishTimeout, log.With("component", "ingest"))
+	in, err := intake.New(bus.JS, intake.Config{RatePerSecond: cfg.HTTP.RatePerSecond, RateBurst: cfg.HTTP.RateBurst,
+		PublishTimeout: cfg.HTTP.PublishTimeout, MaxInflightBytes: cfg.HTTP.MaxInflightBytes, AdmitWait: cfg.HTTP.AdmitWait},
+		log.With("component", "ingest"))
 	if err != nil {
 		return nil, err
 	}

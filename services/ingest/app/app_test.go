@@ -1,9 +1,11 @@
 package app_test
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -18,8 +20,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/grpcserver"
@@ -28,6 +32,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
 	eventsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/events/v1"
+	ingestv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/ingest/v1"
 	"github.com/stickpoint/stickpoint/services/ingest/app"
 )
 
@@ -354,4 +359,65 @@ func TestResponseHeadersCarryNoInput(t *testing.T) {
 	raw, _ := io.ReadAll(conn)
 	require.True(t, strings.HasPrefix(string(raw), "HTTP/1.1 400 "), "a bare CR in a header is refused: %q", raw)
 	require.NotContains(t, strings.ToLower(string(raw)), "set-cookie")
+}
+
+// Under a surge, requests beyond the in-flight byte budget wait unread and
+// then get 503 with Retry-After, on HTTP and gRPC alike; a request that
+// fits goes through, and room given back serves the next.
+func TestOverloadIsRefusedBeforeTheBodyIsRead(t *testing.T) {
+	f := newFixture(t, chstore.EngineEmbedded, func(c *app.Config) {
+		c.HTTP.MaxRequestBytes, c.HTTP.MaxInflightBytes, c.HTTP.AdmitWait = 64<<10, 64<<10, 100*time.Millisecond
+	})
+	// A slow client holds 40 KB of the 64 KB budget: its headers promise
+	// them, its body is not finished yet.
+	pad := strings.Repeat("p", 20000) // two events under the 32 KB event limit
+	slow := `{"batch":[{"type":"track","event":"slow","userId":"u","messageId":"slow-1","properties":{"pad":"` + pad +
+		`"}},{"type":"track","event":"slow","userId":"u","messageId":"slow-2","properties":{"pad":"` + pad + `"}}]}`
+	require.Greater(t, len(slow), 40000)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(f.url, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "POST /v1/batch HTTP/1.1\r\nHost: stickpoint\r\nAuthorization: Basic %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+		base64.StdEncoding.EncodeToString([]byte(f.keyA+":")), len(slow), slow[:100])
+	require.NoError(t, err)
+
+	// 30 KB more do not fit next to it.
+	big := func(id string) string {
+		return `{"event":"big","userId":"u","messageId":"` + id + `","properties":{"pad":"` + strings.Repeat("b", 30000) + `"}}`
+	}
+	var resp *http.Response
+	var body string
+	n := 0
+	require.Eventually(t, func() bool { // until the slow request is admitted
+		n++
+		resp, body = f.post(t, "/v1/track", f.keyA, big(fmt.Sprintf("big-%d", n)))
+		return resp.StatusCode == http.StatusServiceUnavailable
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Contains(t, body, `"code":"overloaded"`)
+	require.Equal(t, "1", resp.Header.Get("Retry-After"))
+
+	// gRPC shares the budget.
+	gconn, err := grpc.NewClient(f.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer gconn.Close()
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+f.tokenA)
+	_, err = ingestv1.NewIngestServiceClient(gconn).Track(ctx, &ingestv1.TrackRequest{Call: &ingestv1.Call{MessageId: "grpc-big", UserId: "u"},
+		Event: "big", PropertiesJson: `{"pad":"` + strings.Repeat("g", 30000) + `"}`})
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+	require.Contains(t, status.Convert(err).Message(), "at capacity")
+
+	// A small request fits beside the slow one.
+	resp, body = f.post(t, "/v1/track", f.keyA, `{"event":"small","userId":"u","messageId":"small-1"}`)
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+
+	// The slow client finishes and is served; its room serves the next.
+	_, err = io.WriteString(conn, slow[100:])
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	slowResp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	slowBody, _ := io.ReadAll(slowResp.Body)
+	require.Equal(t, http.StatusOK, slowResp.StatusCode, "%s", slowBody)
+	resp, body = f.post(t, "/v1/track", f.keyA, big("big-after"))
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
 }

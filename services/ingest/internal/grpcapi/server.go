@@ -96,6 +96,14 @@ func (s *Server) accept(ctx context.Context, calls []map[string]any, sentAt *tim
 	if err != nil {
 		return 0, badRequest("", "a *_json field is not valid JSON: "+err.Error())
 	}
+	// grpc-go has read the message already (up to grpc.max_recv_bytes); the
+	// budget bounds how many are decoded and waiting on JetStream at once.
+	res, err := s.intake.Admit(ctx, int64(len(raw)))
+	if err != nil {
+		s.intake.Reject(ctx, "grpc", p.TenantID, "overloaded")
+		return 0, retryable(codes.Unavailable, err.Error(), intake.OverloadRetryAfter)
+	}
+	defer res.Release()
 	req, err := segment.Decode("batch", raw, received, s.limits)
 	var se *segment.Error
 	if errors.As(err, &se) {

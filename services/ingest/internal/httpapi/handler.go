@@ -37,6 +37,12 @@ type Config struct {
 	RateBurst     int     `json:"rate_burst"`
 	// PublishTimeout bounds the wait for JetStream's acknowledgement.
 	PublishTimeout time.Duration `json:"publish_timeout"`
+	// MaxInflightBytes bounds the request bytes (after decompression)
+	// being read, decoded and published at once, HTTP and gRPC together. A
+	// request waits up to AdmitWait for room, then gets 503 with
+	// Retry-After; its body is not read while it waits.
+	MaxInflightBytes int64         `json:"max_inflight_bytes"`
+	AdmitWait        time.Duration `json:"admit_wait"`
 	// CORSOrigins may call the API from browsers; "*" allows any.
 	CORSOrigins []string `json:"cors_origins"`
 }
@@ -45,7 +51,7 @@ type Config struct {
 // request, 2,500 events per batch.
 func DefaultConfig() Config {
 	return Config{Limits: segment.DefaultLimits(), MaxRequestBytes: 500 << 10, RatePerSecond: 50000, RateBurst: 100000,
-		PublishTimeout: 5 * time.Second, CORSOrigins: []string{"*"}}
+		PublishTimeout: 5 * time.Second, MaxInflightBytes: 64 << 20, AdmitWait: 2 * time.Second, CORSOrigins: []string{"*"}}
 }
 
 // Validate reports the first invalid field by name.
@@ -61,6 +67,12 @@ func (c Config) Validate() error {
 	}
 	if c.PublishTimeout <= 0 {
 		return fmt.Errorf("publish_timeout: must be positive")
+	}
+	if c.MaxInflightBytes < int64(c.MaxRequestBytes) {
+		return fmt.Errorf("max_inflight_bytes: %d is below max_request_bytes (%d)", c.MaxInflightBytes, c.MaxRequestBytes)
+	}
+	if c.AdmitWait < 0 {
+		return fmt.Errorf("admit_wait: must not be negative")
 	}
 	return nil
 }
@@ -146,10 +158,23 @@ func (h *Handler) handle(ctx context.Context, r *http.Request, kind string) (ten
 			return "", apiErr
 		}
 	}
+	if r.ContentLength > int64(h.cfg.MaxRequestBytes) {
+		return key.TenantID, h.tooLarge()
+	}
+	res, err := h.intake.Admit(ctx, h.admitSize(r))
+	if err != nil {
+		code := "overloaded"
+		if !errors.Is(err, intake.ErrOverloaded) {
+			code = "canceled" // the client left while waiting
+		}
+		return key.TenantID, &apiError{Status: http.StatusServiceUnavailable, Code: code, RetryAfter: intake.OverloadRetryAfter, Message: err.Error()}
+	}
+	defer res.Release()
 	body, apiErr := h.readBody(r)
 	if apiErr != nil {
 		return key.TenantID, apiErr
 	}
+	res.Shrink(int64(len(body)))
 	req, err := segment.Decode(kind, body, received, h.cfg.Limits)
 	if !hasHeader {
 		var bodyKey string
@@ -180,17 +205,31 @@ func (h *Handler) handle(ctx context.Context, r *http.Request, kind string) (ten
 	return tenant, nil
 }
 
+func (h *Handler) tooLarge() *apiError {
+	return &apiError{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
+		Message: fmt.Sprintf("the request body is over the limit of %d bytes", h.cfg.MaxRequestBytes)}
+}
+
+// admitSize is the share of the in-flight budget a request reserves before
+// its body is read: its Content-Length, or the most a gzip or chunked body
+// may come to (shrunk once the body is read).
+func (h *Handler) admitSize(r *http.Request) int64 {
+	if enc := contentEncoding(r); (enc == "" || enc == "identity") && r.ContentLength >= 0 {
+		return r.ContentLength
+	}
+	return int64(h.cfg.MaxRequestBytes)
+}
+
+func contentEncoding(r *http.Request) string {
+	return strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding")))
+}
+
 // readBody reads at most MaxRequestBytes, decompressing gzip with the same
 // bound, so neither a large body nor a gzip bomb can take memory.
 func (h *Handler) readBody(r *http.Request) ([]byte, *apiError) {
 	limit := int64(h.cfg.MaxRequestBytes)
-	tooLarge := &apiError{Status: http.StatusRequestEntityTooLarge, Code: "request_too_large",
-		Message: fmt.Sprintf("the request body is over the limit of %d bytes", limit)}
-	if r.ContentLength > limit {
-		return nil, tooLarge
-	}
 	var src io.Reader = http.MaxBytesReader(nil, r.Body, limit+1)
-	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	switch enc := contentEncoding(r); enc {
 	case "", "identity":
 	case "gzip":
 		zr, err := gzip.NewReader(src)
@@ -205,7 +244,7 @@ func (h *Handler) readBody(r *http.Request) ([]byte, *apiError) {
 	body, err := io.ReadAll(io.LimitReader(src, limit+1))
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) || int64(len(body)) > limit {
-		return nil, tooLarge
+		return nil, h.tooLarge()
 	}
 	if err != nil {
 		return nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: "the body could not be read: " + err.Error()}

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/stickpoint/stickpoint/pkg/events"
 )
@@ -40,12 +41,27 @@ func (e *RateLimitedError) Error() string {
 	return fmt.Sprintf("tenant %s is over its rate of %.0f events/s; retry after %s", e.Tenant, e.Rate, e.RetryAfter)
 }
 
+// Config is what an Intake enforces for both front doors.
+type Config struct {
+	// RatePerSecond and RateBurst are each tenant's event budget; zero
+	// RatePerSecond disables the limit.
+	RatePerSecond float64
+	RateBurst     int
+	// PublishTimeout bounds the wait for JetStream's acknowledgement.
+	PublishTimeout time.Duration
+	// MaxInflightBytes bounds the request bytes admitted at once; a request
+	// waits up to AdmitWait for room, then is refused with ErrOverloaded.
+	MaxInflightBytes int64
+	AdmitWait        time.Duration
+}
+
 // Intake accepts events for JetStream.
 type Intake struct {
 	js             jetstream.JetStream
 	limiter        *tenantLimiter
 	rate           float64
 	publishTimeout time.Duration
+	admission      *admission
 	log            *slog.Logger
 
 	mu         sync.Mutex
@@ -57,12 +73,20 @@ type Intake struct {
 	batchSize metric.Int64Histogram
 }
 
-// New builds an intake. ratePerSecond 0 disables the rate limit.
-func New(js jetstream.JetStream, ratePerSecond float64, burst int, publishTimeout time.Duration, log *slog.Logger) (*Intake, error) {
+// New builds an intake.
+func New(js jetstream.JetStream, cfg Config, log *slog.Logger) (*Intake, error) {
+	if cfg.MaxInflightBytes < 1 {
+		return nil, fmt.Errorf("intake: MaxInflightBytes must be positive")
+	}
 	meter := otel.GetMeterProvider().Meter(scope)
-	in := &Intake{js: js, limiter: newTenantLimiter(ratePerSecond, burst), rate: ratePerSecond, publishTimeout: publishTimeout, log: log,
-		rejections: map[Rejection]uint64{}}
+	in := &Intake{js: js, limiter: newTenantLimiter(cfg.RatePerSecond, cfg.RateBurst), rate: cfg.RatePerSecond,
+		publishTimeout: cfg.PublishTimeout, log: log, rejections: map[Rejection]uint64{},
+		admission: &admission{budget: semaphore.NewWeighted(cfg.MaxInflightBytes), size: cfg.MaxInflightBytes, wait: cfg.AdmitWait}}
 	var err error
+	if in.admission.inflight, err = meter.Int64UpDownCounter("stickpoint.ingest.inflight.bytes", metric.WithUnit("By"),
+		metric.WithDescription("Request bytes admitted and not yet answered (bounded by max_inflight_bytes).")); err != nil {
+		return nil, err
+	}
 	if in.accepted, err = meter.Int64Counter("stickpoint.ingest.events.accepted",
 		metric.WithDescription("Events acknowledged to clients, per tenant and API.")); err != nil {
 		return nil, err
