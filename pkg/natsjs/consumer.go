@@ -42,6 +42,11 @@ type ConsumerConfig struct {
 	FilterSubjects []string
 	// MaxBatch is the most messages handed to the handler at once.
 	MaxBatch int
+	// MaxBatchBytes closes a batch once its payloads reach it, and bounds
+	// what the client fetches ahead, so memory follows bytes, not message
+	// counts. It must exceed the largest message (NATS max_payload, 1 MB
+	// by default), or fetching would stall.
+	MaxBatchBytes int
 	// MaxWait is how long a partial batch waits for more messages.
 	MaxWait time.Duration
 	// AckWait is how long the server waits for an ack before redelivering.
@@ -65,6 +70,9 @@ type ConsumerConfig struct {
 func (c *ConsumerConfig) setDefaults() {
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 500
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = 16 << 20
 	}
 	if c.MaxWait <= 0 {
 		c.MaxWait = 200 * time.Millisecond
@@ -175,10 +183,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	defer func() { _ = reg.Unregister() }()
 
-	msgs := make(chan jetstream.Msg, c.cfg.MaxBatch)
+	// Fetched messages wait in the client's buffer (MaxBatchBytes), then
+	// in this hand-off (a few messages), then in the open batch: about
+	// twice MaxBatchBytes at most.
+	msgs := make(chan jetstream.Msg, handoff)
 	fatal := make(chan error, 1)
 	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- m },
-		jetstream.PullMaxMessages(c.cfg.MaxBatch),
+		jetstream.PullMaxBytes(c.cfg.MaxBatchBytes),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			// Without this handler Consume stops silently when its
 			// consumer is deleted.
@@ -196,7 +207,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	c.log.InfoContext(ctx, "consumer started")
 
-	batch := make([]jetstream.Msg, 0, c.cfg.MaxBatch)
+	batch := &openBatch{max: c.cfg.MaxBatch, maxBytes: c.cfg.MaxBatchBytes}
 	flush := time.NewTimer(c.cfg.MaxWait)
 	defer flush.Stop()
 	lagPoll := time.NewTicker(5 * time.Second)
@@ -205,18 +216,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 	for {
 		select {
 		case m := <-msgs:
-			if len(batch) == 0 {
+			if len(batch.msgs) == 0 {
 				flush.Reset(c.cfg.MaxWait)
 			}
-			batch = append(batch, m)
-			if len(batch) >= c.cfg.MaxBatch {
-				c.process(ctx, batch)
-				batch = batch[:0]
+			if batch.add(m) {
+				batch.handle(ctx, c)
 			}
 		case <-flush.C:
-			if len(batch) > 0 {
-				c.process(ctx, batch)
-				batch = batch[:0]
+			if len(batch.msgs) > 0 {
+				batch.handle(ctx, c)
 			}
 		case <-lagPoll.C:
 			// The poll also catches a deletion that Consume missed (one
@@ -245,18 +253,43 @@ func (c *Consumer) pollLag(ctx context.Context, cons jetstream.Consumer) error {
 	return nil
 }
 
+// handoff is how many fetched messages wait between the client's buffer and
+// the open batch: enough to keep the batcher busy, few enough that their
+// bytes do not matter next to MaxBatchBytes.
+const handoff = 16
+
+// openBatch gathers messages until MaxBatch messages or MaxBatchBytes.
+type openBatch struct {
+	msgs          []jetstream.Msg
+	bytes         int
+	max, maxBytes int
+}
+
+// add appends m and reports whether the batch is full.
+func (b *openBatch) add(m jetstream.Msg) bool {
+	b.msgs = append(b.msgs, m)
+	b.bytes += len(m.Data())
+	return len(b.msgs) >= b.max || b.bytes >= b.maxBytes
+}
+
+// handle hands the batch to the consumer's handler and starts a new one,
+// letting go of the handled messages.
+func (b *openBatch) handle(ctx context.Context, c *Consumer) {
+	c.process(ctx, b.msgs)
+	clear(b.msgs)
+	b.msgs, b.bytes = b.msgs[:0], 0
+}
+
 // drain stops fetching and handles what was fetched already.
-func (c *Consumer) drain(ctx context.Context, cc jetstream.ConsumeContext, msgs chan jetstream.Msg, batch []jetstream.Msg) error {
+func (c *Consumer) drain(ctx context.Context, cc jetstream.ConsumeContext, msgs chan jetstream.Msg, batch *openBatch) error {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.DrainTimeout)
 	defer cancel()
 	cc.Drain()
 	for done := false; !done; {
 		select {
 		case m := <-msgs:
-			batch = append(batch, m)
-			if len(batch) >= c.cfg.MaxBatch {
-				c.process(dctx, batch)
-				batch = batch[:0]
+			if batch.add(m) {
+				batch.handle(dctx, c)
 			}
 		case <-cc.Closed():
 			done = true
@@ -268,13 +301,15 @@ func (c *Consumer) drain(ctx context.Context, cc jetstream.ConsumeContext, msgs 
 	for more := true; more; {
 		select {
 		case m := <-msgs:
-			batch = append(batch, m)
+			if batch.add(m) && dctx.Err() == nil {
+				batch.handle(dctx, c)
+			}
 		default:
 			more = false
 		}
 	}
-	if len(batch) > 0 && dctx.Err() == nil {
-		c.process(dctx, batch)
+	if len(batch.msgs) > 0 && dctx.Err() == nil {
+		batch.handle(dctx, c)
 	}
 	// Acks are fire-and-forget publishes: flush so the server has them
 	// before Run returns, and a restart does not redeliver finished work.

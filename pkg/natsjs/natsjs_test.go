@@ -3,8 +3,10 @@ package natsjs_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -113,6 +115,33 @@ func TestConsumerAcksAfterSuccess(t *testing.T) {
 	for body, n := range rec.handled {
 		require.Equal(t, 1, n, "%s handled once", body)
 	}
+}
+
+func TestConsumerBatchesByBytes(t *testing.T) {
+	bus := testutil.NATS(t)
+	publish(t, bus, 20, func(i int) string { return fmt.Sprintf("%04d", i) + strings.Repeat("x", 996) }) // 1,000 bytes each
+	var mu sync.Mutex
+	var sizes []int
+	seen := map[string]bool{}
+	handle := func(_ context.Context, msgs []jetstream.Msg) error {
+		mu.Lock()
+		defer mu.Unlock()
+		sizes = append(sizes, len(msgs))
+		for _, m := range msgs {
+			seen[string(m.Data()[:4])] = true
+		}
+		return nil
+	}
+	// Room for 100 messages by count, 2,500 bytes by size: batches close at
+	// the third message, and the client fetches about that much ahead.
+	runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-bytes", MaxBatch: 100, MaxBatchBytes: 2500, MaxWait: 50 * time.Millisecond}, handle)
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 20 }, 10*time.Second, 10*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, n := range sizes {
+		require.LessOrEqual(t, n, 3, "batch sizes %v", sizes)
+	}
+	require.GreaterOrEqual(t, len(sizes), 7, "20 messages in batches of at most 3: %v", sizes)
 }
 
 func TestConsumerRedeliversAfterFailure(t *testing.T) {

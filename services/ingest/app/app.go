@@ -52,6 +52,9 @@ type WriterConfig struct {
 	Enabled bool `json:"enabled"`
 	// MaxBatch is the most messages (each up to a request's events) per insert.
 	MaxBatch int `json:"max_batch"`
+	// MaxBatchBytes closes an insert's batch at this many message bytes, and
+	// bounds what the writer fetches ahead: its memory follows it.
+	MaxBatchBytes int `json:"max_batch_bytes"`
 	// MaxWait is how long a partial batch waits before it is written.
 	MaxWait time.Duration `json:"max_wait"`
 	// MaxDeliver is how many failed deliveries a message gets before it
@@ -67,7 +70,7 @@ type WriterConfig struct {
 // messages or 250 ms.
 func DefaultConfig() Config {
 	return Config{HTTP: httpapi.DefaultConfig(),
-		Writer:             WriterConfig{Enabled: true, MaxBatch: 200, MaxWait: 250 * time.Millisecond, MaxDeliver: 10, AckWait: 30 * time.Second},
+		Writer:             WriterConfig{Enabled: true, MaxBatch: 200, MaxBatchBytes: 32 << 20, MaxWait: 250 * time.Millisecond, MaxDeliver: 10, AckWait: 30 * time.Second},
 		StatsFlushInterval: 10 * time.Second}
 }
 
@@ -78,6 +81,9 @@ func (c Config) Validate() error {
 	}
 	if c.Writer.MaxBatch < 1 || c.Writer.MaxBatch > 500 {
 		return fmt.Errorf("ingest.writer.max_batch: %d is not between 1 and 500 (JetStream's MaxAckPending must stay above it)", c.Writer.MaxBatch)
+	}
+	if c.Writer.MaxBatchBytes < 1<<20 {
+		return fmt.Errorf("ingest.writer.max_batch_bytes: %d is below 1 MiB; it must exceed the largest message (ingest publishes up to 900 KiB)", c.Writer.MaxBatchBytes)
 	}
 	if c.Writer.MaxWait <= 0 {
 		return fmt.Errorf("ingest.writer.max_wait: must be positive")
@@ -135,6 +141,7 @@ func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, l
 			Durable:        WriterDurable,
 			FilterSubjects: []string{"events.>"},
 			MaxBatch:       cfg.Writer.MaxBatch,
+			MaxBatchBytes:  cfg.Writer.MaxBatchBytes,
 			MaxWait:        cfg.Writer.MaxWait,
 			MaxDeliver:     cfg.Writer.MaxDeliver,
 			AckWait:        cfg.Writer.AckWait,

@@ -26,6 +26,12 @@ func TestConfig(t *testing.T) {
 	bad = cfg
 	bad.NATS.Replicas = 9
 	require.ErrorContains(t, bad.Validate(), "nats.replicas")
+	bad = cfg
+	bad.Ingest.Writer.MaxBatchBytes = 4096
+	require.ErrorContains(t, bad.Validate(), "ingest.writer.max_batch_bytes")
+	bad = cfg
+	bad.Ingest.HTTP.MaxInflightBytes = 1000
+	require.ErrorContains(t, bad.Validate(), "ingest.http.max_inflight_bytes")
 
 	ext := app.DefaultConfig()
 	ext.NATS.URL = "nats://127.0.0.1:4222"
