@@ -34,6 +34,7 @@ import (
 	eventsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/events/v1"
 	ingestv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/ingest/v1"
 	"github.com/stickpoint/stickpoint/services/ingest/app"
+	"github.com/stickpoint/stickpoint/services/ingest/loadgen"
 )
 
 func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
@@ -420,4 +421,18 @@ func TestOverloadIsRefusedBeforeTheBodyIsRead(t *testing.T) {
 	require.Equal(t, http.StatusOK, slowResp.StatusCode, "%s", slowBody)
 	resp, body = f.post(t, "/v1/track", f.keyA, big("big-after"))
 	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+}
+
+// The per-tenant rate holds under many concurrent requests: each is charged
+// when it is accepted. (Charging at each request's receive time let requests
+// that finished out of order earn the same interval's tokens again.)
+func TestRateLimitHoldsUnderConcurrency(t *testing.T) {
+	const rate, burst = 2000, 2000
+	f := newFixture(t, chstore.EngineEmbedded, func(c *app.Config) { c.HTTP.RatePerSecond, c.HTTP.RateBurst = rate, burst })
+	res, err := loadgen.Run(t.Context(), loadgen.Options{URL: f.url, WriteKey: f.keyA, Concurrency: 32, Batch: 50, Duration: 2 * time.Second})
+	require.NoError(t, err)
+	allowed := burst + rate*(res.Elapsed+res.Max).Seconds()
+	t.Logf("%s; at most %.0f allowed", res, allowed)
+	require.LessOrEqual(t, float64(res.Accepted), allowed)
+	require.Greater(t, res.Rejected[http.StatusTooManyRequests], uint64(0), "the load was over the rate")
 }

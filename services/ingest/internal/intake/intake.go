@@ -110,7 +110,7 @@ func New(js jetstream.JetStream, cfg Config, log *slog.Logger) (*Intake, error) 
 // Accept rate-limits, stamps and publishes evs for tenant and source. It
 // returns nil only when every event is durably in the EVENTS stream.
 func (in *Intake) Accept(ctx context.Context, api, tenant, source string, evs []events.Event, received time.Time) error {
-	if ok, wait := in.limiter.take(tenant, len(evs), received); !ok {
+	if ok, wait := in.limiter.take(tenant, len(evs)); !ok {
 		return &RateLimitedError{Tenant: tenant, Rate: in.rate, RetryAfter: wait}
 	}
 	for i := range evs {

@@ -21,9 +21,12 @@ func newTenantLimiter(perSecond float64, burst int) *tenantLimiter {
 	return &tenantLimiter{perSecond: perSecond, burst: burst, buckets: map[string]*rate.Limiter{}}
 }
 
-// take spends n events of tenant's budget. When the budget is short it
-// spends nothing and says how long to wait.
-func (l *tenantLimiter) take(tenant string, n int, now time.Time) (ok bool, retryAfter time.Duration) {
+// take spends n events of tenant's budget now. When the budget is short it
+// spends nothing and says how long to wait. It reads the clock itself:
+// rate.Limiter credits time again when handed an earlier time than it last
+// saw, so charging concurrent requests at their receive times would let
+// those that finished out of order earn the same interval twice.
+func (l *tenantLimiter) take(tenant string, n int) (ok bool, retryAfter time.Duration) {
 	if l.perSecond <= 0 {
 		return true, 0
 	}
@@ -35,6 +38,7 @@ func (l *tenantLimiter) take(tenant string, n int, now time.Time) (ok bool, retr
 	}
 	l.mu.Unlock()
 	n = min(n, l.burst) // a batch larger than the burst still gets through, at full cost
+	now := time.Now()
 	r := b.ReserveN(now, n)
 	if !r.OK() {
 		return false, time.Second
