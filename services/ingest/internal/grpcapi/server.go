@@ -99,9 +99,11 @@ func (s *Server) accept(ctx context.Context, calls []map[string]any, sentAt *tim
 	// grpc-go has read the message already (up to grpc.max_recv_bytes); the
 	// budget bounds how many are decoded and waiting on JetStream at once.
 	res, err := s.intake.Admit(ctx, int64(len(raw)))
-	if err != nil {
+	if errors.Is(err, intake.ErrOverloaded) {
 		s.intake.Reject(ctx, "grpc", p.TenantID, "overloaded")
 		return 0, retryable(codes.Unavailable, err.Error(), intake.OverloadRetryAfter)
+	} else if err != nil {
+		return 0, status.FromContextError(err).Err() // the client left while waiting
 	}
 	defer res.Release()
 	req, err := segment.Decode("batch", raw, received, s.limits)
