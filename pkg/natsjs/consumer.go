@@ -114,6 +114,7 @@ type Consumer struct {
 	batchSize metric.Int64Histogram
 	duration  metric.Float64Histogram
 	pending   atomic.Int64
+	inHand    atomic.Int64
 	attrs     metric.MeasurementOption
 }
 
@@ -150,6 +151,10 @@ func NewConsumer(bus *Bus, cfg ConsumerConfig, h Handler, log *slog.Logger) (*Co
 // Pending is the consumer's lag: messages in the stream not yet delivered,
 // as of the last poll.
 func (c *Consumer) Pending() int64 { return c.pending.Load() }
+
+// InHand is how many messages the runner has received and not yet handed
+// to the handler: what a drain at shutdown still handles.
+func (c *Consumer) InHand() int64 { return c.inHand.Load() }
 
 // Run consumes until ctx is cancelled, then drains: it stops fetching,
 // handles what was already fetched, and returns. Messages it could not
@@ -188,7 +193,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// twice MaxBatchBytes at most.
 	msgs := make(chan jetstream.Msg, handoff)
 	fatal := make(chan error, 1)
-	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- m },
+	cc, err := cons.Consume(func(m jetstream.Msg) { c.inHand.Add(1); msgs <- m },
 		jetstream.PullMaxBytes(c.cfg.MaxBatchBytes),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			// Without this handler Consume stops silently when its
@@ -275,6 +280,7 @@ func (b *openBatch) add(m jetstream.Msg) bool {
 // handle hands the batch to the consumer's handler and starts a new one,
 // letting go of the handled messages.
 func (b *openBatch) handle(ctx context.Context, c *Consumer) {
+	c.inHand.Add(-int64(len(b.msgs)))
 	c.process(ctx, b.msgs)
 	clear(b.msgs)
 	b.msgs, b.bytes = b.msgs[:0], 0

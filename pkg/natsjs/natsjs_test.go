@@ -223,9 +223,12 @@ func TestConsumerDrainsOnShutdown(t *testing.T) {
 	bus := testutil.NATS(t)
 	rec := newRecorder(nil)
 	// A long MaxWait keeps fetched messages in a partial batch until shutdown.
-	stop, _ := runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-drain", MaxBatch: 100, MaxWait: time.Hour}, rec.handle)
+	stop, c := runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-drain", MaxBatch: 100, MaxWait: time.Hour}, rec.handle)
 	publish(t, bus, 7, func(i int) string { return "e" + strconv.Itoa(i) })
-	require.Eventually(t, func() bool { return consumerInfo(t, bus, "test-drain").NumAckPending == 7 }, 10*time.Second, 10*time.Millisecond)
+	// Wait until the runner holds them (the server counting them delivered
+	// is not enough: they may still be on the wire, and are then redelivered
+	// after AckWait rather than drained).
+	require.Eventually(t, func() bool { return c.InHand() == 7 }, 10*time.Second, 10*time.Millisecond)
 	require.Zero(t, rec.count(), "the batch is still open")
 
 	require.NoError(t, stop())
