@@ -1,6 +1,8 @@
 package chstore_test
 
 import (
+	"context"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -267,5 +269,59 @@ func TestInsertEmptySingleColumnRow(t *testing.T) {
 		}
 		require.NoError(t, err)
 		require.Equal(t, uint64(3), n)
+	})
+}
+
+// A long statement holds one connection of the pool; a read on another
+// answers meanwhile. (The embedded engine used to run every statement
+// behind one lock, so an insert of tens of megabytes stalled every read.)
+func TestReadWhileAnotherStatementRuns(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, s chstore.Store) {
+		ctx := t.Context()
+		slow := make(chan error, 1)
+		started := time.Now()
+		go func() { slow <- s.Exec(ctx, "SELECT sleep(2)") }()
+		require.Eventually(t, func() bool { return runningQueries(t, s, "sleep(2)") > 0 }, 5*time.Second, 5*time.Millisecond)
+		readAt := time.Now()
+		r, err := s.Query(ctx, "SELECT 41 + 1")
+		require.NoError(t, err)
+		require.Less(t, time.Since(readAt), time.Second, "the read waited for the slow statement")
+		require.True(t, r.Next())
+		require.NoError(t, <-slow)
+		require.GreaterOrEqual(t, time.Since(started), 2*time.Second)
+	})
+}
+
+// runningQueries counts statements in flight whose text contains frag.
+func runningQueries(t *testing.T, s chstore.Store, frag string) int {
+	r, err := s.Query(t.Context(), "SELECT count() FROM system.processes WHERE query LIKE ? AND query NOT LIKE '%system.processes%'", "%"+frag+"%")
+	require.NoError(t, err)
+	require.True(t, r.Next())
+	var n uint64
+	require.NoError(t, r.Scan(&n))
+	return int(n)
+}
+
+// When every connection is busy, a call waits for one, and its context
+// ends the wait.
+func TestWaitForAConnectionEndsWithTheContext(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, s chstore.Store) {
+		ctx := t.Context()
+		size := chstore.DefaultConfig().PoolSize
+		done := make(chan error, size)
+		for range size {
+			go func() { done <- s.Exec(ctx, "SELECT sleep(2)") }()
+		}
+		require.Eventually(t, func() bool {
+			qctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			defer cancel()
+			_, err := s.Query(qctx, "SELECT 1")
+			return errors.Is(err, context.DeadlineExceeded)
+		}, 5*time.Second, 10*time.Millisecond, "with %d statements running, a call must wait and give up with its context", size)
+		for range size {
+			require.NoError(t, <-done)
+		}
+		_, err := s.Query(ctx, "SELECT 1")
+		require.NoError(t, err, "connections come back to the pool")
 	})
 }

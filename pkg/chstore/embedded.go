@@ -18,13 +18,24 @@ import (
 // chDB keeps one engine per process: a second chdb_connect with another
 // data folder is not supported. So the process shares one session, and each
 // Store on it is a database within that session (tests give each their own).
+//
+// A chDB connection runs one query at a time, but several connections on
+// the one data folder run in parallel (DESIGN.md, "Storage"). The session
+// holds a pool of them, so a large insert on one does not block an API read
+// on another.
 type chdbSession struct {
-	mu        sync.Mutex // a chDB connection runs one query at a time
-	conn      unsafe.Pointer
-	path      string
-	refs      int
-	currentDB string
-	version   Version
+	path    string
+	version Version
+	idle    chan *chdbConn // connections not running a query
+	conns   []*chdbConn
+	refs    int // open Stores
+}
+
+// chdbConn is one connection and the database it last switched to (USE
+// is per connection).
+type chdbConn struct {
+	ptr unsafe.Pointer
+	db  string
 }
 
 var (
@@ -57,30 +68,17 @@ func openEmbedded(cfg Config) (Store, error) {
 	sessionMu.Lock()
 	defer sessionMu.Unlock()
 	if session == nil {
-		if err := chdbLoad(lib); err != nil {
-			return nil, fmt.Errorf("load %s: %w", lib, err)
-		}
-		conn, err := chdbConnect([]string{"clickhouse", "--path=" + dir})
+		s, err := connectSession(lib, dir, cfg.PoolSize)
 		if err != nil {
-			return nil, fmt.Errorf("open embedded clickhouse in %s: %w", dir, err)
-		}
-		s := &chdbSession{conn: conn, path: dir}
-		out, err := s.run("", "SELECT version()", "TabSeparated")
-		if err != nil {
-			chdbClose(conn)
-			return nil, fmt.Errorf("detect embedded clickhouse version: %w", err)
-		}
-		if s.version, err = ParseVersion(strings.TrimSpace(string(out))); err != nil {
-			chdbClose(conn)
 			return nil, err
 		}
 		session = s
 	} else if session.path != dir {
 		return nil, fmt.Errorf("clickhouse.data_dir: the embedded engine is already open on %s in this process; chDB supports one data folder per process", session.path)
 	}
-	if _, err := session.run("", "CREATE DATABASE IF NOT EXISTS "+cfg.Database, "TabSeparated"); err != nil {
+	if _, err := session.run(context.Background(), "", "CREATE DATABASE IF NOT EXISTS "+cfg.Database, "TabSeparated"); err != nil {
 		if session.refs == 0 {
-			chdbClose(session.conn)
+			session.close()
 			session = nil
 		}
 		return nil, fmt.Errorf("create database %s: %w", cfg.Database, err)
@@ -89,20 +87,75 @@ func openEmbedded(cfg Config) (Store, error) {
 	return &embeddedStore{s: session, db: cfg.Database}, nil
 }
 
-// run executes one statement with db as the current database.
-func (s *chdbSession) run(db, query, format string) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.conn == nil {
+// connectSession loads the library and opens size connections on dir.
+func connectSession(lib, dir string, size int) (*chdbSession, error) {
+	if err := chdbLoad(lib); err != nil {
+		return nil, fmt.Errorf("load %s: %w", lib, err)
+	}
+	size = max(size, 1)
+	s := &chdbSession{path: dir, idle: make(chan *chdbConn, size)}
+	for range size {
+		ptr, err := chdbConnect([]string{"clickhouse", "--path=" + dir})
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("open embedded clickhouse in %s: %w", dir, err)
+		}
+		c := &chdbConn{ptr: ptr}
+		s.conns = append(s.conns, c)
+		s.idle <- c
+	}
+	out, err := s.run(context.Background(), "", "SELECT version()", "TabSeparated")
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("detect embedded clickhouse version: %w", err)
+	}
+	if s.version, err = ParseVersion(strings.TrimSpace(string(out))); err != nil {
+		s.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// run executes one statement on a free connection, with db as the current
+// database. Waiting for a connection ends with ctx; a statement that has
+// started runs to its end (chDB can't interrupt it).
+func (s *chdbSession) run(ctx context.Context, db, query, format string) ([]byte, error) {
+	var c *chdbConn
+	select {
+	case c = <-s.idle:
+	default:
+		select {
+		case c = <-s.idle:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for an embedded clickhouse connection: %w", ctx.Err())
+		}
+	}
+	defer func() { s.idle <- c }()
+	if c.ptr == nil {
 		return nil, errors.New("embedded clickhouse is closed")
 	}
-	if db != "" && db != s.currentDB {
-		if _, err := chdbQuery(s.conn, "USE "+db, "TabSeparated"); err != nil {
+	if db != "" && db != c.db {
+		if _, err := chdbQuery(c.ptr, "USE "+db, "TabSeparated"); err != nil {
 			return nil, fmt.Errorf("use database %s: %w", db, err)
 		}
-		s.currentDB = db
+		c.db = db
 	}
-	return chdbQuery(s.conn, query, format)
+	return chdbQuery(c.ptr, query, format)
+}
+
+// close waits for every connection to finish its statement, then closes
+// them all.
+func (s *chdbSession) close() {
+	for range s.conns {
+		c := <-s.idle
+		if c.ptr != nil {
+			chdbClose(c.ptr)
+			c.ptr = nil
+		}
+	}
+	for _, c := range s.conns {
+		s.idle <- c // a late caller gets "closed", not a hang
+	}
 }
 
 func (e *embeddedStore) Engine() string   { return EngineEmbedded }
@@ -116,7 +169,7 @@ func (e *embeddedStore) Exec(ctx context.Context, query string, args ...any) err
 	if err != nil {
 		return err
 	}
-	_, err = e.s.run(e.db, q, "TabSeparated")
+	_, err = e.s.run(ctx, e.db, q, "TabSeparated")
 	return err
 }
 
@@ -128,7 +181,7 @@ func (e *embeddedStore) Query(ctx context.Context, query string, args ...any) (*
 	if err != nil {
 		return nil, err
 	}
-	out, err := e.s.run(e.db, q, "JSONCompactEachRowWithNamesAndTypes")
+	out, err := e.s.run(ctx, e.db, q, "JSONCompactEachRowWithNamesAndTypes")
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +278,7 @@ func (e *embeddedStore) Insert(ctx context.Context, table string, columns []stri
 			sized = true
 		}
 	}
-	if _, err := e.s.run(e.db, unsafe.String(unsafe.SliceData(buf), len(buf)), "TabSeparated"); err != nil {
+	if _, err := e.s.run(ctx, e.db, unsafe.String(unsafe.SliceData(buf), len(buf)), "TabSeparated"); err != nil {
 		return fmt.Errorf("insert %s: %w", table, err)
 	}
 	return nil
@@ -242,10 +295,7 @@ func (e *embeddedStore) Close() error {
 	if e.s.refs > 0 {
 		return nil
 	}
-	e.s.mu.Lock()
-	defer e.s.mu.Unlock()
-	chdbClose(e.s.conn)
-	e.s.conn = nil
+	e.s.close()
 	session = nil
 	return nil
 }

@@ -25,7 +25,8 @@ func openServer(ctx context.Context, cfg Config) (Store, error) {
 			Addr:         cfg.Addr,
 			Auth:         clickhouse.Auth{Database: db, Username: cfg.Username, Password: cfg.Password},
 			DialTimeout:  5 * time.Second,
-			MaxOpenConns: 8,
+			MaxOpenConns: cfg.PoolSize,
+			MaxIdleConns: cfg.PoolSize,
 		}
 	}
 	// The database may not exist yet, so create it from "default" first.

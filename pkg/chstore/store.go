@@ -59,6 +59,11 @@ type Config struct {
 	// LibPath is the path of libchdb.so (embedded engine). Empty means
 	// $STICKPOINT_CHDB_LIB, then the cache folder `make chdb` fills.
 	LibPath string `json:"lib_path"`
+
+	// PoolSize is how many statements run at once: connections to the
+	// embedded engine's data folder, or the server engine's open
+	// connections. The writer's inserts and API reads share them.
+	PoolSize int `json:"pool_size"`
 }
 
 // DefaultConfig is the embedded engine in ./.stickpoint/clickhouse.
@@ -69,6 +74,7 @@ func DefaultConfig() Config {
 		Addr:     []string{"127.0.0.1:9000"},
 		Username: "default",
 		DataDir:  filepath.Join(".stickpoint", "clickhouse"),
+		PoolSize: 8,
 	}
 }
 
@@ -87,6 +93,9 @@ func (c Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("clickhouse.engine: %q is not one of %q, %q", c.Engine, EngineEmbedded, EngineServer)
+	}
+	if c.PoolSize < 1 || c.PoolSize > 256 {
+		return fmt.Errorf("clickhouse.pool_size: %d is not between 1 and 256", c.PoolSize)
 	}
 	if !identRe.MatchString(c.Database) {
 		return fmt.Errorf("clickhouse.database: %q is not a plain identifier", c.Database)
