@@ -41,6 +41,15 @@ type Config struct {
 	// DuplicateWindow is how long the EVENTS stream remembers Nats-Msg-Id
 	// dedup ids.
 	DuplicateWindow time.Duration `json:"duplicate_window"`
+	// EventPartitions splits the EVENTS stream by tenant: each tenant's
+	// events go to one partition, and one writer at a time consumes a
+	// partition. Every process must agree on it; change it only with the
+	// writers drained (see README).
+	EventPartitions int `json:"event_partitions"`
+	// EventsMaxBytes bounds the events waiting for the writer. A full
+	// stream refuses new events (ingest answers 503) rather than discard
+	// any it acknowledged.
+	EventsMaxBytes int64 `json:"events_max_bytes"`
 }
 
 // DefaultConfig is an embedded server under ./.stickpoint/nats.
@@ -50,6 +59,8 @@ func DefaultConfig() Config {
 		SyncInterval:    time.Second,
 		Replicas:        1,
 		DuplicateWindow: 2 * time.Minute,
+		EventPartitions: 4,
+		EventsMaxBytes:  4 << 30,
 	}
 }
 
@@ -68,6 +79,12 @@ func (c Config) Validate() error {
 	}
 	if c.DuplicateWindow < time.Second {
 		return fmt.Errorf("nats.duplicate_window: %v is shorter than 1s", c.DuplicateWindow)
+	}
+	if c.EventPartitions < 1 || c.EventPartitions > 256 {
+		return fmt.Errorf("nats.event_partitions: %d is not between 1 and 256", c.EventPartitions)
+	}
+	if c.EventsMaxBytes < 1<<20 {
+		return fmt.Errorf("nats.events_max_bytes: %d is below 1 MiB", c.EventsMaxBytes)
 	}
 	if c.URL == "" && !c.SyncAlways && c.SyncInterval <= 0 {
 		return fmt.Errorf("nats.sync_interval: must be positive unless nats.sync_always is set")

@@ -25,6 +25,9 @@ const (
 	HeaderOriginalSubject  = "Stickpoint-Original-Subject"
 	HeaderOriginalSeq      = "Stickpoint-Original-Stream-Seq"
 	HeaderDeliveries       = "Stickpoint-Deliveries"
+	// HeaderFailures counts the deliveries that failed on their own while
+	// the sink was healthy; retries during an outage are not failures.
+	HeaderFailures = "Stickpoint-Failures"
 )
 
 // Handler does the work for a batch of messages. It returns nil only once
@@ -65,6 +68,16 @@ type ConsumerConfig struct {
 	Healthy func(ctx context.Context) error
 	// DrainTimeout bounds the final batch at shutdown.
 	DrainTimeout time.Duration
+	// Pinned delivers to one client at a time (JetStream's pinned-client
+	// priority policy): replicas of a service stand by, and one takes over
+	// when the pinned one stops pulling for AckWait. A handler that keeps
+	// state about what it has seen relies on this.
+	Pinned bool
+	// MaxRestarts is how many times in a row the runner declares its
+	// consumer again after losing it (deleted, or its stream gone) before
+	// Run gives up with an error. RestartDelay is the wait before the n-th.
+	MaxRestarts  int
+	RestartDelay func(n uint64) time.Duration
 }
 
 func (c *ConsumerConfig) setDefaults() {
@@ -89,7 +102,16 @@ func (c *ConsumerConfig) setDefaults() {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second
 	}
+	if c.MaxRestarts <= 0 {
+		c.MaxRestarts = 5
+	}
+	if c.RestartDelay == nil {
+		c.RestartDelay = ExponentialDelay(time.Second, 30*time.Second)
+	}
 }
+
+// pinnedGroup is the priority group of pinned consumers.
+const pinnedGroup = "pinned"
 
 // ExponentialDelay doubles from base per delivery, capped at limit.
 func ExponentialDelay(base, limit time.Duration) func(uint64) time.Duration {
@@ -113,10 +135,22 @@ type Consumer struct {
 	messages  metric.Int64Counter
 	batchSize metric.Int64Histogram
 	duration  metric.Float64Histogram
+	restarts  metric.Int64Counter
 	pending   atomic.Int64
 	inHand    atomic.Int64
 	attrs     metric.MeasurementOption
+
+	// down is why the consumer is not consuming right now, nil while it is.
+	down atomic.Pointer[error]
+	// failures counts each message's real failures (failing alone with a
+	// healthy sink), by stream sequence. Deliveries are no measure: they
+	// include every retry during an outage. The runner's goroutine alone
+	// uses it.
+	failures map[uint64]int
 }
+
+// errNotStarted is Err before Run has declared the consumer.
+var errNotStarted = errors.New("consumer not started")
 
 // NewConsumer builds a consumer; Run starts it.
 func NewConsumer(bus *Bus, cfg ConsumerConfig, h Handler, log *slog.Logger) (*Consumer, error) {
@@ -127,11 +161,17 @@ func NewConsumer(bus *Bus, cfg ConsumerConfig, h Handler, log *slog.Logger) (*Co
 	meter := otel.GetMeterProvider().Meter(scope)
 	c := &Consumer{
 		bus: bus, cfg: cfg, handler: h,
-		log:    log.With("consumer", cfg.Durable, "stream", cfg.Stream),
-		tracer: otel.GetTracerProvider().Tracer(scope),
-		attrs:  metric.WithAttributes(attribute.String("consumer", cfg.Durable)),
+		log:      log.With("consumer", cfg.Durable, "stream", cfg.Stream),
+		tracer:   otel.GetTracerProvider().Tracer(scope),
+		attrs:    metric.WithAttributes(attribute.String("consumer", cfg.Durable)),
+		failures: map[uint64]int{},
 	}
+	c.setDown(errNotStarted)
 	var err error
+	if c.restarts, err = meter.Int64Counter("stickpoint.consumer.restarts",
+		metric.WithDescription("Times a consumer was declared again after it stopped (deleted, or its stream lost).")); err != nil {
+		return nil, err
+	}
 	if c.messages, err = meter.Int64Counter("stickpoint.consumer.messages",
 		metric.WithDescription("Messages finished by a consumer, by outcome: acked, retried, dead_lettered, ack_failed.")); err != nil {
 		return nil, err
@@ -156,11 +196,63 @@ func (c *Consumer) Pending() int64 { return c.pending.Load() }
 // to the handler: what a drain at shutdown still handles.
 func (c *Consumer) InHand() int64 { return c.inHand.Load() }
 
+// Err is nil while the consumer is consuming, and says why otherwise
+// (not started yet, restarting after it was lost, stopped). Readiness
+// checks use it.
+func (c *Consumer) Err() error {
+	if p := c.down.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (c *Consumer) setDown(err error) {
+	if err == nil {
+		c.down.Store(nil)
+		return
+	}
+	c.down.Store(&err)
+}
+
 // Run consumes until ctx is cancelled, then drains: it stops fetching,
-// handles what was already fetched, and returns. Messages it could not
-// finish are redelivered after AckWait.
+// handles what was already fetched, and returns nil. Messages it could not
+// finish are redelivered after AckWait. When the consumer is lost (deleted,
+// or its stream gone), Run logs it, counts it, and declares the consumer
+// again; after MaxRestarts failed attempts in a row it returns the error,
+// so the process exits rather than answer while nothing is consumed.
 func (c *Consumer) Run(ctx context.Context) error {
-	cons, err := c.bus.JS.CreateOrUpdateConsumer(ctx, c.cfg.Stream, jetstream.ConsumerConfig{
+	defer c.setDown(errors.New("consumer stopped"))
+	failed := 0
+	for {
+		consumed, err := c.runOnce(ctx)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		c.setDown(err)
+		c.restarts.Add(ctx, 1, c.attrs)
+		if consumed {
+			failed = 0 // it ran: this is a new loss, not a failed restart
+		}
+		failed++
+		if failed > c.cfg.MaxRestarts {
+			c.log.ErrorContext(ctx, "consumer lost and could not be declared again; giving up", "attempts", failed-1, "error", err)
+			return fmt.Errorf("consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
+		}
+		wait := c.cfg.RestartDelay(uint64(failed))
+		c.log.ErrorContext(ctx, "consumer lost; declaring it again", "attempt", failed, "in", wait, "error", err)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// runOnce declares the consumer and consumes until ctx ends (then drains
+// and returns nil) or the consumer is lost. consumed says whether it got as
+// far as consuming.
+func (c *Consumer) runOnce(ctx context.Context) (consumed bool, _ error) {
+	cfg := jetstream.ConsumerConfig{
 		Durable:        c.cfg.Durable,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        c.cfg.AckWait,
@@ -168,33 +260,43 @@ func (c *Consumer) Run(ctx context.Context) error {
 		MaxAckPending:  max(2*c.cfg.MaxBatch, 1000),
 		FilterSubjects: c.cfg.FilterSubjects,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
+	}
+	consumeOpts := []jetstream.PullConsumeOpt{jetstream.PullMaxBytes(c.cfg.MaxBatchBytes)}
+	if c.cfg.Pinned {
+		// The pin moves to a standby replica once the pinned one has not
+		// pulled for AckWait. A handler finishes or gives up within half
+		// of AckWait (see handle), so a working replica keeps its pin,
+		// and pulls are renewed well within the TTL while idle.
+		cfg.PriorityPolicy, cfg.PriorityGroups, cfg.PinnedTTL = jetstream.PriorityPolicyPinned, []string{pinnedGroup}, c.cfg.AckWait
+		consumeOpts = append(consumeOpts, jetstream.PullPriorityGroup(pinnedGroup),
+			jetstream.PullExpiry(max(time.Second, min(30*time.Second, c.cfg.AckWait/3))))
+	}
+	cons, err := c.bus.JS.CreateOrUpdateConsumer(ctx, c.cfg.Stream, cfg)
 	if err != nil {
-		return fmt.Errorf("declare consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
+		return false, fmt.Errorf("declare consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
 	}
 
 	meter := otel.GetMeterProvider().Meter(scope)
 	lag, err := meter.Int64ObservableGauge("stickpoint.consumer.pending",
 		metric.WithDescription("Messages in the stream not yet delivered to the consumer (lag)."))
 	if err != nil {
-		return err
+		return false, err
 	}
 	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(lag, c.pending.Load(), c.attrs)
 		return nil
 	}, lag)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer func() { _ = reg.Unregister() }()
 
 	// Fetched messages wait in the client's buffer (MaxBatchBytes), then
 	// in this hand-off (a few messages), then in the open batch: about
 	// twice MaxBatchBytes at most.
-	msgs := make(chan jetstream.Msg, handoff)
+	msgs := make(chan received, handoff)
 	fatal := make(chan error, 1)
-	cc, err := cons.Consume(func(m jetstream.Msg) { c.inHand.Add(1); msgs <- m },
-		jetstream.PullMaxBytes(c.cfg.MaxBatchBytes),
+	consumeOpts = append(consumeOpts,
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			// Without this handler Consume stops silently when its
 			// consumer is deleted.
@@ -207,10 +309,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			c.log.WarnContext(ctx, "consume", "error", err)
 		}))
+	cc, err := cons.Consume(func(m jetstream.Msg) { c.inHand.Add(1); msgs <- received{m, time.Now()} }, consumeOpts...)
 	if err != nil {
-		return fmt.Errorf("consume %s: %w", c.cfg.Durable, err)
+		return false, fmt.Errorf("consume %s: %w", c.cfg.Durable, err)
 	}
-	c.log.InfoContext(ctx, "consumer started")
+	c.setDown(nil)
+	c.log.InfoContext(ctx, "consumer started", "pinned", c.cfg.Pinned)
 
 	batch := &openBatch{max: c.cfg.MaxBatch, maxBytes: c.cfg.MaxBatchBytes}
 	flush := time.NewTimer(c.cfg.MaxWait)
@@ -234,17 +338,41 @@ func (c *Consumer) Run(ctx context.Context) error {
 		case <-lagPoll.C:
 			// The poll also catches a deletion that Consume missed (one
 			// made while no pull request was in flight is never reported).
-			if err := c.pollLag(ctx, cons); errors.Is(err, jetstream.ErrConsumerNotFound) {
-				cc.Stop()
-				return fmt.Errorf("consumer %s stopped: %w", c.cfg.Durable, err)
+			if err := c.pollLag(ctx, cons); errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+				return true, c.abandon(ctx, cc, msgs, batch, err)
 			}
 		case err := <-fatal:
-			cc.Stop()
-			return fmt.Errorf("consumer %s stopped: %w", c.cfg.Durable, err)
+			return true, c.abandon(ctx, cc, msgs, batch, err)
 		case <-ctx.Done():
-			return c.drain(ctx, cc, msgs, batch)
+			c.drain(ctx, cc, msgs, batch)
+			return true, nil
 		}
 	}
+}
+
+// received is a message and when the runner got it.
+type received struct {
+	msg jetstream.Msg
+	at  time.Time
+}
+
+// abandon stops consuming after the consumer was lost. Its messages can't
+// be acked any more; the next consumer gets them again.
+func (c *Consumer) abandon(ctx context.Context, cc jetstream.ConsumeContext, msgs chan received, batch *openBatch, err error) error {
+	cc.Stop()
+	for more := true; more; {
+		select {
+		case <-msgs:
+			c.inHand.Add(-1)
+		default:
+			more = false
+		}
+	}
+	c.inHand.Add(-int64(len(batch.msgs)))
+	batch.reset()
+	c.pending.Store(0)
+	c.log.ErrorContext(ctx, "consumer lost", "error", err)
+	return fmt.Errorf("consumer %s stopped: %w", c.cfg.Durable, err)
 }
 
 func (c *Consumer) pollLag(ctx context.Context, cons jetstream.Consumer) error {
@@ -266,14 +394,18 @@ const handoff = 16
 // openBatch gathers messages until MaxBatch messages or MaxBatchBytes.
 type openBatch struct {
 	msgs          []jetstream.Msg
+	first         time.Time // when the runner got the oldest message
 	bytes         int
 	max, maxBytes int
 }
 
 // add appends m and reports whether the batch is full.
-func (b *openBatch) add(m jetstream.Msg) bool {
-	b.msgs = append(b.msgs, m)
-	b.bytes += len(m.Data())
+func (b *openBatch) add(r received) bool {
+	if len(b.msgs) == 0 {
+		b.first = r.at
+	}
+	b.msgs = append(b.msgs, r.msg)
+	b.bytes += len(r.msg.Data())
 	return len(b.msgs) >= b.max || b.bytes >= b.maxBytes
 }
 
@@ -281,13 +413,17 @@ func (b *openBatch) add(m jetstream.Msg) bool {
 // letting go of the handled messages.
 func (b *openBatch) handle(ctx context.Context, c *Consumer) {
 	c.inHand.Add(-int64(len(b.msgs)))
-	c.process(ctx, b.msgs)
+	c.process(ctx, b.msgs, b.first)
+	b.reset()
+}
+
+func (b *openBatch) reset() {
 	clear(b.msgs)
 	b.msgs, b.bytes = b.msgs[:0], 0
 }
 
 // drain stops fetching and handles what was fetched already.
-func (c *Consumer) drain(ctx context.Context, cc jetstream.ConsumeContext, msgs chan jetstream.Msg, batch *openBatch) error {
+func (c *Consumer) drain(ctx context.Context, cc jetstream.ConsumeContext, msgs chan received, batch *openBatch) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.DrainTimeout)
 	defer cancel()
 	cc.Drain()
@@ -322,11 +458,41 @@ func (c *Consumer) drain(ctx context.Context, cc jetstream.ConsumeContext, msgs 
 	if err := c.bus.NC.FlushWithContext(dctx); err != nil {
 		c.log.WarnContext(ctx, "flush acks at drain", "error", err)
 	}
+	if c.cfg.Pinned {
+		// Hand the pin over now rather than after AckWait. (If another
+		// replica holds it, it just pins again.)
+		if s, err := c.bus.JS.Stream(dctx, c.cfg.Stream); err == nil {
+			if err := s.UnpinConsumer(dctx, c.cfg.Durable, pinnedGroup); err != nil {
+				c.log.DebugContext(ctx, "unpin at drain", "error", err)
+			}
+		}
+	}
 	c.log.InfoContext(ctx, "consumer drained")
-	return nil
 }
 
-func (c *Consumer) process(ctx context.Context, batch []jetstream.Msg) {
+// process handles a batch whose oldest message the runner got at first.
+//
+// The handler must finish within half of AckWait of that: the server
+// redelivers an unacked message after AckWait, and with Pinned, moves the
+// pin to another replica once this one stops pulling for AckWait. The
+// handler's context carries that deadline, so a replica that stalled (a
+// pause, a long GC, SIGSTOP) and wakes up late gives up its batch instead
+// of committing work another replica is already redoing. A batch that is
+// already late is not started: it is retried at once.
+func (c *Consumer) process(ctx context.Context, batch []jetstream.Msg, first time.Time) {
+	deadline := first.Add(c.cfg.AckWait / 2)
+	if time.Now().After(deadline) {
+		c.log.WarnContext(ctx, "batch waited past half of AckWait before it could be handled; retrying it", "messages", len(batch),
+			"waited", time.Since(first).Round(time.Millisecond))
+		c.retry(context.WithoutCancel(ctx), batch, "late")
+		return
+	}
+	hctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	c.handleBatch(hctx, batch)
+}
+
+func (c *Consumer) handleBatch(ctx context.Context, batch []jetstream.Msg) {
 	// One span per batch, linked to each message's trace (up to 128).
 	links := make([]trace.Link, 0, min(len(batch), 128))
 	for _, m := range batch[:min(len(batch), 128)] {
@@ -353,6 +519,11 @@ func (c *Consumer) process(ctx context.Context, batch []jetstream.Msg) {
 func (c *Consumer) ack(ctx context.Context, msgs []jetstream.Msg) {
 	failed := 0
 	for _, m := range msgs {
+		if len(c.failures) > 0 {
+			if md, err := m.Metadata(); err == nil {
+				delete(c.failures, md.Sequence.Stream)
+			}
+		}
 		if err := m.Ack(); err != nil {
 			// The work is durable; a lost ack means a redelivery, which
 			// the idempotent handler absorbs.
@@ -375,15 +546,21 @@ func (c *Consumer) count(ctx context.Context, outcome string, n int) {
 // fail decides what happens to a batch whose handler failed.
 func (c *Consumer) fail(ctx context.Context, batch []jetstream.Msg, err error) {
 	if ctx.Err() != nil {
-		// Stopped mid-batch (shutdown): that says nothing about the
-		// messages, so they are redelivered, never split or dead-lettered.
-		c.retry(context.WithoutCancel(ctx), batch)
+		// Stopped mid-batch (shutdown, or past the batch's deadline): that
+		// says nothing about the messages, so they are redelivered, never
+		// split or dead-lettered.
+		reason := "shutdown"
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			reason = "late"
+			c.log.WarnContext(ctx, "batch took longer than half of AckWait; retrying it", "messages", len(batch), "error", err)
+		}
+		c.retry(context.WithoutCancel(ctx), batch, reason)
 		return
 	}
 	if c.cfg.Healthy != nil {
 		if herr := c.cfg.Healthy(ctx); herr != nil {
 			c.log.WarnContext(ctx, "handler failed while its sink is unhealthy; retrying later", "error", err, "health", herr, "messages", len(batch))
-			c.retry(ctx, batch)
+			c.retry(ctx, batch, "sink_down")
 			return
 		}
 	}
@@ -403,24 +580,46 @@ func (c *Consumer) fail(ctx context.Context, batch []jetstream.Msg, err error) {
 	}
 }
 
-func (c *Consumer) retry(ctx context.Context, msgs []jetstream.Msg) {
+// retry naks msgs for redelivery after a delay that grows with their
+// deliveries. reason labels the count: failed, sink_down, late, shutdown.
+func (c *Consumer) retry(ctx context.Context, msgs []jetstream.Msg, reason string) {
 	for _, m := range msgs {
 		n := uint64(1)
 		if md, err := m.Metadata(); err == nil {
 			n = md.NumDelivered
 		}
+		if reason == "shutdown" || reason == "late" {
+			n = 1 // not the message's doing: back soon
+		}
 		if err := m.NakWithDelay(c.cfg.NakDelay(n)); err != nil {
 			c.log.WarnContext(ctx, "nak failed; the message is redelivered after AckWait", "error", err)
 		}
 	}
-	c.count(ctx, "retried", len(msgs))
+	if len(msgs) > 0 {
+		c.messages.Add(ctx, int64(len(msgs)), metric.WithAttributes(attribute.String("consumer", c.cfg.Durable),
+			attribute.String("outcome", "retried"), attribute.String("reason", reason)))
+	}
 }
+
+// maxTrackedFailures bounds the failure counts kept; past it they start
+// over (a message then gets MaxDeliver more tries, which is still finite).
+const maxTrackedFailures = 100_000
 
 func (c *Consumer) failOne(ctx context.Context, m jetstream.Msg, err error) {
 	md, merr := m.Metadata()
-	if merr != nil || md.NumDelivered < uint64(c.cfg.MaxDeliver) {
+	if merr != nil {
 		c.log.WarnContext(ctx, "message failed; retrying later", "subject", m.Subject(), "error", err)
-		c.retry(ctx, []jetstream.Msg{m})
+		c.retry(ctx, []jetstream.Msg{m}, "failed")
+		return
+	}
+	if len(c.failures) >= maxTrackedFailures {
+		clear(c.failures)
+	}
+	c.failures[md.Sequence.Stream]++
+	failures := c.failures[md.Sequence.Stream]
+	if failures < c.cfg.MaxDeliver {
+		c.log.WarnContext(ctx, "message failed; retrying later", "subject", m.Subject(), "failures", failures, "error", err)
+		c.retry(ctx, []jetstream.Msg{m}, "failed")
 		return
 	}
 	dl := &nats.Msg{
@@ -439,6 +638,7 @@ func (c *Consumer) failOne(ctx context.Context, m jetstream.Msg, err error) {
 	dl.Header.Set(HeaderOriginalSubject, m.Subject())
 	dl.Header.Set(HeaderOriginalSeq, strconv.FormatUint(md.Sequence.Stream, 10))
 	dl.Header.Set(HeaderDeliveries, strconv.FormatUint(md.NumDelivered, 10))
+	dl.Header.Set(HeaderFailures, strconv.Itoa(failures))
 	dl.Header.Del(nats.MsgIdHdr)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -446,13 +646,14 @@ func (c *Consumer) failOne(ctx context.Context, m jetstream.Msg, err error) {
 	id := "dl:" + c.cfg.Stream + ":" + c.cfg.Durable + ":" + strconv.FormatUint(md.Sequence.Stream, 10)
 	if _, perr := c.bus.JS.PublishMsg(pctx, dl, jetstream.WithMsgID(id)); perr != nil {
 		c.log.ErrorContext(ctx, "dead-letter publish failed; retrying the message", "error", perr)
-		c.retry(ctx, []jetstream.Msg{m})
+		c.retry(ctx, []jetstream.Msg{m}, "failed")
 		return
 	}
+	delete(c.failures, md.Sequence.Stream)
 	if terr := m.TermWithReason("dead-lettered"); terr != nil {
 		c.log.WarnContext(ctx, "term after dead-letter failed", "error", terr)
 	}
 	c.log.ErrorContext(ctx, "message dead-lettered", "subject", m.Subject(), "stream_seq", md.Sequence.Stream,
-		"deliveries", md.NumDelivered, "dead_letter_subject", dl.Subject, "error", err)
+		"failures", failures, "deliveries", md.NumDelivered, "dead_letter_subject", dl.Subject, "error", err)
 	c.count(ctx, "dead_lettered", 1)
 }

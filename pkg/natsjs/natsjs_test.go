@@ -183,6 +183,7 @@ func TestConsumerDeadLettersPoisonAndTheRestFlows(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "poison", string(msg.Data))
 	require.Equal(t, "3", msg.Header.Get(natsjs.HeaderDeliveries))
+	require.Equal(t, "3", msg.Header.Get(natsjs.HeaderFailures))
 	require.Equal(t, "18", msg.Header.Get(natsjs.HeaderOriginalSeq))
 	require.Contains(t, msg.Header.Get(natsjs.HeaderDeadLetterReason), "cannot handle poison")
 	require.Eventually(t, func() bool {
@@ -242,25 +243,150 @@ func TestConsumerDrainsOnShutdown(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond, "every drained message is acked")
 }
 
-func TestConsumerStopsWhenDeleted(t *testing.T) {
+// A consumer deleted under the runner is declared again, and consuming
+// goes on; it is never a silent stop.
+func TestConsumerDeclaredAgainWhenDeleted(t *testing.T) {
 	bus := testutil.NATS(t)
 	rec := newRecorder(nil)
-	cfg := natsjs.ConsumerConfig{Stream: natsjs.EventsStream, Durable: "test-deleted", MaxWait: 10 * time.Millisecond}
-	c, err := natsjs.NewConsumer(bus, cfg, rec.handle, testutil.Logger(t))
+	_, c := runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-deleted", MaxWait: 10 * time.Millisecond,
+		RestartDelay: func(uint64) time.Duration { return 10 * time.Millisecond }}, rec.handle)
+	require.Eventually(t, func() bool { return c.Err() == nil }, 10*time.Second, 10*time.Millisecond)
+	publish(t, bus, 1, func(int) string { return "before" })
+	require.Eventually(t, func() bool { return rec.count() == 1 }, 10*time.Second, 10*time.Millisecond)
+
+	require.NoError(t, bus.JS.DeleteConsumer(t.Context(), natsjs.EventsStream, "test-deleted"))
+	require.Eventually(t, func() bool { return c.Err() != nil }, 15*time.Second, 10*time.Millisecond, "the loss shows (readiness)")
+	require.Eventually(t, func() bool { return c.Err() == nil }, 15*time.Second, 10*time.Millisecond, "declared again")
+	_, err := bus.JS.Publish(t.Context(), natsjs.EventSubject("acme", "track"), []byte("after"), jetstream.WithMsgID("after"))
 	require.NoError(t, err)
+	require.Eventually(t, func() bool { return rec.count() == 2 }, 15*time.Second, 10*time.Millisecond, "consuming goes on")
+}
+
+// When the consumer can't be declared again (its stream is gone), Run
+// gives up with an error after MaxRestarts attempts, so the process exits
+// instead of answering while nothing is consumed.
+func TestConsumerGivesUpWhenItsStreamIsGone(t *testing.T) {
+	bus := testutil.NATS(t)
+	_, err := bus.JS.CreateStream(t.Context(), jetstream.StreamConfig{Name: "DOOMED", Subjects: []string{"doomed.>"}})
+	require.NoError(t, err)
+	c, err := natsjs.NewConsumer(bus, natsjs.ConsumerConfig{Stream: "DOOMED", Durable: "test-doomed", MaxWait: 10 * time.Millisecond,
+		MaxRestarts: 2, RestartDelay: func(uint64) time.Duration { return 10 * time.Millisecond }}, newRecorder(nil).handle, testutil.Logger(t))
+	require.NoError(t, err)
+	require.ErrorContains(t, c.Err(), "not started")
 	done := make(chan error, 1)
 	go func() { done <- c.Run(t.Context()) }()
-	require.Eventually(t, func() bool {
-		_, err := bus.JS.Consumer(t.Context(), natsjs.EventsStream, "test-deleted")
-		return err == nil
-	}, 10*time.Second, 10*time.Millisecond)
-	require.NoError(t, bus.JS.DeleteConsumer(t.Context(), natsjs.EventsStream, "test-deleted"))
+	require.Eventually(t, func() bool { return c.Err() == nil }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, bus.JS.DeleteStream(t.Context(), "DOOMED"))
 	select {
 	case err := <-done:
-		require.Error(t, err, "a deleted consumer is an error, not a silent stop")
-	case <-time.After(15 * time.Second):
-		t.Fatal("consumer did not notice its deletion")
+		require.Error(t, err)
+		require.Error(t, c.Err())
+	case <-time.After(30 * time.Second):
+		t.Fatal("the runner did not give up")
 	}
+}
+
+// A long outage redelivers messages many times; none of those deliveries
+// count towards dead-lettering. A poison message met afterwards still gets
+// its MaxDeliver real tries.
+func TestDeadLetteringCountsOnlyRealFailures(t *testing.T) {
+	bus := testutil.NATS(t)
+	publish(t, bus, 3, func(i int) string { return []string{"a", "poison", "b"}[i] })
+	var down atomic.Bool
+	down.Store(true)
+	rec := newRecorder(func(body string) bool { return down.Load() || body == "poison" })
+	healthy := func(context.Context) error {
+		if down.Load() {
+			return errors.New("sink down")
+		}
+		return nil
+	}
+	runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-real", MaxBatch: 3, MaxWait: 10 * time.Millisecond, NakDelay: fastRetry,
+		MaxDeliver: 3, Healthy: healthy}, rec.handle)
+	require.Eventually(t, func() bool { return rec.calls.Load() >= 8 }, 10*time.Second, 10*time.Millisecond, "well past MaxDeliver deliveries")
+	down.Store(false)
+
+	dl, err := bus.JS.Stream(t.Context(), natsjs.DeadLetterStream)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := dl.Info(t.Context())
+		return err == nil && info.State.Msgs == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	msg, err := dl.GetLastMsgForSubject(t.Context(), natsjs.DeadLetterSubject(natsjs.EventsStream, "test-real"))
+	require.NoError(t, err)
+	require.Equal(t, "poison", string(msg.Data))
+	require.Equal(t, "3", msg.Header.Get(natsjs.HeaderFailures), "three real failures")
+	deliveries, err := strconv.Atoi(msg.Header.Get(natsjs.HeaderDeliveries))
+	require.NoError(t, err)
+	require.Greater(t, deliveries, 3, "the outage's deliveries did not count")
+	require.Equal(t, 2, rec.count(), "the good messages flow")
+}
+
+// A handler gets half of AckWait from when the runner received its oldest
+// message; past it, the batch is retried (never dead-lettered), before the
+// server would redeliver it to another replica.
+func TestSlowBatchIsRetriedBeforeAckWait(t *testing.T) {
+	bus := testutil.NATS(t)
+	publish(t, bus, 1, func(int) string { return "slow" })
+	var attempts atomic.Int64
+	var firstBudget atomic.Int64
+	rec := newRecorder(nil)
+	handler := func(ctx context.Context, msgs []jetstream.Msg) error {
+		if attempts.Add(1) == 1 {
+			dl, ok := ctx.Deadline()
+			require.True(t, ok, "the handler's context has a deadline")
+			firstBudget.Store(int64(time.Until(dl)))
+			<-ctx.Done() // an insert slower than the budget
+			return ctx.Err()
+		}
+		return rec.handle(ctx, msgs)
+	}
+	runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-slow", MaxBatch: 1, MaxWait: time.Millisecond, AckWait: 2 * time.Second,
+		MaxDeliver: 1, NakDelay: fastRetry}, handler)
+	require.Eventually(t, func() bool { return rec.count() == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.LessOrEqual(t, time.Duration(firstBudget.Load()), time.Second, "at most half of AckWait")
+	require.Equal(t, int64(2), attempts.Load(), "retried once, at once")
+	dl, err := bus.JS.Stream(t.Context(), natsjs.DeadLetterStream)
+	require.NoError(t, err)
+	info, err := dl.Info(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, info.State.Msgs, "a slow batch is not a poison message")
+}
+
+// With Pinned, one runner at a time gets the messages; another replica on
+// the same durable stands by and takes over when the first stops.
+func TestPinnedConsumerDeliversToOneReplicaAtATime(t *testing.T) {
+	bus := testutil.NATS(t)
+	a, b := newRecorder(nil), newRecorder(nil)
+	cfg := natsjs.ConsumerConfig{Durable: "test-pinned", MaxBatch: 10, MaxWait: 5 * time.Millisecond, AckWait: 3 * time.Second, Pinned: true}
+	stopA, ca := runConsumer(t, bus, cfg, a.handle)
+	require.Eventually(t, func() bool { return ca.Err() == nil }, 10*time.Second, 10*time.Millisecond)
+	stopB, cb := runConsumer(t, bus, cfg, b.handle)
+	require.Eventually(t, func() bool { return cb.Err() == nil }, 10*time.Second, 10*time.Millisecond)
+
+	for i := range 30 {
+		publish1(t, bus, "first-"+strconv.Itoa(i))
+		time.Sleep(2 * time.Millisecond) // spread over many pulls
+	}
+	require.Eventually(t, func() bool { return a.count()+b.count() == 30 }, 10*time.Second, 10*time.Millisecond)
+	require.True(t, a.count() == 30 || b.count() == 30, "one replica got them all: %d and %d", a.count(), b.count())
+	pinned, standby, stopPinned := a, b, stopA
+	if b.count() == 30 {
+		pinned, standby, stopPinned = b, a, stopB
+	}
+	require.NoError(t, stopPinned())
+	for i := range 10 {
+		publish1(t, bus, "second-"+strconv.Itoa(i))
+	}
+	require.Eventually(t, func() bool { return standby.count() == 10 }, 2*time.Second, 10*time.Millisecond,
+		"the standby took over within AckWait (3 s): the drain hands the pin over")
+	require.Equal(t, 30, pinned.count())
+}
+
+func publish1(t *testing.T, bus *natsjs.Bus, body string) {
+	t.Helper()
+	_, err := bus.JS.Publish(t.Context(), natsjs.EventSubject("acme", "track"), []byte(body), jetstream.WithMsgID(body))
+	require.NoError(t, err)
 }
 
 func TestTraceContextCrossesHeaders(t *testing.T) {
@@ -341,4 +467,68 @@ func TestShutdownMidBatchNeverDeadLetters(t *testing.T) {
 	rec := newRecorder(nil)
 	runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-cutoff", MaxWait: time.Millisecond, MaxDeliver: 1}, rec.handle)
 	require.Eventually(t, func() bool { return rec.count() == 1 }, 10*time.Second, 10*time.Millisecond, "redelivered after the restart")
+}
+
+// Ingest publishes on events.<tenant>.<type>; the stream files each tenant
+// under one partition, computed as EventPartition computes it.
+func TestEventsArePartitionedByTenant(t *testing.T) {
+	bus := testutil.NATS(t)
+	n := bus.Config().EventPartitions
+	seen := map[int]bool{}
+	for i := range 20 {
+		tenant := "tenant-" + strconv.Itoa(i)
+		ack, err := bus.JS.Publish(t.Context(), natsjs.EventSubject(tenant, "track"), []byte("x"), jetstream.WithMsgID(tenant))
+		require.NoError(t, err)
+		s, err := bus.JS.Stream(t.Context(), natsjs.EventsStream)
+		require.NoError(t, err)
+		msg, err := s.GetMsg(t.Context(), ack.Sequence)
+		require.NoError(t, err)
+		p := natsjs.EventPartition(tenant, n)
+		require.Equal(t, fmt.Sprintf("events.%d.%s.track", p, tenant), msg.Subject)
+		seen[p] = true
+	}
+	require.Len(t, seen, n, "20 tenants spread over every partition")
+}
+
+// EVENTS used to keep every event for 7 days (limits retention); it is a
+// work queue now. A stream whose consumers processed everything is
+// replaced; one holding unprocessed events is kept, with an error that
+// says what to do.
+func TestEventsStreamMigratesToAWorkQueue(t *testing.T) {
+	cfg := natsjs.DefaultConfig()
+	cfg.StoreDir = t.TempDir()
+	bus, err := natsjs.Connect(t.Context(), cfg, "test", testutil.Logger(t))
+	require.NoError(t, err)
+	t.Cleanup(bus.Close)
+	old := func() jetstream.Stream {
+		_ = bus.JS.DeleteStream(t.Context(), natsjs.EventsStream)
+		s, err := bus.JS.CreateStream(t.Context(), jetstream.StreamConfig{Name: natsjs.EventsStream, Subjects: []string{"events.>"}, MaxAge: 7 * 24 * time.Hour})
+		require.NoError(t, err)
+		for i := range 3 {
+			_, err := bus.JS.Publish(t.Context(), "events.acme.track", []byte("e"+strconv.Itoa(i)))
+			require.NoError(t, err)
+		}
+		return s
+	}
+
+	s := old()
+	cons, err := s.CreateConsumer(t.Context(), jetstream.ConsumerConfig{Durable: "ingest-writer", AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(t, err)
+	err = bus.EnsureStreams(t.Context())
+	require.ErrorContains(t, err, "holds 3 messages its consumers have not processed")
+	info, err := s.Info(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), info.State.Msgs, "nothing unprocessed is deleted")
+
+	batch, err := cons.Fetch(3)
+	require.NoError(t, err)
+	for m := range batch.Messages() {
+		require.NoError(t, m.DoubleAck(t.Context()))
+	}
+	require.NoError(t, bus.EnsureStreams(t.Context()))
+	s, err = bus.JS.Stream(t.Context(), natsjs.EventsStream)
+	require.NoError(t, err)
+	require.Equal(t, jetstream.WorkQueuePolicy, s.CachedInfo().Config.Retention)
+	require.Equal(t, jetstream.DiscardNew, s.CachedInfo().Config.Discard)
+	require.Zero(t, s.CachedInfo().Config.MaxAge, "no age limit: it would discard events not yet stored")
 }

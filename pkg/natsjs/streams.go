@@ -2,7 +2,10 @@ package natsjs
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"hash/fnv"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -10,7 +13,9 @@ import (
 
 // Stream names and subjects. Every subject carries the tenant.
 const (
-	// EventsStream holds usage events: events.<tenant>.<type>.
+	// EventsStream holds usage events on their way to ClickHouse. Ingest
+	// publishes them on events.<tenant>.<type>; the stream stores them as
+	// events.<partition>.<tenant>.<type> (see EventPartition).
 	EventsStream = "EVENTS"
 	// SignalsStream holds derived signals: signals.<tenant>.<kind>.
 	SignalsStream = "SIGNALS"
@@ -19,8 +24,23 @@ const (
 	DeadLetterStream = "DEADLETTER"
 )
 
-// EventSubject is the subject of an event of type typ for tenant.
+// EventSubject is the subject ingest publishes events of type typ for
+// tenant on.
 func EventSubject(tenant, typ string) string { return "events." + tenant + "." + typ }
+
+// EventPartition is the partition the EVENTS stream files tenant's events
+// under, out of n: the FNV-1a hash of the tenant modulo n, as JetStream's
+// partition() subject mapping computes it. One partition holds whole
+// tenants, so the one writer consuming it sees all of a tenant's events in
+// order, which exactly-once per messageId relies on.
+func EventPartition(tenant string, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(tenant))
+	return int(h.Sum32() % uint32(n))
+}
+
+// EventPartitionFilter is the filter subject of one partition's events.
+func EventPartitionFilter(p int) string { return "events." + strconv.Itoa(p) + ".>" }
 
 // SignalSubject is the subject of a signal of kind for tenant.
 func SignalSubject(tenant, kind string) string { return "signals." + tenant + "." + kind }
@@ -35,14 +55,25 @@ func (b *Bus) Streams() []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{
 		{
 			Name:        EventsStream,
-			Description: "Usage events from ingest; the writer moves them to ClickHouse.",
+			Description: "Usage events from ingest, held until the writer has stored them in ClickHouse.",
 			Subjects:    []string{"events.>"},
-			Storage:     jetstream.FileStorage,
-			Replicas:    b.cfg.Replicas,
-			Retention:   jetstream.LimitsPolicy,
-			MaxAge:      7 * 24 * time.Hour,
-			Duplicates:  b.cfg.DuplicateWindow,
-			Discard:     jetstream.DiscardOld,
+			SubjectTransform: &jetstream.SubjectTransformConfig{
+				Source:      "events.*.*",
+				Destination: fmt.Sprintf("events.{{partition(%d,1)}}.{{wildcard(1)}}.{{wildcard(2)}}", b.cfg.EventPartitions),
+			},
+			Storage:  jetstream.FileStorage,
+			Replicas: b.cfg.Replicas,
+			// A work queue: an event leaves the stream when the writer acks
+			// it, that is once it is in ClickHouse. So the stream holds only
+			// what is not yet stored, and its byte limit bounds that
+			// backlog. When it is full, new events are refused (ingest
+			// answers 503 and clients retry) and none is discarded. There
+			// is no age limit: it would discard acknowledged events that a
+			// writer outage kept from ClickHouse.
+			Retention:  jetstream.WorkQueuePolicy,
+			MaxBytes:   b.cfg.EventsMaxBytes,
+			Discard:    jetstream.DiscardNew,
+			Duplicates: b.cfg.DuplicateWindow,
 		},
 		{
 			Name:        SignalsStream,
@@ -67,9 +98,51 @@ func (b *Bus) Streams() []jetstream.StreamConfig {
 // EnsureStreams creates the streams, or updates them to these definitions.
 func (b *Bus) EnsureStreams(ctx context.Context) error {
 	for _, sc := range b.Streams() {
+		if err := b.migrateRetention(ctx, sc); err != nil {
+			return err
+		}
 		if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("declare stream %s: %w", sc.Name, err)
 		}
+	}
+	return nil
+}
+
+// migrateRetention replaces a stream whose retention policy differs from
+// sc's (JetStream can't change it in place): EVENTS kept every event for 7
+// days before it became a work queue. The old stream is deleted only when
+// each of its consumers has acknowledged everything, so no event that was
+// not yet stored is lost.
+func (b *Bus) migrateRetention(ctx context.Context, sc jetstream.StreamConfig) error {
+	s, err := b.JS.Stream(ctx, sc.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("read stream %s: %w", sc.Name, err)
+	}
+	info := s.CachedInfo()
+	if info.Config.Retention == sc.Retention {
+		return nil
+	}
+	unprocessed := uint64(0)
+	if info.State.Consumers == 0 {
+		unprocessed = info.State.Msgs
+	}
+	lister := s.ListConsumers(ctx)
+	for ci := range lister.Info() {
+		unprocessed += ci.NumPending + uint64(ci.NumAckPending)
+	}
+	if err := lister.Err(); err != nil {
+		return fmt.Errorf("read consumers of stream %s: %w", sc.Name, err)
+	}
+	if unprocessed > 0 {
+		return fmt.Errorf("stream %s must change its retention to %s, but holds %d messages its consumers have not processed: "+
+			"run the previous version until they are (metric stickpoint_consumer_pending at 0), then start this one", sc.Name, sc.Retention, unprocessed)
+	}
+	b.log.WarnContext(ctx, "replacing stream to change its retention policy; all its messages were processed",
+		"stream", sc.Name, "from", info.Config.Retention.String(), "to", sc.Retention.String(), "messages", info.State.Msgs)
+	if err := b.JS.DeleteStream(ctx, sc.Name); err != nil {
+		return fmt.Errorf("replace stream %s: %w", sc.Name, err)
 	}
 	return nil
 }

@@ -275,8 +275,9 @@ func testStatusCodes(t *testing.T, engine string) {
 }
 
 func TestUnavailableWhenJetStreamCannotTakeTheWrite(t *testing.T) {
-	f := newFixture(t, chstore.EngineEmbedded, func(c *app.Config) { c.HTTP.PublishTimeout = 500 * time.Millisecond })
-	// Shrink the stream to its current size and refuse new messages.
+	// No writer: the stream only fills.
+	f := newFixture(t, chstore.EngineEmbedded, func(c *app.Config) { c.HTTP.PublishTimeout, c.Writer.Enabled = 500*time.Millisecond, false })
+	// Shrink the stream to one message and refuse new ones.
 	s, err := f.bus.JS.Stream(t.Context(), natsjs.EventsStream)
 	require.NoError(t, err)
 	cfg := s.CachedInfo().Config
