@@ -9,6 +9,7 @@ package events
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"slices"
@@ -60,10 +61,16 @@ type Event struct {
 func Subject(tenant, typ string) string { return "events." + tenant + "." + typ }
 
 // DedupID is the Nats-Msg-Id of a message holding evs: the tenant, the type
-// and a hash of the sorted messageIds. A client retrying a request sends
-// the same messageIds, so the retry's messages carry the same ids and
-// JetStream drops them; the tenant in the id means one tenant's messageIds
-// never suppress another's.
+// and a hash of the sorted messageIds. A client retrying a request as it
+// was sends the same messageIds, so JetStream drops the retry's messages
+// within its duplicate window; the tenant in the id means one tenant's
+// messageIds never suppress another's. (The writer's dedup index is what
+// stores each messageId once beyond that: this only spares it the work.)
+//
+// Each messageId is hashed with its length before it, so no two lists
+// encode alike: a messageId may contain any byte, so with a separator
+// ["a", "b"] and ["a\x00b"] would collide, and the second request would
+// be dropped as a duplicate of the first.
 func DedupID(tenant, typ string, evs []Event) string {
 	ids := make([]string, len(evs))
 	for i := range evs {
@@ -71,9 +78,10 @@ func DedupID(tenant, typ string, evs []Event) string {
 	}
 	slices.Sort(ids)
 	h := sha256.New()
+	var n [binary.MaxVarintLen64]byte
 	for _, id := range ids {
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(id)))])
 		h.Write([]byte(id))
-		h.Write([]byte{0})
 	}
 	return tenant + ":" + typ + ":" + hex.EncodeToString(h.Sum(nil)[:16])
 }

@@ -36,10 +36,17 @@ func TestDedupID(t *testing.T) {
 	require.Equal(t, events.DedupID("acme", "track", a), events.DedupID("acme", "track", b), "order does not matter")
 	require.NotEqual(t, events.DedupID("acme", "track", a), events.DedupID("globex", "track", a), "tenants never collide")
 	require.NotEqual(t, events.DedupID("acme", "track", a), events.DedupID("acme", "track", a[:1]))
-	// The separator keeps ["ab","c"] apart from ["a","bc"].
+	// Length prefixes keep ["ab","c"] apart from ["a","bc"], and a
+	// messageId holding the old separator byte apart from two ids.
 	require.NotEqual(t,
 		events.DedupID("t", "track", []events.Event{{MessageID: "ab"}, {MessageID: "c"}}),
 		events.DedupID("t", "track", []events.Event{{MessageID: "a"}, {MessageID: "bc"}}))
+	require.NotEqual(t,
+		events.DedupID("t", "track", []events.Event{{MessageID: "a"}, {MessageID: "b"}}),
+		events.DedupID("t", "track", []events.Event{{MessageID: "a\x00b"}}))
+	require.NotEqual(t,
+		events.DedupID("t", "track", []events.Event{{MessageID: ""}, {MessageID: "a"}}),
+		events.DedupID("t", "track", []events.Event{{MessageID: "a"}}))
 }
 
 func fullEvent(i int) events.Event {

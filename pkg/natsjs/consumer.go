@@ -68,6 +68,9 @@ type ConsumerConfig struct {
 	Healthy func(ctx context.Context) error
 	// DrainTimeout bounds the final batch at shutdown.
 	DrainTimeout time.Duration
+	// OnDeadLetter, when set, runs after a message was dead-lettered, so a
+	// handler can undo what a failed attempt left behind.
+	OnDeadLetter func(ctx context.Context, m jetstream.Msg)
 	// Pinned delivers to one client at a time (JetStream's pinned-client
 	// priority policy): replicas of a service stand by, and one takes over
 	// when the pinned one stops pulling for AckWait. A handler that keeps
@@ -650,6 +653,9 @@ func (c *Consumer) failOne(ctx context.Context, m jetstream.Msg, err error) {
 		return
 	}
 	delete(c.failures, md.Sequence.Stream)
+	if c.cfg.OnDeadLetter != nil {
+		c.cfg.OnDeadLetter(ctx, m)
+	}
 	if terr := m.TermWithReason("dead-lettered"); terr != nil {
 		c.log.WarnContext(ctx, "term after dead-letter failed", "error", terr)
 	}

@@ -11,10 +11,14 @@ import (
 
 // NATS starts an embedded nats-server with JetStream on a temp folder,
 // declares Stickpoint's streams and returns a bus on it, drained at cleanup.
-func NATS(t testing.TB) *natsjs.Bus {
+// Options change the default configuration first.
+func NATS(t testing.TB, options ...func(*natsjs.Config)) *natsjs.Bus {
 	t.Helper()
 	cfg := natsjs.DefaultConfig()
 	cfg.StoreDir = t.TempDir()
+	for _, o := range options {
+		o(&cfg)
+	}
 	bus, err := natsjs.Connect(t.Context(), cfg, "test", Logger(t))
 	if err != nil {
 		t.Fatalf("embedded nats: %v", err)

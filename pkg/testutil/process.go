@@ -149,13 +149,14 @@ var (
 	builtBin = map[string]string{}
 )
 
-// GoBinary builds a Go main package once per test binary and returns the
-// executable's path.
-func GoBinary(t testing.TB, pkg string) string {
+// GoBinary builds a Go main package once per test binary (and set of build
+// flags, e.g. "-tags", "failpoints") and returns the executable's path.
+func GoBinary(t testing.TB, pkg string, buildFlags ...string) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if p, ok := builtBin[pkg]; ok {
+	key := strings.Join(append([]string{pkg}, buildFlags...), " ")
+	if p, ok := builtBin[key]; ok {
 		return p
 	}
 	dir, err := os.MkdirTemp("", "stickpoint-bin-")
@@ -164,12 +165,12 @@ func GoBinary(t testing.TB, pkg string) string {
 	}
 	out := filepath.Join(dir, filepath.Base(pkg))
 	var stderr bytes.Buffer
-	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd := exec.Command("go", append(append([]string{"build", "-o", out}, buildFlags...), pkg)...)
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, stderr.String())
+		t.Fatalf("go build %s: %v\n%s", key, err, stderr.String())
 	}
-	builtBin[pkg] = out
+	builtBin[key] = out
 	mu.Lock()
 	cleanups = append(cleanups, func() { _ = os.RemoveAll(dir) })
 	mu.Unlock()

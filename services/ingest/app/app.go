@@ -9,11 +9,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/grpcserver"
@@ -61,16 +61,21 @@ type WriterConfig struct {
 	// goes to the DEADLETTER stream (never while ClickHouse is down).
 	MaxDeliver int `json:"max_deliver"`
 	// AckWait is how long JetStream waits for a batch's ack before it
-	// redelivers it, e.g. after a writer crash. It must exceed the
-	// slowest insert.
+	// redelivers it, e.g. after a writer crash, and how long a standby
+	// writer waits before it takes over a partition. A batch gets half of
+	// it for its inserts.
 	AckWait time.Duration `json:"ack_wait"`
+	// DedupHorizon is how long a stored messageId is remembered: an event
+	// sent again within it is not stored again, however it is batched.
+	DedupHorizon time.Duration `json:"dedup_horizon"`
 }
 
 // DefaultConfig is Segment's limits and a writer batching up to 200
 // messages or 250 ms.
 func DefaultConfig() Config {
 	return Config{HTTP: httpapi.DefaultConfig(),
-		Writer:             WriterConfig{Enabled: true, MaxBatch: 200, MaxBatchBytes: 32 << 20, MaxWait: 250 * time.Millisecond, MaxDeliver: 10, AckWait: 30 * time.Second},
+		Writer: WriterConfig{Enabled: true, MaxBatch: 200, MaxBatchBytes: 32 << 20, MaxWait: 250 * time.Millisecond, MaxDeliver: 10,
+			AckWait: 30 * time.Second, DedupHorizon: 24 * time.Hour},
 		StatsFlushInterval: 10 * time.Second}
 }
 
@@ -97,23 +102,29 @@ func (c Config) Validate() error {
 	if c.Writer.MaxDeliver < 1 {
 		return fmt.Errorf("ingest.writer.max_deliver: must be at least 1")
 	}
+	if c.Writer.DedupHorizon < time.Minute {
+		return fmt.Errorf("ingest.writer.dedup_horizon: %v is under 1m", c.Writer.DedupHorizon)
+	}
 	return nil
 }
 
 // Service is ingest's parts.
 type Service struct {
-	cfg    Config
-	http   *httpapi.Handler
-	events *eventsapi.Server
-	ingest *grpcapi.Server
-	intake *intake.Intake
-	store  *store.Store
-	log    *slog.Logger
-	writer *natsjs.Consumer
+	cfg     Config
+	http    *httpapi.Handler
+	events  *eventsapi.Server
+	ingest  *grpcapi.Server
+	intake  *intake.Intake
+	store   *store.Store
+	log     *slog.Logger
+	bus     *natsjs.Bus
+	writer  *writer.Writer
+	writers []*natsjs.Consumer // one per EVENTS partition
 }
 
-// WriterDurable is the writer's consumer name; its replicas share it.
-const WriterDurable = "ingest-writer"
+// WriterDurable is the name of partition p's writer consumer. Writer
+// replicas share it; one at a time consumes (it is pinned).
+func WriterDurable(p int) string { return "ingest-writer-" + strconv.Itoa(p) }
 
 // New builds ingest over a bus, a migrated store and the tenancy registry.
 func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, log *slog.Logger) (*Service, error) {
@@ -132,47 +143,48 @@ func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, l
 		return nil, err
 	}
 	s := &Service{cfg: cfg, http: h, events: eventsapi.New(st), ingest: grpcapi.New(cfg.HTTP.Limits, in),
-		intake: in, store: st, log: log}
-	if cfg.Writer.Enabled {
-		w := writer.New(st)
-		w.AfterWrite = failpoint(log)
-		s.writer, err = natsjs.NewConsumer(bus, natsjs.ConsumerConfig{
+		intake: in, store: st, log: log, bus: bus}
+	if !cfg.Writer.Enabled {
+		return s, nil
+	}
+	partitions := bus.Config().EventPartitions
+	wlog := log.With("component", "ingest-writer")
+	if s.writer, err = writer.New(st, writer.Config{Horizon: cfg.Writer.DedupHorizon, AckWait: cfg.Writer.AckWait, Partitions: partitions}, wlog); err != nil {
+		return nil, err
+	}
+	s.writer.AfterWrite = failpoint(log)
+	for p := range partitions {
+		c, err := natsjs.NewConsumer(bus, natsjs.ConsumerConfig{
 			Stream:         natsjs.EventsStream,
-			Durable:        WriterDurable,
-			FilterSubjects: []string{"events.>"},
+			Durable:        WriterDurable(p),
+			FilterSubjects: []string{natsjs.EventPartitionFilter(p)},
 			MaxBatch:       cfg.Writer.MaxBatch,
 			MaxBatchBytes:  cfg.Writer.MaxBatchBytes,
 			MaxWait:        cfg.Writer.MaxWait,
 			MaxDeliver:     cfg.Writer.MaxDeliver,
 			AckWait:        cfg.Writer.AckWait,
+			Pinned:         true,
 			Healthy: func(ctx context.Context) error {
 				return db.Exec(ctx, "SELECT 1")
 			},
-		}, w.Handle, log.With("component", "ingest-writer"))
+			OnDeadLetter: s.writer.Release,
+		}, s.writer.Handler(p), wlog.With("partition", p))
 		if err != nil {
 			return nil, err
 		}
+		s.writers = append(s.writers, c)
 	}
 	return s, nil
 }
 
-// failpoint reads STICKPOINT_FAILPOINT=writer-exit-after-insert:N, which
-// makes the writer exit right after its Nth successful insert, before the
-// ack: the "insert succeeded, ack lost" crash of RELIABILITY.md's R5, made
-// deterministic for the fault tests. Unset, it does nothing.
-func failpoint(log *slog.Logger) func() {
-	spec, ok := strings.CutPrefix(os.Getenv("STICKPOINT_FAILPOINT"), "writer-exit-after-insert:")
-	n, err := strconv.Atoi(spec)
-	if !ok || err != nil || n < 1 {
-		return nil
-	}
-	log.Warn("failpoint armed: the writer exits after an insert", "insert", n)
-	var inserts atomic.Int64
-	return func() {
-		if inserts.Add(1) == int64(n) {
-			os.Exit(75)
+// Ready reports whether every writer partition is consuming.
+func (s *Service) Ready(context.Context) error {
+	for _, c := range s.writers {
+		if err := c.Err(); err != nil {
+			return fmt.Errorf("ingest writer: %w", err)
 		}
 	}
+	return nil
 }
 
 // Register mounts the HTTP API on mux, and the events and ingest APIs on srv.
@@ -183,33 +195,95 @@ func (s *Service) Register(mux *http.ServeMux, srv *grpcserver.Server) {
 }
 
 // Run runs the writer and the stats flusher until ctx is cancelled, then
-// drains the writer and flushes the stats.
+// drains the writer and flushes the stats. If a writer partition stops for
+// good, Run returns its error and the process exits.
 func (s *Service) Run(ctx context.Context) error {
-	flushed := make(chan struct{})
-	go func() {
-		defer close(flushed)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
 		t := time.NewTicker(s.cfg.StatsFlushInterval)
 		defer t.Stop()
 		for {
 			select {
 			case <-t.C:
-				s.flushRejections(ctx)
-			case <-ctx.Done():
+				s.flushRejections(gctx)
+			case <-gctx.Done():
 				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 				s.flushRejections(fctx)
 				cancel()
-				return
+				return nil
 			}
 		}
-	}()
-	var err error
+	})
 	if s.writer != nil {
-		err = s.writer.Run(ctx)
-	} else {
-		<-ctx.Done()
+		if err := s.checkPartitions(ctx); err != nil {
+			if ctx.Err() != nil {
+				return g.Wait()
+			}
+			return err
+		}
+		if err := s.loadWriter(ctx); err != nil {
+			return g.Wait() // stopped while loading
+		}
+		for _, c := range s.writers {
+			g.Go(func() error { return c.Run(gctx) })
+		}
+		g.Go(func() error {
+			t := time.NewTicker(time.Hour)
+			defer t.Stop()
+			for {
+				if err := s.writer.Maintain(gctx); err != nil && gctx.Err() == nil {
+					s.log.WarnContext(gctx, "dedup maintenance", "error", err)
+				}
+				select {
+				case <-t.C:
+				case <-gctx.Done():
+					return nil
+				}
+			}
+		})
 	}
-	<-flushed
-	return err
+	return g.Wait()
+}
+
+// loadWriter loads the writer's dedup filter, retrying while ClickHouse
+// is unavailable (events wait in JetStream meanwhile, and readiness says
+// the writer is not consuming). It fails only when ctx ends.
+func (s *Service) loadWriter(ctx context.Context) error {
+	delay := natsjs.ExponentialDelay(time.Second, 30*time.Second)
+	for attempt := uint64(1); ; attempt++ {
+		err := s.writer.Load(ctx)
+		if err == nil || ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.log.WarnContext(ctx, "load the writer's dedup filter; retrying", "attempt", attempt, "error", err)
+		select {
+		case <-time.After(delay(attempt)):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// checkPartitions refuses to start when a writer consumer of a partition
+// beyond nats.event_partitions still holds events: they were filed under
+// a larger partition count and no writer would consume them.
+func (s *Service) checkPartitions(ctx context.Context) error {
+	stream, err := s.bus.JS.Stream(ctx, natsjs.EventsStream)
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", natsjs.EventsStream, err)
+	}
+	lister := stream.ListConsumers(ctx)
+	for ci := range lister.Info() {
+		p, err := strconv.Atoi(strings.TrimPrefix(ci.Name, "ingest-writer-"))
+		if err != nil || p < len(s.writers) {
+			continue
+		}
+		if left := ci.NumPending + uint64(ci.NumAckPending); left > 0 {
+			return fmt.Errorf("nats.event_partitions: consumer %s still holds %d events filed under partition %d, beyond the %d partitions configured: "+
+				"set nats.event_partitions back until it is drained", ci.Name, left, p, len(s.writers))
+		}
+	}
+	return lister.Err()
 }
 
 func (s *Service) flushRejections(ctx context.Context) {

@@ -1,6 +1,9 @@
--- Usage events, one row per call. The writer may insert a row twice (a
--- redelivery after a lost ack); identical rows merge away in the background,
--- and every query dedups by message_id so answers never depend on merges.
+-- Usage events, one row per call and messageId: the writer checks each
+-- messageId against message_ids (0003) before it inserts, so a client retry,
+-- however re-batched or re-timed, adds no row. (ReplacingMergeTree merges
+-- only rows with an equal sort key, and a retry's account or skew-corrected
+-- timestamp can differ, so merges alone would not dedup it.) Queries still
+-- count distinct messageIds, so an answer never depends on merges.
 CREATE TABLE IF NOT EXISTS events (
     tenant_id          String,
     account_id         String,

@@ -58,7 +58,8 @@ func newCluster(t *testing.T) *cluster {
 	res, err := reg.CreateTenant(t.Context(), tenant, "")
 	require.NoError(t, err)
 	return &cluster{t: t, natsURL: natsURL, ch: ch, store: store, bus: bus, writeKey: res.WriteKey.Key,
-		bin: testutil.GoBinary(t, "github.com/stickpoint/stickpoint/services/ingest/cmd/ingest")}
+		// With the failpoints tag: R5 crashes the writer at a chosen point.
+		bin: testutil.GoBinary(t, "github.com/stickpoint/stickpoint/services/ingest/cmd/ingest", "-tags", "failpoints")}
 }
 
 // ingest describes an ingest process; writer says whether it runs the writer.
@@ -76,7 +77,7 @@ func (c *cluster) ingest(name string, writer bool, env ...string) (*testutil.Pro
 		"--set", fmt.Sprintf("ingest.writer.enabled=%t", writer),
 		"--set", "ingest.writer.max_wait=50ms",
 		"--set", "ingest.writer.max_deliver=3",
-		"--set", "ingest.writer.ack_wait=3s", // a killed writer's batches come back quickly
+		"--set", "ingest.writer.ack_wait=6s", // a killed writer's batches and partitions come back quickly; a batch gets 3 s
 		"--set", "ingest.http.rate_per_second=0",
 		"--set", "telemetry.log_level=warn",
 	}
@@ -269,7 +270,7 @@ func TestR6PoisonGoesToDeadLetter(t *testing.T) {
 		info, err := dl.Info(context.Background())
 		return err == nil && info.State.Msgs == 1
 	}, 60*time.Second, 100*time.Millisecond)
-	msg, err := dl.GetLastMsgForSubject(t.Context(), natsjs.DeadLetterSubject(natsjs.EventsStream, app.WriterDurable))
+	msg, err := dl.GetLastMsgForSubject(t.Context(), natsjs.DeadLetterSubject(natsjs.EventsStream, app.WriterDurable(natsjs.EventPartition(tenant, natsjs.DefaultConfig().EventPartitions))))
 	require.NoError(t, err)
 	require.Equal(t, "this is not an event", string(msg.Data))
 	require.Equal(t, "3", msg.Header.Get(natsjs.HeaderDeliveries))

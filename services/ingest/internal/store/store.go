@@ -5,6 +5,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
@@ -18,14 +19,15 @@ type Store struct{ db chstore.Store }
 func New(db chstore.Store) *Store { return &Store{db: db} }
 
 var eventColumns = []string{"tenant_id", "account_id", "message_id", "type", "name", "user_id", "anonymous_id",
-	"source_id", "timestamp", "timestamp_ms", "original_timestamp", "sent_at", "received_at", "properties", "traits", "context"}
+	"source_id", "timestamp", "timestamp_ms", "original_timestamp", "sent_at", "received_at", "properties", "traits", "context",
+	"previous_id"}
 
 // eventRow is the events table's row model, kept apart from events.Event.
 func eventRow(e *events.Event) []any {
 	return []any{e.TenantID, e.AccountID, e.MessageID, e.Type, e.Name, e.UserID, e.AnonymousID,
 		e.SourceID, e.Timestamp.UTC().Truncate(time.Second), uint16(e.Timestamp.Nanosecond() / 1e6),
 		zeroTime(e.OriginalTimestamp), zeroTime(e.SentAt), e.ReceivedAt.UTC(),
-		string(e.Properties), string(e.Traits), string(e.Context)}
+		string(e.Properties), string(e.Traits), string(e.Context), e.PreviousID}
 }
 
 // zeroTime maps "unknown" to the Unix epoch, which DateTime can hold.
@@ -66,25 +68,191 @@ func (s *Store) Write(ctx context.Context, evs []events.Event) error {
 	return s.db.Insert(ctx, "accounts", []string{"tenant_id", "account_id", "traits", "updated_at", "message_id"}, accounts)
 }
 
-// UserAccounts returns the account of each user's latest group call.
-func (s *Store) UserAccounts(ctx context.Context, tenant string, users []string) (map[string]string, error) {
-	out := map[string]string{}
+// Membership is a user's tie to an account, from a group call (or a call
+// naming context.groupId), at that call's event time.
+type Membership struct {
+	AccountID string
+	Since     time.Time
+}
+
+// Memberships returns each user's ties to accounts, in no order.
+func (s *Store) Memberships(ctx context.Context, tenant string, users []string) (map[string][]Membership, error) {
+	out := map[string][]Membership{}
 	if len(users) == 0 {
 		return out, nil
 	}
-	r, err := s.db.Query(ctx, `SELECT user_id, argMax(account_id, updated_at) FROM users
-		WHERE tenant_id = ? AND user_id IN ? AND account_id != '' GROUP BY user_id`, tenant, chstore.In(users))
-	if err != nil {
-		return nil, fmt.Errorf("read user accounts: %w", err)
-	}
-	for r.Next() {
-		var u, a string
-		if err := r.Scan(&u, &a); err != nil {
-			return nil, err
+	err := inChunks(users, func(chunk []string) error {
+		r, err := s.db.Query(ctx, `SELECT DISTINCT user_id, account_id, updated_at FROM users
+			WHERE tenant_id = ? AND user_id IN ? AND account_id != ''`, tenant, chstore.In(chunk))
+		if err != nil {
+			return fmt.Errorf("read user accounts: %w", err)
 		}
-		out[u] = a
+		for r.Next() {
+			var u string
+			var m Membership
+			if err := r.Scan(&u, &m.AccountID, &m.Since); err != nil {
+				return err
+			}
+			out[u] = append(out[u], m)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// inChunk is how many values an IN list holds: ClickHouse refuses a query
+// over max_query_size (256 KiB by default).
+const inChunk = 1000
+
+// inChunks calls f with consecutive parts of values of at most inChunk.
+func inChunks(values []string, f func([]string) error) error {
+	for len(values) > 0 {
+		n := min(len(values), inChunk)
+		if err := f(values[:n]); err != nil {
+			return err
+		}
+		values = values[n:]
 	}
-	return out, nil
+	return nil
+}
+
+// A Claim says a tenant's messageId is stored: under which account, by
+// which EVENTS stream message.
+type Claim struct {
+	TenantID, MessageID string
+	Hash                uint64
+	AccountID           string
+	StreamSeq           uint64
+	// Released marks a claim given up: its message was dead-lettered.
+	Released bool
+}
+
+var claimColumns = []string{"tenant_id", "message_id", "id_hash", "account_id", "stream_seq", "claimed_at", "version", "released"}
+
+// AddClaims records claims made (or released) at now, as one insert.
+func (s *Store) AddClaims(ctx context.Context, claims []Claim, now time.Time) error {
+	rows := make([][]any, len(claims))
+	for i, c := range claims {
+		released := uint8(0)
+		if c.Released {
+			released = 1
+		}
+		rows[i] = []any{c.TenantID, c.MessageID, c.Hash, c.AccountID, c.StreamSeq, now.UTC(), uint64(now.UnixNano()), released}
+	}
+	if err := s.db.Insert(ctx, "message_ids", claimColumns, rows); err != nil {
+		return fmt.Errorf("claim message ids: %w", err)
+	}
+	return nil
+}
+
+// Claims returns the claims in force for ids of tenant made since since,
+// by messageId: the latest row of each, unless it released the claim.
+func (s *Store) Claims(ctx context.Context, tenant string, ids []string, since time.Time) (map[string]Claim, error) {
+	out := map[string]Claim{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	err := inChunks(ids, func(chunk []string) error {
+		r, err := s.db.Query(ctx, `SELECT message_id, argMax(account_id, version), argMax(stream_seq, version), argMax(released, version)
+			FROM message_ids WHERE tenant_id = ? AND message_id IN ? AND claimed_at >= ? GROUP BY message_id`,
+			tenant, chstore.In(chunk), since)
+		if err != nil {
+			return fmt.Errorf("read message id claims: %w", err)
+		}
+		for r.Next() {
+			c := Claim{TenantID: tenant}
+			var released uint64
+			if err := r.Scan(&c.MessageID, &c.AccountID, &c.StreamSeq, &released); err != nil {
+				return err
+			}
+			if released == 0 {
+				out[c.MessageID] = c
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// claimPages splits the load of every claim's hash into this many queries,
+// so no single result holds them all.
+const claimPages = 16
+
+// ClaimHashes calls each with the hash and claim time of every claim made
+// since since, in pages.
+func (s *Store) ClaimHashes(ctx context.Context, since time.Time, each func(hash uint64, claimedAt time.Time)) error {
+	for page := range claimPages {
+		r, err := s.db.Query(ctx, "SELECT id_hash, claimed_at FROM message_ids WHERE claimed_at >= ? AND id_hash % ? = ?",
+			since, uint64(claimPages), uint64(page))
+		if err != nil {
+			return fmt.Errorf("load message id claims: %w", err)
+		}
+		for r.Next() {
+			var h uint64
+			var at time.Time
+			if err := r.Scan(&h, &at); err != nil {
+				return err
+			}
+			each(h, at)
+		}
+	}
+	return nil
+}
+
+// DropClaimsBefore drops the daily partitions of claims made before day,
+// and returns how many it dropped.
+func (s *Store) DropClaimsBefore(ctx context.Context, day time.Time) (int, error) {
+	r, err := s.db.Query(ctx, `SELECT DISTINCT partition FROM system.parts
+		WHERE database = currentDatabase() AND table = 'message_ids' AND active`)
+	if err != nil {
+		return 0, fmt.Errorf("list message id partitions: %w", err)
+	}
+	limit, _ := strconv.ParseUint(day.UTC().Format("20060102"), 10, 32)
+	dropped := 0
+	for r.Next() {
+		var p string
+		if err := r.Scan(&p); err != nil {
+			return dropped, err
+		}
+		n, err := strconv.ParseUint(p, 10, 32)
+		if err != nil || n >= limit {
+			continue
+		}
+		if err := s.db.Exec(ctx, "ALTER TABLE message_ids DROP PARTITION ?", uint32(n)); err != nil {
+			return dropped, fmt.Errorf("drop message id partition %s: %w", p, err)
+		}
+		dropped++
+	}
+	return dropped, nil
+}
+
+// StoredEvents returns which of ids are in the events table under one of
+// accounts: a lookup by the sort key's prefix.
+func (s *Store) StoredEvents(ctx context.Context, tenant string, accounts, ids []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	err := inChunks(ids, func(chunk []string) error {
+		// Accounts number at most the ids; a lookup per chunk of ids names
+		// them all, which the sort key's prefix narrows.
+		return inChunks(accounts, func(accts []string) error {
+			r, err := s.db.Query(ctx, "SELECT DISTINCT message_id FROM events WHERE tenant_id = ? AND account_id IN ? AND message_id IN ?",
+				tenant, chstore.In(accts), chstore.In(chunk))
+			if err != nil {
+				return fmt.Errorf("look up stored events: %w", err)
+			}
+			for r.Next() {
+				var id string
+				if err := r.Scan(&id); err != nil {
+					return err
+				}
+				out[id] = true
+			}
+			return nil
+		})
+	})
+	return out, err
 }
 
 // Filter selects events for Count.

@@ -79,9 +79,45 @@ func TestWriteCountRecent(t *testing.T) {
 		require.Equal(t, want.SourceID, got.SourceID)
 		require.Equal(t, want.Name, got.Name)
 
-		accts, err := s.UserAccounts(ctx, "acme", []string{"u3", "nobody"})
+		members, err := s.Memberships(ctx, "acme", []string{"u3", "nobody"})
 		require.NoError(t, err)
-		require.Equal(t, map[string]string{"u3": "a9"}, accts)
+		require.Equal(t, map[string][]store.Membership{"u3": {{AccountID: "a9", Since: t0.Truncate(time.Second)}}}, members)
+	})
+}
+
+// Claims: the latest row of a messageId is in force unless it released the
+// claim; the horizon bounds what is read; old days' partitions drop.
+func TestClaims(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		s := open(t, db)
+		ctx := t.Context()
+		day1 := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
+		day3 := day1.Add(48 * time.Hour)
+		require.NoError(t, s.AddClaims(ctx, []store.Claim{
+			{TenantID: "acme", MessageID: "old", Hash: 1, AccountID: "a1", StreamSeq: 7},
+		}, day1))
+		require.NoError(t, s.AddClaims(ctx, []store.Claim{
+			{TenantID: "acme", MessageID: "m1", Hash: 2, AccountID: "a1", StreamSeq: 10},
+			{TenantID: "acme", MessageID: "m2", Hash: 3, AccountID: "", StreamSeq: 10},
+			{TenantID: "globex", MessageID: "m1", Hash: 4, AccountID: "g", StreamSeq: 11},
+		}, day3))
+		require.NoError(t, s.AddClaims(ctx, []store.Claim{{TenantID: "acme", MessageID: "m2", Hash: 3, StreamSeq: 10, Released: true}}, day3.Add(time.Millisecond)))
+
+		got, err := s.Claims(ctx, "acme", []string{"m1", "m2", "old", "never"}, day3.Add(-24*time.Hour))
+		require.NoError(t, err)
+		require.Equal(t, map[string]store.Claim{"m1": {TenantID: "acme", MessageID: "m1", AccountID: "a1", StreamSeq: 10}}, got,
+			"m2 was released; old is past the horizon; globex's m1 is another tenant's")
+
+		var hashes []uint64
+		require.NoError(t, s.ClaimHashes(ctx, day1.Add(-time.Hour), func(h uint64, _ time.Time) { hashes = append(hashes, h) }))
+		require.ElementsMatch(t, []uint64{1, 2, 3, 4, 3}, hashes)
+
+		dropped, err := s.DropClaimsBefore(ctx, day3.Truncate(24*time.Hour))
+		require.NoError(t, err)
+		require.Equal(t, 1, dropped)
+		hashes = nil
+		require.NoError(t, s.ClaimHashes(ctx, day1.Add(-time.Hour), func(h uint64, _ time.Time) { hashes = append(hashes, h) }))
+		require.ElementsMatch(t, []uint64{2, 3, 4, 3}, hashes)
 	})
 }
 
