@@ -95,20 +95,41 @@ func (s *Server) Register(desc *grpc.ServiceDesc, impl any) {
 func (s *Server) Addr() string { return s.lis.Addr().String() }
 
 // Serve serves until ctx is cancelled, then reports NOT_SERVING and stops
-// gracefully, forcing the stop after the shutdown timeout.
+// gracefully, forcing the stop after the shutdown timeout. Processes
+// that order their shutdown use Listen, NotServing and Stop instead.
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.grpc.Serve(s.lis) }()
+	go func() { errc <- s.Listen() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.NotServing()
+	s.Stop(context.WithoutCancel(ctx))
+	return <-errc
+}
+
+// Listen serves every registered service, reported SERVING, until Stop.
+// It returns nil after Stop.
+func (s *Server) Listen() error {
 	for name := range s.grpc.GetServiceInfo() {
 		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	select {
-	case err := <-errc:
+	if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("grpc serve: %w", err)
-	case <-ctx.Done():
 	}
-	s.health.Shutdown() // every service NOT_SERVING first, so balancers move away
+	return nil
+}
+
+// NotServing reports every service NOT_SERVING, so load balancers move
+// away before the server stops.
+func (s *Server) NotServing() { s.health.Shutdown() }
+
+// Stop stops gracefully: no new calls, running ones finish. After the
+// shutdown timeout it cancels the calls still running.
+func (s *Server) Stop(ctx context.Context) {
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
 	select {
@@ -118,10 +139,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.grpc.Stop()
 		<-stopped
 	}
-	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-		return fmt.Errorf("grpc serve: %w", err)
-	}
-	return nil
 }
 
 func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {

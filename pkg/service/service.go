@@ -12,9 +12,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/grpcserver"
@@ -32,12 +32,46 @@ type Config struct {
 	NATS       natsjs.Config     `json:"nats"`
 	ClickHouse chstore.Config    `json:"clickhouse"`
 	Telemetry  telemetry.Config  `json:"telemetry"`
+	Shutdown   ShutdownConfig    `json:"shutdown"`
+}
+
+// ShutdownConfig bounds each step of the shutdown (see Serve). gRPC's
+// graceful stop is bounded by grpc.shutdown_timeout.
+type ShutdownConfig struct {
+	// Drain bounds the consumers finishing what they fetched.
+	Drain time.Duration `json:"drain"`
+	// HTTP bounds the HTTP server's graceful stop.
+	HTTP time.Duration `json:"http"`
+	// Flush bounds the services' final flushes.
+	Flush time.Duration `json:"flush"`
+	// Close bounds each of: NATS draining, ClickHouse closing, telemetry
+	// flushing.
+	Close time.Duration `json:"close"`
+}
+
+// DefaultShutdownConfig gives consumers 15 s, HTTP 10 s, and the flushes
+// and closes 5 s each.
+func DefaultShutdownConfig() ShutdownConfig {
+	return ShutdownConfig{Drain: 15 * time.Second, HTTP: 10 * time.Second, Flush: 5 * time.Second, Close: 5 * time.Second}
+}
+
+// Validate reports the first invalid field by name.
+func (c ShutdownConfig) Validate() error {
+	for name, d := range map[string]time.Duration{"drain": c.Drain, "http": c.HTTP, "flush": c.Flush, "close": c.Close} {
+		if d <= 0 {
+			return fmt.Errorf("shutdown.%s: must be positive", name)
+		}
+	}
+	return nil
 }
 
 // Validate reports the first invalid field by name.
 func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return fmt.Errorf("http_addr: %w", err)
+	}
+	if err := c.Shutdown.Validate(); err != nil {
+		return err
 	}
 	for _, v := range []interface{ Validate() error }{c.GRPC, c.NATS, c.ClickHouse, c.Telemetry} {
 		if err := v.Validate(); err != nil {
@@ -57,9 +91,24 @@ type Base struct {
 	GRPC     *grpcserver.Server
 	Mux      *http.ServeMux
 
-	cfg     Config
-	httpLis net.Listener
-	closers []func(context.Context) error
+	cfg      Config
+	httpLis  net.Listener
+	closers  []func(context.Context) error
+	stopping atomic.Bool
+	ready    []func(context.Context) error
+}
+
+// Service is a service's part of a process, which Serve runs between the
+// servers' start and an ordered shutdown.
+type Service interface {
+	// Run runs the service's consumers and loops until ctx ends, then
+	// drains them. An error before ctx ends stops the process.
+	Run(ctx context.Context) error
+	// Flush writes what the request handlers left to write (counters),
+	// after the servers stopped.
+	Flush(ctx context.Context) error
+	// Ready reports why the service can't do its work, or nil (/readyz).
+	Ready(ctx context.Context) error
 }
 
 // Start opens everything in order; on error it closes what it opened.
@@ -110,12 +159,8 @@ func Start(ctx context.Context, cfg Config, name, version string, logw io.Writer
 	b.Mux.Handle("GET /metrics", tel.MetricsHandler())
 	b.Mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	b.Mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !b.Bus.NC.IsConnected() {
-			http.Error(w, "nats not connected", http.StatusServiceUnavailable)
-			return
-		}
-		if err := b.Store.Exec(r.Context(), "SELECT 1"); err != nil {
-			http.Error(w, "clickhouse: "+err.Error(), http.StatusServiceUnavailable)
+		if err := b.Ready(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ready\n")
@@ -123,34 +168,122 @@ func Start(ctx context.Context, cfg Config, name, version string, logw io.Writer
 	return b, nil
 }
 
+// Ready is nil when the process can take work: not shutting down, NATS
+// connected, ClickHouse answering, and every service ready.
+func (b *Base) Ready(ctx context.Context) error {
+	if b.stopping.Load() {
+		return errors.New("shutting down")
+	}
+	if !b.Bus.NC.IsConnected() {
+		return errors.New("nats not connected")
+	}
+	if err := b.Store.Exec(ctx, "SELECT 1"); err != nil {
+		return fmt.Errorf("clickhouse: %w", err)
+	}
+	for _, check := range b.ready {
+		if err := check(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // HTTPAddr is the address the HTTP server listens on.
 func (b *Base) HTTPAddr() string { return b.httpLis.Addr().String() }
 
-// Serve runs the servers and the given runners (consumers) until ctx is
-// cancelled or one fails, then shuts down in order: gRPC health goes
-// NOT_SERVING and servers stop, consumers drain, then NATS drains, the
-// store closes and telemetry flushes.
-func (b *Base) Serve(ctx context.Context, runners ...func(context.Context) error) error {
+// Serve runs the servers and the services until ctx is cancelled or one of
+// them fails, then shuts down in this order, each step bounded on its own:
+//
+//  1. health goes NOT_SERVING (gRPC health, and /readyz answers 503);
+//  2. the services' consumers drain (shutdown.drain);
+//  3. gRPC and HTTP stop gracefully (grpc.shutdown_timeout, shutdown.http);
+//  4. the services flush what their handlers left (shutdown.flush);
+//  5. NATS drains, 6. ClickHouse closes, 7. telemetry flushes
+//     (shutdown.close each).
+//
+// Consumers stop before the servers so that what the API still accepts
+// waits in JetStream for the next start, rather than reach a consumer
+// that is going away. It returns the first failure, if any.
+func (b *Base) Serve(ctx context.Context, services ...Service) error {
 	defer b.close(ctx)
-	httpSrv := HTTPServer(b.Mux)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return b.GRPC.Serve(gctx) })
-	g.Go(func() error {
-		if err := httpSrv.Serve(b.httpLis); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http serve: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), b.cfg.GRPC.ShutdownTimeout)
-		defer cancel()
-		return httpSrv.Shutdown(sctx)
-	})
-	for _, run := range runners {
-		g.Go(func() error { return run(gctx) })
+	for _, svc := range services {
+		b.ready = append(b.ready, svc.Ready)
 	}
-	return g.Wait()
+	httpSrv := HTTPServer(b.Mux)
+	failed := make(chan error, 2+len(services))
+	serversDone := make(chan struct{}, 2)
+	go func() {
+		if err := b.GRPC.Listen(); err != nil {
+			failed <- err
+		}
+		serversDone <- struct{}{}
+	}()
+	go func() {
+		if err := httpSrv.Serve(b.httpLis); !errors.Is(err, http.ErrServerClosed) {
+			failed <- fmt.Errorf("http serve: %w", err)
+		}
+		serversDone <- struct{}{}
+	}()
+	runCtx, stopRunners := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRunners()
+	var runners sync.WaitGroup
+	for _, svc := range services {
+		runners.Go(func() {
+			if err := svc.Run(runCtx); err != nil && runCtx.Err() == nil {
+				failed <- err
+			}
+		})
+	}
+
+	var first error
+	select {
+	case <-ctx.Done():
+	case first = <-failed:
+		b.Log.ErrorContext(ctx, "stopping after a failure", "error", first)
+	}
+	sctx := context.WithoutCancel(ctx)
+	b.stopping.Store(true)
+	b.GRPC.NotServing()
+
+	stopRunners()
+	if !waitFor(&runners, b.cfg.Shutdown.Drain) {
+		b.Log.WarnContext(sctx, "consumers did not drain in time; what they held is redelivered", "timeout", b.cfg.Shutdown.Drain)
+	}
+
+	var servers sync.WaitGroup
+	servers.Go(func() { b.GRPC.Stop(sctx) })
+	servers.Go(func() {
+		hctx, cancel := context.WithTimeout(sctx, b.cfg.Shutdown.HTTP)
+		defer cancel()
+		if err := httpSrv.Shutdown(hctx); err != nil {
+			b.Log.WarnContext(sctx, "http graceful stop timed out; closing connections", "timeout", b.cfg.Shutdown.HTTP)
+			_ = httpSrv.Close()
+		}
+	})
+	servers.Wait()
+	<-serversDone
+	<-serversDone
+
+	for _, svc := range services {
+		fctx, cancel := context.WithTimeout(sctx, b.cfg.Shutdown.Flush)
+		if err := svc.Flush(fctx); err != nil {
+			b.Log.WarnContext(sctx, "final flush", "error", err)
+		}
+		cancel()
+	}
+	return first
+}
+
+// waitFor waits for wg up to d and reports whether it finished.
+func waitFor(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 // Close shuts down what Start opened, for a process that fails before
@@ -173,8 +306,12 @@ func HTTPServer(h http.Handler) *http.Server {
 
 // close runs the closers in reverse order, each bounded.
 func (b *Base) close(ctx context.Context) {
+	bound := b.cfg.Shutdown.Close
+	if bound <= 0 {
+		bound = DefaultShutdownConfig().Close
+	}
 	for i := len(b.closers) - 1; i >= 0; i-- {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bound)
 		if err := b.closers[i](sctx); err != nil && b.Log != nil {
 			b.Log.WarnContext(ctx, "shutdown step", "error", err)
 		}

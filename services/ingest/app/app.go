@@ -195,8 +195,8 @@ func (s *Service) Register(mux *http.ServeMux, srv *grpcserver.Server) {
 }
 
 // Run runs the writer and the stats flusher until ctx is cancelled, then
-// drains the writer and flushes the stats. If a writer partition stops for
-// good, Run returns its error and the process exits.
+// drains the writer. If a writer partition stops for good, Run returns its
+// error and the process exits. Flush writes the last stats.
 func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -207,9 +207,6 @@ func (s *Service) Run(ctx context.Context) error {
 			case <-t.C:
 				s.flushRejections(gctx)
 			case <-gctx.Done():
-				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				s.flushRejections(fctx)
-				cancel()
 				return nil
 			}
 		}
@@ -284,6 +281,13 @@ func (s *Service) checkPartitions(ctx context.Context) error {
 		}
 	}
 	return lister.Err()
+}
+
+// Flush stores the refused-request counts not yet stored: run it after the
+// servers stopped, so none is counted after it.
+func (s *Service) Flush(ctx context.Context) error {
+	s.flushRejections(ctx)
+	return nil
 }
 
 func (s *Service) flushRejections(ctx context.Context) {

@@ -47,6 +47,8 @@ type fixture struct {
 	bus        *natsjs.Bus
 	reg        *tenancy.Registry
 	keyA, keyB string
+	// writerService is the service startWriter runs, if any.
+	writerService *app.Service
 }
 
 func newFixture(t testing.TB, engine string, mutate func(*app.Config), natsOptions ...func(*natsjs.Config)) *fixture {
@@ -447,4 +449,20 @@ func TestRateLimitHoldsUnderConcurrency(t *testing.T) {
 	t.Logf("%s; at most %.0f allowed", res, allowed)
 	require.LessOrEqual(t, float64(res.Accepted), allowed)
 	require.Greater(t, res.Rejected[http.StatusTooManyRequests], uint64(0), "the load was over the rate")
+}
+
+// A writer consumer lost under the service shows in its readiness (so
+// /readyz fails) until the runner has declared it again.
+func TestWriterLossShowsInReadiness(t *testing.T) {
+	f := newFixture(t, chstore.EngineEmbedded, func(c *app.Config) { c.Writer.Enabled = false })
+	stop := startWriter(t, f)
+	defer stop()
+	p := natsjs.EventPartition("tenant-a", f.bus.Config().EventPartitions)
+	require.NoError(t, f.bus.JS.DeleteConsumer(t.Context(), natsjs.EventsStream, app.WriterDurable(p)))
+	svc := f.writerService
+	require.Eventually(t, func() bool { return svc.Ready(t.Context()) != nil }, 15*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return svc.Ready(t.Context()) == nil }, 15*time.Second, 10*time.Millisecond)
+	resp, body := f.post(t, "/v1/track", f.keyA, `{"event":"after","userId":"u","messageId":"after-loss"}`)
+	require.Equal(t, 200, resp.StatusCode, body)
+	f.waitStored(t, "tenant-a", 1)
 }

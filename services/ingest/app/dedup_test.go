@@ -196,6 +196,7 @@ func startWriter(t *testing.T, f *fixture) (stop func()) {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = svc.Run(ctx) })
 	require.Eventually(t, func() bool { return svc.Ready(t.Context()) == nil }, 20*time.Second, 10*time.Millisecond)
+	f.writerService = svc
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); wg.Wait(); reg.Close() }) }
 	t.Cleanup(stop)

@@ -36,6 +36,7 @@ func DefaultServiceConfig() ServiceConfig {
 			NATS:       natsjs.DefaultConfig(),
 			ClickHouse: chstore.DefaultConfig(),
 			Telemetry:  telemetry.DefaultConfig(),
+			Shutdown:   service.DefaultShutdownConfig(),
 		},
 		Ingest: DefaultConfig(),
 	}
@@ -80,5 +81,5 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	svc.Register(base.Mux, base.GRPC)
 	fmt.Fprintf(stdout, "grpc: %s\nhttp: http://%s\nstarted in %s\nready\n", base.GRPC.Addr(), base.HTTPAddr(), time.Since(started).Round(time.Millisecond))
-	return base.Serve(ctx, svc.Run)
+	return base.Serve(ctx, svc)
 }

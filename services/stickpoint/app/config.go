@@ -39,6 +39,7 @@ func DefaultConfig() Config {
 			NATS:       natsjs.DefaultConfig(),
 			ClickHouse: chstore.DefaultConfig(),
 			Telemetry:  telemetry.DefaultConfig(),
+			Shutdown:   service.DefaultShutdownConfig(),
 		},
 		DataDir:    ".stickpoint",
 		DemoTenant: "demo",

@@ -109,7 +109,7 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 	fmt.Fprintf(out, "started in %s\n", time.Since(started).Round(time.Millisecond))
 	fmt.Fprintln(out, "ready")
 	base.Log.InfoContext(ctx, "ready", "grpc_addr", base.GRPC.Addr(), "http_addr", base.HTTPAddr(), "startup_ms", time.Since(started).Milliseconds())
-	err = base.Serve(ctx, ing.Run)
+	err = base.Serve(ctx, ing)
 	fmt.Fprintln(out, "stopped")
 	return err
 }
