@@ -68,6 +68,19 @@ type Config struct {
 	HTTPClient *http.Client
 	// OnError is told about batches that could not be delivered.
 	OnError func(err error, events int)
+	// OnReject is told about each call the server refused on its own (a
+	// bad timestamp, a missing userId) while it stored the rest of its
+	// batch. Such a call is not retried: resending can't fix it.
+	OnReject func(Rejection)
+}
+
+// Rejection is a call the server refused, and why.
+type Rejection struct {
+	// Call is the call as it was queued.
+	Call json.RawMessage
+	// Field is the field at fault, as the server names it in the batch
+	// (batch[3].timestamp); Code is invalid_request or limit_exceeded.
+	Field, Code, Message string
 }
 
 func (c *Config) defaults() error {
@@ -367,13 +380,17 @@ func (c *Client) send(batch []json.RawMessage) {
 	}
 	var lastErr error
 	for attempt := 0; attempt <= c.cfg.MaxRetries; attempt++ {
-		retryAfter, err := c.post(body)
+		retryAfter, rejected, err := c.post(body)
+		c.reject(batch, rejected)
 		if err == nil {
 			return
 		}
 		lastErr = err
 		var perm permanentError
 		if errors.As(err, &perm) {
+			if len(rejected) == len(batch) {
+				return // every call was refused on its own, and reported so
+			}
 			break
 		}
 		wait := c.backoff(attempt)
@@ -426,11 +443,35 @@ func (c *Client) encode(batch []json.RawMessage) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// post sends the body once. A nil error means delivered.
-func (c *Client) post(body []byte) (time.Duration, error) {
+// rejectedCall is a call the server lists as refused.
+type rejectedCall struct {
+	Index   int    `json:"index"`
+	Field   string `json:"field"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (c *Client) reject(batch []json.RawMessage, rejected []rejectedCall) {
+	if c.cfg.OnReject == nil {
+		return
+	}
+	for _, r := range rejected {
+		if r.Index >= 0 && r.Index < len(batch) {
+			c.cfg.OnReject(Rejection{Call: batch[r.Index], Field: r.Field, Code: r.Code, Message: r.Message})
+		}
+	}
+}
+
+// maxResponseBytes bounds the response read: enough for a refusal of every
+// call of a full batch.
+const maxResponseBytes = 1 << 20
+
+// post sends the body once. A nil error means delivered; rejected lists
+// the calls the server refused one by one.
+func (c *Client) post(body []byte) (time.Duration, []rejectedCall, error) {
 	req, err := http.NewRequestWithContext(c.ctx, http.MethodPost, c.cfg.Endpoint+"/v1/batch", bytes.NewReader(body))
 	if err != nil {
-		return 0, permanentError{err}
+		return 0, nil, permanentError{err}
 	}
 	req.SetBasicAuth(c.cfg.WriteKey, "")
 	req.Header.Set("Content-Type", "application/json")
@@ -440,22 +481,35 @@ func (c *Client) post(body []byte) (time.Duration, error) {
 	}
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return 0, err // network: retry
+		return 0, nil, err // network: retry
 	}
 	defer func() { _ = resp.Body.Close() }()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	var parsed struct {
+		Rejected []rejectedCall `json:"rejected"`
+	}
+	_ = json.Unmarshal(msg, &parsed) // other servers may answer anything
 	switch {
 	case resp.StatusCode < 300:
-		return 0, nil
+		return 0, parsed.Rejected, nil
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
 		var wait time.Duration
 		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 			wait = time.Duration(s) * time.Second
 		}
-		return wait, fmt.Errorf("stickpoint: %s: %s", resp.Status, bytes.TrimSpace(msg))
+		return wait, nil, fmt.Errorf("stickpoint: %s: %s", resp.Status, firstBytes(msg))
 	default: // 400, 401, 413: retrying can't help
-		return 0, permanentError{fmt.Errorf("stickpoint: %s: %s", resp.Status, bytes.TrimSpace(msg))}
+		return 0, parsed.Rejected, permanentError{fmt.Errorf("stickpoint: %s: %s", resp.Status, firstBytes(msg))}
 	}
+}
+
+// firstBytes is the start of a response body, for an error message.
+func firstBytes(b []byte) []byte {
+	b = bytes.TrimSpace(b)
+	if len(b) > 4096 {
+		return b[:4096]
+	}
+	return b
 }
 
 func (c *Client) report(err error, n int) {

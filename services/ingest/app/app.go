@@ -291,6 +291,7 @@ func (s *Service) Flush(ctx context.Context) error {
 }
 
 func (s *Service) flushRejections(ctx context.Context) {
+	s.flushWarnings(ctx)
 	counts := s.intake.TakeRejections()
 	if len(counts) == 0 {
 		return
@@ -302,5 +303,29 @@ func (s *Service) flushRejections(ctx context.Context) {
 	if err := s.store.AddRejections(ctx, rows); err != nil {
 		s.intake.PutBackRejections(counts) // try again next time
 		s.log.WarnContext(ctx, "store ingest rejection counts", "error", err)
+	}
+}
+
+func (s *Service) flushWarnings(ctx context.Context) {
+	counts, samples := s.intake.TakeWarnings()
+	if len(counts) == 0 && len(samples) == 0 {
+		return
+	}
+	rows := make([][]any, 0, len(counts))
+	for k, n := range counts {
+		rows = append(rows, []any{k.Tenant, k.Minute, k.API, k.Code, k.Field, n})
+	}
+	examples := make([][]any, 0, len(samples))
+	for k, e := range samples {
+		examples = append(examples, []any{k.Tenant, k.API, k.Code, k.Field, e.Seen, e.Message, e.Call})
+	}
+	if err := s.store.AddWarnings(ctx, rows); err != nil {
+		s.intake.PutBackWarnings(counts, samples) // try again next time
+		s.log.WarnContext(ctx, "store ingest warnings", "error", err)
+		return
+	}
+	if err := s.store.AddWarningExamples(ctx, examples); err != nil {
+		s.intake.PutBackWarnings(nil, samples)
+		s.log.WarnContext(ctx, "store ingest warning examples", "error", err)
 	}
 }

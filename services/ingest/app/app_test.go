@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -465,4 +466,74 @@ func TestWriterLossShowsInReadiness(t *testing.T) {
 	resp, body := f.post(t, "/v1/track", f.keyA, `{"event":"after","userId":"u","messageId":"after-loss"}`)
 	require.Equal(t, 200, resp.StatusCode, body)
 	f.waitStored(t, "tenant-a", 1)
+}
+
+// One bad call in a batch costs only itself: the batch's valid calls are
+// stored and acknowledged, the response lists the refused ones, and the
+// tenant sees them in its ingest warnings with an example. A batch without
+// any valid call is refused whole.
+func TestPartialBatch(t *testing.T) {
+	for _, engine := range testutil.Engines {
+		t.Run(engine, func(t *testing.T) {
+			f := newFixture(t, engine, nil)
+			good := func(id string) string { return `{"type":"track","event":"ok","userId":"u","messageId":"` + id + `"}` }
+			old := `{"type":"track","event":"old","userId":"u","messageId":"old","timestamp":"2001-01-01T00:00:00Z"}`
+			noUser := `{"type":"track","event":"anon","messageId":"no-user"}`
+			resp, body := f.post(t, "/v1/batch", f.keyA, `{"batch":[`+good("p1")+`,`+old+`,`+good("p2")+`,`+noUser+`,`+good("p3")+`]}`)
+			require.Equal(t, 200, resp.StatusCode, body)
+			var ok struct {
+				Success  bool `json:"success"`
+				Rejected []struct {
+					Index                int
+					Field, Code, Message string
+				} `json:"rejected"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(body), &ok))
+			require.True(t, ok.Success)
+			require.Len(t, ok.Rejected, 2)
+			require.Equal(t, 1, ok.Rejected[0].Index)
+			require.Equal(t, "batch[1].timestamp", ok.Rejected[0].Field)
+			require.Contains(t, ok.Rejected[0].Message, "history limit")
+			require.Equal(t, 3, ok.Rejected[1].Index)
+			require.Equal(t, "batch[3].userId", ok.Rejected[1].Field)
+
+			resp, body = f.post(t, "/v1/batch", f.keyA, `{"batch":[`+old+`,`+noUser+`]}`)
+			require.Equal(t, 400, resp.StatusCode, body)
+			require.Contains(t, body, `"rejected":[`)
+			require.Contains(t, body, "none of the 2 calls is valid")
+
+			f.waitStored(t, "tenant-a", 3)
+			conn, err := grpc.NewClient(f.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			require.NoError(t, err)
+			defer conn.Close()
+			client := eventsv1.NewEventsServiceClient(conn)
+			ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+f.tokenA)
+			var warnings []*eventsv1.Warning
+			require.Eventually(t, func() bool {
+				resp, err := client.Warnings(ctx, &eventsv1.WarningsRequest{})
+				require.NoError(t, err)
+				warnings = resp.GetWarnings()
+				total := uint64(0)
+				for _, w := range warnings {
+					total += w.GetCalls()
+				}
+				return total == 4
+			}, 10*time.Second, 20*time.Millisecond)
+			require.Len(t, warnings, 2)
+			for _, w := range warnings {
+				require.Equal(t, "http", w.GetApi())
+				require.Equal(t, "invalid_request", w.GetCode())
+				require.Equal(t, uint64(2), w.GetCalls())
+				require.Contains(t, []string{"timestamp", "userId"}, w.GetField())
+				require.NotEmpty(t, w.GetExampleMessage())
+				require.Contains(t, w.GetExampleCall(), `"messageId"`)
+				require.WithinDuration(t, time.Now(), w.GetLastSeen().AsTime(), time.Minute)
+			}
+			stats, err := client.Stats(ctx, &eventsv1.StatsRequest{})
+			require.NoError(t, err)
+			require.Equal(t, uint64(4), stats.GetRejectedCalls())
+			require.Equal(t, uint64(3), stats.GetAcceptedEvents())
+			require.Equal(t, uint64(3), stats.GetUnattributedEvents(), "u belongs to no account")
+		})
+	}
 }

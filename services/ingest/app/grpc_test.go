@@ -83,12 +83,23 @@ func testGRPCIngestErrors(t *testing.T, engine string) {
 	require.Equal(t, "userId", field(err))
 	_, err = client.Track(ctx, &ingestv1.TrackRequest{Call: &ingestv1.Call{UserId: "u"}, Event: "e", PropertiesJson: "{not json"})
 	require.Equal(t, codes.InvalidArgument, status.Code(err))
+	// A bad item is refused alone; the good one is stored.
+	resp, err := client.Batch(ctx, &ingestv1.BatchRequest{Items: []*ingestv1.BatchItem{
+		{Call: &ingestv1.BatchItem_Track{Track: &ingestv1.TrackRequest{Call: &ingestv1.Call{UserId: "u", MessageId: "good"}, Event: "ok"}}},
+		{Call: &ingestv1.BatchItem_Track{Track: &ingestv1.TrackRequest{Call: &ingestv1.Call{UserId: "u"}}}},
+	}})
+	require.NoError(t, err)
+	require.Equal(t, uint32(1), resp.GetAccepted())
+	require.Len(t, resp.GetRejected(), 1)
+	require.Equal(t, int32(1), resp.GetRejected()[0].GetIndex())
+	require.Equal(t, "items[1].event", resp.GetRejected()[0].GetField())
+	require.Equal(t, "invalid_request", resp.GetRejected()[0].GetCode())
+	// A batch without a valid item is refused, naming the first.
 	_, err = client.Batch(ctx, &ingestv1.BatchRequest{Items: []*ingestv1.BatchItem{
-		{Call: &ingestv1.BatchItem_Track{Track: &ingestv1.TrackRequest{Call: &ingestv1.Call{UserId: "u"}, Event: "ok"}}},
 		{Call: &ingestv1.BatchItem_Track{Track: &ingestv1.TrackRequest{Call: &ingestv1.Call{UserId: "u"}}}},
 	}})
 	require.Equal(t, codes.InvalidArgument, status.Code(err))
-	require.Equal(t, "items[1].event", field(err), "the batch is refused whole, naming the bad item")
+	require.Equal(t, "items[0].event", field(err))
 
 	_, readOnly, err := f.reg.CreateToken(t.Context(), "tenant-a", "reader", []authv1.Scope{authv1.Scope_SCOPE_READ})
 	require.NoError(t, err)
@@ -100,7 +111,7 @@ func testGRPCIngestErrors(t *testing.T, engine string) {
 	// the refused calls had let through would be too.
 	_, err = client.Track(ctx, &ingestv1.TrackRequest{Call: &ingestv1.Call{UserId: "u", MessageId: "marker"}, Event: "marker"})
 	require.NoError(t, err)
-	f.waitStored(t, "tenant-a", 1)
+	f.waitStored(t, "tenant-a", 2)
 	d, _ := f.stored(t, "tenant-a")
-	require.Equal(t, uint64(1), d, "nothing from refused calls was stored")
+	require.Equal(t, uint64(2), d, "nothing from refused calls was stored: the marker and the good item")
 }

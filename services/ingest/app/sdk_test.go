@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/sdk"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
 )
@@ -46,4 +47,35 @@ func TestGoSDK(t *testing.T) {
 			require.Equal(t, uint64(1001), n, "tracks carry the account of the user's group call")
 		})
 	}
+}
+
+// A call the server refuses on its own is reported to OnReject, with its
+// reason; the rest of its batch is stored and nothing goes to OnError.
+func TestGoSDKReportsRefusedCalls(t *testing.T) {
+	f := newFixture(t, chstore.EngineEmbedded, nil)
+	var mu sync.Mutex
+	var refused []sdk.Rejection
+	client, err := sdk.New(sdk.Config{Endpoint: f.url, WriteKey: f.keyA, BatchSize: 10, FlushInterval: time.Hour,
+		OnError:  func(err error, n int) { t.Errorf("sdk dropped %d events: %v", n, err) },
+		OnReject: func(r sdk.Rejection) { mu.Lock(); refused = append(refused, r); mu.Unlock() }})
+	require.NoError(t, err)
+	require.NoError(t, client.Track(sdk.Track{UserID: "u", Event: "ok", MessageID: "ok-1"}))
+	require.NoError(t, client.Raw([]byte(`{"type":"track","event":"old","userId":"u","messageId":"old-1","timestamp":"2001-01-01T00:00:00Z"}`)))
+	require.NoError(t, client.Track(sdk.Track{UserID: "u", Event: "ok", MessageID: "ok-2"}))
+	require.NoError(t, client.Close())
+	require.Len(t, refused, 1)
+	require.Contains(t, string(refused[0].Call), `"old-1"`)
+	require.Equal(t, "batch[1].timestamp", refused[0].Field)
+	require.Contains(t, refused[0].Message, "history limit")
+	f.waitStored(t, "tenant-a", 2)
+
+	// A batch of nothing but refused calls: each to OnReject, none to OnError.
+	refused = nil
+	client, err = sdk.New(sdk.Config{Endpoint: f.url, WriteKey: f.keyA, FlushInterval: time.Hour,
+		OnError:  func(err error, n int) { t.Errorf("sdk dropped %d events: %v", n, err) },
+		OnReject: func(r sdk.Rejection) { mu.Lock(); refused = append(refused, r); mu.Unlock() }})
+	require.NoError(t, err)
+	require.NoError(t, client.Raw([]byte(`{"type":"track","event":"old","userId":"u","messageId":"old-2","timestamp":"2001-01-01T00:00:00Z"}`)))
+	require.NoError(t, client.Close())
+	require.Len(t, refused, 1)
 }

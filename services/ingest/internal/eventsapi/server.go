@@ -101,13 +101,38 @@ func (s *Server) Stats(ctx context.Context, req *eventsv1.StatsRequest) (*events
 	if req.GetEndTime() != nil {
 		to = req.GetEndTime().AsTime()
 	}
-	accepted, rejections, err := s.store.Stats(ctx, tenant, from, to)
+	st, err := s.store.Stats(ctx, tenant, from, to)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
-	out := &eventsv1.StatsResponse{AcceptedEvents: accepted}
-	for _, r := range rejections {
+	out := &eventsv1.StatsResponse{AcceptedEvents: st.Accepted, RejectedCalls: st.RejectedCalls, UnattributedEvents: st.Unattributed}
+	for _, r := range st.Rejections {
 		out.Rejections = append(out.Rejections, &eventsv1.Rejection{Api: r.API, Reason: r.Reason, Requests: r.Requests})
+	}
+	return out, nil
+}
+
+// Warnings lists the calls refused one by one, by kind.
+func (s *Server) Warnings(ctx context.Context, req *eventsv1.WarningsRequest) (*eventsv1.WarningsResponse, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var from, to time.Time
+	if req.GetStartTime() != nil {
+		from = req.GetStartTime().AsTime()
+	}
+	if req.GetEndTime() != nil {
+		to = req.GetEndTime().AsTime()
+	}
+	ws, err := s.store.Warnings(ctx, tenant, from, to)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	out := &eventsv1.WarningsResponse{}
+	for _, w := range ws {
+		out.Warnings = append(out.Warnings, &eventsv1.Warning{Api: w.API, Code: w.Code, Field: w.Field, Calls: w.Calls,
+			LastSeen: timestamppb.New(w.LastSeen), ExampleMessage: w.ExampleMessage, ExampleCall: w.ExampleCall})
 	}
 	return out, nil
 }

@@ -38,7 +38,7 @@ func New(limits segment.Limits, in *intake.Intake) *Server {
 
 // Track takes one track call.
 func (s *Server) Track(ctx context.Context, req *ingestv1.TrackRequest) (*ingestv1.TrackResponse, error) {
-	if _, err := s.accept(ctx, []map[string]any{trackCall(req)}, nil); err != nil {
+	if _, err := s.accept(ctx, []map[string]any{trackCall(req)}, nil, true); err != nil {
 		return nil, err
 	}
 	return &ingestv1.TrackResponse{}, nil
@@ -46,7 +46,7 @@ func (s *Server) Track(ctx context.Context, req *ingestv1.TrackRequest) (*ingest
 
 // Identify takes one identify call.
 func (s *Server) Identify(ctx context.Context, req *ingestv1.IdentifyRequest) (*ingestv1.IdentifyResponse, error) {
-	if _, err := s.accept(ctx, []map[string]any{identifyCall(req)}, nil); err != nil {
+	if _, err := s.accept(ctx, []map[string]any{identifyCall(req)}, nil, true); err != nil {
 		return nil, err
 	}
 	return &ingestv1.IdentifyResponse{}, nil
@@ -54,13 +54,14 @@ func (s *Server) Identify(ctx context.Context, req *ingestv1.IdentifyRequest) (*
 
 // Group takes one group call.
 func (s *Server) Group(ctx context.Context, req *ingestv1.GroupRequest) (*ingestv1.GroupResponse, error) {
-	if _, err := s.accept(ctx, []map[string]any{groupCall(req)}, nil); err != nil {
+	if _, err := s.accept(ctx, []map[string]any{groupCall(req)}, nil, true); err != nil {
 		return nil, err
 	}
 	return &ingestv1.GroupResponse{}, nil
 }
 
-// Batch takes up to 2,500 calls, all or none.
+// Batch takes up to 2,500 calls: the valid ones are stored, the invalid
+// ones listed in the response.
 func (s *Server) Batch(ctx context.Context, req *ingestv1.BatchRequest) (*ingestv1.BatchResponse, error) {
 	calls := make([]map[string]any, 0, len(req.GetItems()))
 	for i, item := range req.GetItems() {
@@ -75,17 +76,29 @@ func (s *Server) Batch(ctx context.Context, req *ingestv1.BatchRequest) (*ingest
 			return nil, badRequest(fmt.Sprintf("items[%d]", i), "an item must hold a track, identify or group call")
 		}
 	}
-	n, err := s.accept(ctx, calls, req.GetSentAt())
+	res, err := s.accept(ctx, calls, req.GetSentAt(), false)
 	if err != nil {
 		return nil, err
 	}
-	return &ingestv1.BatchResponse{Accepted: uint32(n)}, nil
+	out := &ingestv1.BatchResponse{Accepted: uint32(len(res.Events))}
+	for _, r := range res.Rejected {
+		out.Rejected = append(out.Rejected, &ingestv1.RejectedCall{Index: int32(r.Index), Field: itemsField(r.Err.Field),
+			Code: r.Err.Code, Message: r.Err.Msg})
+	}
+	return out, nil
 }
 
-func (s *Server) accept(ctx context.Context, calls []map[string]any, sentAt *timestamppb.Timestamp) (int, error) {
+// itemsField names a field as this API does: items[i] where the decoder
+// says batch[i].
+func itemsField(f string) string { return strings.Replace(f, "batch[", "items[", 1) }
+
+// accept decodes and stores calls. A single call (Track, Identify, Group)
+// that is invalid fails; a Batch stores its valid calls and returns the
+// others in the result's Rejected, failing only if none is valid.
+func (s *Server) accept(ctx context.Context, calls []map[string]any, sentAt *timestamppb.Timestamp, single bool) (*segment.Request, error) {
 	p, ok := tenancy.PrincipalFrom(ctx)
 	if !ok {
-		return 0, status.Error(codes.Unauthenticated, "no authenticated caller")
+		return nil, status.Error(codes.Unauthenticated, "no authenticated caller")
 	}
 	received := s.now()
 	body := map[string]any{"batch": calls}
@@ -94,42 +107,53 @@ func (s *Server) accept(ctx context.Context, calls []map[string]any, sentAt *tim
 	}
 	raw, err := json.Marshal(body)
 	if err != nil {
-		return 0, badRequest("", "a *_json field is not valid JSON: "+err.Error())
+		return nil, badRequest("", "a *_json field is not valid JSON: "+err.Error())
 	}
 	// grpc-go has read the message already (up to grpc.max_recv_bytes); the
 	// budget bounds how many are decoded and waiting on JetStream at once.
 	res, err := s.intake.Admit(ctx, int64(len(raw)))
 	if errors.Is(err, intake.ErrOverloaded) {
 		s.intake.Reject(ctx, "grpc", p.TenantID, "overloaded")
-		return 0, retryable(codes.Unavailable, err.Error(), intake.OverloadRetryAfter)
+		return nil, retryable(codes.Unavailable, err.Error(), intake.OverloadRetryAfter)
 	} else if err != nil {
-		return 0, status.FromContextError(err).Err() // the client left while waiting
+		return nil, status.FromContextError(err).Err() // the client left while waiting
 	}
 	defer res.Release()
 	req, err := segment.Decode("batch", raw, received, s.limits)
 	var se *segment.Error
 	if errors.As(err, &se) {
 		s.intake.Reject(ctx, "grpc", p.TenantID, se.Code)
-		// Name fields as this API does: items[i] in a Batch, bare for one call.
-		field := strings.Replace(se.Field, "batch[", "items[", 1)
-		if sentAt == nil && len(calls) == 1 {
-			field = strings.TrimPrefix(field, "items[0].")
-		}
-		return 0, badRequest(field, se.Msg)
+		return nil, badRequest(itemsField(se.Field), se.Msg)
 	} else if err != nil {
-		return 0, status.Error(codes.InvalidArgument, err.Error())
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	var refused []intake.CallRejection
+	for _, r := range req.Rejected {
+		refused = append(refused, intake.CallRejection{Code: r.Err.Code, Field: itemsField(r.Err.Field), Message: r.Err.Msg, Call: r.Call})
+	}
+	if len(req.Events) == 0 {
+		first := req.Rejected[0].Err
+		s.intake.Reject(ctx, "grpc", p.TenantID, first.Code)
+		field := itemsField(first.Field)
+		if single {
+			// One call: name its fields bare, as its request does.
+			return nil, badRequest(strings.TrimPrefix(field, "items[0]."), first.Msg)
+		}
+		s.intake.RejectCalls(ctx, "grpc", p.TenantID, refused)
+		return nil, badRequest(field, fmt.Sprintf("none of the %d calls is valid; the first: %s", len(req.Rejected), first.Msg))
 	}
 	err = s.intake.Accept(ctx, "grpc", p.TenantID, "token:"+p.TokenID, req.Events, received)
 	var rl *intake.RateLimitedError
 	switch {
 	case errors.As(err, &rl):
 		s.intake.Reject(ctx, "grpc", p.TenantID, "rate_limited")
-		return 0, retryable(codes.ResourceExhausted, rl.Error(), rl.RetryAfter)
+		return nil, retryable(codes.ResourceExhausted, rl.Error(), rl.RetryAfter)
 	case err != nil:
 		s.intake.Reject(ctx, "grpc", p.TenantID, "unavailable")
-		return 0, retryable(codes.Unavailable, err.Error(), intake.RetryAfter)
+		return nil, retryable(codes.Unavailable, err.Error(), intake.RetryAfter)
 	}
-	return len(req.Events), nil
+	s.intake.RejectCalls(ctx, "grpc", p.TenantID, refused)
+	return req, nil
 }
 
 func badRequest(field, msg string) error {

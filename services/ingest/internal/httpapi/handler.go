@@ -117,6 +117,33 @@ type apiError struct {
 	Field      string
 	Message    string
 	RetryAfter time.Duration
+	// Rejected lists the calls of a batch none of whose calls was valid.
+	Rejected []rejectedCall
+}
+
+// rejectedCall is a refused call of a batch, as the response lists it.
+type rejectedCall struct {
+	Index   int    `json:"index"`
+	Field   string `json:"field"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func listRejected(rs []segment.Rejected) []rejectedCall {
+	out := make([]rejectedCall, len(rs))
+	for i, r := range rs {
+		out[i] = rejectedCall{Index: r.Index, Field: r.Err.Field, Code: r.Err.Code, Message: r.Err.Msg}
+	}
+	return out
+}
+
+// callRejections are rs for the tenant's ingest warnings.
+func callRejections(rs []segment.Rejected) []intake.CallRejection {
+	out := make([]intake.CallRejection, len(rs))
+	for i, r := range rs {
+		out[i] = intake.CallRejection{Code: r.Err.Code, Field: r.Err.Field, Message: r.Err.Msg, Call: r.Call}
+	}
+	return out
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -136,16 +163,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, span := h.tracer.Start(r.Context(), "ingest "+kind)
 	defer span.End()
-	tenant, apiErr := h.handle(ctx, r, kind)
+	tenant, rejected, apiErr := h.handle(ctx, r, kind)
 	if apiErr != nil {
 		h.fail(ctx, w, tenant, apiErr)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = io.WriteString(w, `{"success":true}`)
+	if len(rejected) == 0 {
+		_, _ = io.WriteString(w, `{"success":true}`)
+		return
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "rejected": listRejected(rejected)})
 }
 
-func (h *Handler) handle(ctx context.Context, r *http.Request, kind string) (tenant string, _ *apiError) {
+// handle takes one request. For a batch, it returns the calls it refused
+// one by one while it stored the others.
+func (h *Handler) handle(ctx context.Context, r *http.Request, kind string) (tenant string, rejected []segment.Rejected, _ *apiError) {
 	received := h.now()
 	// Authenticate before validating, so a bad key is always a 401 and
 	// every rejection is counted for the right tenant: from the header
@@ -155,11 +188,11 @@ func (h *Handler) handle(ctx context.Context, r *http.Request, kind string) (ten
 	user, _, hasHeader := basicAuth(r)
 	if hasHeader {
 		if key, apiErr = h.resolve(user); apiErr != nil {
-			return "", apiErr
+			return "", nil, apiErr
 		}
 	}
 	if r.ContentLength > int64(h.cfg.MaxRequestBytes) {
-		return key.TenantID, h.tooLarge()
+		return key.TenantID, nil, h.tooLarge()
 	}
 	res, err := h.intake.Admit(ctx, h.admitSize(r))
 	if err != nil {
@@ -167,12 +200,12 @@ func (h *Handler) handle(ctx context.Context, r *http.Request, kind string) (ten
 		if !errors.Is(err, intake.ErrOverloaded) {
 			code = "canceled" // the client left while waiting
 		}
-		return key.TenantID, &apiError{Status: http.StatusServiceUnavailable, Code: code, RetryAfter: intake.OverloadRetryAfter, Message: err.Error()}
+		return key.TenantID, nil, &apiError{Status: http.StatusServiceUnavailable, Code: code, RetryAfter: intake.OverloadRetryAfter, Message: err.Error()}
 	}
 	defer res.Release()
 	body, apiErr := h.readBody(r)
 	if apiErr != nil {
-		return key.TenantID, apiErr
+		return key.TenantID, nil, apiErr
 	}
 	res.Shrink(int64(len(body)))
 	req, err := segment.Decode(kind, body, received, h.cfg.Limits)
@@ -184,25 +217,36 @@ func (h *Handler) handle(ctx context.Context, r *http.Request, kind string) (ten
 			bodyKey = probeWriteKey(body) // the body was refused; is its key good?
 		}
 		if key, apiErr = h.resolve(bodyKey); apiErr != nil {
-			return "", apiErr
+			return "", nil, apiErr
 		}
 	}
 	var se *segment.Error
 	if errors.As(err, &se) {
-		return key.TenantID, &apiError{Status: se.Status, Code: se.Code, Field: se.Field, Message: se.Msg}
+		return key.TenantID, nil, &apiError{Status: se.Status, Code: se.Code, Field: se.Field, Message: se.Msg}
 	} else if err != nil {
-		return key.TenantID, &apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: err.Error()}
+		return key.TenantID, nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: err.Error()}
 	}
 	tenant = key.TenantID
+	if len(req.Events) == 0 {
+		// Every call of the batch was refused: nothing to store, and a
+		// 400 tells the SDK not to retry.
+		h.intake.RejectCalls(ctx, "http", tenant, callRejections(req.Rejected))
+		first := req.Rejected[0].Err
+		return tenant, nil, &apiError{Status: http.StatusBadRequest, Code: first.Code, Field: first.Field,
+			Message: fmt.Sprintf("none of the %d calls is valid; the first: %s", len(req.Rejected), first.Msg), Rejected: listRejected(req.Rejected)}
+	}
 	err = h.intake.Accept(ctx, "http", tenant, key.SourceID, req.Events, received)
 	var rl *intake.RateLimitedError
 	switch {
 	case errors.As(err, &rl):
-		return tenant, &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited", RetryAfter: rl.RetryAfter, Message: rl.Error()}
+		return tenant, nil, &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited", RetryAfter: rl.RetryAfter, Message: rl.Error()}
 	case err != nil:
-		return tenant, &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", RetryAfter: intake.RetryAfter, Message: err.Error()}
+		return tenant, nil, &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", RetryAfter: intake.RetryAfter, Message: err.Error()}
 	}
-	return tenant, nil
+	// Counted once the rest is stored: a request refused as a whole is
+	// retried, and its bad calls would count twice.
+	h.intake.RejectCalls(ctx, "http", tenant, callRejections(req.Rejected))
+	return tenant, req.Rejected, nil
 }
 
 func (h *Handler) tooLarge() *apiError {
@@ -300,8 +344,11 @@ func (h *Handler) fail(ctx context.Context, w http.ResponseWriter, tenant string
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(e.Status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"success": false, "error": map[string]string{
-		"code": e.Code, "field": e.Field, "message": e.Message}})
+	resp := map[string]any{"success": false, "error": map[string]string{"code": e.Code, "field": e.Field, "message": e.Message}}
+	if len(e.Rejected) > 0 {
+		resp["rejected"] = e.Rejected
+	}
+	_ = json.NewEncoder(w).Encode(resp)
 }
 
 func (h *Handler) cors(w http.ResponseWriter, r *http.Request) {

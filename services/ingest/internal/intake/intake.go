@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,9 +67,12 @@ type Intake struct {
 
 	mu         sync.Mutex
 	rejections map[Rejection]uint64
+	warnings   map[Warning]uint64
+	samples    map[WarningKind]Sample
 
 	accepted  metric.Int64Counter
 	rejected  metric.Int64Counter
+	calls     metric.Int64Counter
 	latency   metric.Float64Histogram
 	batchSize metric.Int64Histogram
 }
@@ -80,7 +84,7 @@ func New(js jetstream.JetStream, cfg Config, log *slog.Logger) (*Intake, error) 
 	}
 	meter := otel.GetMeterProvider().Meter(scope)
 	in := &Intake{js: js, limiter: newTenantLimiter(cfg.RatePerSecond, cfg.RateBurst), rate: cfg.RatePerSecond,
-		publishTimeout: cfg.PublishTimeout, log: log, rejections: map[Rejection]uint64{},
+		publishTimeout: cfg.PublishTimeout, log: log, rejections: map[Rejection]uint64{}, warnings: map[Warning]uint64{}, samples: map[WarningKind]Sample{},
 		admission: &admission{budget: semaphore.NewWeighted(cfg.MaxInflightBytes), size: cfg.MaxInflightBytes, wait: cfg.AdmitWait}}
 	var err error
 	if in.admission.inflight, err = meter.Int64UpDownCounter("stickpoint.ingest.inflight.bytes", metric.WithUnit("By"),
@@ -93,6 +97,10 @@ func New(js jetstream.JetStream, cfg Config, log *slog.Logger) (*Intake, error) 
 	}
 	if in.rejected, err = meter.Int64Counter("stickpoint.ingest.requests.rejected",
 		metric.WithDescription("Requests refused, per tenant (when known), API and reason.")); err != nil {
+		return nil, err
+	}
+	if in.calls, err = meter.Int64Counter("stickpoint.ingest.calls.rejected",
+		metric.WithDescription("Calls refused one by one inside batches whose other calls were stored, per tenant, API and reason.")); err != nil {
 		return nil, err
 	}
 	if in.latency, err = meter.Float64Histogram("stickpoint.ingest.publish.duration", metric.WithUnit("s"),
@@ -161,5 +169,88 @@ func (in *Intake) PutBackRejections(m map[Rejection]uint64) {
 	defer in.mu.Unlock()
 	for k, v := range m {
 		in.rejections[k] += v
+	}
+}
+
+// CallRejection is a call of a batch refused on its own while the rest of
+// the batch was stored.
+type CallRejection struct {
+	// Code is invalid_request or limit_exceeded; Field names the call and
+	// the field at fault, as batch[3].timestamp.
+	Code, Field, Message string
+	Call                 []byte
+}
+
+// WarningKind is a kind of refused call for a tenant: a reason and a field
+// within a call.
+type WarningKind struct {
+	Tenant, API, Code, Field string
+}
+
+// Warning counts refused calls of a kind per minute.
+type Warning struct {
+	WarningKind
+	Minute time.Time
+}
+
+// Sample is the latest refused call of a kind.
+type Sample struct {
+	Message, Call string
+	Seen          time.Time
+}
+
+// maxSampleBytes bounds the call kept as an example.
+const maxSampleBytes = 2048
+
+// RejectCalls counts calls refused one by one and keeps the latest of each
+// kind as an example, for the tenant's ingest warnings.
+func (in *Intake) RejectCalls(ctx context.Context, api, tenant string, calls []CallRejection) {
+	now := time.Now().UTC()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for _, c := range calls {
+		kind := WarningKind{Tenant: tenant, API: api, Code: c.Code, Field: FieldInCall(c.Field)}
+		in.warnings[Warning{WarningKind: kind, Minute: now.Truncate(time.Minute)}]++
+		call := c.Call
+		if len(call) > maxSampleBytes {
+			call = call[:maxSampleBytes]
+		}
+		in.samples[kind] = Sample{Message: c.Field + ": " + c.Message, Call: string(call), Seen: now}
+		in.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("api", api), attribute.String("reason", c.Code)))
+	}
+}
+
+// FieldInCall is the field within a call: "batch[3].timestamp" and
+// "items[3].timestamp" are "timestamp"; "batch[3]" (the whole call) is "".
+func FieldInCall(field string) string {
+	if strings.HasPrefix(field, "batch[") || strings.HasPrefix(field, "items[") {
+		if i := strings.IndexByte(field, ']'); i >= 0 {
+			return strings.TrimPrefix(field[i+1:], ".")
+		}
+	}
+	return field
+}
+
+// TakeWarnings returns the refused-call counts and examples since the last
+// call and starts over.
+func (in *Intake) TakeWarnings() (map[Warning]uint64, map[WarningKind]Sample) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	w, s := in.warnings, in.samples
+	in.warnings, in.samples = map[Warning]uint64{}, map[WarningKind]Sample{}
+	return w, s
+}
+
+// PutBackWarnings re-adds what could not be stored, for the next flush.
+func (in *Intake) PutBackWarnings(w map[Warning]uint64, s map[WarningKind]Sample) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for k, v := range w {
+		in.warnings[k] += v
+	}
+	for k, v := range s {
+		if cur, ok := in.samples[k]; !ok || cur.Seen.Before(v.Seen) {
+			in.samples[k] = v
+		}
 	}
 }

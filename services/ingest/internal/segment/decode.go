@@ -86,14 +86,30 @@ func tooBig(field, format string, args ...any) *Error {
 // Request is a decoded call or batch.
 type Request struct {
 	Events []events.Event
+	// Rejected are the calls of a batch refused one by one: one bad call
+	// must not cost the good ones (SDKs drop a batch that gets a 400).
+	Rejected []Rejected
 	// WriteKey is the writeKey found in the body, if any (browser SDKs
 	// send it there instead of in an Authorization header).
 	WriteKey string
 }
 
+// Rejected is a refused call of a batch: its index, why (Field names the
+// call, as batch[3].timestamp), and the call as sent (it aliases the body).
+type Rejected struct {
+	Index int
+	Err   *Error
+	Call  []byte
+}
+
 // Decode reads the body of a call to /v1/<kind>: "batch" or an event type.
 // The events it returns lack TenantID and SourceID, which come from the
 // write key. Their Properties, Traits and Context alias body.
+//
+// An error refuses the whole request: a body that is not strict JSON, not
+// an object, or breaks a request-wide limit, or a single call that is
+// invalid. A batch whose body parses yields its valid calls in Events and
+// the invalid ones in Rejected.
 func Decode(kind string, body []byte, receivedAt time.Time, lim Limits) (*Request, error) {
 	if err := validateJSON(body, lim.MaxDepth); err != nil {
 		return nil, err
@@ -140,21 +156,33 @@ func Decode(kind string, body []byte, receivedAt time.Time, lim Limits) (*Reques
 	}
 	req.Events = make([]events.Event, 0, len(items))
 	for i, item := range items {
-		field := "batch[" + strconv.Itoa(i) + "]"
-		typ, err := optString(item.members, field+".", "type")
+		ev, err := w.decodeBatchCall(i, item, batchSentAt, batchContext, receivedAt, lim)
 		if err != nil {
-			return nil, err
-		}
-		if typ == "" {
-			return nil, bad(field+".type", "required in a batch: one of %s", strings.Join(events.Types, ", "))
-		}
-		ev, err := w.decodeCall(item.members, item.raw, typ, field+".", batchSentAt, batchContext, receivedAt, lim)
-		if err != nil {
-			return nil, err
+			var se *Error
+			if !errors.As(err, &se) {
+				se = bad("batch["+strconv.Itoa(i)+"]", "%v", err)
+			}
+			req.Rejected = append(req.Rejected, Rejected{Index: i, Err: se, Call: item.raw})
+			continue
 		}
 		req.Events = append(req.Events, ev)
 	}
 	return req, nil
+}
+
+func (w *walker) decodeBatchCall(i int, item call, batchSentAt *time.Time, batchContext object, receivedAt time.Time, lim Limits) (events.Event, error) {
+	field := "batch[" + strconv.Itoa(i) + "]"
+	if item.members == nil {
+		return events.Event{}, bad(field, "must be an object")
+	}
+	typ, err := optString(item.members, field+".", "type")
+	if err != nil {
+		return events.Event{}, err
+	}
+	if typ == "" {
+		return events.Event{}, bad(field+".type", "required in a batch: one of %s", strings.Join(events.Types, ", "))
+	}
+	return w.decodeCall(item.members, item.raw, typ, field+".", batchSentAt, batchContext, receivedAt, lim)
 }
 
 // validateJSON checks the whole body before anything reads it: valid JSON,
@@ -203,7 +231,8 @@ func (o object) get(name string) ([]byte, bool) {
 	return nil, false
 }
 
-// call is one call of a batch: its members and its whole raw text.
+// call is one call of a batch: its members and its whole raw text. A
+// value that is not an object has nil members.
 type call struct {
 	members object
 	raw     []byte
@@ -270,7 +299,12 @@ func (w *walker) calls() ([]call, error) {
 	var calls []call
 	for i := 0; w.dec.PeekKind() != ']'; i++ {
 		if w.dec.PeekKind() != '{' {
-			return nil, bad("batch["+strconv.Itoa(i)+"]", "must be an object")
+			raw, err := readValue(w.dec, w.body)
+			if err != nil {
+				return nil, bad("batch["+strconv.Itoa(i)+"]", "malformed JSON: %v", err)
+			}
+			calls = append(calls, call{raw: raw}) // refused on its own
+			continue
 		}
 		_, _ = w.dec.ReadToken()
 		start := int(w.dec.InputOffset()) - 1 // the '{' just read

@@ -24,8 +24,13 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		if len(req.Events) == 0 {
+		if len(req.Events) == 0 && len(req.Rejected) == 0 {
 			t.Fatal("accepted a request with no events")
+		}
+		for _, r := range req.Rejected {
+			if r.Err == nil || r.Err.Status != 400 || r.Err.Msg == "" || r.Err.Field == "" || len(r.Call) == 0 {
+				t.Fatalf("bad refusal of call %d: %+v", r.Index, r.Err)
+			}
 		}
 		for _, ev := range req.Events {
 			if ev.MessageID == "" || ev.Type == "" || (ev.UserID == "" && ev.AnonymousID == "") || ev.Timestamp.IsZero() {

@@ -353,35 +353,121 @@ func (s *Store) AddRejections(ctx context.Context, rows [][]any) error {
 	return s.db.Insert(ctx, "ingest_rejections", []string{"tenant_id", "minute", "api", "reason", "requests"}, rows)
 }
 
-// Stats returns the distinct events received in [from, to) and the refused
-// requests by API and reason. Zero times are unbounded.
-func (s *Store) Stats(ctx context.Context, tenant string, from, to time.Time) (uint64, []RejectionCount, error) {
+// Stats is what ingest accepted and refused for a tenant.
+type Stats struct {
+	// Accepted are the distinct events stored; Unattributed, the track,
+	// page and screen events among them without an account.
+	Accepted, Unattributed uint64
+	// Rejections are refused requests by API and reason.
+	Rejections []RejectionCount
+	// RejectedCalls are calls refused inside otherwise stored batches.
+	RejectedCalls uint64
+}
+
+// endOfTime is DateTime's last day, for unbounded ranges.
+var endOfTime = time.Date(2106, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Stats returns what was received in [from, to). Zero times are unbounded.
+func (s *Store) Stats(ctx context.Context, tenant string, from, to time.Time) (Stats, error) {
 	if to.IsZero() {
-		to = time.Date(2106, 1, 1, 0, 0, 0, 0, time.UTC) // DateTime's end
+		to = endOfTime
 	}
-	r, err := s.db.Query(ctx, "SELECT uniqExact(message_id) FROM events WHERE tenant_id = ? AND received_at >= ? AND received_at < ?", tenant, from, to)
+	var st Stats
+	r, err := s.db.Query(ctx, `SELECT uniqExact(message_id), uniqExactIf(message_id, account_id = '' AND type IN ('track', 'page', 'screen'))
+		FROM events WHERE tenant_id = ? AND received_at >= ? AND received_at < ?`, tenant, from, to)
 	if err != nil {
-		return 0, nil, fmt.Errorf("count accepted events: %w", err)
+		return st, fmt.Errorf("count accepted events: %w", err)
 	}
-	var accepted uint64
 	if r.Next() {
-		if err := r.Scan(&accepted); err != nil {
-			return 0, nil, err
+		if err := r.Scan(&st.Accepted, &st.Unattributed); err != nil {
+			return st, err
 		}
 	}
 	r, err = s.db.Query(ctx, `SELECT api, reason, sum(requests) AS n FROM ingest_rejections
 		WHERE tenant_id = ? AND minute >= ? AND minute < ? GROUP BY api, reason ORDER BY n DESC, api, reason`,
 		tenant, from.Truncate(time.Minute), to)
 	if err != nil {
-		return 0, nil, fmt.Errorf("read rejections: %w", err)
+		return st, fmt.Errorf("read rejections: %w", err)
 	}
-	var out []RejectionCount
 	for r.Next() {
 		var c RejectionCount
 		if err := r.Scan(&c.API, &c.Reason, &c.Requests); err != nil {
-			return 0, nil, err
+			return st, err
 		}
-		out = append(out, c)
+		st.Rejections = append(st.Rejections, c)
 	}
-	return accepted, out, nil
+	r, err = s.db.Query(ctx, "SELECT sum(calls) FROM ingest_warnings WHERE tenant_id = ? AND minute >= ? AND minute < ?",
+		tenant, from.Truncate(time.Minute), to)
+	if err != nil {
+		return st, fmt.Errorf("count rejected calls: %w", err)
+	}
+	if r.Next() {
+		if err := r.Scan(&st.RejectedCalls); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+// Warning is a kind of refused call and how often it happened.
+type Warning struct {
+	API, Code, Field string
+	Calls            uint64
+	LastSeen         time.Time
+	// ExampleMessage and ExampleCall are the latest refused call of the
+	// kind, whenever it was.
+	ExampleMessage, ExampleCall string
+}
+
+// AddWarnings adds refused-call counts (tenant, minute, api, code, field, n).
+func (s *Store) AddWarnings(ctx context.Context, counts [][]any) error {
+	return s.db.Insert(ctx, "ingest_warnings", []string{"tenant_id", "minute", "api", "code", "field", "calls"}, counts)
+}
+
+// AddWarningExamples records refused calls as the latest examples of their
+// kind (tenant, api, code, field, seen, message, call).
+func (s *Store) AddWarningExamples(ctx context.Context, examples [][]any) error {
+	return s.db.Insert(ctx, "ingest_warning_samples", []string{"tenant_id", "api", "code", "field", "seen_at", "message", "call"}, examples)
+}
+
+// Warnings lists tenant's refused calls in [from, to) by kind, most first.
+func (s *Store) Warnings(ctx context.Context, tenant string, from, to time.Time) ([]Warning, error) {
+	if to.IsZero() {
+		to = endOfTime
+	}
+	r, err := s.db.Query(ctx, `SELECT api, code, field, sum(calls) AS n, max(minute) FROM ingest_warnings
+		WHERE tenant_id = ? AND minute >= ? AND minute < ? GROUP BY api, code, field ORDER BY n DESC, api, code, field`,
+		tenant, from.Truncate(time.Minute), to)
+	if err != nil {
+		return nil, fmt.Errorf("read ingest warnings: %w", err)
+	}
+	var out []Warning
+	for r.Next() {
+		var w Warning
+		if err := r.Scan(&w.API, &w.Code, &w.Field, &w.Calls, &w.LastSeen); err != nil {
+			return nil, err
+		}
+		out = append(out, w)
+	}
+	r, err = s.db.Query(ctx, `SELECT api, code, field, argMax(message, seen_at), argMax(call, seen_at), max(seen_at)
+		FROM ingest_warning_samples WHERE tenant_id = ? GROUP BY api, code, field`, tenant)
+	if err != nil {
+		return nil, fmt.Errorf("read ingest warning examples: %w", err)
+	}
+	for r.Next() {
+		var api, code, field, msg, call string
+		var seen time.Time
+		if err := r.Scan(&api, &code, &field, &msg, &call, &seen); err != nil {
+			return nil, err
+		}
+		for i := range out {
+			if w := &out[i]; w.API == api && w.Code == code && w.Field == field {
+				w.ExampleMessage, w.ExampleCall = msg, call
+				if seen.After(w.LastSeen) {
+					w.LastSeen = seen
+				}
+			}
+		}
+	}
+	return out, nil
 }

@@ -21,7 +21,7 @@ Usage:
   stickpoint tokens create --name NAME --scopes read,write,admin | list | revoke ID
   stickpoint send FILE [--write-key KEY] [--url http://127.0.0.1:8080]   send JSON lines of Segment calls
   stickpoint load --write-key KEY [--concurrency 8] [--batch 500] [--duration 10s] [--rate N]   load-test ingest
-  stickpoint events count [--account A] [--event E] [--type T] [--since 24h] | recent [--account A] [--limit N] | stats [--since 24h]
+  stickpoint events count [--account A] [--event E] [--type T] [--since 24h] | recent [--account A] [--limit N] | stats [--since 24h] | warnings [--since 24h]
   stickpoint version
 
 Client commands find the server with --addr or STICKPOINT_ADDR (default 127.0.0.1:9090)

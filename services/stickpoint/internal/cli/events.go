@@ -13,7 +13,7 @@ import (
 )
 
 func runEvents(ctx context.Context, args []string, env environ) error {
-	sub, rest, err := subcommand("events", args, "count", "recent", "stats")
+	sub, rest, err := subcommand("events", args, "count", "recent", "stats", "warnings")
 	if err != nil {
 		return err
 	}
@@ -22,7 +22,7 @@ func runEvents(ctx context.Context, args []string, env environ) error {
 	account := fs.String("account", "", "only this account")
 	event := fs.String("event", "", "only this event name (count)")
 	typ := fs.String("type", "", "only this type: track, page, screen, identify, group, alias (count)")
-	since := fs.Duration("since", 0, "only events in this last span, e.g. 24h (count, stats)")
+	since := fs.Duration("since", 0, "only events in this last span, e.g. 24h (count, stats, warnings)")
 	limit := fs.Int("limit", 20, "how many events (recent)")
 	if _, err := parse(fs, rest); err != nil {
 		return err
@@ -46,6 +46,8 @@ func runEvents(ctx context.Context, args []string, env environ) error {
 			return s.printJSON(resp)
 		}
 		fmt.Fprintf(env.stdout, "accepted events: %d\n", resp.GetAcceptedEvents())
+		fmt.Fprintf(env.stdout, "unattributed events: %d (no groupId, and no group call for their user)\n", resp.GetUnattributedEvents())
+		fmt.Fprintf(env.stdout, "rejected calls in stored batches: %d (stickpoint events warnings)\n", resp.GetRejectedCalls())
 		if len(resp.GetRejections()) == 0 {
 			fmt.Fprintln(env.stdout, "rejected requests: none")
 			return nil
@@ -54,6 +56,30 @@ func runEvents(ctx context.Context, args []string, env environ) error {
 		fmt.Fprintln(tw, "REJECTED REQUESTS\tAPI\tREASON")
 		for _, r := range resp.GetRejections() {
 			fmt.Fprintf(tw, "%d\t%s\t%s\n", r.GetRequests(), r.GetApi(), r.GetReason())
+		}
+		return tw.Flush()
+	}
+	if sub == "warnings" {
+		req := &eventsv1.WarningsRequest{}
+		if *since > 0 {
+			req.StartTime = timestamppb.New(time.Now().Add(-*since))
+		}
+		resp, err := client.Warnings(s.ctx, req)
+		if err != nil {
+			return s.explain(err)
+		}
+		if *cf.asJSON {
+			return s.printJSON(resp)
+		}
+		if len(resp.GetWarnings()) == 0 {
+			fmt.Fprintln(env.stdout, "no calls were rejected")
+			return nil
+		}
+		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "CALLS\tAPI\tREASON\tFIELD\tLAST SEEN\tLATEST EXAMPLE")
+		for _, w := range resp.GetWarnings() {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", w.GetCalls(), w.GetApi(), w.GetCode(), dash(w.GetField()),
+				w.GetLastSeen().AsTime().UTC().Format("2006-01-02 15:04:05Z"), oneLine(w.GetExampleMessage(), 100))
 		}
 		return tw.Flush()
 	}
@@ -95,6 +121,15 @@ func runEvents(ctx context.Context, args []string, env environ) error {
 func dash(s string) string {
 	if strings.TrimSpace(s) == "" {
 		return "-"
+	}
+	return s
+}
+
+// oneLine shortens s to n runes on one line, for a table cell.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
 	}
 	return s
 }

@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,11 +42,13 @@ func runSend(ctx context.Context, args []string, env environ) error {
 
 	var failed atomic.Int64
 	var firstErr atomic.Value
+	refused := &refusals{lines: map[uint64]int{}}
 	client, err := sdk.New(sdk.Config{Endpoint: *url, WriteKey: *key, BatchSize: 500, FlushInterval: 200 * time.Millisecond,
 		OnError: func(err error, n int) {
 			failed.Add(int64(n))
 			firstErr.CompareAndSwap(nil, err.Error())
-		}})
+		},
+		OnReject: refused.add})
 	if err != nil {
 		return err
 	}
@@ -59,6 +64,7 @@ func runSend(ctx context.Context, args []string, env environ) error {
 		if raw == "" {
 			continue
 		}
+		refused.remember(raw, line)
 		for {
 			err = client.Raw(json.RawMessage(raw))
 			if !errors.Is(err, sdk.ErrQueueFull) {
@@ -87,8 +93,12 @@ func runSend(ctx context.Context, args []string, env environ) error {
 	}
 	closeErr := client.Close()
 	bar.done(queued)
-	delivered := queued - failed.Load()
+	rejected := refused.sorted()
+	delivered := queued - failed.Load() - int64(len(rejected))
 	fmt.Fprintf(env.stdout, "sent %d events", delivered)
+	if len(rejected) > 0 {
+		fmt.Fprintf(env.stdout, ", %d rejected", len(rejected))
+	}
 	if skipped > 0 {
 		fmt.Fprintf(env.stdout, ", skipped %d invalid lines", skipped)
 	}
@@ -99,15 +109,71 @@ func runSend(ctx context.Context, args []string, env environ) error {
 	for _, n := range skipNotes {
 		fmt.Fprintln(env.stderr, "  "+n)
 	}
+	for _, r := range rejected {
+		fmt.Fprintf(env.stderr, "  line %d: %s (%s)\n", r.line, r.why, r.code)
+	}
 	switch {
 	case failed.Load() > 0:
 		return fmt.Errorf("%d events were not delivered: %v", failed.Load(), firstErr.Load())
 	case closeErr != nil:
 		return closeErr
+	case len(rejected) > 0:
+		return fmt.Errorf("%d events were rejected (listed above by line)", len(rejected))
 	case skipped > 0:
 		return fmt.Errorf("%d lines were skipped", skipped)
 	}
 	return nil
+}
+
+// refusals maps the calls the server refused back to their lines: the SDK
+// hands back each call's bytes, and they are the line's, so a hash of the
+// line finds it (8 bytes a line, not the file's text). Identical lines are
+// one event (same bytes, same messageId): the first line stands for them.
+type refusals struct {
+	mu    sync.Mutex
+	lines map[uint64]int
+	got   []refusal
+}
+
+type refusal struct {
+	line      int
+	why, code string
+}
+
+func lineHash(b []byte) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write(b)
+	return h.Sum64()
+}
+
+func (r *refusals) remember(raw string, line int) {
+	h := lineHash([]byte(raw))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.lines[h]; !ok {
+		r.lines[h] = line
+	}
+}
+
+func (r *refusals) add(rej sdk.Rejection) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	field := rej.Field
+	if i := strings.IndexByte(field, ']'); strings.HasPrefix(field, "batch[") && i >= 0 {
+		field = strings.TrimPrefix(field[i+1:], ".")
+	}
+	why := rej.Message
+	if field != "" {
+		why = field + ": " + why
+	}
+	r.got = append(r.got, refusal{line: r.lines[lineHash(rej.Call)], why: why, code: rej.Code})
+}
+
+func (r *refusals) sorted() []refusal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	slices.SortFunc(r.got, func(a, b refusal) int { return a.line - b.line })
+	return r.got
 }
 
 func envOr(env environ, key, def string) string {

@@ -192,6 +192,38 @@ func TestNewUserJourney(t *testing.T) {
 	require.Contains(t, out, "skipped 1 invalid lines")
 	require.Contains(t, errOut, "line 1:")
 
+	// A history file with one event older than the history limit: the
+	// other 1,999 are stored, and the bad one is reported by line.
+	var history []string
+	for i := range 2000 {
+		ts := "2026-10-01T10:00:00Z"
+		if i == 1234 {
+			ts = "2001-01-01T00:00:00Z"
+		}
+		history = append(history, fmt.Sprintf(`{"type":"track","event":"History","userId":"h%d","messageId":"hist-%d","timestamp":%q}`, i%20, i, ts))
+	}
+	histFile := filepath.Join(t.TempDir(), "history.jsonl")
+	require.NoError(t, os.WriteFile(histFile, []byte(strings.Join(history, "\n")+"\n"), 0o600))
+	out, errOut, code = cli(t, addr, "send", histFile, "--write-key", writeKey, "--url", dev.lines["http"])
+	require.Equal(t, 1, code, "a rejected event fails the command")
+	require.Contains(t, out, "sent 1999 events, 1 rejected")
+	require.Contains(t, errOut, "line 1235: timestamp: 2001-01-01T00:00:00Z is older than the history limit")
+	waitCount(t, addr, token, 1002+1999)
+	require.Eventually(t, func() bool {
+		out, _, code = cli(t, addr, "events", "warnings", "--token", token)
+		return code == 0 && strings.Contains(out, "timestamp")
+	}, 30*time.Second, 100*time.Millisecond, "the rejected call shows in the warnings")
+	require.Contains(t, out, "older than the history limit")
+	out, errOut, code = cli(t, addr, "events", "warnings", "--token", token, "--json")
+	require.Zero(t, code, errOut)
+	var warnings struct {
+		Warnings []struct{ Field, Calls, ExampleCall string }
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &warnings))
+	require.Equal(t, "timestamp", warnings.Warnings[0].Field)
+	require.Equal(t, "1", warnings.Warnings[0].Calls)
+	require.Contains(t, warnings.Warnings[0].ExampleCall, "hist-1234")
+
 	// stickpoint load: a short run, counted through to ClickHouse.
 	out, errOut, code = cli(t, addr, "load", "--url", dev.lines["http"], "--write-key", writeKey, "--token", token,
 		"--duration", "1s", "--concurrency", "2", "--batch", "50")

@@ -438,9 +438,15 @@ type StatsResponse struct {
 	// accepted_events are the distinct events received and stored.
 	AcceptedEvents uint64 `protobuf:"varint,1,opt,name=accepted_events,json=acceptedEvents,proto3" json:"accepted_events,omitempty"`
 	// rejections are refused requests by API and reason (counted every 10s).
-	Rejections    []*Rejection `protobuf:"bytes,2,rep,name=rejections,proto3" json:"rejections,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Rejections []*Rejection `protobuf:"bytes,2,rep,name=rejections,proto3" json:"rejections,omitempty"`
+	// rejected_calls are calls refused inside batches that were otherwise
+	// stored (see Warnings).
+	RejectedCalls uint64 `protobuf:"varint,3,opt,name=rejected_calls,json=rejectedCalls,proto3" json:"rejected_calls,omitempty"`
+	// unattributed_events are stored track, page and screen events whose
+	// account is unknown: no groupId, and no group call for their user.
+	UnattributedEvents uint64 `protobuf:"varint,4,opt,name=unattributed_events,json=unattributedEvents,proto3" json:"unattributed_events,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *StatsResponse) Reset() {
@@ -485,6 +491,20 @@ func (x *StatsResponse) GetRejections() []*Rejection {
 		return x.Rejections
 	}
 	return nil
+}
+
+func (x *StatsResponse) GetRejectedCalls() uint64 {
+	if x != nil {
+		return x.RejectedCalls
+	}
+	return 0
+}
+
+func (x *StatsResponse) GetUnattributedEvents() uint64 {
+	if x != nil {
+		return x.UnattributedEvents
+	}
+	return 0
 }
 
 type Rejection struct {
@@ -550,6 +570,203 @@ func (x *Rejection) GetRequests() uint64 {
 	return 0
 }
 
+type WarningsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// start_time is inclusive, end_time exclusive; unset means unbounded.
+	StartTime     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WarningsRequest) Reset() {
+	*x = WarningsRequest{}
+	mi := &file_stickpoint_events_v1_events_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WarningsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WarningsRequest) ProtoMessage() {}
+
+func (x *WarningsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_events_v1_events_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WarningsRequest.ProtoReflect.Descriptor instead.
+func (*WarningsRequest) Descriptor() ([]byte, []int) {
+	return file_stickpoint_events_v1_events_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *WarningsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *WarningsRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+type WarningsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// warnings are sorted by calls, most first.
+	Warnings      []*Warning `protobuf:"bytes,1,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WarningsResponse) Reset() {
+	*x = WarningsResponse{}
+	mi := &file_stickpoint_events_v1_events_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WarningsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WarningsResponse) ProtoMessage() {}
+
+func (x *WarningsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_events_v1_events_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WarningsResponse.ProtoReflect.Descriptor instead.
+func (*WarningsResponse) Descriptor() ([]byte, []int) {
+	return file_stickpoint_events_v1_events_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *WarningsResponse) GetWarnings() []*Warning {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+// Warning is a kind of refused call: a reason and a field.
+type Warning struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// api is "http" or "grpc".
+	Api string `protobuf:"bytes,1,opt,name=api,proto3" json:"api,omitempty"`
+	// code is invalid_request or limit_exceeded.
+	Code string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	// field is the field at fault within a call, e.g. timestamp; empty when
+	// the call as a whole was refused (too large, not an object).
+	Field    string                 `protobuf:"bytes,3,opt,name=field,proto3" json:"field,omitempty"`
+	Calls    uint64                 `protobuf:"varint,4,opt,name=calls,proto3" json:"calls,omitempty"`
+	LastSeen *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// example_message and example_call are the latest refused call of this
+	// kind and why (the call's first 2 KB).
+	ExampleMessage string `protobuf:"bytes,6,opt,name=example_message,json=exampleMessage,proto3" json:"example_message,omitempty"`
+	ExampleCall    string `protobuf:"bytes,7,opt,name=example_call,json=exampleCall,proto3" json:"example_call,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Warning) Reset() {
+	*x = Warning{}
+	mi := &file_stickpoint_events_v1_events_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Warning) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Warning) ProtoMessage() {}
+
+func (x *Warning) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_events_v1_events_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Warning.ProtoReflect.Descriptor instead.
+func (*Warning) Descriptor() ([]byte, []int) {
+	return file_stickpoint_events_v1_events_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Warning) GetApi() string {
+	if x != nil {
+		return x.Api
+	}
+	return ""
+}
+
+func (x *Warning) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *Warning) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *Warning) GetCalls() uint64 {
+	if x != nil {
+		return x.Calls
+	}
+	return 0
+}
+
+func (x *Warning) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+func (x *Warning) GetExampleMessage() string {
+	if x != nil {
+		return x.ExampleMessage
+	}
+	return ""
+}
+
+func (x *Warning) GetExampleCall() string {
+	if x != nil {
+		return x.ExampleCall
+	}
+	return ""
+}
+
 var File_stickpoint_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_stickpoint_events_v1_events_proto_rawDesc = "" +
@@ -591,20 +808,37 @@ const file_stickpoint_events_v1_events_proto_rawDesc = "" +
 	"\fStatsRequest\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
-	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"y\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\xd1\x01\n" +
 	"\rStatsResponse\x12'\n" +
 	"\x0faccepted_events\x18\x01 \x01(\x04R\x0eacceptedEvents\x12?\n" +
 	"\n" +
 	"rejections\x18\x02 \x03(\v2\x1f.stickpoint.events.v1.RejectionR\n" +
-	"rejections\"Q\n" +
+	"rejections\x12%\n" +
+	"\x0erejected_calls\x18\x03 \x01(\x04R\rrejectedCalls\x12/\n" +
+	"\x13unattributed_events\x18\x04 \x01(\x04R\x12unattributedEvents\"Q\n" +
 	"\tRejection\x12\x10\n" +
 	"\x03api\x18\x01 \x01(\tR\x03api\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1a\n" +
-	"\brequests\x18\x03 \x01(\x04R\brequests2\x9a\x02\n" +
+	"\brequests\x18\x03 \x01(\x04R\brequests\"\x83\x01\n" +
+	"\x0fWarningsRequest\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"M\n" +
+	"\x10WarningsResponse\x129\n" +
+	"\bwarnings\x18\x01 \x03(\v2\x1d.stickpoint.events.v1.WarningR\bwarnings\"\xe0\x01\n" +
+	"\aWarning\x12\x10\n" +
+	"\x03api\x18\x01 \x01(\tR\x03api\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\x12\x14\n" +
+	"\x05field\x18\x03 \x01(\tR\x05field\x12\x14\n" +
+	"\x05calls\x18\x04 \x01(\x04R\x05calls\x127\n" +
+	"\tlast_seen\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12'\n" +
+	"\x0fexample_message\x18\x06 \x01(\tR\x0eexampleMessage\x12!\n" +
+	"\fexample_call\x18\a \x01(\tR\vexampleCall2\xfb\x02\n" +
 	"\rEventsService\x12V\n" +
 	"\x05Count\x12\".stickpoint.events.v1.CountRequest\x1a#.stickpoint.events.v1.CountResponse\"\x04\xc8\xf3\x18\x01\x12Y\n" +
 	"\x06Recent\x12#.stickpoint.events.v1.RecentRequest\x1a$.stickpoint.events.v1.RecentResponse\"\x04\xc8\xf3\x18\x01\x12V\n" +
-	"\x05Stats\x12\".stickpoint.events.v1.StatsRequest\x1a#.stickpoint.events.v1.StatsResponse\"\x04\xc8\xf3\x18\x01B\xe6\x01\n" +
+	"\x05Stats\x12\".stickpoint.events.v1.StatsRequest\x1a#.stickpoint.events.v1.StatsResponse\"\x04\xc8\xf3\x18\x01\x12_\n" +
+	"\bWarnings\x12%.stickpoint.events.v1.WarningsRequest\x1a&.stickpoint.events.v1.WarningsResponse\"\x04\xc8\xf3\x18\x01B\xe6\x01\n" +
 	"\x18com.stickpoint.events.v1B\vEventsProtoP\x01ZKgithub.com/stickpoint/stickpoint/proto/gen/go/stickpoint/events/v1;eventsv1\xa2\x02\x03SEX\xaa\x02\x14Stickpoint.Events.V1\xca\x02\x14Stickpoint\\Events\\V1\xe2\x02 Stickpoint\\Events\\V1\\GPBMetadata\xea\x02\x16Stickpoint::Events::V1b\x06proto3"
 
 var (
@@ -619,7 +853,7 @@ func file_stickpoint_events_v1_events_proto_rawDescGZIP() []byte {
 	return file_stickpoint_events_v1_events_proto_rawDescData
 }
 
-var file_stickpoint_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_stickpoint_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_stickpoint_events_v1_events_proto_goTypes = []any{
 	(*CountRequest)(nil),          // 0: stickpoint.events.v1.CountRequest
 	(*CountResponse)(nil),         // 1: stickpoint.events.v1.CountResponse
@@ -629,28 +863,37 @@ var file_stickpoint_events_v1_events_proto_goTypes = []any{
 	(*StatsRequest)(nil),          // 5: stickpoint.events.v1.StatsRequest
 	(*StatsResponse)(nil),         // 6: stickpoint.events.v1.StatsResponse
 	(*Rejection)(nil),             // 7: stickpoint.events.v1.Rejection
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*WarningsRequest)(nil),       // 8: stickpoint.events.v1.WarningsRequest
+	(*WarningsResponse)(nil),      // 9: stickpoint.events.v1.WarningsResponse
+	(*Warning)(nil),               // 10: stickpoint.events.v1.Warning
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_stickpoint_events_v1_events_proto_depIdxs = []int32{
-	8,  // 0: stickpoint.events.v1.CountRequest.start_time:type_name -> google.protobuf.Timestamp
-	8,  // 1: stickpoint.events.v1.CountRequest.end_time:type_name -> google.protobuf.Timestamp
+	11, // 0: stickpoint.events.v1.CountRequest.start_time:type_name -> google.protobuf.Timestamp
+	11, // 1: stickpoint.events.v1.CountRequest.end_time:type_name -> google.protobuf.Timestamp
 	4,  // 2: stickpoint.events.v1.RecentResponse.events:type_name -> stickpoint.events.v1.Event
-	8,  // 3: stickpoint.events.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
-	8,  // 4: stickpoint.events.v1.Event.receive_time:type_name -> google.protobuf.Timestamp
-	8,  // 5: stickpoint.events.v1.StatsRequest.start_time:type_name -> google.protobuf.Timestamp
-	8,  // 6: stickpoint.events.v1.StatsRequest.end_time:type_name -> google.protobuf.Timestamp
+	11, // 3: stickpoint.events.v1.Event.timestamp:type_name -> google.protobuf.Timestamp
+	11, // 4: stickpoint.events.v1.Event.receive_time:type_name -> google.protobuf.Timestamp
+	11, // 5: stickpoint.events.v1.StatsRequest.start_time:type_name -> google.protobuf.Timestamp
+	11, // 6: stickpoint.events.v1.StatsRequest.end_time:type_name -> google.protobuf.Timestamp
 	7,  // 7: stickpoint.events.v1.StatsResponse.rejections:type_name -> stickpoint.events.v1.Rejection
-	0,  // 8: stickpoint.events.v1.EventsService.Count:input_type -> stickpoint.events.v1.CountRequest
-	2,  // 9: stickpoint.events.v1.EventsService.Recent:input_type -> stickpoint.events.v1.RecentRequest
-	5,  // 10: stickpoint.events.v1.EventsService.Stats:input_type -> stickpoint.events.v1.StatsRequest
-	1,  // 11: stickpoint.events.v1.EventsService.Count:output_type -> stickpoint.events.v1.CountResponse
-	3,  // 12: stickpoint.events.v1.EventsService.Recent:output_type -> stickpoint.events.v1.RecentResponse
-	6,  // 13: stickpoint.events.v1.EventsService.Stats:output_type -> stickpoint.events.v1.StatsResponse
-	11, // [11:14] is the sub-list for method output_type
-	8,  // [8:11] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	11, // 8: stickpoint.events.v1.WarningsRequest.start_time:type_name -> google.protobuf.Timestamp
+	11, // 9: stickpoint.events.v1.WarningsRequest.end_time:type_name -> google.protobuf.Timestamp
+	10, // 10: stickpoint.events.v1.WarningsResponse.warnings:type_name -> stickpoint.events.v1.Warning
+	11, // 11: stickpoint.events.v1.Warning.last_seen:type_name -> google.protobuf.Timestamp
+	0,  // 12: stickpoint.events.v1.EventsService.Count:input_type -> stickpoint.events.v1.CountRequest
+	2,  // 13: stickpoint.events.v1.EventsService.Recent:input_type -> stickpoint.events.v1.RecentRequest
+	5,  // 14: stickpoint.events.v1.EventsService.Stats:input_type -> stickpoint.events.v1.StatsRequest
+	8,  // 15: stickpoint.events.v1.EventsService.Warnings:input_type -> stickpoint.events.v1.WarningsRequest
+	1,  // 16: stickpoint.events.v1.EventsService.Count:output_type -> stickpoint.events.v1.CountResponse
+	3,  // 17: stickpoint.events.v1.EventsService.Recent:output_type -> stickpoint.events.v1.RecentResponse
+	6,  // 18: stickpoint.events.v1.EventsService.Stats:output_type -> stickpoint.events.v1.StatsResponse
+	9,  // 19: stickpoint.events.v1.EventsService.Warnings:output_type -> stickpoint.events.v1.WarningsResponse
+	16, // [16:20] is the sub-list for method output_type
+	12, // [12:16] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_stickpoint_events_v1_events_proto_init() }
@@ -664,7 +907,7 @@ func file_stickpoint_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stickpoint_events_v1_events_proto_rawDesc), len(file_stickpoint_events_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,9 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	EventsService_Count_FullMethodName  = "/stickpoint.events.v1.EventsService/Count"
-	EventsService_Recent_FullMethodName = "/stickpoint.events.v1.EventsService/Recent"
-	EventsService_Stats_FullMethodName  = "/stickpoint.events.v1.EventsService/Stats"
+	EventsService_Count_FullMethodName    = "/stickpoint.events.v1.EventsService/Count"
+	EventsService_Recent_FullMethodName   = "/stickpoint.events.v1.EventsService/Recent"
+	EventsService_Stats_FullMethodName    = "/stickpoint.events.v1.EventsService/Stats"
+	EventsService_Warnings_FullMethodName = "/stickpoint.events.v1.EventsService/Warnings"
 )
 
 // EventsServiceClient is the client API for EventsService service.
@@ -38,6 +39,9 @@ type EventsServiceClient interface {
 	// Stats says what ingest accepted and refused for the tenant: nothing
 	// is dropped silently.
 	Stats(ctx context.Context, in *StatsRequest, opts ...grpc.CallOption) (*StatsResponse, error)
+	// Warnings lists the calls ingest refused one by one inside otherwise
+	// good batches, by reason and field, each with its latest example.
+	Warnings(ctx context.Context, in *WarningsRequest, opts ...grpc.CallOption) (*WarningsResponse, error)
 }
 
 type eventsServiceClient struct {
@@ -78,6 +82,16 @@ func (c *eventsServiceClient) Stats(ctx context.Context, in *StatsRequest, opts 
 	return out, nil
 }
 
+func (c *eventsServiceClient) Warnings(ctx context.Context, in *WarningsRequest, opts ...grpc.CallOption) (*WarningsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WarningsResponse)
+	err := c.cc.Invoke(ctx, EventsService_Warnings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EventsServiceServer is the server API for EventsService service.
 // All implementations must embed UnimplementedEventsServiceServer
 // for forward compatibility.
@@ -92,6 +106,9 @@ type EventsServiceServer interface {
 	// Stats says what ingest accepted and refused for the tenant: nothing
 	// is dropped silently.
 	Stats(context.Context, *StatsRequest) (*StatsResponse, error)
+	// Warnings lists the calls ingest refused one by one inside otherwise
+	// good batches, by reason and field, each with its latest example.
+	Warnings(context.Context, *WarningsRequest) (*WarningsResponse, error)
 	mustEmbedUnimplementedEventsServiceServer()
 }
 
@@ -110,6 +127,9 @@ func (UnimplementedEventsServiceServer) Recent(context.Context, *RecentRequest) 
 }
 func (UnimplementedEventsServiceServer) Stats(context.Context, *StatsRequest) (*StatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stats not implemented")
+}
+func (UnimplementedEventsServiceServer) Warnings(context.Context, *WarningsRequest) (*WarningsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Warnings not implemented")
 }
 func (UnimplementedEventsServiceServer) mustEmbedUnimplementedEventsServiceServer() {}
 func (UnimplementedEventsServiceServer) testEmbeddedByValue()                       {}
@@ -186,6 +206,24 @@ func _EventsService_Stats_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EventsService_Warnings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WarningsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventsServiceServer).Warnings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventsService_Warnings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventsServiceServer).Warnings(ctx, req.(*WarningsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // EventsService_ServiceDesc is the grpc.ServiceDesc for EventsService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -204,6 +242,10 @@ var EventsService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Stats",
 			Handler:    _EventsService_Stats_Handler,
+		},
+		{
+			MethodName: "Warnings",
+			Handler:    _EventsService_Warnings_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -539,7 +539,9 @@ func (*GroupResponse) Descriptor() ([]byte, []int) {
 type BatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// accepted is the number of events now durably queued.
-	Accepted      uint32 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Accepted uint32 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// rejected are the calls that were not, and why.
+	Rejected      []*RejectedCall `protobuf:"bytes,2,rep,name=rejected,proto3" json:"rejected,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -581,6 +583,85 @@ func (x *BatchResponse) GetAccepted() uint32 {
 	return 0
 }
 
+func (x *BatchResponse) GetRejected() []*RejectedCall {
+	if x != nil {
+		return x.Rejected
+	}
+	return nil
+}
+
+// RejectedCall is a call of a batch refused on its own.
+type RejectedCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// index is the call's position in the batch's items.
+	Index int32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// field is the field at fault, e.g. items[3].timestamp.
+	Field string `protobuf:"bytes,2,opt,name=field,proto3" json:"field,omitempty"`
+	// code is invalid_request or limit_exceeded.
+	Code          string `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectedCall) Reset() {
+	*x = RejectedCall{}
+	mi := &file_stickpoint_ingest_v1_ingest_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectedCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectedCall) ProtoMessage() {}
+
+func (x *RejectedCall) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_ingest_v1_ingest_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectedCall.ProtoReflect.Descriptor instead.
+func (*RejectedCall) Descriptor() ([]byte, []int) {
+	return file_stickpoint_ingest_v1_ingest_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RejectedCall) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *RejectedCall) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *RejectedCall) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *RejectedCall) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_stickpoint_ingest_v1_ingest_proto protoreflect.FileDescriptor
 
 const file_stickpoint_ingest_v1_ingest_proto_rawDesc = "" +
@@ -616,9 +697,15 @@ const file_stickpoint_ingest_v1_ingest_proto_rawDesc = "" +
 	"\x04call\"\x0f\n" +
 	"\rTrackResponse\"\x12\n" +
 	"\x10IdentifyResponse\"\x0f\n" +
-	"\rGroupResponse\"+\n" +
+	"\rGroupResponse\"k\n" +
 	"\rBatchResponse\x12\x1a\n" +
-	"\baccepted\x18\x01 \x01(\rR\baccepted2\xf8\x02\n" +
+	"\baccepted\x18\x01 \x01(\rR\baccepted\x12>\n" +
+	"\brejected\x18\x02 \x03(\v2\".stickpoint.ingest.v1.RejectedCallR\brejected\"h\n" +
+	"\fRejectedCall\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x14\n" +
+	"\x05field\x18\x02 \x01(\tR\x05field\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage2\xf8\x02\n" +
 	"\rIngestService\x12V\n" +
 	"\x05Track\x12\".stickpoint.ingest.v1.TrackRequest\x1a#.stickpoint.ingest.v1.TrackResponse\"\x04\xc8\xf3\x18\x02\x12_\n" +
 	"\bIdentify\x12%.stickpoint.ingest.v1.IdentifyRequest\x1a&.stickpoint.ingest.v1.IdentifyResponse\"\x04\xc8\xf3\x18\x02\x12V\n" +
@@ -638,7 +725,7 @@ func file_stickpoint_ingest_v1_ingest_proto_rawDescGZIP() []byte {
 	return file_stickpoint_ingest_v1_ingest_proto_rawDescData
 }
 
-var file_stickpoint_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_stickpoint_ingest_v1_ingest_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_stickpoint_ingest_v1_ingest_proto_goTypes = []any{
 	(*Call)(nil),                  // 0: stickpoint.ingest.v1.Call
 	(*TrackRequest)(nil),          // 1: stickpoint.ingest.v1.TrackRequest
@@ -650,31 +737,33 @@ var file_stickpoint_ingest_v1_ingest_proto_goTypes = []any{
 	(*IdentifyResponse)(nil),      // 7: stickpoint.ingest.v1.IdentifyResponse
 	(*GroupResponse)(nil),         // 8: stickpoint.ingest.v1.GroupResponse
 	(*BatchResponse)(nil),         // 9: stickpoint.ingest.v1.BatchResponse
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*RejectedCall)(nil),          // 10: stickpoint.ingest.v1.RejectedCall
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_stickpoint_ingest_v1_ingest_proto_depIdxs = []int32{
-	10, // 0: stickpoint.ingest.v1.Call.timestamp:type_name -> google.protobuf.Timestamp
+	11, // 0: stickpoint.ingest.v1.Call.timestamp:type_name -> google.protobuf.Timestamp
 	0,  // 1: stickpoint.ingest.v1.TrackRequest.call:type_name -> stickpoint.ingest.v1.Call
 	0,  // 2: stickpoint.ingest.v1.IdentifyRequest.call:type_name -> stickpoint.ingest.v1.Call
 	0,  // 3: stickpoint.ingest.v1.GroupRequest.call:type_name -> stickpoint.ingest.v1.Call
 	5,  // 4: stickpoint.ingest.v1.BatchRequest.items:type_name -> stickpoint.ingest.v1.BatchItem
-	10, // 5: stickpoint.ingest.v1.BatchRequest.sent_at:type_name -> google.protobuf.Timestamp
+	11, // 5: stickpoint.ingest.v1.BatchRequest.sent_at:type_name -> google.protobuf.Timestamp
 	1,  // 6: stickpoint.ingest.v1.BatchItem.track:type_name -> stickpoint.ingest.v1.TrackRequest
 	2,  // 7: stickpoint.ingest.v1.BatchItem.identify:type_name -> stickpoint.ingest.v1.IdentifyRequest
 	3,  // 8: stickpoint.ingest.v1.BatchItem.group:type_name -> stickpoint.ingest.v1.GroupRequest
-	1,  // 9: stickpoint.ingest.v1.IngestService.Track:input_type -> stickpoint.ingest.v1.TrackRequest
-	2,  // 10: stickpoint.ingest.v1.IngestService.Identify:input_type -> stickpoint.ingest.v1.IdentifyRequest
-	3,  // 11: stickpoint.ingest.v1.IngestService.Group:input_type -> stickpoint.ingest.v1.GroupRequest
-	4,  // 12: stickpoint.ingest.v1.IngestService.Batch:input_type -> stickpoint.ingest.v1.BatchRequest
-	6,  // 13: stickpoint.ingest.v1.IngestService.Track:output_type -> stickpoint.ingest.v1.TrackResponse
-	7,  // 14: stickpoint.ingest.v1.IngestService.Identify:output_type -> stickpoint.ingest.v1.IdentifyResponse
-	8,  // 15: stickpoint.ingest.v1.IngestService.Group:output_type -> stickpoint.ingest.v1.GroupResponse
-	9,  // 16: stickpoint.ingest.v1.IngestService.Batch:output_type -> stickpoint.ingest.v1.BatchResponse
-	13, // [13:17] is the sub-list for method output_type
-	9,  // [9:13] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	10, // 9: stickpoint.ingest.v1.BatchResponse.rejected:type_name -> stickpoint.ingest.v1.RejectedCall
+	1,  // 10: stickpoint.ingest.v1.IngestService.Track:input_type -> stickpoint.ingest.v1.TrackRequest
+	2,  // 11: stickpoint.ingest.v1.IngestService.Identify:input_type -> stickpoint.ingest.v1.IdentifyRequest
+	3,  // 12: stickpoint.ingest.v1.IngestService.Group:input_type -> stickpoint.ingest.v1.GroupRequest
+	4,  // 13: stickpoint.ingest.v1.IngestService.Batch:input_type -> stickpoint.ingest.v1.BatchRequest
+	6,  // 14: stickpoint.ingest.v1.IngestService.Track:output_type -> stickpoint.ingest.v1.TrackResponse
+	7,  // 15: stickpoint.ingest.v1.IngestService.Identify:output_type -> stickpoint.ingest.v1.IdentifyResponse
+	8,  // 16: stickpoint.ingest.v1.IngestService.Group:output_type -> stickpoint.ingest.v1.GroupResponse
+	9,  // 17: stickpoint.ingest.v1.IngestService.Batch:output_type -> stickpoint.ingest.v1.BatchResponse
+	14, // [14:18] is the sub-list for method output_type
+	10, // [10:14] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_stickpoint_ingest_v1_ingest_proto_init() }
@@ -693,7 +782,7 @@ func file_stickpoint_ingest_v1_ingest_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stickpoint_ingest_v1_ingest_proto_rawDesc), len(file_stickpoint_ingest_v1_ingest_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,7 +37,10 @@ type IngestServiceClient interface {
 	Track(ctx context.Context, in *TrackRequest, opts ...grpc.CallOption) (*TrackResponse, error)
 	Identify(ctx context.Context, in *IdentifyRequest, opts ...grpc.CallOption) (*IdentifyResponse, error)
 	Group(ctx context.Context, in *GroupRequest, opts ...grpc.CallOption) (*GroupResponse, error)
-	// Batch takes up to 2,500 calls, all or none.
+	// Batch takes up to 2,500 calls. Valid calls are stored and invalid ones
+	// are listed in the response (and in the tenant's ingest warnings); the
+	// request fails as a whole only if no call is valid, or on a
+	// request-wide limit, the rate limit or an outage.
 	Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchResponse, error)
 }
 
@@ -101,7 +104,10 @@ type IngestServiceServer interface {
 	Track(context.Context, *TrackRequest) (*TrackResponse, error)
 	Identify(context.Context, *IdentifyRequest) (*IdentifyResponse, error)
 	Group(context.Context, *GroupRequest) (*GroupResponse, error)
-	// Batch takes up to 2,500 calls, all or none.
+	// Batch takes up to 2,500 calls. Valid calls are stored and invalid ones
+	// are listed in the response (and in the tenant's ingest warnings); the
+	// request fails as a whole only if no call is valid, or on a
+	// request-wide limit, the rate limit or an outage.
 	Batch(context.Context, *BatchRequest) (*BatchResponse, error)
 	mustEmbedUnimplementedIngestServiceServer()
 }
