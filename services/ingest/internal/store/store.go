@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	accountspkg "github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/events"
 )
@@ -38,8 +39,8 @@ func zeroTime(t time.Time) time.Time {
 	return t.UTC()
 }
 
-// Write inserts events, and the user and account records that identify and
-// group calls update, as one insert per table.
+// Write inserts events, and the user memberships and account traits that
+// identify and group calls record, as one insert per table.
 func (s *Store) Write(ctx context.Context, evs []events.Event) error {
 	if len(evs) == 0 {
 		return nil
@@ -53,7 +54,7 @@ func (s *Store) Write(ctx context.Context, evs []events.Event) error {
 		case e.Type == events.TypeIdentify && e.UserID != "":
 			users = append(users, []any{e.TenantID, e.UserID, e.AccountID, string(e.Traits), e.Timestamp.UTC(), e.MessageID})
 		case e.Type == events.TypeGroup:
-			accounts = append(accounts, []any{e.TenantID, e.AccountID, string(e.Traits), e.Timestamp.UTC(), e.MessageID})
+			accounts = append(accounts, accountspkg.TraitsRow(e.TenantID, e.AccountID, e.Traits, e.Timestamp, e.MessageID))
 			if e.UserID != "" {
 				users = append(users, []any{e.TenantID, e.UserID, e.AccountID, "", e.Timestamp.UTC(), e.MessageID})
 			}
@@ -65,7 +66,7 @@ func (s *Store) Write(ctx context.Context, evs []events.Event) error {
 	if err := s.db.Insert(ctx, "users", []string{"tenant_id", "user_id", "account_id", "traits", "updated_at", "message_id"}, users); err != nil {
 		return err
 	}
-	return s.db.Insert(ctx, "accounts", []string{"tenant_id", "account_id", "traits", "updated_at", "message_id"}, accounts)
+	return s.db.Insert(ctx, "account_traits", accountspkg.TraitsColumns, accounts)
 }
 
 // Membership is a user's tie to an account, from a group call (or a call

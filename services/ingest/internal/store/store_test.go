@@ -3,12 +3,15 @@ package store_test
 import (
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
@@ -134,5 +137,102 @@ func TestCountIsExactAtScale(t *testing.T) {
 		n, err := s.Count(t.Context(), "acme", store.Filter{})
 		require.NoError(t, err)
 		require.Equal(t, uint64(5000), n)
+	})
+}
+
+// The one read path for account traits merges an account's group calls by
+// key, latest event time winning, before and after ClickHouse merges
+// repeated identical calls.
+func TestAccountTraits(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		s := open(t, db)
+		ctx := t.Context()
+		t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+		grp := func(id, account, traits string, at time.Time) events.Event {
+			e := ev("acme", id, events.TypeGroup, "", "u1", account, at)
+			e.Traits = json.RawMessage(traits)
+			return e
+		}
+		require.NoError(t, s.Write(ctx, []events.Event{
+			grp("g1", "a1", `{"plan":"pro","name":"Acme"}`, t0),
+			grp("g2", "a1", `{"plan":"team","seats":12}`, t0.Add(time.Hour)),
+			grp("g3", "a1", `{"plan":"pro","name":"Acme"}`, t0.Add(-time.Hour)), // an older repeat arrives late
+			grp("g4", "a2", `{"plan":"free"}`, t0),
+			grp("g5", "a1", `{"plan":"pro","name":"Acme"}`, t0.Add(30*time.Minute)),
+		}))
+		require.NoError(t, s.Write(ctx, []events.Event{ev("globex", "g1", events.TypeGroup, "", "x", "a1", t0)}))
+		reader := accounts.NewReader(db)
+		check := func() {
+			got, err := reader.Traits(ctx, "acme", []string{"a1", "a2", "nope"})
+			require.NoError(t, err)
+			require.Equal(t, map[string]accounts.Traits{
+				"a1": {"plan": json.RawMessage(`"team"`), "seats": json.RawMessage(`12`), "name": json.RawMessage(`"Acme"`)},
+				"a2": {"plan": json.RawMessage(`"free"`)},
+			}, got)
+		}
+		check()
+		require.NoError(t, db.Exec(ctx, "OPTIMIZE TABLE account_traits FINAL"))
+		check()
+		r, err := db.Query(ctx, "SELECT count() FROM account_traits WHERE tenant_id = 'acme' AND account_id = 'a1'")
+		require.NoError(t, err)
+		require.True(t, r.Next())
+		var n uint64
+		require.NoError(t, r.Scan(&n))
+		require.Equal(t, uint64(2), n, "identical traits collapse into one row")
+	})
+}
+
+// Group calls stored before account_traits existed move over with the
+// migration that creates it, and read the same.
+func TestAccountTraitsMigrationKeepsOlderGroupCalls(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		ctx := t.Context()
+		upTo := func(last string) fstest.MapFS {
+			out := fstest.MapFS{}
+			entries, err := fs.ReadDir(migrations.FS, ".")
+			require.NoError(t, err)
+			for _, e := range entries {
+				if e.Name() <= last {
+					b, err := fs.ReadFile(migrations.FS, e.Name())
+					require.NoError(t, err)
+					out[e.Name()] = &fstest.MapFile{Data: b}
+				}
+			}
+			return out
+		}
+		_, err := chstore.Migrate(ctx, db, "ingest", upTo("0005_zzz"))
+		require.NoError(t, err)
+		t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+		require.NoError(t, db.Insert(ctx, "accounts", []string{"tenant_id", "account_id", "traits", "updated_at", "message_id"}, [][]any{
+			{"acme", "a1", `{"plan":"pro","seats":3}`, t0, "g1"},
+			{"acme", "a1", `{"plan":"team"}`, t0.Add(time.Hour), "g2"},
+			{"acme", "a2", "", t0, "g3"},
+		}))
+		_, err = chstore.Migrate(ctx, db, "ingest", migrations.FS)
+		require.NoError(t, err)
+		// The same traits sent again now collapse with the moved row: SQL
+		// and Go hash alike.
+		again := ev("acme", "g4", events.TypeGroup, "", "u1", "a1", t0.Add(2*time.Hour))
+		again.Traits = json.RawMessage(`{"plan":"team"}`)
+		require.NoError(t, store.New(db).Write(ctx, []events.Event{again}))
+		require.NoError(t, db.Exec(ctx, "OPTIMIZE TABLE account_traits FINAL"))
+		rows, err := db.Query(ctx, "SELECT count() FROM account_traits WHERE account_id = 'a1'")
+		require.NoError(t, err)
+		require.True(t, rows.Next())
+		var n1 uint64
+		require.NoError(t, rows.Scan(&n1))
+		require.Equal(t, uint64(2), n1)
+		got, err := accounts.NewReader(db).Traits(ctx, "acme", []string{"a1", "a2"})
+		require.NoError(t, err)
+		require.Equal(t, map[string]accounts.Traits{
+			"a1": {"plan": json.RawMessage(`"team"`), "seats": json.RawMessage(`3`)},
+			"a2": {},
+		}, got)
+		r, err := db.Query(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'accounts'")
+		require.NoError(t, err)
+		require.True(t, r.Next())
+		var n uint64
+		require.NoError(t, r.Scan(&n))
+		require.Zero(t, n, "the old table is gone")
 	})
 }

@@ -1,0 +1,122 @@
+// Package accounts is the one read path for what Stickpoint knows about a
+// tenant's accounts from their group calls: their traits, merged as
+// Segment merges them. Ingest's writer stores every group call's traits in
+// the account_traits table (its migrations own the table); the services
+// that score and alert on accounts read them here.
+package accounts
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+)
+
+// Traits are an account's merged traits: each key's latest value, as JSON.
+type Traits map[string]json.RawMessage
+
+// Call is one group call's traits, at the call's event time.
+type Call struct {
+	At     time.Time
+	Traits json.RawMessage // a JSON object
+}
+
+// Merge merges group calls as Segment does: a later call overwrites the
+// keys it sets and keeps the others. Later means a later event time, not a
+// later arrival, so the answer doesn't depend on the order calls came in;
+// calls at the same time are taken in the order of their bytes. A key set
+// to null holds null. Traits that are not a JSON object are skipped.
+func Merge(calls []Call) Traits {
+	sorted := slices.Clone(calls)
+	slices.SortFunc(sorted, func(a, b Call) int {
+		if c := a.At.Compare(b.At); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.Traits, b.Traits)
+	})
+	out := Traits{}
+	for _, c := range sorted {
+		_ = eachMember(c.Traits, func(k string, v []byte) { out[k] = json.RawMessage(v) })
+	}
+	return out
+}
+
+// eachMember calls f with each member of the JSON object raw.
+func eachMember(raw []byte, f func(key string, value []byte)) error {
+	dec := jsontext.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return fmt.Errorf("traits are not a JSON object")
+	}
+	for dec.PeekKind() != '}' {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		name := tok.String() // before the next read voids the token
+		v, err := dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		f(name, bytes.Clone(v))
+	}
+	return nil
+}
+
+// Reader reads accounts of a tenant.
+type Reader struct{ db chstore.Store }
+
+// NewReader reads from a store whose ingest migrations have run.
+func NewReader(db chstore.Store) *Reader { return &Reader{db: db} }
+
+// maxIDsPerQuery keeps IN lists under ClickHouse's max_query_size.
+const maxIDsPerQuery = 1000
+
+// Traits returns the merged traits of the given accounts of tenant. An
+// account without any group call is absent from the map.
+//
+// Repeated group calls with the same traits (SDKs send one per session)
+// are one row per distinct traits JSON, with its latest time, once merged;
+// the query groups by it too, so the answer is the same before merges.
+func (r *Reader) Traits(ctx context.Context, tenant string, ids []string) (map[string]Traits, error) {
+	calls := map[string][]Call{}
+	for start := 0; start < len(ids); start += maxIDsPerQuery {
+		chunk := ids[start:min(start+maxIDsPerQuery, len(ids))]
+		rows, err := r.db.Query(ctx, `SELECT account_id, any(traits), max(updated_at) FROM account_traits
+			WHERE tenant_id = ? AND account_id IN ? GROUP BY account_id, traits_hash`, tenant, chstore.In(chunk))
+		if err != nil {
+			return nil, fmt.Errorf("read account traits: %w", err)
+		}
+		for rows.Next() {
+			var id, traits string
+			var at time.Time
+			if err := rows.Scan(&id, &traits, &at); err != nil {
+				return nil, err
+			}
+			calls[id] = append(calls[id], Call{At: at, Traits: json.RawMessage(traits)})
+		}
+	}
+	out := make(map[string]Traits, len(calls))
+	for id, cs := range calls {
+		out[id] = Merge(cs)
+	}
+	return out, nil
+}
+
+// TraitsColumns are account_traits' columns, in TraitsRow's order.
+var TraitsColumns = []string{"tenant_id", "account_id", "traits", "traits_hash", "updated_at", "message_id"}
+
+// TraitsRow is the account_traits row of a group call: its traits, their
+// hash (identical traits collapse into one row, the latest), its event
+// time and messageId.
+func TraitsRow(tenant, account string, traits json.RawMessage, at time.Time, messageID string) []any {
+	if len(traits) == 0 {
+		traits = json.RawMessage("{}")
+	}
+	return []any{tenant, account, string(traits), traitsHash(traits), at.UTC(), messageID}
+}
