@@ -60,6 +60,10 @@ type ConsumerConfig struct {
 	MaxDeliver int
 	// NakDelay is the redelivery delay after the n-th failed delivery.
 	NakDelay func(n uint64) time.Duration
+	// OutageDelay is the redelivery delay while Healthy reports the sink
+	// down: short and fixed, so the consumer catches up soon after the
+	// sink is back, however long the outage was.
+	OutageDelay time.Duration
 	// Healthy, when set, tells an outage from a poison message. When a batch
 	// fails and Healthy reports an error, the sink is down: every message
 	// is retried later and none is dead-lettered, however long the outage.
@@ -102,6 +106,9 @@ func (c *ConsumerConfig) setDefaults() {
 	if c.NakDelay == nil {
 		c.NakDelay = ExponentialDelay(time.Second, time.Minute)
 	}
+	if c.OutageDelay <= 0 {
+		c.OutageDelay = 2 * time.Second
+	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second
 	}
@@ -143,6 +150,8 @@ type Consumer struct {
 	inHand    atomic.Int64
 	attrs     metric.MeasurementOption
 
+	// cons is the consumer being consumed (the runner's goroutine sets it).
+	cons jetstream.Consumer
 	// down is why the consumer is not consuming right now, nil while it is.
 	down atomic.Pointer[error]
 	// failures counts each message's real failures (failing alone with a
@@ -278,6 +287,7 @@ func (c *Consumer) runOnce(ctx context.Context) (consumed bool, _ error) {
 	if err != nil {
 		return false, fmt.Errorf("declare consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
 	}
+	c.cons = cons
 
 	meter := otel.GetMeterProvider().Meter(scope)
 	lag, err := meter.Int64ObservableGauge("stickpoint.consumer.pending",
@@ -492,7 +502,49 @@ func (c *Consumer) process(ctx context.Context, batch []jetstream.Msg, first tim
 	}
 	hctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	if c.cfg.Pinned {
+		cons := c.cons
+		hctx = context.WithValue(hctx, ownerKey{}, func(ctx context.Context) error { return c.stillPinned(ctx, cons, batch) })
+	}
 	c.handleBatch(hctx, batch)
+}
+
+// ErrNotOwned means the batch's messages were delivered under a pin this
+// replica no longer holds: another one may be handling them already.
+var ErrNotOwned = errors.New("this replica no longer holds the consumer's pin")
+
+type ownerKey struct{}
+
+// Owned tells a handler, just before it commits its work, whether it still
+// owns its batch: with a Pinned consumer, whether this replica still holds
+// the pin its messages were delivered under. A replica that stalled (a
+// pause, SIGSTOP) past AckWait may wake up holding messages that a standby
+// has taken over, and must not commit them twice. (It narrows the window to
+// the time between this check and the commit.) Without a pin it is nil.
+func Owned(ctx context.Context) error {
+	if check, ok := ctx.Value(ownerKey{}).(func(context.Context) error); ok {
+		return check(ctx)
+	}
+	return nil
+}
+
+func (c *Consumer) stillPinned(ctx context.Context, cons jetstream.Consumer, batch []jetstream.Msg) error {
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("check the consumer's pin: %w", err)
+	}
+	current := ""
+	for _, g := range info.PriorityGroups {
+		if g.Group == pinnedGroup {
+			current = g.PinnedClientID
+		}
+	}
+	for _, m := range batch {
+		if pin := m.Headers().Get("Nats-Pin-Id"); pin == "" || pin != current {
+			return ErrNotOwned
+		}
+	}
+	return nil
 }
 
 func (c *Consumer) handleBatch(ctx context.Context, batch []jetstream.Msg) {
@@ -560,6 +612,11 @@ func (c *Consumer) fail(ctx context.Context, batch []jetstream.Msg, err error) {
 		c.retry(context.WithoutCancel(ctx), batch, reason)
 		return
 	}
+	if errors.Is(err, ErrNotOwned) {
+		c.log.WarnContext(ctx, "batch not committed: another replica took the consumer over", "messages", len(batch))
+		c.retry(ctx, batch, "not_owned")
+		return
+	}
 	if c.cfg.Healthy != nil {
 		if herr := c.cfg.Healthy(ctx); herr != nil {
 			c.log.WarnContext(ctx, "handler failed while its sink is unhealthy; retrying later", "error", err, "health", herr, "messages", len(batch))
@@ -591,10 +648,14 @@ func (c *Consumer) retry(ctx context.Context, msgs []jetstream.Msg, reason strin
 		if md, err := m.Metadata(); err == nil {
 			n = md.NumDelivered
 		}
-		if reason == "shutdown" || reason == "late" {
-			n = 1 // not the message's doing: back soon
+		delay := c.cfg.NakDelay(n)
+		switch reason {
+		case "shutdown", "late", "not_owned":
+			delay = c.cfg.NakDelay(1) // not the message's doing: back soon
+		case "sink_down":
+			delay = c.cfg.OutageDelay
 		}
-		if err := m.NakWithDelay(c.cfg.NakDelay(n)); err != nil {
+		if err := m.NakWithDelay(delay); err != nil {
 			c.log.WarnContext(ctx, "nak failed; the message is redelivered after AckWait", "error", err)
 		}
 	}

@@ -207,7 +207,7 @@ func TestConsumerNeverDeadLettersDuringAnOutage(t *testing.T) {
 		}
 		return nil
 	}
-	runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-outage", MaxBatch: 5, MaxWait: 10 * time.Millisecond, NakDelay: fastRetry, MaxDeliver: 2, Healthy: healthy}, rec.handle)
+	runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-outage", MaxBatch: 5, MaxWait: 10 * time.Millisecond, NakDelay: fastRetry, MaxDeliver: 2, Healthy: healthy, OutageDelay: 20 * time.Millisecond}, rec.handle)
 
 	// Well past MaxDeliver deliveries while the sink is down.
 	require.Eventually(t, func() bool { return rec.calls.Load() >= 6 }, 10*time.Second, 10*time.Millisecond)
@@ -302,7 +302,7 @@ func TestDeadLetteringCountsOnlyRealFailures(t *testing.T) {
 		return nil
 	}
 	runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-real", MaxBatch: 3, MaxWait: 10 * time.Millisecond, NakDelay: fastRetry,
-		MaxDeliver: 3, Healthy: healthy}, rec.handle)
+		MaxDeliver: 3, Healthy: healthy, OutageDelay: 20 * time.Millisecond}, rec.handle)
 	require.Eventually(t, func() bool { return rec.calls.Load() >= 8 }, 10*time.Second, 10*time.Millisecond, "well past MaxDeliver deliveries")
 	down.Store(false)
 
@@ -531,4 +531,42 @@ func TestEventsStreamMigratesToAWorkQueue(t *testing.T) {
 	require.Equal(t, jetstream.WorkQueuePolicy, s.CachedInfo().Config.Retention)
 	require.Equal(t, jetstream.DiscardNew, s.CachedInfo().Config.Discard)
 	require.Zero(t, s.CachedInfo().Config.MaxAge, "no age limit: it would discard events not yet stored")
+}
+
+// A pinned replica that lost its pin while it worked on a batch (it stalled
+// past AckWait, and a standby took over) learns it from Owned before it
+// commits, and the batch goes back to whoever holds the pin.
+func TestOwnedReportsALostPin(t *testing.T) {
+	bus := testutil.NATS(t)
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	var attempts atomic.Int64
+	var firstCheck atomic.Value
+	rec := newRecorder(nil)
+	handler := func(ctx context.Context, msgs []jetstream.Msg) error {
+		if attempts.Add(1) == 1 {
+			started <- struct{}{}
+			<-release
+			err := natsjs.Owned(ctx)
+			firstCheck.Store(fmt.Sprint(err))
+			if err != nil {
+				return err
+			}
+		}
+		if err := natsjs.Owned(ctx); err != nil {
+			return err
+		}
+		return rec.handle(ctx, msgs)
+	}
+	runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-owned", MaxBatch: 1, MaxWait: time.Millisecond, AckWait: 20 * time.Second,
+		NakDelay: fastRetry, Pinned: true}, handler)
+	publish1(t, bus, "work")
+	<-started
+	s, err := bus.JS.Stream(t.Context(), natsjs.EventsStream)
+	require.NoError(t, err)
+	require.NoError(t, s.UnpinConsumer(t.Context(), "test-owned", "pinned")) // what a takeover does to this replica
+	close(release)
+	require.Eventually(t, func() bool { return rec.count() == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, natsjs.ErrNotOwned.Error(), firstCheck.Load())
+	require.Equal(t, 1, rec.handled["work"], "committed once, under the pin held")
 }

@@ -37,6 +37,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/services/ingest/internal/dedup"
 	"github.com/stickpoint/stickpoint/services/ingest/internal/store"
 )
@@ -249,6 +250,11 @@ func (w *Writer) handle(ctx context.Context, part *partition, msgs []jetstream.M
 	for _, c := range fresh {
 		claims = append(claims, store.Claim{TenantID: c.ev.TenantID, MessageID: c.ev.MessageID, Hash: c.hash,
 			AccountID: c.ev.AccountID, StreamSeq: c.seq})
+	}
+	// The commit: past this point another writer must not be redoing the
+	// batch (a stall past AckWait hands the partition over).
+	if err := natsjs.Owned(ctx); err != nil {
+		return err
 	}
 	now := w.now()
 	if len(claims) > 0 {
