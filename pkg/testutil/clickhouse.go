@@ -228,7 +228,17 @@ func tryStartClickHouseServer(bin string) (*clickhouseServer, error) {
 	if err := os.WriteFile(filepath.Join(dir, "users.xml"), []byte(serverUsers), 0o644); err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(dir, "server.log"))
+	s, err := runClickHouseServer(bin, dir, addr)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+	}
+	return s, err
+}
+
+// runClickHouseServer starts bin on the configuration in dir and waits
+// until it listens on addr.
+func runClickHouseServer(bin, dir, addr string) (*clickhouseServer, error) {
+	logf, err := os.OpenFile(filepath.Join(dir, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +259,6 @@ func tryStartClickHouseServer(bin string) (*clickhouseServer, error) {
 		select {
 		case err := <-exited:
 			log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
-			_ = os.RemoveAll(dir)
 			return nil, fmt.Errorf("clickhouse-server exited during start (%v): %s", err, tail(string(log), 2000))
 		default:
 		}
@@ -261,8 +270,67 @@ func tryStartClickHouseServer(bin string) (*clickhouseServer, error) {
 	}
 	_ = cmd.Process.Kill()
 	_ = waitExit(exited)
-	_ = os.RemoveAll(dir)
 	return nil, fmt.Errorf("clickhouse-server did not listen on %s within 30s", addr)
+}
+
+// ClickHouseProcess is a clickhouse-server of one test's own, which the
+// test can kill and start again on the same data and ports (fault tests).
+type ClickHouseProcess struct {
+	t   testing.TB
+	bin string
+	mu  sync.Mutex
+	srv *clickhouseServer
+	dir string
+	// Addr is its native-protocol address.
+	Addr string
+}
+
+// NewClickHouseProcess starts a clickhouse-server for t alone; it is
+// stopped and its folder removed when t ends.
+func NewClickHouseProcess(t testing.TB) *ClickHouseProcess {
+	t.Helper()
+	bin, err := ClickHouseServerBinary()
+	if err != nil {
+		t.Fatalf("clickhouse-server: %v", err)
+	}
+	s, err := startClickHouseServer()
+	if err != nil {
+		t.Fatalf("clickhouse-server: %v", err)
+	}
+	p := &ClickHouseProcess{t: t, bin: bin, srv: s, dir: s.dir, Addr: s.addr}
+	t.Cleanup(func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.srv != nil {
+			p.srv.stop()
+		}
+		_ = os.RemoveAll(p.dir)
+	})
+	return p
+}
+
+// Kill stops the server with SIGKILL and waits for it to exit.
+func (p *ClickHouseProcess) Kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.srv == nil {
+		return
+	}
+	_ = syscall.Kill(-p.srv.cmd.Process.Pid, syscall.SIGKILL)
+	_ = waitExit(p.srv.exited)
+	p.srv = nil
+}
+
+// Start starts a killed server again on its data and ports.
+func (p *ClickHouseProcess) Start() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, err := runClickHouseServer(p.bin, p.dir, p.Addr)
+	if err != nil {
+		p.t.Fatalf("restart clickhouse-server: %v", err)
+	}
+	p.srv = s
 }
 
 func waitExit(exited <-chan error) error { return <-exited }

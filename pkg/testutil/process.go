@@ -110,6 +110,16 @@ func (p *Process) Kill() {
 	p.cmd = nil
 }
 
+// Signal sends sig to the running process, e.g. SIGSTOP and SIGCONT to
+// stall it.
+func (p *Process) Signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
 // Exited reports whether a started process has exited by itself.
 func (p *Process) Exited() bool {
 	p.mu.Lock()

@@ -3,10 +3,12 @@ package faults
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,18 +30,61 @@ const tenant = "faulty"
 // clickhouse-server process, and ingest processes.
 type cluster struct {
 	t        *testing.T
+	nats     *testutil.Process
 	natsURL  string
 	ch       chstore.Config
+	chServer *testutil.ClickHouseProcess // set when the test owns its server (withOwnClickHouse)
 	store    chstore.Store
 	bus      *natsjs.Bus
+	reg      *tenancy.Registry
 	writeKey string
 	bin      string
+	sets     []string // --set key=value for every ingest process
+
+	// pace, if set, is how long each sending worker waits between requests.
+	pace time.Duration
+	// refused counts the non-200 answers send got (each then retried).
+	refused atomic.Int64
 }
 
-func newCluster(t *testing.T) *cluster {
+type clusterOption func(*clusterSetup)
+
+type clusterSetup struct {
+	ownClickHouse bool
+	nats          func(*natsjs.Config)
+	sets          []string
+}
+
+// withOwnClickHouse gives the test a clickhouse-server of its own, which
+// it may kill (the others share one per test binary).
+func withOwnClickHouse() clusterOption { return func(s *clusterSetup) { s.ownClickHouse = true } }
+
+// withSet passes --set key=value to every ingest process.
+func withSet(kv ...string) clusterOption {
+	return func(s *clusterSetup) { s.sets = append(s.sets, kv...) }
+}
+
+// withStreamBytes bounds the EVENTS stream, for the test and every process.
+func withStreamBytes(n int64) clusterOption {
+	return func(s *clusterSetup) {
+		s.nats = func(c *natsjs.Config) { c.EventsMaxBytes = n }
+		s.sets = append(s.sets, fmt.Sprintf("nats.events_max_bytes=%d", n))
+	}
+}
+
+func newCluster(t *testing.T, opts ...clusterOption) *cluster {
 	t.Helper()
-	_, natsURL := testutil.NATSServerProcess(t)
+	var setup clusterSetup
+	for _, o := range opts {
+		o(&setup)
+	}
+	natsProc, natsURL := testutil.NATSServerProcess(t)
 	ch := testutil.StoreConfig(t, chstore.EngineServer)
+	var chServer *testutil.ClickHouseProcess
+	if setup.ownClickHouse {
+		chServer = testutil.NewClickHouseProcess(t)
+		ch.Addr = []string{chServer.Addr}
+	}
 	store, err := chstore.Open(t.Context(), ch)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = store.Close() })
@@ -48,6 +93,9 @@ func newCluster(t *testing.T) *cluster {
 
 	ncfg := natsjs.DefaultConfig()
 	ncfg.URL, ncfg.StoreDir = natsURL, ""
+	if setup.nats != nil {
+		setup.nats(&ncfg)
+	}
 	bus, err := natsjs.Connect(t.Context(), ncfg, "fault-test", testutil.Logger(t))
 	require.NoError(t, err)
 	t.Cleanup(bus.Close)
@@ -57,7 +105,8 @@ func newCluster(t *testing.T) *cluster {
 	t.Cleanup(reg.Close)
 	res, err := reg.CreateTenant(t.Context(), tenant, "")
 	require.NoError(t, err)
-	return &cluster{t: t, natsURL: natsURL, ch: ch, store: store, bus: bus, writeKey: res.WriteKey.Key,
+	return &cluster{t: t, nats: natsProc, natsURL: natsURL, ch: ch, chServer: chServer, store: store, bus: bus, reg: reg,
+		writeKey: res.WriteKey.Key, sets: setup.sets,
 		// With the failpoints tag: R5 crashes the writer at a chosen point.
 		bin: testutil.GoBinary(t, "github.com/stickpoint/stickpoint/services/ingest/cmd/ingest", "-tags", "failpoints")}
 }
@@ -80,6 +129,9 @@ func (c *cluster) ingest(name string, writer bool, env ...string) (*testutil.Pro
 		"--set", "ingest.writer.ack_wait=6s", // a killed writer's batches and partitions come back quickly; a batch gets 3 s
 		"--set", "ingest.http.rate_per_second=0",
 		"--set", "telemetry.log_level=warn",
+	}
+	for _, kv := range c.sets {
+		args = append(args, "--set", kv)
 	}
 	return testutil.NewProcess(c.t, name, c.bin, args, env, "ready"), "http://" + httpAddr
 }
@@ -105,6 +157,9 @@ func (c *cluster) send(url, prefix string, requests, perRequest, workers int) []
 					calls[n] = fmt.Sprintf(`{"type":"track","event":"Load","userId":"u%d","messageId":%q,"properties":{"n":%d}}`, n%50, ids[n], n)
 				}
 				body := `{"batch":[` + strings.Join(calls, ",") + `]}`
+				if c.pace > 0 {
+					time.Sleep(c.pace)
+				}
 				ok := false
 				for attempt := 0; attempt < 300 && !ok; attempt++ { // bounded: about a minute
 					req, _ := http.NewRequest(http.MethodPost, url+"/v1/batch", strings.NewReader(body))
@@ -115,6 +170,7 @@ func (c *cluster) send(url, prefix string, requests, perRequest, workers int) []
 						_ = resp.Body.Close()
 					}
 					if !ok {
+						c.refused.Add(1)
 						time.Sleep(200 * time.Millisecond)
 					}
 				}
@@ -274,4 +330,51 @@ func TestR6PoisonGoesToDeadLetter(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "this is not an event", string(msg.Data))
 	require.Equal(t, "3", msg.Header.Get(natsjs.HeaderDeliveries))
+}
+
+// distinct counts the tenant's distinct stored messageIds.
+func (c *cluster) distinct() uint64 {
+	r, err := c.store.Query(c.t.Context(), "SELECT uniqExact(message_id) FROM events WHERE tenant_id = ?", tenant)
+	require.NoError(c.t, err)
+	require.True(c.t, r.Next())
+	var n uint64
+	require.NoError(c.t, r.Scan(&n))
+	return n
+}
+
+// waitStored waits until n distinct events of the tenant are stored.
+func (c *cluster) waitStored(n int) {
+	c.t.Helper()
+	require.Eventually(c.t, func() bool { return c.distinct() >= uint64(n) }, 60*time.Second, 100*time.Millisecond,
+		"stored %d of %d events", c.distinct(), n)
+}
+
+func (c *cluster) requireNothingDeadLettered() {
+	c.t.Helper()
+	dl, err := c.bus.JS.Stream(c.t.Context(), natsjs.DeadLetterStream)
+	require.NoError(c.t, err)
+	info, err := dl.Info(c.t.Context())
+	require.NoError(c.t, err)
+	require.Zero(c.t, info.State.Msgs, "nothing is dead-lettered")
+}
+
+// retries is what an ingest process's writer retried, by reason, from its
+// /metrics.
+func (c *cluster) retries(url string) string {
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "stickpoint_consumer_messages_total") && strings.Contains(line, `outcome="retried"`) {
+			out = append(out, line)
+		}
+	}
+	if len(out) == 0 {
+		return "no retries"
+	}
+	return strings.Join(out, "; ")
 }

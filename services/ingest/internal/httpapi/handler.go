@@ -194,6 +194,14 @@ func (h *Handler) handle(ctx context.Context, r *http.Request, kind string) (ten
 	if r.ContentLength > int64(h.cfg.MaxRequestBytes) {
 		return key.TenantID, nil, h.tooLarge()
 	}
+	if hasHeader {
+		// A tenant already over its rate is refused before its body is
+		// read: a flood then costs little more than its headers.
+		var rl *intake.RateLimitedError
+		if err := h.intake.CheckRate(key.TenantID); errors.As(err, &rl) {
+			return key.TenantID, nil, &apiError{Status: http.StatusTooManyRequests, Code: "rate_limited", RetryAfter: rl.RetryAfter, Message: rl.Error()}
+		}
+	}
 	res, err := h.intake.Admit(ctx, h.admitSize(r))
 	if err != nil {
 		code := "overloaded"

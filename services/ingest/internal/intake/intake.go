@@ -140,6 +140,15 @@ func (in *Intake) Accept(ctx context.Context, api, tenant, source string, evs []
 	return nil
 }
 
+// CheckRate refuses a tenant whose event budget is empty right now, before
+// its request body is read. Accept still charges each request in full.
+func (in *Intake) CheckRate(tenant string) error {
+	if over, wait := in.limiter.exhausted(tenant); over {
+		return &RateLimitedError{Tenant: tenant, Rate: in.rate, RetryAfter: max(wait, time.Second)}
+	}
+	return nil
+}
+
 // Rejection keys refused requests for the per-tenant stats.
 type Rejection struct {
 	Tenant, API, Reason string

@@ -49,3 +49,22 @@ func (l *tenantLimiter) take(tenant string, n int) (ok bool, retryAfter time.Dur
 	}
 	return true, 0
 }
+
+// exhausted reports whether tenant's budget is empty right now, and when
+// it has room again, without spending anything: a request can be refused
+// before its body is read, so a flood over its rate costs almost nothing.
+func (l *tenantLimiter) exhausted(tenant string) (bool, time.Duration) {
+	if l.perSecond <= 0 {
+		return false, 0
+	}
+	l.mu.Lock()
+	b, found := l.buckets[tenant]
+	l.mu.Unlock()
+	if !found {
+		return false, 0
+	}
+	if tokens := b.TokensAt(time.Now()); tokens < 1 {
+		return true, time.Duration(math.Ceil((1-tokens)/l.perSecond)) * time.Second
+	}
+	return false, 0
+}
