@@ -249,29 +249,41 @@ func TestInsertTypes(t *testing.T) {
 }
 
 // chDB reads inline INSERT data only up to the first empty line (its
-// multi-query parsing), so a one-column row holding an empty string would
-// silently end the data there. The embedded engine refuses such a row;
-// the server engine stores it.
+// multi-query parsing), so a one-column row holding an empty string used to
+// end inline text data there. Inserts go through a RowBinary file now, and
+// both engines store every row.
 func TestInsertEmptySingleColumnRow(t *testing.T) {
 	testutil.ForEachEngine(t, func(t *testing.T, s chstore.Store) {
 		ctx := t.Context()
 		require.NoError(t, s.Exec(ctx, "CREATE TABLE names (name String) ENGINE = MergeTree ORDER BY name"))
-		err := s.Insert(ctx, "names", []string{"name"}, [][]any{{"a"}, {""}, {"b"}})
-		r, qerr := s.Query(ctx, "SELECT count() FROM names")
+		require.NoError(t, s.Insert(ctx, "names", []string{"name"}, [][]any{{"a"}, {""}, {"b"}, {"\n\n"}}))
+		r, err := s.Query(ctx, "SELECT count(), countIf(name = '') FROM names")
+		require.NoError(t, err)
+		require.True(t, r.Next())
+		var n, empty uint64
+		require.NoError(t, r.Scan(&n, &empty))
+		require.Equal(t, uint64(4), n)
+		require.Equal(t, uint64(1), empty)
+	})
+}
+
+// A value that doesn't fit its column is an error naming the row and the
+// column, on both engines, and nothing of the insert is stored.
+func TestInsertRefusesValuesThatDontFit(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, s chstore.Store) {
+		ctx := t.Context()
+		require.NoError(t, s.Exec(ctx, "CREATE TABLE small (k String, n UInt8) ENGINE = MergeTree ORDER BY k"))
+		err := s.Insert(ctx, "small", []string{"k", "n"}, [][]any{{"a", uint8(1)}, {"b", 300}})
+		require.Error(t, err)
+		r, qerr := s.Query(ctx, "SELECT count() FROM small")
 		require.NoError(t, qerr)
 		require.True(t, r.Next())
 		var n uint64
 		require.NoError(t, r.Scan(&n))
-		if s.Engine() == chstore.EngineEmbedded {
-			require.ErrorContains(t, err, "empty line")
-			require.Zero(t, n, "nothing is half-inserted")
-			return
-		}
-		require.NoError(t, err)
-		require.Equal(t, uint64(3), n)
+		require.Zero(t, n)
+		require.Error(t, s.Insert(ctx, "small", []string{"k", "missing"}, [][]any{{"a", 1}}), "an unknown column")
 	})
 }
-
 // A long statement holds one connection of the pool; a read on another
 // answers meanwhile. (The embedded engine used to run every statement
 // behind one lock, so an insert of tens of megabytes stalled every read.)

@@ -120,9 +120,25 @@ func (s *serverStore) Insert(ctx context.Context, table string, columns []string
 		return fmt.Errorf("insert %s: prepare batch: %w", table, err)
 	}
 	defer func() { _ = batch.Close() }()
+	// clickhouse-go wraps an integer that overflows its column (300 in a
+	// UInt8 is stored as 44); the embedded engine's encoders refuse it, and
+	// check values here too, so both engines refuse the same rows.
+	cols := batch.Columns()
+	checks := make([]rowEncoder, len(cols))
+	for i, c := range cols {
+		checks[i], _ = rowBinaryEncoder(string(c.Type()))
+	}
+	var scratch []byte
 	for n, row := range rows {
 		if len(row) != len(columns) {
 			return fmt.Errorf("insert %s: row %d has %d values for %d columns", table, n, len(row), len(columns))
+		}
+		for i, v := range row {
+			if i < len(checks) && checks[i] != nil {
+				if scratch, err = checks[i](scratch[:0], v); err != nil {
+					return fmt.Errorf("insert %s: row %d column %s (%s): %w", table, n, columns[i], cols[i].Type(), err)
+				}
+			}
 		}
 		if err := batch.Append(row...); err != nil {
 			return fmt.Errorf("insert %s: append row %d: %w", table, n, err)

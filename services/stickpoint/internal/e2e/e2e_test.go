@@ -213,7 +213,7 @@ func TestNewUserJourney(t *testing.T) {
 		out, _, code = cli(t, addr, "events", "warnings", "--token", token)
 		return code == 0 && strings.Contains(out, "timestamp")
 	}, 30*time.Second, 100*time.Millisecond, "the rejected call shows in the warnings")
-	require.Contains(t, out, "older than the history limit")
+	require.Contains(t, out, "older than the history limit", "with its example")
 	out, errOut, code = cli(t, addr, "events", "warnings", "--token", token, "--json")
 	require.Zero(t, code, errOut)
 	var warnings struct {
