@@ -133,7 +133,7 @@ func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, l
 	}
 	st := store.New(db)
 	in, err := intake.New(bus.JS, intake.Config{RatePerSecond: cfg.HTTP.RatePerSecond, RateBurst: cfg.HTTP.RateBurst,
-		PublishTimeout: cfg.HTTP.PublishTimeout, MaxInflightBytes: cfg.HTTP.MaxInflightBytes, AdmitWait: cfg.HTTP.AdmitWait},
+		PublishTimeout: cfg.HTTP.PublishTimeout, CoalesceWait: cfg.HTTP.CoalesceWait, MaxInflightBytes: cfg.HTTP.MaxInflightBytes, AdmitWait: cfg.HTTP.AdmitWait},
 		log.With("component", "ingest"))
 	if err != nil {
 		return nil, err
@@ -319,13 +319,15 @@ func (s *Service) flushWarnings(ctx context.Context) {
 	for k, e := range samples {
 		examples = append(examples, []any{k.Tenant, k.API, k.Code, k.Field, e.Seen, e.Message, e.Call})
 	}
-	if err := s.store.AddWarnings(ctx, rows); err != nil {
+	// Examples first: a count is never visible without its example, and
+	// an example stored twice (after a failed count insert) is one row.
+	if err := s.store.AddWarningExamples(ctx, examples); err != nil {
 		s.intake.PutBackWarnings(counts, samples) // try again next time
-		s.log.WarnContext(ctx, "store ingest warnings", "error", err)
+		s.log.WarnContext(ctx, "store ingest warning examples", "error", err)
 		return
 	}
-	if err := s.store.AddWarningExamples(ctx, examples); err != nil {
-		s.intake.PutBackWarnings(nil, samples)
-		s.log.WarnContext(ctx, "store ingest warning examples", "error", err)
+	if err := s.store.AddWarnings(ctx, rows); err != nil {
+		s.intake.PutBackWarnings(counts, samples)
+		s.log.WarnContext(ctx, "store ingest warnings", "error", err)
 	}
 }

@@ -537,3 +537,22 @@ func TestPartialBatch(t *testing.T) {
 		})
 	}
 }
+
+// Concurrent small requests of a tenant share one JetStream write (group
+// commit), and each is answered only once that write is acknowledged.
+func TestConcurrentSmallRequestsShareAWrite(t *testing.T) {
+	f := newFixture(t, chstore.EngineEmbedded, func(c *app.Config) { c.HTTP.CoalesceWait = 20 * time.Millisecond })
+	before := f.streamLastSeq(t)
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Go(func() {
+			resp, body := f.post(t, "/v1/track", f.keyA, fmt.Sprintf(`{"event":"e","userId":"u","messageId":"c-%d"}`, i))
+			require.Equal(t, 200, resp.StatusCode, body)
+		})
+	}
+	wg.Wait()
+	f.waitStored(t, "tenant-a", 64)
+	messages := f.streamLastSeq(t) - before
+	t.Logf("64 requests, %d JetStream messages", messages)
+	require.LessOrEqual(t, messages, uint64(32), "requests were coalesced")
+}

@@ -2,11 +2,15 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
 	"github.com/stickpoint/stickpoint/services/ingest/app"
 	"github.com/stickpoint/stickpoint/services/ingest/loadgen"
@@ -14,7 +18,12 @@ import (
 
 // BenchmarkIngestEndToEnd posts /v1/batch requests to the in-process ingest
 // (embedded NATS, each ClickHouse engine) until every accepted event is in
-// ClickHouse. It first runs flat out, then at half that rate for latency.
+// ClickHouse: first flat out, then at half the stored rate, while a reader
+// asks for one account's latest events (what the account APIs do). Shapes:
+// 500-event batches from 8 clients, 100-event batches from 16, and single
+// events from 64; each with JetStream fsyncing every write
+// (nats.sync_always, the durability of a database that fsyncs before it
+// answers) and with the default fsync once a second.
 // STICKPOINT_BENCH_DURATION sets each run's length (default 10s; make
 // bench-smoke uses 1s).
 func BenchmarkIngestEndToEnd(b *testing.B) {
@@ -22,68 +31,113 @@ func BenchmarkIngestEndToEnd(b *testing.B) {
 	if d, err := time.ParseDuration(os.Getenv("STICKPOINT_BENCH_DURATION")); err == nil {
 		duration = d
 	}
+	shapes := []struct {
+		name               string
+		batch, concurrency int
+	}{{"batch500-c8", 500, 8}, {"batch100-c16", 100, 16}, {"single-c64", 1, 64}}
 	for _, engine := range testutil.Engines {
-		b.Run(engine, func(b *testing.B) {
-			f := newFixture(b, engine, func(c *app.Config) { c.HTTP.RatePerSecond = 0 })
-			// Drain is detected by the table's row count, which ClickHouse
-			// answers from part metadata (only this benchmark writes to its
-			// database): an exact distinct count over millions of rows,
-			// polled while draining, would take CPU from the writer being
-			// measured. Each run is then checked exactly: every accepted
-			// event stored.
-			const rows, distinct = "SELECT count() FROM events", "SELECT uniqExact(message_id) FROM events WHERE tenant_id = 'tenant-a'"
-			count := func(ctx context.Context, query string) (uint64, error) {
-				r, err := f.db.Query(ctx, query)
-				if err != nil {
-					return 0, err
-				}
-				var n uint64
-				if r.Next() {
-					err = r.Scan(&n)
-				}
-				return n, err
+		for _, sync := range []string{"fsync-always", "fsync-1s"} {
+			for _, shape := range shapes {
+				b.Run(engine+"/"+sync+"/"+shape.name, func(b *testing.B) {
+					benchIngest(b, engine, sync == "fsync-always", shape.batch, shape.concurrency, duration)
+				})
 			}
-			run := func(rate float64) loadgen.Result {
-				baseRows, err := count(b.Context(), rows)
-				if err != nil {
-					b.Fatal(err)
-				}
-				baseDistinct, err := count(b.Context(), distinct)
-				if err != nil {
-					b.Fatal(err)
-				}
-				res, err := loadgen.Run(b.Context(), loadgen.Options{URL: f.url, WriteKey: f.keyA, Concurrency: 8, Batch: 500,
-					Duration: duration, Rate: rate, Stored: func(ctx context.Context) (uint64, error) {
-						n, err := count(ctx, rows)
-						return n - baseRows, err
-					}})
-				if err != nil {
-					b.Fatal(err)
-				}
-				stored, err := count(b.Context(), distinct)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if got := stored - baseDistinct; got != res.Accepted {
-					b.Fatalf("accepted %d events but %d distinct messageIds are stored", res.Accepted, got)
-				}
-				return res
-			}
-			var full, half loadgen.Result
-			for range b.N {
-				full = run(0)
-				b.Logf("%s flat out: %s", engine, full)
-				half = run(full.StoredPerSec / 2)
-				b.Logf("%s at half: %s", engine, half)
-			}
-			var ru syscall.Rusage
-			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-			b.ReportMetric(full.EventsPerSec, "accepted-events/s")
-			b.ReportMetric(full.StoredPerSec, "e2e-rows/s")
-			b.ReportMetric(float64(full.P99.Microseconds())/1000, "p99-ms-flat-out")
-			b.ReportMetric(float64(half.P50.Microseconds())/1000, "p50-ms-at-half")
-			b.ReportMetric(float64(half.P99.Microseconds())/1000, "p99-ms-at-half")
-			b.ReportMetric(float64(ru.Maxrss)/1024, "peak-rss-MB")
-		})
+		}
+	}
+}
+
+func benchIngest(b *testing.B, engine string, syncAlways bool, batch, concurrency int, duration time.Duration) {
+	f := newFixture(b, engine, func(c *app.Config) { c.HTTP.RatePerSecond = 0 }, func(c *natsjs.Config) { c.SyncAlways = syncAlways })
+	// Drain is detected by the table's row count, which ClickHouse answers
+	// from part metadata (only this benchmark writes to its database): an
+	// exact distinct count over millions of rows, polled while draining,
+	// would take CPU from the writer being measured. Each run is then
+	// checked exactly: every accepted event stored.
+	const rows, distinct = "SELECT count() FROM events", "SELECT uniqExact(message_id) FROM events WHERE tenant_id = 'tenant-a'"
+	count := func(ctx context.Context, query string) (uint64, error) {
+		r, err := f.db.Query(ctx, query)
+		if err != nil {
+			return 0, err
+		}
+		var n uint64
+		if r.Next() {
+			err = r.Scan(&n)
+		}
+		return n, err
+	}
+	run := func(rate float64) loadgen.Result {
+		baseRows, err := count(b.Context(), rows)
+		if err != nil {
+			b.Fatal(err)
+		}
+		baseDistinct, err := count(b.Context(), distinct)
+		if err != nil {
+			b.Fatal(err)
+		}
+		res, err := loadgen.Run(b.Context(), loadgen.Options{URL: f.url, WriteKey: f.keyA, Concurrency: concurrency, Batch: batch,
+			Duration: duration, Rate: rate, Stored: func(ctx context.Context) (uint64, error) {
+				n, err := count(ctx, rows)
+				return n - baseRows, err
+			}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		stored, err := count(b.Context(), distinct)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got := stored - baseDistinct; got != res.Accepted {
+			b.Fatalf("accepted %d events but %d distinct messageIds are stored", res.Accepted, got)
+		}
+		return res
+	}
+	var full, half loadgen.Result
+	var reads []time.Duration
+	for range b.N {
+		full = run(0)
+		b.Logf("flat out: %s", full)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() { reads = readLoop(b, f, stop) })
+		half = run(full.StoredPerSec / 2)
+		close(stop)
+		wg.Wait()
+		b.Logf("at half: %s; %d account reads", half, len(reads))
+	}
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	b.ReportMetric(full.EventsPerSec, "accepted-events/s")
+	b.ReportMetric(full.StoredPerSec, "e2e-rows/s")
+	b.ReportMetric(ms(full.P99), "p99-ms-flat-out")
+	b.ReportMetric(ms(half.P50), "p50-ms-at-half")
+	b.ReportMetric(ms(half.P99), "p99-ms-at-half")
+	if len(reads) > 0 {
+		b.ReportMetric(ms(reads[len(reads)*99/100]), "read-p99-ms-at-half")
+	}
+	b.ReportMetric(float64(ru.Maxrss)/1024, "peak-rss-MB")
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// readLoop asks for one account's latest 50 events every 10 ms, as the
+// account APIs will, until stop; it returns the latencies, sorted.
+func readLoop(b *testing.B, f *fixture, stop <-chan struct{}) []time.Duration {
+	var lat []time.Duration
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			slices.Sort(lat)
+			return lat
+		case <-time.After(10 * time.Millisecond):
+		}
+		start := time.Now()
+		r, err := f.db.Query(b.Context(), `SELECT message_id, name, timestamp FROM events WHERE tenant_id = ? AND account_id = ?
+			ORDER BY timestamp DESC LIMIT 1 BY message_id LIMIT 50`, "tenant-a", fmt.Sprintf("acct-%d", i%500))
+		if err != nil {
+			b.Error(err)
+			continue
+		}
+		_ = r.Len()
+		lat = append(lat, time.Since(start))
 	}
 }

@@ -37,6 +37,10 @@ type Config struct {
 	RateBurst     int     `json:"rate_burst"`
 	// PublishTimeout bounds the wait for JetStream's acknowledgement.
 	PublishTimeout time.Duration `json:"publish_timeout"`
+	// CoalesceWait is how long a small request (under 50 events) waits for
+	// concurrent ones of its tenant, to share one JetStream write and its
+	// fsync (group commit); 0 publishes each request on its own.
+	CoalesceWait time.Duration `json:"coalesce_wait"`
 	// MaxInflightBytes bounds the request bytes (after decompression)
 	// being read, decoded and published at once, HTTP and gRPC together. A
 	// request waits up to AdmitWait for room, then gets 503 with
@@ -51,7 +55,7 @@ type Config struct {
 // request, 2,500 events per batch.
 func DefaultConfig() Config {
 	return Config{Limits: segment.DefaultLimits(), MaxRequestBytes: 500 << 10, RatePerSecond: 50000, RateBurst: 100000,
-		PublishTimeout: 5 * time.Second, MaxInflightBytes: 64 << 20, AdmitWait: 2 * time.Second, CORSOrigins: []string{"*"}}
+		PublishTimeout: 5 * time.Second, CoalesceWait: time.Millisecond, MaxInflightBytes: 64 << 20, AdmitWait: 2 * time.Second, CORSOrigins: []string{"*"}}
 }
 
 // Validate reports the first invalid field by name.
@@ -73,6 +77,9 @@ func (c Config) Validate() error {
 	}
 	if c.AdmitWait < 0 {
 		return fmt.Errorf("admit_wait: must not be negative")
+	}
+	if c.CoalesceWait < 0 || c.CoalesceWait > 100*time.Millisecond {
+		return fmt.Errorf("coalesce_wait: %v is not between 0 and 100ms", c.CoalesceWait)
 	}
 	return nil
 }

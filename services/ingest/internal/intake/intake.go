@@ -50,6 +50,10 @@ type Config struct {
 	RateBurst     int
 	// PublishTimeout bounds the wait for JetStream's acknowledgement.
 	PublishTimeout time.Duration
+	// CoalesceWait is how long a small request waits for concurrent ones of
+	// its tenant to share one JetStream write (group commit); 0 publishes
+	// each on its own.
+	CoalesceWait time.Duration
 	// MaxInflightBytes bounds the request bytes admitted at once; a request
 	// waits up to AdmitWait for room, then is refused with ErrOverloaded.
 	MaxInflightBytes int64
@@ -58,12 +62,11 @@ type Config struct {
 
 // Intake accepts events for JetStream.
 type Intake struct {
-	js             jetstream.JetStream
-	limiter        *tenantLimiter
-	rate           float64
-	publishTimeout time.Duration
-	admission      *admission
-	log            *slog.Logger
+	publisher *coalescer
+	limiter   *tenantLimiter
+	rate      float64
+	admission *admission
+	log       *slog.Logger
 
 	mu         sync.Mutex
 	rejections map[Rejection]uint64
@@ -83,8 +86,8 @@ func New(js jetstream.JetStream, cfg Config, log *slog.Logger) (*Intake, error) 
 		return nil, fmt.Errorf("intake: MaxInflightBytes must be positive")
 	}
 	meter := otel.GetMeterProvider().Meter(scope)
-	in := &Intake{js: js, limiter: newTenantLimiter(cfg.RatePerSecond, cfg.RateBurst), rate: cfg.RatePerSecond,
-		publishTimeout: cfg.PublishTimeout, log: log, rejections: map[Rejection]uint64{}, warnings: map[Warning]uint64{}, samples: map[WarningKind]Sample{},
+	in := &Intake{publisher: newCoalescer(js, cfg.CoalesceWait, cfg.PublishTimeout), limiter: newTenantLimiter(cfg.RatePerSecond, cfg.RateBurst), rate: cfg.RatePerSecond,
+		log: log, rejections: map[Rejection]uint64{}, warnings: map[Warning]uint64{}, samples: map[WarningKind]Sample{},
 		admission: &admission{budget: semaphore.NewWeighted(cfg.MaxInflightBytes), size: cfg.MaxInflightBytes, wait: cfg.AdmitWait}}
 	var err error
 	if in.admission.inflight, err = meter.Int64UpDownCounter("stickpoint.ingest.inflight.bytes", metric.WithUnit("By"),
@@ -124,10 +127,8 @@ func (in *Intake) Accept(ctx context.Context, api, tenant, source string, evs []
 	for i := range evs {
 		evs[i].TenantID, evs[i].SourceID = tenant, source
 	}
-	pctx, cancel := context.WithTimeout(ctx, in.publishTimeout)
-	defer cancel()
 	start := time.Now()
-	if err := publish(pctx, in.js, tenant, evs); err != nil {
+	if err := in.publisher.publish(ctx, tenant, evs); err != nil {
 		// The outcome is unknown (a timeout) or a refusal (stream full):
 		// either way the client retries with the same messageIds, and the
 		// dedup ids make that safe.

@@ -3,6 +3,8 @@ package intake
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -67,4 +69,88 @@ func encodeUpTo(evs []events.Event, limit int) ([]byte, int, error) {
 		return body, len(evs), nil
 	}
 	return encodeUpTo(evs[:len(evs)/2], limit)
+}
+
+// coalescer merges the events of concurrent small requests of one tenant
+// into one JetStream message, and answers each request only once that
+// message is acknowledged: group commit. With nats.sync_always every
+// JetStream write waits for its own fsync, so single-event requests each
+// paid one; coalesced, they share it, at the cost of a wait of at most
+// wait for the first request of a group. The guarantee is unchanged: a 200
+// still means the events are durably in the stream. (A coalesced message's
+// dedup id covers the whole group, so JetStream drops only a retry of the
+// same group; the writer's dedup stores each messageId once anyway.)
+type coalescer struct {
+	js      jetstream.JetStream
+	wait    time.Duration
+	timeout time.Duration
+
+	mu   sync.Mutex
+	open map[string]*group // by tenant
+}
+
+// Requests with at least alone events are published on their own: they
+// fill a message already.
+const alone = 50
+
+// groupEvents closes a group at this many events.
+const groupEvents = 500
+
+type group struct {
+	tenant string
+	evs    []events.Event
+	once   sync.Once
+	done   chan struct{}
+	err    error
+}
+
+func newCoalescer(js jetstream.JetStream, wait, timeout time.Duration) *coalescer {
+	return &coalescer{js: js, wait: wait, timeout: timeout, open: map[string]*group{}}
+}
+
+// publish returns once evs are durably in the stream, or with the error
+// that kept them out.
+func (c *coalescer) publish(ctx context.Context, tenant string, evs []events.Event) error {
+	if c.wait <= 0 || len(evs) >= alone {
+		pctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		return publish(pctx, c.js, tenant, evs)
+	}
+	c.mu.Lock()
+	g := c.open[tenant]
+	if g == nil {
+		g = &group{tenant: tenant, done: make(chan struct{})}
+		c.open[tenant] = g
+		time.AfterFunc(c.wait, func() { c.flush(g) })
+	}
+	g.evs = append(g.evs, evs...)
+	full := len(g.evs) >= groupEvents
+	if full {
+		delete(c.open, tenant)
+	}
+	c.mu.Unlock()
+	if full {
+		go c.flush(g)
+	}
+	select {
+	case <-g.done:
+		return g.err
+	case <-ctx.Done():
+		return ctx.Err() // the client left; the group goes on without it
+	}
+}
+
+// flush publishes a group once, on behalf of all its requests.
+func (c *coalescer) flush(g *group) {
+	g.once.Do(func() {
+		c.mu.Lock()
+		if c.open[g.tenant] == g {
+			delete(c.open, g.tenant)
+		}
+		c.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		defer cancel()
+		g.err = publish(ctx, c.js, g.tenant, g.evs)
+		close(g.done)
+	})
 }
