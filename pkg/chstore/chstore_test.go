@@ -284,6 +284,7 @@ func TestInsertRefusesValuesThatDontFit(t *testing.T) {
 		require.Error(t, s.Insert(ctx, "small", []string{"k", "missing"}, [][]any{{"a", 1}}), "an unknown column")
 	})
 }
+
 // A long statement holds one connection of the pool; a read on another
 // answers meanwhile. (The embedded engine used to run every statement
 // behind one lock, so an insert of tens of megabytes stalled every read.)
