@@ -3,6 +3,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/base64"
@@ -14,6 +15,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -218,10 +220,11 @@ func (h *Handler) handle(ctx context.Context, r *http.Request, kind string) (ten
 		return key.TenantID, nil, &apiError{Status: http.StatusServiceUnavailable, Code: code, RetryAfter: intake.OverloadRetryAfter, Message: err.Error()}
 	}
 	defer res.Release()
-	body, apiErr := h.readBody(r)
+	body, release, apiErr := h.readBody(r)
 	if apiErr != nil {
 		return key.TenantID, nil, apiErr
 	}
+	defer release() // once the events, which alias the body, are published
 	res.Shrink(int64(len(body)))
 	req, err := segment.Decode(kind, body, received, h.cfg.Limits)
 	if !hasHeader {
@@ -284,8 +287,11 @@ func contentEncoding(r *http.Request) string {
 }
 
 // readBody reads at most MaxRequestBytes, decompressing gzip with the same
-// bound, so neither a large body nor a gzip bomb can take memory.
-func (h *Handler) readBody(r *http.Request) ([]byte, *apiError) {
+// bound, so neither a large body nor a gzip bomb can take memory. The body
+// is read into a pooled buffer (bodies are most of a request's
+// allocations); the decoded events alias it, so release it only once
+// nothing uses them.
+func (h *Handler) readBody(r *http.Request) (body []byte, release func(), _ *apiError) {
 	limit := int64(h.cfg.MaxRequestBytes)
 	var src io.Reader = http.MaxBytesReader(nil, r.Body, limit+1)
 	switch enc := contentEncoding(r); enc {
@@ -293,23 +299,37 @@ func (h *Handler) readBody(r *http.Request) ([]byte, *apiError) {
 	case "gzip":
 		zr, err := gzip.NewReader(src)
 		if err != nil {
-			return nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: "the body is not valid gzip: " + err.Error()}
+			return nil, nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: "the body is not valid gzip: " + err.Error()}
 		}
 		defer func() { _ = zr.Close() }()
 		src = zr
 	default:
-		return nil, &apiError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_encoding", Message: "Content-Encoding " + enc + " is not supported; use gzip or none"}
+		return nil, nil, &apiError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_encoding", Message: "Content-Encoding " + enc + " is not supported; use gzip or none"}
 	}
-	body, err := io.ReadAll(io.LimitReader(src, limit+1))
+	buf := bodyPool.Get().(*bytes.Buffer)
+	release = func() {
+		if buf.Cap() <= int(limit)+bytes.MinRead {
+			buf.Reset()
+			bodyPool.Put(buf)
+		}
+	}
+	if r.ContentLength > 0 && contentEncoding(r) == "" {
+		buf.Grow(int(min(r.ContentLength, limit)) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(io.LimitReader(src, limit+1))
 	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) || int64(len(body)) > limit {
-		return nil, h.tooLarge()
+	if errors.As(err, &mbe) || int64(buf.Len()) > limit {
+		release()
+		return nil, nil, h.tooLarge()
 	}
 	if err != nil {
-		return nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: "the body could not be read: " + err.Error()}
+		release()
+		return nil, nil, &apiError{Status: http.StatusBadRequest, Code: "invalid_request", Message: "the body could not be read: " + err.Error()}
 	}
-	return body, nil
+	return buf.Bytes(), release, nil
 }
+
+var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // resolve looks up a write key: HTTP Basic user name, or writeKey in the
 // body (browser SDKs). The key alone decides the tenant.

@@ -29,8 +29,12 @@ const maxMessageBytes = 900 << 10
 // needs the second.
 func publish(ctx context.Context, js jetstream.JetStream, tenant string, evs []events.Event) error {
 	byType := map[string][]events.Event{}
-	for _, e := range evs {
-		byType[e.Type] = append(byType[e.Type], e)
+	if sameType(evs) {
+		byType[evs[0].Type] = evs // the common case: no copy
+	} else {
+		for _, e := range evs {
+			byType[e.Type] = append(byType[e.Type], e)
+		}
 	}
 	for _, typ := range publishOrder {
 		group := byType[typ]
@@ -50,6 +54,15 @@ func publish(ctx context.Context, js jetstream.JetStream, tenant string, evs []e
 		}
 	}
 	return nil
+}
+
+func sameType(evs []events.Event) bool {
+	for i := range evs {
+		if evs[i].Type != evs[0].Type {
+			return false
+		}
+	}
+	return len(evs) > 0
 }
 
 // publishOrder puts the calls that say who a user is and which account they
@@ -132,12 +145,11 @@ func (c *coalescer) publish(ctx context.Context, tenant string, evs []events.Eve
 	if full {
 		go c.flush(g)
 	}
-	select {
-	case <-g.done:
-		return g.err
-	case <-ctx.Done():
-		return ctx.Err() // the client left; the group goes on without it
-	}
+	// Wait for the group even if the client left: its events (which alias
+	// the request's body) are in the group until it is published. The wait
+	// is bounded by the publish timeout.
+	<-g.done
+	return g.err
 }
 
 // flush publishes a group once, on behalf of all its requests.

@@ -236,8 +236,7 @@ func (w *Writer) handle(ctx context.Context, part *partition, msgs []jetstream.M
 	if err != nil {
 		return err
 	}
-	var fresh []*candidate // new events, to attribute and claim
-	var write []events.Event
+	fresh := make([]*candidate, 0, len(stored)) // new events, to attribute and claim
 	for _, c := range stored {
 		if !c.restore {
 			fresh = append(fresh, c)
@@ -247,6 +246,7 @@ func (w *Writer) handle(ctx context.Context, part *partition, msgs []jetstream.M
 		return err
 	}
 	claims := make([]store.Claim, 0, len(fresh))
+	write := make([]events.Event, 0, len(stored))
 	for _, c := range fresh {
 		claims = append(claims, store.Claim{TenantID: c.ev.TenantID, MessageID: c.ev.MessageID, Hash: c.hash,
 			AccountID: c.ev.AccountID, StreamSeq: c.seq})
@@ -273,14 +273,30 @@ func (w *Writer) handle(ctx context.Context, part *partition, msgs []jetstream.M
 		w.filter.Add(c.hash, hourOf(now))
 	}
 	w.mu.Unlock()
+	// Counted per tenant and batch: an attribute set per event costs more
+	// than the rest of the bookkeeping.
+	type tally struct{ stored, restored, unattributed int }
+	tallies := map[string]*tally{}
 	for _, c := range stored {
-		outcome := "stored"
-		if c.restore {
-			outcome = "restored"
+		t := tallies[c.ev.TenantID]
+		if t == nil {
+			t = &tally{}
+			tallies[c.ev.TenantID] = t
 		}
-		w.count(ctx, c.ev.TenantID, outcome, 1)
+		if c.restore {
+			t.restored++
+		} else {
+			t.stored++
+		}
 		if c.ev.AccountID == "" && isUsage(c.ev.Type) {
-			w.unattributed.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", c.ev.TenantID)))
+			t.unattributed++
+		}
+	}
+	for tenant, t := range tallies {
+		w.count(ctx, tenant, "stored", t.stored)
+		w.count(ctx, tenant, "restored", t.restored)
+		if t.unattributed > 0 {
+			w.unattributed.Add(ctx, int64(t.unattributed), metric.WithAttributes(attribute.String("tenant", tenant)))
 		}
 	}
 	if w.AfterWrite != nil {
@@ -304,7 +320,8 @@ func (w *Writer) count(ctx context.Context, tenant, outcome string, n int) {
 // the claim. stale reports a delivery gap (see partition.maxSeen), or the
 // partition's first batch in this process.
 func (w *Writer) decode(part *partition, msgs []jetstream.Msg) (batch []*candidate, stale bool, _ error) {
-	index := map[string]int{}
+	index := map[uint64]int{} // by messageId hash
+	var pool []candidate      // candidates are allocated together, not one by one
 	for _, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
@@ -318,16 +335,19 @@ func (w *Writer) decode(part *partition, msgs []jetstream.Msg) (batch []*candida
 		if err != nil {
 			return nil, false, fmt.Errorf("message %s (stream sequence %d): %w", m.Subject(), md.Sequence.Stream, err)
 		}
+		if cap(pool)-len(pool) < len(evs) {
+			pool = make([]candidate, 0, max(len(evs), 1024))
+		}
 		for _, e := range evs {
-			key := e.TenantID + "\x00" + e.MessageID
-			c := &candidate{ev: e, seq: md.Sequence.Stream, hash: dedup.Hash(e.TenantID, e.MessageID)}
-			if i, ok := index[key]; ok {
+			pool = append(pool, candidate{ev: e, seq: md.Sequence.Stream, hash: dedup.Hash(e.TenantID, e.MessageID)})
+			c := &pool[len(pool)-1]
+			if i, ok := index[c.hash]; ok && batch[i].ev.MessageID == e.MessageID && batch[i].ev.TenantID == e.TenantID {
 				if c.seq < batch[i].seq {
 					batch[i] = c
 				}
 				continue
 			}
-			index[key] = len(batch)
+			index[c.hash] = len(batch)
 			batch = append(batch, c)
 		}
 	}
@@ -361,18 +381,20 @@ func (w *Writer) checkClaims(ctx context.Context, batch []*candidate) ([]*candid
 			return nil, err
 		}
 		var own []*candidate
+		duplicates := 0
 		for _, c := range cs {
 			cl, ok := claims[c.ev.MessageID]
 			switch {
 			case !ok: // a false hit of the filter, or a released claim: new
 			case cl.StreamSeq != c.seq:
 				drop[c] = true
-				w.count(ctx, tenant, "duplicate", 1)
+				duplicates++
 			default:
 				c.restore, c.ev.AccountID = true, cl.AccountID
 				own = append(own, c)
 			}
 		}
+		w.count(ctx, tenant, "duplicate", duplicates)
 		if len(own) == 0 {
 			continue
 		}
@@ -386,12 +408,14 @@ func (w *Writer) checkClaims(ctx context.Context, batch []*candidate) ([]*candid
 		if err != nil {
 			return nil, err
 		}
+		redelivered := 0
 		for _, c := range own {
 			if present[c.ev.MessageID] {
 				drop[c] = true
-				w.count(ctx, tenant, "redelivered", 1)
+				redelivered++
 			}
 		}
+		w.count(ctx, tenant, "redelivered", redelivered)
 	}
 	out := batch[:0:0]
 	for _, c := range batch {
