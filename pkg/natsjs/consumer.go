@@ -75,6 +75,10 @@ type ConsumerConfig struct {
 	// OnDeadLetter, when set, runs after a message was dead-lettered, so a
 	// handler can undo what a failed attempt left behind.
 	OnDeadLetter func(ctx context.Context, m jetstream.Msg)
+	// PurgeAcked purges the stream, on each of FilterSubjects, up to the
+	// consumer's ack floor every second: for a limits-retention stream
+	// whose messages are done with once this consumer acked them.
+	PurgeAcked bool
 	// Pinned delivers to one client at a time (JetStream's pinned-client
 	// priority policy): replicas of a service stand by, and one takes over
 	// when the pinned one stops pulling for AckWait. A handler that keeps
@@ -169,6 +173,9 @@ func NewConsumer(bus *Bus, cfg ConsumerConfig, h Handler, log *slog.Logger) (*Co
 	cfg.setDefaults()
 	if cfg.Stream == "" || cfg.Durable == "" {
 		return nil, errors.New("consumer: stream and durable are required")
+	}
+	if cfg.PurgeAcked && len(cfg.FilterSubjects) == 0 {
+		return nil, errors.New("consumer: PurgeAcked purges the consumer's FilterSubjects, and there are none")
 	}
 	meter := otel.GetMeterProvider().Meter(scope)
 	c := &Consumer{
@@ -332,7 +339,11 @@ func (c *Consumer) runOnce(ctx context.Context) (consumed bool, _ error) {
 	batch := &openBatch{max: c.cfg.MaxBatch, maxBytes: c.cfg.MaxBatchBytes}
 	flush := time.NewTimer(c.cfg.MaxWait)
 	defer flush.Stop()
-	lagPoll := time.NewTicker(5 * time.Second)
+	poll := 5 * time.Second
+	if c.cfg.PurgeAcked {
+		poll = time.Second
+	}
+	lagPoll := time.NewTicker(poll)
 	defer lagPoll.Stop()
 	_ = c.pollLag(ctx, cons)
 	for {
@@ -396,7 +407,25 @@ func (c *Consumer) pollLag(ctx context.Context, cons jetstream.Consumer) error {
 		return err
 	}
 	c.pending.Store(int64(info.NumPending))
+	if c.cfg.PurgeAcked && info.AckFloor.Stream > 0 {
+		c.purge(ictx, info.AckFloor.Stream)
+	}
 	return nil
+}
+
+// purge removes this consumer's messages up to and including floor, all of
+// them acked. A purge failing now is done by the next one.
+func (c *Consumer) purge(ctx context.Context, floor uint64) {
+	s, err := c.bus.JS.Stream(ctx, c.cfg.Stream)
+	if err != nil {
+		c.log.WarnContext(ctx, "purge acked messages", "error", err)
+		return
+	}
+	for _, subject := range c.cfg.FilterSubjects {
+		if err := s.Purge(ctx, jetstream.WithPurgeSubject(subject), jetstream.WithPurgeSequence(floor+1)); err != nil {
+			c.log.WarnContext(ctx, "purge acked messages", "subject", subject, "error", err)
+		}
+	}
 }
 
 // handoff is how many fetched messages wait between the client's buffer and

@@ -490,28 +490,22 @@ func TestEventsArePartitionedByTenant(t *testing.T) {
 	require.Len(t, seen, n, "20 tenants spread over every partition")
 }
 
-// EVENTS used to keep every event for 7 days (limits retention); it is a
-// work queue now. A stream whose consumers processed everything is
-// replaced; one holding unprocessed events is kept, with an error that
-// says what to do.
-func TestEventsStreamMigratesToAWorkQueue(t *testing.T) {
+// EVENTS used to keep every event for 7 days on events.<tenant>.<type>;
+// it is partitioned now. A stream whose consumers processed everything is
+// replaced; one holding unprocessed events is kept, with an error that says
+// what to do.
+func TestEventsStreamMigratesToThePartitionedLayout(t *testing.T) {
 	cfg := natsjs.DefaultConfig()
 	cfg.StoreDir = t.TempDir()
 	bus, err := natsjs.Connect(t.Context(), cfg, "test", testutil.Logger(t))
 	require.NoError(t, err)
 	t.Cleanup(bus.Close)
-	old := func() jetstream.Stream {
-		_ = bus.JS.DeleteStream(t.Context(), natsjs.EventsStream)
-		s, err := bus.JS.CreateStream(t.Context(), jetstream.StreamConfig{Name: natsjs.EventsStream, Subjects: []string{"events.>"}, MaxAge: 7 * 24 * time.Hour})
+	s, err := bus.JS.CreateStream(t.Context(), jetstream.StreamConfig{Name: natsjs.EventsStream, Subjects: []string{"events.>"}, MaxAge: 7 * 24 * time.Hour})
+	require.NoError(t, err)
+	for i := range 3 {
+		_, err := bus.JS.Publish(t.Context(), "events.acme.track", []byte("e"+strconv.Itoa(i)))
 		require.NoError(t, err)
-		for i := range 3 {
-			_, err := bus.JS.Publish(t.Context(), "events.acme.track", []byte("e"+strconv.Itoa(i)))
-			require.NoError(t, err)
-		}
-		return s
 	}
-
-	s := old()
 	cons, err := s.CreateConsumer(t.Context(), jetstream.ConsumerConfig{Durable: "ingest-writer", AckPolicy: jetstream.AckExplicitPolicy})
 	require.NoError(t, err)
 	err = bus.EnsureStreams(t.Context())
@@ -528,9 +522,37 @@ func TestEventsStreamMigratesToAWorkQueue(t *testing.T) {
 	require.NoError(t, bus.EnsureStreams(t.Context()))
 	s, err = bus.JS.Stream(t.Context(), natsjs.EventsStream)
 	require.NoError(t, err)
-	require.Equal(t, jetstream.WorkQueuePolicy, s.CachedInfo().Config.Retention)
-	require.Equal(t, jetstream.DiscardNew, s.CachedInfo().Config.Discard)
-	require.Zero(t, s.CachedInfo().Config.MaxAge, "no age limit: it would discard events not yet stored")
+	got := s.CachedInfo()
+	require.Zero(t, got.State.Msgs, "the old events are gone with the old stream")
+	require.NotNil(t, got.Config.SubjectTransform)
+	require.Equal(t, jetstream.DiscardNew, got.Config.Discard)
+	require.Zero(t, got.Config.MaxAge, "no age limit: it would discard events not yet stored")
+	require.NoError(t, bus.EnsureStreams(t.Context()), "and the new layout stays")
+}
+
+// PurgeAcked removes what the consumer acked, and only that: a message it
+// could not handle stays in the stream, and so does everything after it on
+// its subjects until it is acked.
+func TestPurgeAckedKeepsOnlyWhatIsNotDone(t *testing.T) {
+	bus := testutil.NATS(t)
+	var fail atomic.Bool
+	fail.Store(true)
+	rec := newRecorder(func(body string) bool { return body == "e3" && fail.Load() })
+	runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-purge", FilterSubjects: []string{"events.>"}, MaxBatch: 1,
+		MaxWait: time.Millisecond, NakDelay: func(uint64) time.Duration { return time.Hour }, MaxDeliver: 100, PurgeAcked: true}, rec.handle)
+	publish(t, bus, 6, func(i int) string { return "e" + strconv.Itoa(i) })
+	s, err := bus.JS.Stream(t.Context(), natsjs.EventsStream)
+	require.NoError(t, err)
+	msgs := func() uint64 {
+		info, err := s.Info(t.Context())
+		require.NoError(t, err)
+		return info.State.Msgs
+	}
+	require.Eventually(t, func() bool { return rec.count() == 5 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return msgs() == 3 }, 10*time.Second, 50*time.Millisecond,
+		"e0-e2 purged; e3 (not done) and e4-e5 (above the ack floor) kept")
+	_, err = s.GetMsg(t.Context(), 4)
+	require.NoError(t, err, "the message not handled is still there")
 }
 
 // A pinned replica that lost its pin while it worked on a batch (it stalled

@@ -164,6 +164,7 @@ func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, l
 			MaxDeliver:     cfg.Writer.MaxDeliver,
 			AckWait:        cfg.Writer.AckWait,
 			Pinned:         true,
+			PurgeAcked:     true,
 			Healthy: func(ctx context.Context) error {
 				return db.Exec(ctx, "SELECT 1")
 			},

@@ -87,38 +87,49 @@ func encodeUpTo(evs []events.Event, limit int) ([]byte, int, error) {
 // coalescer merges the events of concurrent small requests of one tenant
 // into one JetStream message, and answers each request only once that
 // message is acknowledged: group commit. With nats.sync_always every
-// JetStream write waits for its own fsync, so single-event requests each
-// paid one; coalesced, they share it, at the cost of a wait of at most
-// wait for the first request of a group. The guarantee is unchanged: a 200
-// still means the events are durably in the stream. (A coalesced message's
-// dedup id covers the whole group, so JetStream drops only a retry of the
-// same group; the writer's dedup stores each messageId once anyway.)
+// JetStream write waits for its own fsync, one after another (about 1,500
+// a second here), so single-event requests each paid one; coalesced, they
+// share it. A tenant has at most one coalesced write in flight: requests
+// that arrive meanwhile gather into the next, which goes as soon as the
+// write before it is acknowledged, so groups grow with the load. A request
+// that finds nothing in flight waits at most wait for company. The
+// guarantee is unchanged: a 200 still means the events are durably in the
+// stream. (A coalesced message's dedup id covers the whole group, so
+// JetStream drops only a retry of the same group; the writer's dedup
+// stores each messageId once anyway.)
 type coalescer struct {
 	js      jetstream.JetStream
 	wait    time.Duration
 	timeout time.Duration
 
-	mu   sync.Mutex
-	open map[string]*group // by tenant
+	mu      sync.Mutex
+	tenants map[string]*pipeline
+}
+
+// pipeline is a tenant's coalesced writes: the one in flight, and the
+// group gathering behind it.
+type pipeline struct {
+	inflight bool
+	next     *group
 }
 
 // Requests with at least alone events are published on their own: they
 // fill a message already.
 const alone = 50
 
-// groupEvents closes a group at this many events.
-const groupEvents = 500
+// groupEvents sends a group at once, before its wait is over. (Behind a
+// write in flight, a group grows until that write is done; its message is
+// split under the NATS payload limit like any other.)
+const groupEvents = 1000
 
 type group struct {
-	tenant string
-	evs    []events.Event
-	once   sync.Once
-	done   chan struct{}
-	err    error
+	evs  []events.Event
+	done chan struct{}
+	err  error
 }
 
 func newCoalescer(js jetstream.JetStream, wait, timeout time.Duration) *coalescer {
-	return &coalescer{js: js, wait: wait, timeout: timeout, open: map[string]*group{}}
+	return &coalescer{js: js, wait: wait, timeout: timeout, tenants: map[string]*pipeline{}}
 }
 
 // publish returns once evs are durably in the stream, or with the error
@@ -130,21 +141,26 @@ func (c *coalescer) publish(ctx context.Context, tenant string, evs []events.Eve
 		return publish(pctx, c.js, tenant, evs)
 	}
 	c.mu.Lock()
-	g := c.open[tenant]
+	p := c.tenants[tenant]
+	if p == nil {
+		p = &pipeline{}
+		c.tenants[tenant] = p
+	}
+	g := p.next
 	if g == nil {
-		g = &group{tenant: tenant, done: make(chan struct{})}
-		c.open[tenant] = g
-		time.AfterFunc(c.wait, func() { c.flush(g) })
+		g = &group{done: make(chan struct{})}
+		p.next = g
+		if !p.inflight {
+			// Nothing in flight: wait a moment for company, then go.
+			time.AfterFunc(c.wait, func() { c.start(tenant, p, g) })
+		}
 	}
 	g.evs = append(g.evs, evs...)
-	full := len(g.evs) >= groupEvents
-	if full {
-		delete(c.open, tenant)
+	if !p.inflight && len(g.evs) >= groupEvents {
+		p.inflight, p.next = true, nil // full: it goes now
+		go c.run(tenant, p, g)
 	}
 	c.mu.Unlock()
-	if full {
-		go c.flush(g)
-	}
 	// Wait for the group even if the client left: its events (which alias
 	// the request's body) are in the group until it is published. The wait
 	// is bounded by the publish timeout.
@@ -152,17 +168,36 @@ func (c *coalescer) publish(ctx context.Context, tenant string, evs []events.Eve
 	return g.err
 }
 
-// flush publishes a group once, on behalf of all its requests.
-func (c *coalescer) flush(g *group) {
-	g.once.Do(func() {
+// start sends g if it is still the next group and nothing is in flight.
+func (c *coalescer) start(tenant string, p *pipeline, g *group) {
+	c.mu.Lock()
+	if p.inflight || p.next != g {
+		c.mu.Unlock()
+		return // the write in flight takes it when it is done
+	}
+	p.inflight, p.next = true, nil
+	c.mu.Unlock()
+	c.run(tenant, p, g)
+}
+
+// run writes g, then whatever gathered meanwhile, until nothing is left.
+func (c *coalescer) run(tenant string, p *pipeline, g *group) {
+	for g != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		g.err = publish(ctx, c.js, tenant, g.evs)
+		cancel()
+		close(g.done)
 		c.mu.Lock()
-		if c.open[g.tenant] == g {
-			delete(c.open, g.tenant)
+		g, p.next = p.next, nil
+		if g == nil {
+			p.inflight = false
+			if len(c.tenants) > maxIdlePipelines {
+				delete(c.tenants, tenant)
+			}
 		}
 		c.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-		defer cancel()
-		g.err = publish(ctx, c.js, g.tenant, g.evs)
-		close(g.done)
-	})
+	}
 }
+
+// maxIdlePipelines bounds the tenants whose idle pipeline is kept.
+const maxIdlePipelines = 10_000

@@ -69,7 +69,7 @@ func (r *rig) run(t *testing.T) {
 	t.Helper()
 	require.NoError(t, r.w.Load(t.Context()))
 	c, err := natsjs.NewConsumer(r.bus, natsjs.ConsumerConfig{Stream: natsjs.EventsStream, Durable: "ingest-writer-0",
-		FilterSubjects: []string{natsjs.EventPartitionFilter(0)}, MaxWait: 10 * time.Millisecond, Pinned: true,
+		FilterSubjects: []string{natsjs.EventPartitionFilter(0)}, MaxWait: 10 * time.Millisecond, Pinned: true, PurgeAcked: true,
 		OnDeadLetter: r.w.Release}, r.w.Handler(0), testutil.Logger(t))
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
