@@ -10,13 +10,13 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 )
 
-// The wire format is one JSON object per event and line, with the json
-// tags of Event as names. Encode and Decode are written out by hand rather
-// than through reflection: every event passes through both, and this way
-// they cost a fraction of encoding/json's time.
+// Messages were JSON, one object per event and line, with the json tags
+// of Event as names; they are binary now (codec_binary.go), and Decode
+// still reads JSON bodies that a stream may hold from an earlier version.
 
-// Encode writes a message body: one JSON event per line.
-func Encode(evs []Event) ([]byte, error) {
+// encodeJSON writes a JSON message body: one JSON event per line. Only the
+// tests use it now, to write what an earlier version wrote.
+func encodeJSON(evs []Event) ([]byte, error) {
 	w := encoder{b: make([]byte, 0, len(evs)*512)}
 	for i := range evs {
 		w.event(&evs[i])
@@ -100,10 +100,17 @@ func (w *encoder) raw(name string, v []byte) {
 	w.b = append(w.b, v...)
 }
 
-// Decode reads a message body written by Encode. The events' Properties,
-// Traits and Context alias b. Names it does not know are skipped, so
-// older consumers read newer messages.
+// Decode reads a message body written by Encode, or a JSON body of an
+// earlier version. The events' Properties, Traits and Context alias b.
 func Decode(b []byte) ([]Event, error) {
+	if bytes.HasPrefix(b, binaryMagic) {
+		return decodeBinary(b)
+	}
+	return decodeJSON(b)
+}
+
+// decodeJSON reads a JSON body. Names it does not know are skipped.
+func decodeJSON(b []byte) ([]Event, error) {
 	d := decoder{src: b, dec: jsontext.NewDecoder(bytes.NewBuffer(b))}
 	var out []Event
 	for {

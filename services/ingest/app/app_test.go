@@ -125,7 +125,7 @@ func (f *fixture) stored(t *testing.T, tenant string) (uint64, uint64) {
 }
 
 // rawRows counts tenant's rows in events as they are: no FINAL, no dedup.
-func (f *fixture) rawRows(t *testing.T, tenant string) uint64 {
+func (f *fixture) rawRows(t testing.TB, tenant string) uint64 {
 	t.Helper()
 	r, err := f.db.Query(t.Context(), "SELECT count() FROM events WHERE tenant_id = ?", tenant)
 	require.NoError(t, err)

@@ -141,3 +141,36 @@ func readLoop(b *testing.B, f *fixture, stop <-chan struct{}) []time.Duration {
 		lat = append(lat, time.Since(start))
 	}
 }
+
+// BenchmarkWriterDrain measures the writer alone: it fills the EVENTS
+// stream with 100-event requests (STICKPOINT_BENCH_DURATION of them, the
+// writer off), then starts the writer and times until every event is in
+// ClickHouse, on each engine.
+func BenchmarkWriterDrain(b *testing.B) {
+	duration := 8 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("STICKPOINT_BENCH_DURATION")); err == nil {
+		duration = d
+	}
+	for _, engine := range testutil.Engines {
+		b.Run(engine, func(b *testing.B) {
+			var rate float64
+			for range b.N {
+				f := newFixture(b, engine, func(c *app.Config) { c.HTTP.RatePerSecond, c.Writer.Enabled = 0, false })
+				res, err := loadgen.Run(b.Context(), loadgen.Options{URL: f.url, WriteKey: f.keyA, Concurrency: 8, Batch: 100, Duration: duration})
+				if err != nil {
+					b.Fatal(err)
+				}
+				start := time.Now()
+				stop := startWriter(b, f)
+				for f.rawRows(b, "tenant-a") < res.Accepted { // from part metadata: cheap to poll
+					time.Sleep(100 * time.Millisecond)
+				}
+				elapsed := time.Since(start)
+				stop()
+				rate = float64(res.Accepted) / elapsed.Seconds()
+				b.Logf("%d events queued at %.0f/s; the writer stored them in %s: %.0f/s", res.Accepted, res.EventsPerSec, elapsed.Round(time.Millisecond), rate)
+			}
+			b.ReportMetric(rate, "stored-events/s")
+		})
+	}
+}

@@ -184,10 +184,18 @@ func TestDedupSurvivesAWriterRestart(t *testing.T) {
 
 // startWriter runs a writer-only ingest service over f's store and bus, as
 // a separate writer process would, until the returned stop is called.
-func startWriter(t *testing.T, f *fixture) (stop func()) {
+func startWriter(t testing.TB, f *fixture) (stop func()) {
+	t.Helper()
+	return startWriterWith(t, f, nil)
+}
+
+func startWriterWith(t testing.TB, f *fixture, mutate func(*app.Config)) (stop func()) {
 	t.Helper()
 	cfg := app.DefaultConfig()
 	cfg.Writer.MaxWait = 20 * time.Millisecond
+	if mutate != nil {
+		mutate(&cfg)
+	}
 	reg, err := tenancy.Open(t.Context(), f.bus, testutil.Logger(t))
 	require.NoError(t, err)
 	svc, err := app.New(cfg, f.bus, f.db, reg, testutil.Logger(t))

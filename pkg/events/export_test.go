@@ -1,0 +1,4 @@
+package events
+
+// EncodeJSON writes the JSON body an earlier version wrote.
+var EncodeJSON = encodeJSON
