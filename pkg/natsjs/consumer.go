@@ -72,9 +72,6 @@ type ConsumerConfig struct {
 	Healthy func(ctx context.Context) error
 	// DrainTimeout bounds the final batch at shutdown.
 	DrainTimeout time.Duration
-	// OnDeadLetter, when set, runs after a message was dead-lettered, so a
-	// handler can undo what a failed attempt left behind.
-	OnDeadLetter func(ctx context.Context, m jetstream.Msg)
 	// PurgeAcked purges the stream, on each of FilterSubjects, up to the
 	// consumer's ack floor every second: for a limits-retention stream
 	// whose messages are done with once this consumer acked them.
@@ -743,9 +740,6 @@ func (c *Consumer) failOne(ctx context.Context, m jetstream.Msg, err error) {
 		return
 	}
 	delete(c.failures, md.Sequence.Stream)
-	if c.cfg.OnDeadLetter != nil {
-		c.cfg.OnDeadLetter(ctx, m)
-	}
 	if terr := m.TermWithReason("dead-lettered"); terr != nil {
 		c.log.WarnContext(ctx, "term after dead-letter failed", "error", terr)
 	}

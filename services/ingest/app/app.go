@@ -168,7 +168,6 @@ func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, l
 			Healthy: func(ctx context.Context) error {
 				return db.Exec(ctx, "SELECT 1")
 			},
-			OnDeadLetter: s.writer.Release,
 		}, s.writer.Handler(p), wlog.With("partition", p))
 		if err != nil {
 			return nil, err

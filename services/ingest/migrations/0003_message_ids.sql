@@ -1,14 +1,15 @@
 -- The writer's dedup index: which messageIds of a tenant are stored. A
--- messageId claimed here within the dedup horizon (ingest.writer.dedup_horizon,
+-- messageId stored within the dedup horizon (ingest.writer.dedup_horizon,
 -- 24 h by default) is not stored again, whatever the batching or timing of
--- the retry that carries it.
+-- the retry that carries it. The writer keeps the hashes in memory and
+-- reads this table to confirm a hit, and when it starts.
 --
--- A claim is written before the events it covers, and names the account the
--- event was stored under and the stream message that claimed it; a
--- redelivery of that message (a crash between the two inserts) finds its own
--- claims and inserts the rows that are missing, under the same account. A
--- claim is released (a later row with released = 1) when its message is
--- dead-lettered, so a replay after a fix stores it.
+-- The materialized view fills it from every insert into events, in the
+-- same statement: a row of events and its row here are written together
+-- (an insert is atomic per block, and the view writes each block's rows),
+-- so "claimed here" means "stored there", and the writer makes one insert
+-- per batch. id_hash is cityHash64(tenant NUL messageId), which the writer
+-- computes alike (dedup.Hash).
 --
 -- One partition per day of claimed_at: the writer drops the days past the
 -- horizon (the 18.16 server has no TTL).
@@ -16,11 +17,11 @@ CREATE TABLE IF NOT EXISTS message_ids (
     tenant_id  String,
     message_id String,
     id_hash    UInt64,
-    account_id String,
-    stream_seq UInt64,
-    claimed_at DateTime('UTC'),
-    version    UInt64,
-    released   UInt8
+    claimed_at DateTime('UTC')
 ) ENGINE = MergeTree
 PARTITION BY toYYYYMMDD(claimed_at)
 ORDER BY (tenant_id, message_id);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS message_ids_from_events TO message_ids AS
+SELECT tenant_id, message_id, cityHash64(concat(tenant_id, '\0', message_id)) AS id_hash, now() AS claimed_at
+FROM events;

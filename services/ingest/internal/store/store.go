@@ -117,58 +117,23 @@ func inChunks(values []string, f func([]string) error) error {
 	return nil
 }
 
-// A Claim says a tenant's messageId is stored: under which account, by
-// which EVENTS stream message.
-type Claim struct {
-	TenantID, MessageID string
-	Hash                uint64
-	AccountID           string
-	StreamSeq           uint64
-	// Released marks a claim given up: its message was dead-lettered.
-	Released bool
-}
-
-var claimColumns = []string{"tenant_id", "message_id", "id_hash", "account_id", "stream_seq", "claimed_at", "version", "released"}
-
-// AddClaims records claims made (or released) at now, as one insert.
-func (s *Store) AddClaims(ctx context.Context, claims []Claim, now time.Time) error {
-	rows := make([][]any, len(claims))
-	for i, c := range claims {
-		released := uint8(0)
-		if c.Released {
-			released = 1
-		}
-		rows[i] = []any{c.TenantID, c.MessageID, c.Hash, c.AccountID, c.StreamSeq, now.UTC(), uint64(now.UnixNano()), released}
-	}
-	if err := s.db.Insert(ctx, "message_ids", claimColumns, rows); err != nil {
-		return fmt.Errorf("claim message ids: %w", err)
-	}
-	return nil
-}
-
-// Claims returns the claims in force for ids of tenant made since since,
-// by messageId: the latest row of each, unless it released the claim.
-func (s *Store) Claims(ctx context.Context, tenant string, ids []string, since time.Time) (map[string]Claim, error) {
-	out := map[string]Claim{}
-	if len(ids) == 0 {
-		return out, nil
-	}
+// StoredIDs returns which of ids of tenant were stored since since (their
+// claims in message_ids, which the materialized view writes with each
+// events row).
+func (s *Store) StoredIDs(ctx context.Context, tenant string, ids []string, since time.Time) (map[string]bool, error) {
+	out := map[string]bool{}
 	err := inChunks(ids, func(chunk []string) error {
-		r, err := s.db.Query(ctx, `SELECT message_id, argMax(account_id, version), argMax(stream_seq, version), argMax(released, version)
-			FROM message_ids WHERE tenant_id = ? AND message_id IN ? AND claimed_at >= ? GROUP BY message_id`,
+		r, err := s.db.Query(ctx, "SELECT DISTINCT message_id FROM message_ids WHERE tenant_id = ? AND message_id IN ? AND claimed_at >= ?",
 			tenant, chstore.In(chunk), since)
 		if err != nil {
 			return fmt.Errorf("read message id claims: %w", err)
 		}
 		for r.Next() {
-			c := Claim{TenantID: tenant}
-			var released uint64
-			if err := r.Scan(&c.MessageID, &c.AccountID, &c.StreamSeq, &released); err != nil {
+			var id string
+			if err := r.Scan(&id); err != nil {
 				return err
 			}
-			if released == 0 {
-				out[c.MessageID] = c
-			}
+			out[id] = true
 		}
 		return nil
 	})
@@ -225,35 +190,6 @@ func (s *Store) DropClaimsBefore(ctx context.Context, day time.Time) (int, error
 		dropped++
 	}
 	return dropped, nil
-}
-
-// StoredEvents returns which of ids are in the events table under one of
-// accounts: a lookup by the sort key's prefix.
-func (s *Store) StoredEvents(ctx context.Context, tenant string, accounts, ids []string) (map[string]bool, error) {
-	out := map[string]bool{}
-	if len(ids) == 0 {
-		return out, nil
-	}
-	err := inChunks(ids, func(chunk []string) error {
-		// Accounts number at most the ids; a lookup per chunk of ids names
-		// them all, which the sort key's prefix narrows.
-		return inChunks(accounts, func(accts []string) error {
-			r, err := s.db.Query(ctx, "SELECT DISTINCT message_id FROM events WHERE tenant_id = ? AND account_id IN ? AND message_id IN ?",
-				tenant, chstore.In(accts), chstore.In(chunk))
-			if err != nil {
-				return fmt.Errorf("look up stored events: %w", err)
-			}
-			for r.Next() {
-				var id string
-				if err := r.Scan(&id); err != nil {
-					return err
-				}
-				out[id] = true
-			}
-			return nil
-		})
-	})
-	return out, err
 }
 
 // Filter selects events for Count.

@@ -15,6 +15,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
+	"github.com/stickpoint/stickpoint/services/ingest/internal/dedup"
 	"github.com/stickpoint/stickpoint/services/ingest/internal/store"
 	"github.com/stickpoint/stickpoint/services/ingest/migrations"
 )
@@ -88,39 +89,37 @@ func TestWriteCountRecent(t *testing.T) {
 	})
 }
 
-// Claims: the latest row of a messageId is in force unless it released the
-// claim; the horizon bounds what is read; old days' partitions drop.
-func TestClaims(t *testing.T) {
+// Every events insert records its messageIds in message_ids (the view),
+// with the hash the writer computes; lookups respect the horizon; old
+// days' partitions drop.
+func TestMessageIDsFollowEveryInsert(t *testing.T) {
 	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
 		s := open(t, db)
 		ctx := t.Context()
-		day1 := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
-		day3 := day1.Add(48 * time.Hour)
-		require.NoError(t, s.AddClaims(ctx, []store.Claim{
-			{TenantID: "acme", MessageID: "old", Hash: 1, AccountID: "a1", StreamSeq: 7},
-		}, day1))
-		require.NoError(t, s.AddClaims(ctx, []store.Claim{
-			{TenantID: "acme", MessageID: "m1", Hash: 2, AccountID: "a1", StreamSeq: 10},
-			{TenantID: "acme", MessageID: "m2", Hash: 3, AccountID: "", StreamSeq: 10},
-			{TenantID: "globex", MessageID: "m1", Hash: 4, AccountID: "g", StreamSeq: 11},
-		}, day3))
-		require.NoError(t, s.AddClaims(ctx, []store.Claim{{TenantID: "acme", MessageID: "m2", Hash: 3, StreamSeq: 10, Released: true}}, day3.Add(time.Millisecond)))
-
-		got, err := s.Claims(ctx, "acme", []string{"m1", "m2", "old", "never"}, day3.Add(-24*time.Hour))
+		t0 := time.Now().UTC().Truncate(time.Second)
+		require.NoError(t, s.Write(ctx, []events.Event{
+			ev("acme", "m1", events.TypeTrack, "e", "u", "a1", t0),
+			ev("acme", "m2", events.TypeTrack, "e", "u", "", t0),
+			ev("globex", "m1", events.TypeTrack, "e", "u", "g", t0),
+		}))
+		got, err := s.StoredIDs(ctx, "acme", []string{"m1", "m2", "never"}, t0.Add(-time.Hour))
 		require.NoError(t, err)
-		require.Equal(t, map[string]store.Claim{"m1": {TenantID: "acme", MessageID: "m1", AccountID: "a1", StreamSeq: 10}}, got,
-			"m2 was released; old is past the horizon; globex's m1 is another tenant's")
+		require.Equal(t, map[string]bool{"m1": true, "m2": true}, got)
+		got, err = s.StoredIDs(ctx, "acme", []string{"m1"}, t0.Add(time.Hour))
+		require.NoError(t, err)
+		require.Empty(t, got, "claims older than the horizon don't count")
 
 		var hashes []uint64
-		require.NoError(t, s.ClaimHashes(ctx, day1.Add(-time.Hour), func(h uint64, _ time.Time) { hashes = append(hashes, h) }))
-		require.ElementsMatch(t, []uint64{1, 2, 3, 4, 3}, hashes)
+		require.NoError(t, s.ClaimHashes(ctx, t0.Add(-time.Hour), func(h uint64, _ time.Time) { hashes = append(hashes, h) }))
+		require.ElementsMatch(t, []uint64{dedup.Hash("acme", "m1"), dedup.Hash("acme", "m2"), dedup.Hash("globex", "m1")}, hashes,
+			"SQL and Go hash alike")
 
-		dropped, err := s.DropClaimsBefore(ctx, day3.Truncate(24*time.Hour))
+		dropped, err := s.DropClaimsBefore(ctx, t0.Add(48*time.Hour))
 		require.NoError(t, err)
 		require.Equal(t, 1, dropped)
 		hashes = nil
-		require.NoError(t, s.ClaimHashes(ctx, day1.Add(-time.Hour), func(h uint64, _ time.Time) { hashes = append(hashes, h) }))
-		require.ElementsMatch(t, []uint64{2, 3, 4, 3}, hashes)
+		require.NoError(t, s.ClaimHashes(ctx, t0.Add(-time.Hour), func(h uint64, _ time.Time) { hashes = append(hashes, h) }))
+		require.Empty(t, hashes)
 	})
 }
 
@@ -139,6 +138,10 @@ func TestCountIsExactAtScale(t *testing.T) {
 		require.Equal(t, uint64(5000), n)
 	})
 }
+
+// The one read path for account traits merges an account's group calls by
+// key, latest event time winning, before and after ClickHouse merges
+// repeated identical calls.
 
 // The one read path for account traits merges an account's group calls by
 // key, latest event time winning, before and after ClickHouse merges

@@ -3,23 +3,22 @@
 //
 // The stream is partitioned by tenant and each partition is consumed by one
 // writer at a time (a pinned consumer), so one writer sees all of a
-// tenant's events, in order, and can check and claim messageIds without a
-// race:
+// tenant's events, in order, and can check messageIds and store them
+// without a race:
 //
-//  1. Events whose messageId the batch already holds are dropped (the
-//     copy from the oldest stream message is kept).
+//  1. Events whose messageId the batch already holds are dropped.
 //  2. The in-memory filter of stored messageIds (dedup.Filter) clears
 //     almost every new event at once. The few hits are checked against
-//     message_ids in ClickHouse: a claim by another stream message means a
-//     duplicate (a client retry, however re-batched or re-timed), dropped;
-//     a claim by this same message means a redelivery, and only the rows
-//     that did not make it in are inserted, under the claimed account.
-//  3. New events get their account (Attribute), are claimed in
-//     message_ids, and only then inserted. A crash between the two leaves
-//     claims whose redelivery restores the rows.
+//     message_ids in ClickHouse, and those stored are dropped: a client
+//     retry, however re-batched or re-timed, or a redelivery of a message
+//     whose insert succeeded but whose ack was lost.
+//  3. New events get their account (Attribute) and are inserted; the
+//     message_ids view records them in the same insert.
 //
-// A batch is acked only after its inserts, so an acknowledged event is
-// never lost.
+// A batch is acked only after its insert, so an acknowledged event is never
+// lost. After a failed batch (an insert may have stored part of it) the
+// partition catches up from message_ids before its next batch, so the
+// filter's misses stay certain.
 package writer
 
 import (
@@ -27,7 +26,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -108,8 +106,8 @@ func New(s *store.Store, cfg Config, log *slog.Logger) (*Writer, error) {
 	meter := otel.GetMeterProvider().Meter(scope)
 	var err error
 	if w.outcomes, err = meter.Int64Counter("stickpoint.ingest.writer.events",
-		metric.WithDescription("Events the writer handled, by tenant and outcome: stored; duplicate (a messageId stored before, from another message); "+
-			"redelivered (already stored by this message); restored (claimed, then lost in a crash, now stored).")); err != nil {
+		metric.WithDescription("Events the writer handled, by tenant and outcome: stored; duplicate (its messageId was stored before: "+
+			"a client retry, or a redelivery after a lost ack).")); err != nil {
 		return nil, err
 	}
 	if w.unattributed, err = meter.Int64Counter("stickpoint.ingest.writer.unattributed",
@@ -204,7 +202,10 @@ func (w *Writer) Handler(p int) func(context.Context, []jetstream.Msg) error {
 	return func(ctx context.Context, msgs []jetstream.Msg) error {
 		part := w.parts[p]
 		if err := w.handle(ctx, part, msgs); err != nil {
-			// What the cache learnt from this batch may not be stored.
+			// The insert may have stored part of the batch, which the
+			// filter doesn't know: catch up before the next batch. And
+			// what the cache learnt from this batch may not be stored.
+			part.maxSeen = 0
 			clear(part.members)
 			return err
 		}
@@ -217,8 +218,6 @@ type candidate struct {
 	ev   events.Event
 	seq  uint64 // stream sequence of its message
 	hash uint64
-	// restore: claimed by this very message before, but not stored.
-	restore bool
 }
 
 func (w *Writer) handle(ctx context.Context, part *partition, msgs []jetstream.Msg) error {
@@ -232,69 +231,48 @@ func (w *Writer) handle(ctx context.Context, part *partition, msgs []jetstream.M
 		}
 		clear(part.members)
 	}
-	stored, err := w.checkClaims(ctx, batch)
+	fresh, err := w.unstored(ctx, batch)
 	if err != nil {
 		return err
-	}
-	fresh := make([]*candidate, 0, len(stored)) // new events, to attribute and claim
-	for _, c := range stored {
-		if !c.restore {
-			fresh = append(fresh, c)
-		}
 	}
 	if err := w.attribute(ctx, part, fresh); err != nil {
 		return err
 	}
-	claims := make([]store.Claim, 0, len(fresh))
-	write := make([]events.Event, 0, len(stored))
-	for _, c := range fresh {
-		claims = append(claims, store.Claim{TenantID: c.ev.TenantID, MessageID: c.ev.MessageID, Hash: c.hash,
-			AccountID: c.ev.AccountID, StreamSeq: c.seq})
+	write := make([]events.Event, len(fresh))
+	for i, c := range fresh {
+		write[i] = c.ev
 	}
 	// The commit: past this point another writer must not be redoing the
 	// batch (a stall past AckWait hands the partition over).
 	if err := natsjs.Owned(ctx); err != nil {
 		return err
 	}
-	now := w.now()
-	if len(claims) > 0 {
-		if err := w.store.AddClaims(ctx, claims, now); err != nil {
-			return err
-		}
-	}
-	for _, c := range stored {
-		write = append(write, c.ev)
-	}
 	if err := w.store.Write(ctx, write); err != nil {
 		return err
 	}
+	hour := hourOf(w.now())
 	w.mu.Lock()
 	for _, c := range fresh {
-		w.filter.Add(c.hash, hourOf(now))
+		w.filter.Add(c.hash, hour)
 	}
 	w.mu.Unlock()
 	// Counted per tenant and batch: an attribute set per event costs more
 	// than the rest of the bookkeeping.
-	type tally struct{ stored, restored, unattributed int }
+	type tally struct{ stored, unattributed int }
 	tallies := map[string]*tally{}
-	for _, c := range stored {
+	for _, c := range fresh {
 		t := tallies[c.ev.TenantID]
 		if t == nil {
 			t = &tally{}
 			tallies[c.ev.TenantID] = t
 		}
-		if c.restore {
-			t.restored++
-		} else {
-			t.stored++
-		}
+		t.stored++
 		if c.ev.AccountID == "" && isUsage(c.ev.Type) {
 			t.unattributed++
 		}
 	}
 	for tenant, t := range tallies {
 		w.count(ctx, tenant, "stored", t.stored)
-		w.count(ctx, tenant, "restored", t.restored)
 		if t.unattributed > 0 {
 			w.unattributed.Add(ctx, int64(t.unattributed), metric.WithAttributes(attribute.String("tenant", tenant)))
 		}
@@ -354,114 +332,34 @@ func (w *Writer) decode(part *partition, msgs []jetstream.Msg) (batch []*candida
 	return batch, stale, nil
 }
 
-// checkClaims returns the candidates to store: new ones, and ones whose
-// own message claimed them before without storing them (restore set).
-// The rest are stored already and are counted and dropped.
-func (w *Writer) checkClaims(ctx context.Context, batch []*candidate) ([]*candidate, error) {
-	suspects := map[string][]*candidate{} // by tenant
+// unstored returns the candidates not stored yet; the others are
+// duplicates, counted and dropped.
+func (w *Writer) unstored(ctx context.Context, batch []*candidate) ([]*candidate, error) {
+	suspects := map[string][]string{} // messageIds by tenant
 	w.mu.Lock()
 	for _, c := range batch {
 		if w.filter.Has(c.hash) {
-			suspects[c.ev.TenantID] = append(suspects[c.ev.TenantID], c)
+			suspects[c.ev.TenantID] = append(suspects[c.ev.TenantID], c.ev.MessageID)
 		}
 	}
 	w.mu.Unlock()
 	if len(suspects) == 0 {
 		return batch, nil
 	}
-	drop := map[*candidate]bool{}
-	since := w.now().Add(-w.cfg.Horizon)
-	for tenant, cs := range suspects {
-		ids := make([]string, len(cs))
-		for i, c := range cs {
-			ids[i] = c.ev.MessageID
-		}
-		claims, err := w.store.Claims(ctx, tenant, ids, since)
+	stored := map[string]map[string]bool{}
+	for tenant, ids := range suspects {
+		found, err := w.store.StoredIDs(ctx, tenant, ids, w.now().Add(-w.cfg.Horizon))
 		if err != nil {
 			return nil, err
 		}
-		var own []*candidate
-		duplicates := 0
-		for _, c := range cs {
-			cl, ok := claims[c.ev.MessageID]
-			switch {
-			case !ok: // a false hit of the filter, or a released claim: new
-			case cl.StreamSeq != c.seq:
-				drop[c] = true
-				duplicates++
-			default:
-				c.restore, c.ev.AccountID = true, cl.AccountID
-				own = append(own, c)
-			}
-		}
-		w.count(ctx, tenant, "duplicate", duplicates)
-		if len(own) == 0 {
-			continue
-		}
-		var accounts, ownIDs []string
-		for _, c := range own {
-			accounts = append(accounts, c.ev.AccountID)
-			ownIDs = append(ownIDs, c.ev.MessageID)
-		}
-		slices.Sort(accounts)
-		present, err := w.store.StoredEvents(ctx, tenant, slices.Compact(accounts), ownIDs)
-		if err != nil {
-			return nil, err
-		}
-		redelivered := 0
-		for _, c := range own {
-			if present[c.ev.MessageID] {
-				drop[c] = true
-				redelivered++
-			}
-		}
-		w.count(ctx, tenant, "redelivered", redelivered)
+		stored[tenant] = found
+		w.count(ctx, tenant, "duplicate", len(found))
 	}
 	out := batch[:0:0]
 	for _, c := range batch {
-		if !drop[c] {
+		if !stored[c.ev.TenantID][c.ev.MessageID] {
 			out = append(out, c)
 		}
 	}
 	return out, nil
-}
-
-// Release gives up the claims a dead-lettered message made, so replaying it
-// after a fix stores its events. Claims another message made stay.
-func (w *Writer) Release(ctx context.Context, m jetstream.Msg) {
-	md, err := m.Metadata()
-	if err != nil {
-		return
-	}
-	evs, err := events.Decode(m.Data())
-	if err != nil {
-		return // it failed before claiming anything
-	}
-	byTenant := map[string][]string{}
-	for _, e := range evs {
-		byTenant[e.TenantID] = append(byTenant[e.TenantID], e.MessageID)
-	}
-	var release []store.Claim
-	for tenant, ids := range byTenant {
-		claims, err := w.store.Claims(ctx, tenant, ids, w.now().Add(-w.cfg.Horizon))
-		if err != nil {
-			w.log.WarnContext(ctx, "release claims of a dead-lettered message", "error", err)
-			return
-		}
-		for _, c := range claims {
-			if c.StreamSeq == md.Sequence.Stream {
-				c.Released, c.Hash = true, dedup.Hash(tenant, c.MessageID)
-				release = append(release, c)
-			}
-		}
-	}
-	if len(release) == 0 {
-		return
-	}
-	if err := w.store.AddClaims(ctx, release, w.now()); err != nil {
-		w.log.WarnContext(ctx, "release claims of a dead-lettered message; a replay within the horizon would be taken for a duplicate",
-			"stream_seq", md.Sequence.Stream, "error", err)
-		return
-	}
-	w.log.InfoContext(ctx, "released the claims of a dead-lettered message", "stream_seq", md.Sequence.Stream, "message_ids", len(release))
 }
