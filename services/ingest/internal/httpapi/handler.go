@@ -39,7 +39,7 @@ type Config struct {
 	RateBurst     int     `json:"rate_burst"`
 	// PublishTimeout bounds the wait for JetStream's acknowledgement.
 	PublishTimeout time.Duration `json:"publish_timeout"`
-	// CoalesceWait is how long a small request (under 50 events) waits for
+	// CoalesceWait is how long a small request (under 500 events) waits for
 	// concurrent ones of its tenant, to share one JetStream write and its
 	// fsync (group commit); 0 publishes each request on its own.
 	CoalesceWait time.Duration `json:"coalesce_wait"`

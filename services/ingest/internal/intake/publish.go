@@ -89,10 +89,10 @@ func encodeUpTo(evs []events.Event, limit int) ([]byte, int, error) {
 // message is acknowledged: group commit. With nats.sync_always every
 // JetStream write waits for its own fsync, one after another (about 1,500
 // a second here), so single-event requests each paid one; coalesced, they
-// share it. A tenant has at most one coalesced write in flight: requests
-// that arrive meanwhile gather into the next, which goes as soon as the
-// write before it is acknowledged, so groups grow with the load. A request
-// that finds nothing in flight waits at most wait for company. The
+// share it. A tenant has at most maxInflight coalesced writes in flight:
+// requests that arrive meanwhile gather into the next, which goes as soon
+// as a write before it is acknowledged, so groups grow with the load. A
+// request that finds room waits at most wait for company. The
 // guarantee is unchanged: a 200 still means the events are durably in the
 // stream. (A coalesced message's dedup id covers the whole group, so
 // JetStream drops only a retry of the same group; the writer's dedup
@@ -106,21 +106,30 @@ type coalescer struct {
 	tenants map[string]*pipeline
 }
 
-// pipeline is a tenant's coalesced writes: the one in flight, and the
-// group gathering behind it.
+// pipeline is a tenant's coalesced writes: those in flight, and the group
+// gathering behind them.
 type pipeline struct {
-	inflight bool
+	inflight int
 	next     *group
 }
 
+// maxInflight is how many coalesced writes of a tenant may be in flight at
+// once. Two keep JetStream busy while an acknowledgement makes its way
+// back (single-event requests from 64 clients: 8.2k events/s with one,
+// 9k with two, 8k with four, whose groups are smaller); JetStream stores a
+// stream's writes one after another anyway, so requests still gather.
+const maxInflight = 2
+
 // Requests with at least alone events are published on their own: they
-// fill a message already.
-const alone = 50
+// fill a message already. Smaller ones, 100-event batches included, share:
+// measured with nats.sync_always, 16 clients of 100-event requests went
+// from 61k to 110k events/s accepted when they did.
+const alone = 500
 
 // groupEvents sends a group at once, before its wait is over. (Behind a
 // write in flight, a group grows until that write is done; its message is
 // split under the NATS payload limit like any other.)
-const groupEvents = 1000
+const groupEvents = 2000
 
 type group struct {
 	evs  []events.Event
@@ -150,14 +159,15 @@ func (c *coalescer) publish(ctx context.Context, tenant string, evs []events.Eve
 	if g == nil {
 		g = &group{done: make(chan struct{})}
 		p.next = g
-		if !p.inflight {
-			// Nothing in flight: wait a moment for company, then go.
+		if p.inflight < maxInflight {
+			// Room for a write: wait a moment for company, then go.
 			time.AfterFunc(c.wait, func() { c.start(tenant, p, g) })
 		}
 	}
 	g.evs = append(g.evs, evs...)
-	if !p.inflight && len(g.evs) >= groupEvents {
-		p.inflight, p.next = true, nil // full: it goes now
+	if p.inflight < maxInflight && len(g.evs) >= groupEvents {
+		p.inflight++ // full: it goes now
+		p.next = nil
 		go c.run(tenant, p, g)
 	}
 	c.mu.Unlock()
@@ -168,14 +178,15 @@ func (c *coalescer) publish(ctx context.Context, tenant string, evs []events.Eve
 	return g.err
 }
 
-// start sends g if it is still the next group and nothing is in flight.
+// start sends g if it is still the next group and there is room.
 func (c *coalescer) start(tenant string, p *pipeline, g *group) {
 	c.mu.Lock()
-	if p.inflight || p.next != g {
+	if p.inflight >= maxInflight || p.next != g {
 		c.mu.Unlock()
-		return // the write in flight takes it when it is done
+		return // a write in flight takes it when it is done
 	}
-	p.inflight, p.next = true, nil
+	p.inflight++
+	p.next = nil
 	c.mu.Unlock()
 	c.run(tenant, p, g)
 }
@@ -190,8 +201,8 @@ func (c *coalescer) run(tenant string, p *pipeline, g *group) {
 		c.mu.Lock()
 		g, p.next = p.next, nil
 		if g == nil {
-			p.inflight = false
-			if len(c.tenants) > maxIdlePipelines {
+			p.inflight--
+			if p.inflight == 0 && len(c.tenants) > maxIdlePipelines {
 				delete(c.tenants, tenant)
 			}
 		}
