@@ -133,7 +133,8 @@ func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, l
 	}
 	st := store.New(db)
 	in, err := intake.New(bus.JS, intake.Config{RatePerSecond: cfg.HTTP.RatePerSecond, RateBurst: cfg.HTTP.RateBurst,
-		PublishTimeout: cfg.HTTP.PublishTimeout, CoalesceWait: cfg.HTTP.CoalesceWait, MaxInflightBytes: cfg.HTTP.MaxInflightBytes, AdmitWait: cfg.HTTP.AdmitWait},
+		PublishTimeout: cfg.HTTP.PublishTimeout, CoalesceWait: cfg.HTTP.CoalesceWait, MaxInflightBytes: cfg.HTTP.MaxInflightBytes, AdmitWait: cfg.HTTP.AdmitWait,
+		TenantInflightShare: cfg.HTTP.TenantInflightShare},
 		log.With("component", "ingest"))
 	if err != nil {
 		return nil, err

@@ -383,6 +383,7 @@ func TestResponseHeadersCarryNoInput(t *testing.T) {
 func TestOverloadIsRefusedBeforeTheBodyIsRead(t *testing.T) {
 	f := newFixture(t, chstore.EngineEmbedded, func(c *app.Config) {
 		c.HTTP.MaxRequestBytes, c.HTTP.MaxInflightBytes, c.HTTP.AdmitWait = 64<<10, 64<<10, 100*time.Millisecond
+		c.HTTP.TenantInflightShare = 1 // the whole budget, for one tenant here
 	})
 	// A slow client holds 40 KB of the 64 KB budget: its headers promise
 	// them, its body is not finished yet.

@@ -111,7 +111,7 @@ func (s *Server) accept(ctx context.Context, calls []map[string]any, sentAt *tim
 	}
 	// grpc-go has read the message already (up to grpc.max_recv_bytes); the
 	// budget bounds how many are decoded and waiting on JetStream at once.
-	res, err := s.intake.Admit(ctx, int64(len(raw)))
+	res, err := s.intake.Admit(ctx, p.TenantID, int64(len(raw)))
 	if errors.Is(err, intake.ErrOverloaded) {
 		s.intake.Reject(ctx, "grpc", p.TenantID, "overloaded")
 		return nil, retryable(codes.Unavailable, err.Error(), intake.OverloadRetryAfter)

@@ -58,6 +58,9 @@ type Config struct {
 	// waits up to AdmitWait for room, then is refused with ErrOverloaded.
 	MaxInflightBytes int64
 	AdmitWait        time.Duration
+	// TenantInflightShare is the share of MaxInflightBytes one tenant's
+	// requests may hold at once (1: no per-tenant bound).
+	TenantInflightShare float64
 }
 
 // Intake accepts events for JetStream.
@@ -90,7 +93,8 @@ func New(js jetstream.JetStream, cfg Config, log *slog.Logger) (*Intake, error) 
 	meter := otel.GetMeterProvider().Meter(scope)
 	in := &Intake{publisher: newCoalescer(js, cfg.CoalesceWait, cfg.PublishTimeout), limiter: newTenantLimiter(cfg.RatePerSecond, cfg.RateBurst), rate: cfg.RatePerSecond,
 		log: log, rejections: map[Rejection]uint64{}, warnings: map[Warning]uint64{}, samples: map[WarningKind]Sample{},
-		admission: &admission{budget: semaphore.NewWeighted(cfg.MaxInflightBytes), size: cfg.MaxInflightBytes, wait: cfg.AdmitWait}}
+		admission: &admission{budget: semaphore.NewWeighted(cfg.MaxInflightBytes), size: cfg.MaxInflightBytes, wait: cfg.AdmitWait,
+			tenantMax: tenantShare(cfg), tenants: map[string]*semaphore.Weighted{}}}
 	var err error
 	if in.admission.inflight, err = meter.Int64UpDownCounter("stickpoint.ingest.inflight.bytes", metric.WithUnit("By"),
 		metric.WithDescription("Request bytes admitted and not yet answered (bounded by max_inflight_bytes).")); err != nil {
@@ -118,6 +122,13 @@ func New(js jetstream.JetStream, cfg Config, log *slog.Logger) (*Intake, error) 
 		return nil, err
 	}
 	return in, nil
+}
+
+func tenantShare(cfg Config) int64 {
+	if cfg.TenantInflightShare <= 0 || cfg.TenantInflightShare >= 1 {
+		return cfg.MaxInflightBytes
+	}
+	return max(1, int64(float64(cfg.MaxInflightBytes)*cfg.TenantInflightShare))
 }
 
 // Accept rate-limits, stamps and publishes evs for tenant and source. It
