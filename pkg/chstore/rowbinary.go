@@ -241,38 +241,26 @@ func appendUUID(b []byte, v any) ([]byte, error) {
 }
 
 func appendArray(b []byte, v any, enc rowEncoder) ([]byte, error) {
-	var err error
 	switch x := v.(type) {
 	case []string:
-		b = binary.AppendUvarint(b, uint64(len(x)))
-		for _, e := range x {
-			if b, err = enc(b, e); err != nil {
-				return b, err
-			}
-		}
+		return appendElems(b, x, enc)
 	case []int64:
-		b = binary.AppendUvarint(b, uint64(len(x)))
-		for _, e := range x {
-			if b, err = enc(b, e); err != nil {
-				return b, err
-			}
-		}
+		return appendElems(b, x, enc)
 	case []uint64:
-		b = binary.AppendUvarint(b, uint64(len(x)))
-		for _, e := range x {
-			if b, err = enc(b, e); err != nil {
-				return b, err
-			}
-		}
+		return appendElems(b, x, enc)
 	case []any:
-		b = binary.AppendUvarint(b, uint64(len(x)))
-		for _, e := range x {
-			if b, err = enc(b, e); err != nil {
-				return b, err
-			}
+		return appendElems(b, x, enc)
+	}
+	return b, fmt.Errorf("an Array needs a slice, not %T", v)
+}
+
+func appendElems[T any](b []byte, xs []T, enc rowEncoder) ([]byte, error) {
+	b = binary.AppendUvarint(b, uint64(len(xs)))
+	var err error
+	for _, x := range xs {
+		if b, err = enc(b, x); err != nil {
+			return b, err
 		}
-	default:
-		return b, fmt.Errorf("an Array needs a slice, not %T", v)
 	}
 	return b, nil
 }

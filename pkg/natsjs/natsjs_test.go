@@ -153,11 +153,7 @@ func TestConsumerRedeliversAfterFailure(t *testing.T) {
 
 	require.Eventually(t, func() bool { return rec.count() == 10 }, 10*time.Second, 10*time.Millisecond)
 	require.Eventually(t, func() bool { return consumerInfo(t, bus, "test-retry").NumAckPending == 0 }, 10*time.Second, 10*time.Millisecond)
-	dl, err := bus.JS.Stream(t.Context(), natsjs.DeadLetterStream)
-	require.NoError(t, err)
-	info, err := dl.Info(t.Context())
-	require.NoError(t, err)
-	require.Zero(t, info.State.Msgs, "nothing is dead-lettered for a failure that passes")
+	require.Zero(t, deadLettered(t, bus), "nothing is dead-lettered for a failure that passes")
 }
 
 func TestConsumerDeadLettersPoisonAndTheRestFlows(t *testing.T) {
@@ -213,11 +209,7 @@ func TestConsumerNeverDeadLettersDuringAnOutage(t *testing.T) {
 	require.Eventually(t, func() bool { return rec.calls.Load() >= 6 }, 10*time.Second, 10*time.Millisecond)
 	down.Store(false)
 	require.Eventually(t, func() bool { return rec.count() == 5 }, 10*time.Second, 10*time.Millisecond)
-	dl, err := bus.JS.Stream(t.Context(), natsjs.DeadLetterStream)
-	require.NoError(t, err)
-	info, err := dl.Info(t.Context())
-	require.NoError(t, err)
-	require.Zero(t, info.State.Msgs)
+	require.Zero(t, deadLettered(t, bus))
 }
 
 func TestConsumerDrainsOnShutdown(t *testing.T) {
@@ -346,11 +338,7 @@ func TestSlowBatchIsRetriedBeforeAckWait(t *testing.T) {
 	require.Eventually(t, func() bool { return rec.count() == 1 }, 10*time.Second, 10*time.Millisecond)
 	require.LessOrEqual(t, time.Duration(firstBudget.Load()), time.Second, "at most half of AckWait")
 	require.Equal(t, int64(2), attempts.Load(), "retried once, at once")
-	dl, err := bus.JS.Stream(t.Context(), natsjs.DeadLetterStream)
-	require.NoError(t, err)
-	info, err := dl.Info(t.Context())
-	require.NoError(t, err)
-	require.Zero(t, info.State.Msgs, "a slow batch is not a poison message")
+	require.Zero(t, deadLettered(t, bus), "a slow batch is not a poison message")
 }
 
 // With Pinned, one runner at a time gets the messages; another replica on
@@ -458,11 +446,7 @@ func TestShutdownMidBatchNeverDeadLetters(t *testing.T) {
 	<-started
 	require.NoError(t, stop())
 
-	dl, err := bus.JS.Stream(t.Context(), natsjs.DeadLetterStream)
-	require.NoError(t, err)
-	info, err := dl.Info(t.Context())
-	require.NoError(t, err)
-	require.Zero(t, info.State.Msgs, "nothing dead-lettered by a shutdown")
+	require.Zero(t, deadLettered(t, bus), "nothing dead-lettered by a shutdown")
 
 	rec := newRecorder(nil)
 	runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-cutoff", MaxWait: time.Millisecond, MaxDeliver: 1}, rec.handle)
@@ -591,4 +575,14 @@ func TestOwnedReportsALostPin(t *testing.T) {
 	require.Eventually(t, func() bool { return rec.count() == 1 }, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, natsjs.ErrNotOwned.Error(), firstCheck.Load())
 	require.Equal(t, 1, rec.handled["work"], "committed once, under the pin held")
+}
+
+// deadLettered is how many messages the DEADLETTER stream holds.
+func deadLettered(t *testing.T, bus *natsjs.Bus) uint64 {
+	t.Helper()
+	dl, err := bus.JS.Stream(t.Context(), natsjs.DeadLetterStream)
+	require.NoError(t, err)
+	info, err := dl.Info(t.Context())
+	require.NoError(t, err)
+	return info.State.Msgs
 }

@@ -94,13 +94,7 @@ func (s *Server) Stats(ctx context.Context, req *eventsv1.StatsRequest) (*events
 	if err != nil {
 		return nil, err
 	}
-	var from, to time.Time
-	if req.GetStartTime() != nil {
-		from = req.GetStartTime().AsTime()
-	}
-	if req.GetEndTime() != nil {
-		to = req.GetEndTime().AsTime()
-	}
+	from, to := timeRange(req.GetStartTime(), req.GetEndTime())
 	st, err := s.store.Stats(ctx, tenant, from, to)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
@@ -118,13 +112,7 @@ func (s *Server) Warnings(ctx context.Context, req *eventsv1.WarningsRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	var from, to time.Time
-	if req.GetStartTime() != nil {
-		from = req.GetStartTime().AsTime()
-	}
-	if req.GetEndTime() != nil {
-		to = req.GetEndTime().AsTime()
-	}
+	from, to := timeRange(req.GetStartTime(), req.GetEndTime())
 	ws, err := s.store.Warnings(ctx, tenant, from, to)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
@@ -135,4 +123,16 @@ func (s *Server) Warnings(ctx context.Context, req *eventsv1.WarningsRequest) (*
 			LastSeen: timestamppb.New(w.LastSeen), ExampleMessage: w.ExampleMessage, ExampleCall: w.ExampleCall})
 	}
 	return out, nil
+}
+
+// timeRange reads a request's optional bounds; unset is the zero time,
+// which the store takes as unbounded.
+func timeRange(start, end *timestamppb.Timestamp) (from, to time.Time) {
+	if start != nil {
+		from = start.AsTime()
+	}
+	if end != nil {
+		to = end.AsTime()
+	}
+	return from, to
 }
