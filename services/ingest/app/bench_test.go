@@ -119,6 +119,14 @@ func benchIngest(b *testing.B, engine string, syncAlways bool, batch, concurrenc
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
+// readQuery is one account's latest 50 events. Each messageId is stored
+// once, so it needs no dedup, and it reads the sort key's end in order.
+// Single-threaded: on two cores, a small read that doesn't wait for a
+// second pipeline thread beside the writer's inserts has the lower p99
+// (measured 50 ms against 71 ms).
+const readQuery = `SELECT message_id, name, timestamp FROM events WHERE tenant_id = ? AND account_id = ?
+	ORDER BY timestamp DESC LIMIT 50 SETTINGS max_threads = 1`
+
 // readLoop asks for one account's latest 50 events every 10 ms, as the
 // account APIs will, until stop; it returns the latencies, sorted.
 func readLoop(b *testing.B, f *fixture, stop <-chan struct{}) []time.Duration {
@@ -131,8 +139,7 @@ func readLoop(b *testing.B, f *fixture, stop <-chan struct{}) []time.Duration {
 		case <-time.After(10 * time.Millisecond):
 		}
 		start := time.Now()
-		r, err := f.db.Query(b.Context(), `SELECT message_id, name, timestamp FROM events WHERE tenant_id = ? AND account_id = ?
-			ORDER BY timestamp DESC LIMIT 1 BY message_id LIMIT 50`, "tenant-a", fmt.Sprintf("acct-%d", i%500))
+		r, err := f.db.Query(b.Context(), readQuery, "tenant-a", fmt.Sprintf("acct-%d", i%500))
 		if err != nil {
 			b.Error(err)
 			continue
