@@ -151,8 +151,10 @@ type Consumer struct {
 	inHand    atomic.Int64
 	attrs     metric.MeasurementOption
 
-	// cons is the consumer being consumed (the runner's goroutine sets it).
-	cons jetstream.Consumer
+	// cons is the consumer being consumed, and how many times it was
+	// declared (the runner's goroutine sets both).
+	cons  jetstream.Consumer
+	epoch uint64
 	// down is why the consumer is not consuming right now, nil while it is.
 	down atomic.Pointer[error]
 	// failures counts each message's real failures (failing alone with a
@@ -292,6 +294,7 @@ func (c *Consumer) runOnce(ctx context.Context) (consumed bool, _ error) {
 		return false, fmt.Errorf("declare consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
 	}
 	c.cons = cons
+	c.epoch = declarations.Add(1)
 
 	meter := otel.GetMeterProvider().Meter(scope)
 	lag, err := meter.Int64ObservableGauge("stickpoint.consumer.pending",
@@ -528,11 +531,27 @@ func (c *Consumer) process(ctx context.Context, batch []jetstream.Msg, first tim
 	}
 	hctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	hctx = context.WithValue(hctx, epochKey{}, c.epoch)
 	if c.cfg.Pinned {
 		cons := c.cons
 		hctx = context.WithValue(hctx, ownerKey{}, func(ctx context.Context) error { return c.stillPinned(ctx, cons, batch) })
 	}
 	c.handleBatch(hctx, batch)
+}
+
+type epochKey struct{}
+
+// declarations numbers every consumer declaration in the process, so no
+// two share an epoch.
+var declarations atomic.Uint64
+
+// Epoch tells a handler which declaration of its consumer delivered the
+// batch: it changes when the runner declares a lost consumer again, whose
+// delivery sequence then starts over, and whose messages another replica
+// may have handled meanwhile.
+func Epoch(ctx context.Context) uint64 {
+	e, _ := ctx.Value(epochKey{}).(uint64)
+	return e
 }
 
 // ErrNotOwned means the batch's messages were delivered under a pin this

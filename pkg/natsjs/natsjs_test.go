@@ -240,8 +240,13 @@ func TestConsumerDrainsOnShutdown(t *testing.T) {
 func TestConsumerDeclaredAgainWhenDeleted(t *testing.T) {
 	bus := testutil.NATS(t)
 	rec := newRecorder(nil)
+	var epochs sync.Map
+	handle := func(ctx context.Context, msgs []jetstream.Msg) error {
+		epochs.Store(natsjs.Epoch(ctx), true)
+		return rec.handle(ctx, msgs)
+	}
 	_, c := runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-deleted", MaxWait: 10 * time.Millisecond,
-		RestartDelay: func(uint64) time.Duration { return 10 * time.Millisecond }}, rec.handle)
+		RestartDelay: func(uint64) time.Duration { return 10 * time.Millisecond }}, handle)
 	require.Eventually(t, func() bool { return c.Err() == nil }, 10*time.Second, 10*time.Millisecond)
 	publish(t, bus, 1, func(int) string { return "before" })
 	require.Eventually(t, func() bool { return rec.count() == 1 }, 10*time.Second, 10*time.Millisecond)
@@ -252,6 +257,9 @@ func TestConsumerDeclaredAgainWhenDeleted(t *testing.T) {
 	_, err := bus.JS.Publish(t.Context(), natsjs.EventSubject("acme", "track"), []byte("after"), jetstream.WithMsgID("after"))
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return rec.count() == 2 }, 15*time.Second, 10*time.Millisecond, "consuming goes on")
+	n := 0
+	epochs.Range(func(any, any) bool { n++; return true })
+	require.Equal(t, 2, n, "the consumer declared again hands out a new epoch")
 }
 
 // When the consumer can't be declared again (its stream is gone), Run

@@ -81,10 +81,11 @@ type Writer struct {
 // partition is what one partition's handler keeps between batches. Only
 // that handler touches it (a runner handles one batch at a time).
 type partition struct {
-	// maxSeen is the highest consumer sequence handled. A delivery past
-	// maxSeen+1 means another writer held the partition meanwhile, so
-	// what this one knows may be stale.
-	maxSeen uint64
+	// maxSeen is the highest consumer sequence handled, of the consumer's
+	// declaration epoch. A delivery past maxSeen+1, or from a consumer
+	// declared again, means another writer may have held the partition
+	// meanwhile, so what this one knows may be stale.
+	maxSeen, epoch uint64
 	// members are the accounts of users seen, by tenant and user, sorted
 	// by time: the attribution cache.
 	members map[string][]store.Membership
@@ -221,6 +222,9 @@ type candidate struct {
 }
 
 func (w *Writer) handle(ctx context.Context, part *partition, msgs []jetstream.Msg) error {
+	if epoch := natsjs.Epoch(ctx); epoch != part.epoch {
+		part.epoch, part.maxSeen = epoch, 0
+	}
 	batch, stale, err := w.decode(part, msgs)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package writer_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -66,18 +67,33 @@ func (r *rig) publish(t *testing.T, evs ...events.Event) uint64 {
 // run consumes EVENTS with the writer until every message is acked.
 func (r *rig) run(t *testing.T) {
 	t.Helper()
-	if !r.loaded { // as a writer process does, once
+	stop := r.start(t)
+	defer stop()
+	r.drained(t)
+}
+
+// start runs the writer's consumer until stop, as a writer process does
+// (it loads the filter once).
+func (r *rig) start(t *testing.T) (stop func()) {
+	t.Helper()
+	if !r.loaded {
 		require.NoError(t, r.w.Load(t.Context()))
 		r.loaded = true
 	}
 	c, err := natsjs.NewConsumer(r.bus, natsjs.ConsumerConfig{Stream: natsjs.EventsStream, Durable: "ingest-writer-0",
 		FilterSubjects: []string{natsjs.EventPartitionFilter(0)}, MaxWait: 10 * time.Millisecond, Pinned: true, PurgeAcked: true,
-		MaxDeliver: 1, NakDelay: func(uint64) time.Duration { return 10 * time.Millisecond }}, r.w.Handler(0), testutil.Logger(t))
+		MaxDeliver: 1, NakDelay: func(uint64) time.Duration { return 10 * time.Millisecond },
+		RestartDelay: func(uint64) time.Duration { return 10 * time.Millisecond }}, r.w.Handler(0), testutil.Logger(t))
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = c.Run(ctx) })
-	defer func() { cancel(); wg.Wait() }()
+	return func() { cancel(); wg.Wait() }
+}
+
+// drained waits until every message of the stream is acked and purged.
+func (r *rig) drained(t *testing.T) {
+	t.Helper()
 	require.Eventually(t, func() bool {
 		s, err := r.bus.JS.Stream(t.Context(), natsjs.EventsStream)
 		require.NoError(t, err)
@@ -170,13 +186,34 @@ func TestAttribute(t *testing.T) {
 // batch, so those events are not stored twice when they come back.
 func TestAFailedBatchMakesThePartitionCatchUp(t *testing.T) {
 	r := newRig(t, chstore.EngineEmbedded)
+	stop := r.start(t) // one consumer throughout: no new epoch to hide behind
+	defer stop()
 	r.publish(t, track("first", "u1", "a1", t0))
-	r.run(t) // the filter is loaded, the partition in use
+	r.drained(t)
 	// What a failed insert left behind: a row the filter doesn't know.
 	require.NoError(t, r.store.Write(t.Context(), []events.Event{track("half-stored", "u1", "a1", t0)}))
 	_, err := r.bus.JS.Publish(t.Context(), natsjs.EventSubject("acme", "track"), []byte("not an event")) // fails its batch
 	require.NoError(t, err)
 	r.publish(t, track("half-stored", "u1", "a1", t0))
-	r.run(t)
+	r.drained(t)
 	require.Equal(t, map[string][]string{"first": {"a1"}, "half-stored": {"a1"}}, r.rows(t))
+}
+
+// A consumer declared again (it was deleted) starts its delivery sequence
+// over, and another writer may have held the partition meanwhile: the
+// writer catches up before its next batch.
+func TestAConsumerDeclaredAgainMakesThePartitionCatchUp(t *testing.T) {
+	r := newRig(t, chstore.EngineEmbedded)
+	stop := r.start(t)
+	defer stop()
+	for i := range 3 {
+		r.publish(t, track(fmt.Sprintf("before-%d", i), "u1", "a1", t0))
+	}
+	r.drained(t)
+	// Another writer stored this while the consumer was gone.
+	require.NoError(t, r.store.Write(t.Context(), []events.Event{track("elsewhere", "u1", "a1", t0)}))
+	require.NoError(t, r.bus.JS.DeleteConsumer(t.Context(), natsjs.EventsStream, "ingest-writer-0"))
+	r.publish(t, track("elsewhere", "u1", "a1", t0))
+	r.drained(t)
+	require.Equal(t, []string{"a1"}, r.rows(t)["elsewhere"])
 }
