@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -117,6 +118,7 @@ func Decode(kind string, body []byte, receivedAt time.Time, lim Limits) (*Reques
 	// body is valid JSON from here on: the walk below only has to check
 	// shapes, and slices every value out of body instead of copying it.
 	w := newWalker(body)
+	defer w.release()
 	top, items, hasBatch, err := w.top(kind == "batch")
 	if err != nil {
 		return nil, err
@@ -190,7 +192,11 @@ func (w *walker) decodeBatchCall(i int, item call, batchSentAt *time.Time, batch
 // differently, so they could smuggle a second value past validation), and
 // nesting no deeper than maxDepth.
 func validateJSON(body []byte, maxDepth int) error {
-	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	v := validators.Get().(*validator)
+	defer func() { v.dec.Reset(empty); validators.Put(v) }()
+	v.src.Reset(body)
+	v.dec.Reset(&v.src)
+	dec := v.dec
 	for {
 		_, err := dec.ReadToken()
 		if errors.Is(err, io.EOF) {
@@ -242,13 +248,46 @@ type call struct {
 // that slices values out of the body. One decoder is reused for the small
 // objects read later (contexts).
 type walker struct {
-	body []byte
-	dec  *jsontext.Decoder
-	sub  *jsontext.Decoder
+	body        []byte
+	src, subSrc bytes.Reader
+	dec, sub    *jsontext.Decoder
+}
+
+// Decoders are pooled: a single-event request costs little more than
+// making its decoders, and each holds buffers and name sets.
+var (
+	validators = sync.Pool{New: func() any { v := &validator{}; v.dec = jsontext.NewDecoder(&v.src); return v }}
+	walkers    = sync.Pool{New: func() any {
+		w := &walker{}
+		w.dec = jsontext.NewDecoder(&w.src, walkOptions...)
+		w.sub = jsontext.NewDecoder(&w.subSrc, walkOptions...)
+		return w
+	}}
+	empty = bytes.NewReader(nil)
+	// walkOptions skip the checks validateJSON made already.
+	walkOptions = []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
+)
+
+type validator struct {
+	src bytes.Reader
+	dec *jsontext.Decoder
 }
 
 func newWalker(body []byte) *walker {
-	return &walker{body: body, dec: jsontext.NewDecoder(bytes.NewBuffer(body))}
+	w := walkers.Get().(*walker)
+	w.body = body
+	w.src.Reset(body)
+	w.dec.Reset(&w.src, walkOptions...)
+	return w
+}
+
+// release returns w to the pool; what it read stays valid (values are
+// slices of the body, not of the decoder).
+func (w *walker) release() {
+	w.body = nil
+	w.dec.Reset(empty, walkOptions...)
+	w.sub.Reset(empty, walkOptions...)
+	walkers.Put(w)
 }
 
 var errShape = errors.New("unexpected JSON shape")
@@ -324,11 +363,8 @@ func (w *walker) object(raw []byte) (object, error) {
 	if len(raw) == 0 || raw[0] != '{' {
 		return nil, errShape
 	}
-	if w.sub == nil {
-		w.sub = jsontext.NewDecoder(bytes.NewBuffer(raw))
-	} else {
-		w.sub.Reset(bytes.NewBuffer(raw))
-	}
+	w.subSrc.Reset(raw)
+	w.sub.Reset(&w.subSrc, walkOptions...)
 	_, _ = w.sub.ReadToken()
 	return readMembers(w.sub, raw, 0)
 }

@@ -226,3 +226,15 @@ func TestBatchRefusesBadCallsOneByOne(t *testing.T) {
 		require.Error(t, err, whole)
 	}
 }
+
+// BenchmarkDecodeSingle decodes one track call, what single-event requests
+// send: there, a decoder's fixed costs are most of the work.
+func BenchmarkDecodeSingle(b *testing.B) {
+	body := []byte(`{"batch":[{"type":"track","event":"Report Built","messageId":"m-1","userId":"u-1","context":{"groupId":"acct-1"},"properties":{"rows":1}}]}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := segment.Decode("batch", body, now, segment.DefaultLimits()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
