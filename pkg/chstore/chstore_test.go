@@ -338,3 +338,57 @@ func TestWaitForAConnectionEndsWithTheContext(t *testing.T) {
 		require.NoError(t, err, "connections come back to the pool")
 	})
 }
+
+// typedRows writes rows through the typed RowWriter methods.
+type typedRows []struct {
+	name string
+	at   time.Time
+	ms   uint16
+	n    uint64
+	note any
+}
+
+func (r typedRows) Len() int { return len(r) }
+
+func (r typedRows) WriteRow(i int, w chstore.RowWriter) {
+	w.String(r[i].name)
+	w.Time(r[i].at)
+	w.UInt16(r[i].ms)
+	w.UInt64(r[i].n)
+	w.Value(r[i].note)
+}
+
+// InsertFrom stores the same rows as Insert on both engines, and refuses a
+// typed value its column can't hold.
+func TestInsertFromTypedRows(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, s chstore.Store) {
+		ctx := t.Context()
+		require.NoError(t, s.Exec(ctx, `CREATE TABLE typed_rows (name String, at DateTime('UTC'), ms UInt16, n UInt64,
+			note Nullable(String)) ENGINE = MergeTree ORDER BY name`))
+		cols := []string{"name", "at", "ms", "n", "note"}
+		at := time.Date(2026, 11, 22, 10, 30, 15, 0, time.UTC)
+		rows := typedRows{{"a\\tb\\n", at, 999, 1 << 63, nil}, {"", at.Add(time.Hour), 0, 7, "x"}}
+		require.NoError(t, s.InsertFrom(ctx, "typed_rows", cols, rows))
+		r, err := s.Query(ctx, "SELECT name, at, ms, n, note FROM typed_rows ORDER BY n")
+		require.NoError(t, err)
+		var name string
+		var gotAt time.Time
+		var ms, n uint64
+		var note any
+		require.True(t, r.Next())
+		require.NoError(t, r.Scan(&name, &gotAt, &ms, &n, &note))
+		require.Equal(t, "", name)
+		require.Equal(t, "x", note)
+		require.True(t, r.Next())
+		require.NoError(t, r.Scan(&name, &gotAt, &ms, &n, &note))
+		require.Equal(t, []any{"a\\tb\\n", uint64(999), uint64(1) << 63, nil}, []any{name, ms, n, note})
+		require.True(t, at.Equal(gotAt))
+
+		err = s.InsertFrom(ctx, "typed_rows", []string{"ms", "name", "at", "n", "note"}, rows) // columns in another order
+		if s.Engine() == chstore.EngineEmbedded {
+			require.ErrorContains(t, err, "can't be written with String")
+		} else {
+			require.Error(t, err)
+		}
+	})
+}

@@ -233,10 +233,15 @@ func parseJSONCompact(out []byte) (*Rows, error) {
 // (DESIGN.md, "Storage"). A column type it can't encode falls back to
 // inline TabSeparated. Times are written at second precision in UTC.
 func (e *embeddedStore) Insert(ctx context.Context, table string, columns []string, rows [][]any) error {
+	return e.InsertFrom(ctx, table, columns, anyRows(rows))
+}
+
+// InsertFrom is Insert with the rows given by src.
+func (e *embeddedStore) InsertFrom(ctx context.Context, table string, columns []string, src RowSource) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if len(rows) == 0 {
+	if src.Len() == 0 {
 		return nil
 	}
 	if !identRe.MatchString(table) {
@@ -255,7 +260,7 @@ func (e *embeddedStore) Insert(ctx context.Context, table string, columns []stri
 	for i, t := range types {
 		enc, ok := rowBinaryEncoder(t)
 		if !ok {
-			return e.insertText(ctx, table, columns, rows)
+			return e.insertText(ctx, table, columns, collect(src))
 		}
 		encs[i] = enc
 	}
@@ -267,17 +272,16 @@ func (e *embeddedStore) Insert(ctx context.Context, table string, columns []stri
 			rowBuffers.Put(pooled)
 		}
 	}()
-	buf := (*pooled)[:0]
-	for n, row := range rows {
-		if len(row) != len(columns) {
-			return fmt.Errorf("insert %s: row %d has %d values for %d columns", table, n, len(row), len(columns))
-		}
-		for i, v := range row {
-			if buf, err = encs[i](buf, v); err != nil {
-				return fmt.Errorf("insert %s: row %d column %s (%s): %w", table, n, columns[i], types[i], err)
-			}
+	w := newBinaryWriter((*pooled)[:0], columns, types, encs)
+	for n := range src.Len() {
+		w.startRow(n)
+		src.WriteRow(n, w)
+		w.endRow()
+		if w.err != nil {
+			return fmt.Errorf("insert %s: %w", table, w.err)
 		}
 	}
+	buf := w.buf
 	*pooled = buf
 	path := filepath.Join(spoolDir(), fmt.Sprintf("stickpoint-insert-%d-%d.bin", os.Getpid(), spoolSeq.Add(1)))
 	if err := os.WriteFile(path, buf, 0o600); err != nil {

@@ -102,7 +102,13 @@ func (s *serverStore) Query(ctx context.Context, query string, args ...any) (*Ro
 // Insert sends the rows as one native batch. Values must have the Go type
 // that clickhouse-go expects for each column (uint64 for UInt64, and so on).
 func (s *serverStore) Insert(ctx context.Context, table string, columns []string, rows [][]any) error {
-	if len(rows) == 0 {
+	return s.InsertFrom(ctx, table, columns, anyRows(rows))
+}
+
+// InsertFrom is Insert with the rows given by src; the native batch takes
+// them as values either way.
+func (s *serverStore) InsertFrom(ctx context.Context, table string, columns []string, src RowSource) error {
+	if src.Len() == 0 {
 		return nil
 	}
 	if !identRe.MatchString(table) {
@@ -129,7 +135,11 @@ func (s *serverStore) Insert(ctx context.Context, table string, columns []string
 		checks[i], _ = rowBinaryEncoder(string(c.Type()))
 	}
 	var scratch []byte
-	for n, row := range rows {
+	var w valuesWriter
+	for n := range src.Len() {
+		w.row = w.row[:0]
+		src.WriteRow(n, &w)
+		row := w.row
 		if len(row) != len(columns) {
 			return fmt.Errorf("insert %s: row %d has %d values for %d columns", table, n, len(row), len(columns))
 		}

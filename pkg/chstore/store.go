@@ -38,6 +38,9 @@ type Store interface {
 	// Insert writes rows into table as one insert. columns names every
 	// column given, in order (the 18.16 server needs the explicit list).
 	Insert(ctx context.Context, table string, columns []string, rows [][]any) error
+	// InsertFrom is Insert with the rows given by src, typed where the
+	// hot paths need it (see RowSource).
+	InsertFrom(ctx context.Context, table string, columns []string, src RowSource) error
 	// Close releases the engine. It is safe to call more than once.
 	Close() error
 }

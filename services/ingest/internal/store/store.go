@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unsafe"
 
 	accountspkg "github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
@@ -23,12 +24,27 @@ var eventColumns = []string{"tenant_id", "account_id", "message_id", "type", "na
 	"source_id", "timestamp", "timestamp_ms", "original_timestamp", "sent_at", "received_at", "properties", "traits", "context",
 	"previous_id"}
 
-// eventRow is the events table's row model, kept apart from events.Event.
-func eventRow(e *events.Event) []any {
-	return []any{e.TenantID, e.AccountID, e.MessageID, e.Type, e.Name, e.UserID, e.AnonymousID,
-		e.SourceID, e.Timestamp.UTC().Truncate(time.Second), uint16(e.Timestamp.Nanosecond() / 1e6),
-		zeroTime(e.OriginalTimestamp), zeroTime(e.SentAt), e.ReceivedAt.UTC(),
-		string(e.Properties), string(e.Traits), string(e.Context), e.PreviousID}
+// eventRows are the events table's row model, kept apart from
+// events.Event, written through typed values (no boxing: a hundred
+// thousand rows a second go this way).
+type eventRows []events.Event
+
+func (r eventRows) Len() int { return len(r) }
+
+func (r eventRows) WriteRow(i int, w chstore.RowWriter) {
+	e := &r[i]
+	for _, s := range [...]string{e.TenantID, e.AccountID, e.MessageID, e.Type, e.Name, e.UserID, e.AnonymousID, e.SourceID} {
+		w.String(s)
+	}
+	w.Time(e.Timestamp)
+	w.UInt16(uint16(e.Timestamp.Nanosecond() / 1e6))
+	w.Time(zeroTime(e.OriginalTimestamp))
+	w.Time(zeroTime(e.SentAt))
+	w.Time(e.ReceivedAt)
+	for _, raw := range [...][]byte{e.Properties, e.Traits, e.Context} {
+		w.String(unsafe.String(unsafe.SliceData(raw), len(raw))) // written out before the insert returns
+	}
+	w.String(e.PreviousID)
 }
 
 // zeroTime maps "unknown" to the Unix epoch, which DateTime can hold.
@@ -45,11 +61,9 @@ func (s *Store) Write(ctx context.Context, evs []events.Event) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	rows := make([][]any, 0, len(evs))
 	var users, accounts [][]any
 	for i := range evs {
 		e := &evs[i]
-		rows = append(rows, eventRow(e))
 		switch {
 		case e.Type == events.TypeIdentify && e.UserID != "":
 			users = append(users, []any{e.TenantID, e.UserID, e.AccountID, string(e.Traits), e.Timestamp.UTC(), e.MessageID})
@@ -60,7 +74,7 @@ func (s *Store) Write(ctx context.Context, evs []events.Event) error {
 			}
 		}
 	}
-	if err := s.db.Insert(ctx, "events", eventColumns, rows); err != nil {
+	if err := s.db.InsertFrom(ctx, "events", eventColumns, eventRows(evs)); err != nil {
 		return err
 	}
 	if err := s.db.Insert(ctx, "users", []string{"tenant_id", "user_id", "account_id", "traits", "updated_at", "message_id"}, users); err != nil {
