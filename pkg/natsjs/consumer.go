@@ -270,16 +270,22 @@ func (c *Consumer) Run(ctx context.Context) error {
 // and returns nil) or the consumer is lost. consumed says whether it got as
 // far as consuming.
 func (c *Consumer) runOnce(ctx context.Context) (consumed bool, _ error) {
+	maxAckPending := max(2*c.cfg.MaxBatch, 1000)
 	cfg := jetstream.ConsumerConfig{
 		Durable:        c.cfg.Durable,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        c.cfg.AckWait,
 		MaxDeliver:     -1,
-		MaxAckPending:  max(2*c.cfg.MaxBatch, 1000),
+		MaxAckPending:  maxAckPending,
 		FilterSubjects: c.cfg.FilterSubjects,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
-	consumeOpts := []jetstream.PullConsumeOpt{jetstream.PullMaxBytes(c.cfg.MaxBatchBytes)}
+	// Each pull asks for up to MaxAckPending messages and MaxBatchBytes
+	// bytes, and the client refills by message count. PullMaxBytes alone
+	// makes the client track bytes itself as well; a consumer on it once
+	// sat idle for 10 s with messages waiting (TestConsumerBatchesByBytes,
+	// in a cold CI run), and that byte tracking is the suspect.
+	consumeOpts := []jetstream.PullConsumeOpt{jetstream.PullMaxMessagesWithBytesLimit(maxAckPending, c.cfg.MaxBatchBytes)}
 	if c.cfg.Pinned {
 		// The pin moves to a standby replica once the pinned one has not
 		// pulled for AckWait. A handler finishes or gives up within half

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
@@ -135,7 +136,12 @@ func TestConsumerBatchesByBytes(t *testing.T) {
 	// Room for 100 messages by count, 2,500 bytes by size: batches close at
 	// the third message, and the client fetches about that much ahead.
 	runConsumer(t, bus, natsjs.ConsumerConfig{Durable: "test-bytes", MaxBatch: 100, MaxBatchBytes: 2500, MaxWait: 50 * time.Millisecond}, handle)
-	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 20 }, 10*time.Second, 10*time.Millisecond)
+	if !assert.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 20 }, 10*time.Second, 10*time.Millisecond) {
+		info := consumerInfo(t, bus, "test-bytes")
+		mu.Lock()
+		t.Fatalf("saw %d of 20 messages in batches %v; consumer delivered %d, ack floor %d, pending %d, waiting pulls %d",
+			len(seen), sizes, info.Delivered.Stream, info.AckFloor.Stream, info.NumPending, info.NumWaiting)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	for _, n := range sizes {

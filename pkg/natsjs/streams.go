@@ -104,15 +104,35 @@ func (b *Bus) Streams() []jetstream.StreamConfig {
 // EnsureStreams creates the streams, or updates them to these definitions.
 func (b *Bus) EnsureStreams(ctx context.Context) error {
 	for _, sc := range b.Streams() {
-		if err := b.replaceOldLayout(ctx, sc); err != nil {
+		replaced, err := b.replaceOldLayout(ctx, sc)
+		if err != nil {
 			return err
 		}
-		if _, err := b.JS.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("declare stream %s: %w", sc.Name, err)
+		for attempt := 1; ; attempt++ {
+			_, err := b.JS.CreateOrUpdateStream(ctx, sc)
+			if err == nil {
+				break
+			}
+			// Right after a delete the server can still be writing into
+			// the old stream's folder, and creating one of the same name
+			// then fails (seen once in a few hundred test runs); a moment
+			// later it works.
+			var apiErr *jetstream.APIError
+			if !replaced || attempt == 20 || !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeStreamCreate {
+				return fmt.Errorf("declare stream %s: %w", sc.Name, err)
+			}
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+				return fmt.Errorf("declare stream %s: %w", sc.Name, ctx.Err())
+			}
 		}
 	}
 	return nil
 }
+
+// errCodeStreamCreate is JetStream's "error creating store for stream".
+const errCodeStreamCreate jetstream.ErrorCode = 10049
 
 // replaceOldLayout replaces a stream laid out differently from sc in a way
 // JetStream can't change in place, or whose old messages no consumer of
@@ -120,16 +140,16 @@ func (b *Bus) EnsureStreams(ctx context.Context) error {
 // was partitioned (kept 7 days of events on events.<tenant>.<type>). The
 // old stream is deleted only when each of its consumers has acknowledged
 // everything, so no event that was not yet stored is lost.
-func (b *Bus) replaceOldLayout(ctx context.Context, sc jetstream.StreamConfig) error {
+func (b *Bus) replaceOldLayout(ctx context.Context, sc jetstream.StreamConfig) (replaced bool, _ error) {
 	s, err := b.JS.Stream(ctx, sc.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil
+		return false, nil
 	} else if err != nil {
-		return fmt.Errorf("read stream %s: %w", sc.Name, err)
+		return false, fmt.Errorf("read stream %s: %w", sc.Name, err)
 	}
 	info := s.CachedInfo()
 	if info.Config.Retention == sc.Retention && (sc.SubjectTransform == nil || info.Config.SubjectTransform != nil) {
-		return nil
+		return false, nil
 	}
 	unprocessed := uint64(0)
 	if info.State.Consumers == 0 {
@@ -140,18 +160,18 @@ func (b *Bus) replaceOldLayout(ctx context.Context, sc jetstream.StreamConfig) e
 		unprocessed += ci.NumPending + uint64(ci.NumAckPending)
 	}
 	if err := lister.Err(); err != nil {
-		return fmt.Errorf("read consumers of stream %s: %w", sc.Name, err)
+		return false, fmt.Errorf("read consumers of stream %s: %w", sc.Name, err)
 	}
 	if unprocessed > 0 {
-		return fmt.Errorf("stream %s must be laid out anew, but holds %d messages its consumers have not processed: "+
+		return false, fmt.Errorf("stream %s must be laid out anew, but holds %d messages its consumers have not processed: "+
 			"run the previous version until they are (metric stickpoint_consumer_pending at 0), then start this one", sc.Name, unprocessed)
 	}
 	b.log.WarnContext(ctx, "replacing a stream laid out by an earlier version; all its messages were processed",
 		"stream", sc.Name, "retention", info.Config.Retention.String(), "messages", info.State.Msgs)
 	if err := b.JS.DeleteStream(ctx, sc.Name); err != nil {
-		return fmt.Errorf("replace stream %s: %w", sc.Name, err)
+		return false, fmt.Errorf("replace stream %s: %w", sc.Name, err)
 	}
-	return nil
+	return true, nil
 }
 
 // KeyValue creates or opens a KV bucket with the bus's replica count.
