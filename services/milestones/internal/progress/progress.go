@@ -1,0 +1,230 @@
+// Package progress computes an account's onboarding state from its stored
+// events, a journey and a clock: each milestone's progress and reached
+// time, the onboarding status, time to first value and the stick point.
+// It is a pure function (DESIGN.md, "Detection: recompute from stored
+// events, never accumulate"), so live evaluation, redelivery, late events,
+// the scheduled sweep and a backfill all give the same answer, and it
+// keeps no counter a redelivery could bump twice: each messageId counts
+// once, and events after now don't count.
+package progress
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
+)
+
+// Onboarding statuses, in the order Evaluate tries them.
+const (
+	Completed = "completed"
+	Stalled   = "stalled"
+	Late      = "late"
+	AtRisk    = "at_risk"
+	OnTrack   = "on_track"
+)
+
+// Statuses lists every status.
+var Statuses = []string{Completed, Stalled, Late, AtRisk, OnTrack}
+
+// Event is a stored event as the predicates see it.
+type Event struct {
+	MessageID string
+	// User is the user id, else the anonymous id.
+	User string
+	Name string
+	At   time.Time
+	// Properties are the event's properties decoded from JSON (nil when
+	// no milestone filters on them).
+	Properties map[string]any
+}
+
+// Milestone is one milestone's state.
+type Milestone struct {
+	ID        string    `json:"id"`
+	Reached   bool      `json:"reached"`
+	ReachedAt time.Time `json:"reached_at,omitzero"`
+	// Progress toward Required: matching events, distinct users, or
+	// distinct days in the window ending now (each capped at Required).
+	Progress int       `json:"progress"`
+	Required int       `json:"required"`
+	TargetAt time.Time `json:"target_at"`
+	// LastProgressAt is the time of the latest matching event.
+	LastProgressAt time.Time `json:"last_progress_at,omitzero"`
+}
+
+// State is an account's onboarding state at a time.
+type State struct {
+	JourneyID      string      `json:"journey_id"`
+	JourneyVersion int64       `json:"journey_version"`
+	Start          time.Time   `json:"start"`
+	Milestones     []Milestone `json:"milestones"`
+	Status         string      `json:"status"`
+	// StatusSince is when, in event time, the status became true.
+	StatusSince time.Time `json:"status_since"`
+	// Cause is the milestone behind a late, at_risk or stalled status
+	// (empty for a stall by inactivity).
+	Cause string `json:"cause,omitempty"`
+	// TimeToFirstValue is from the start to the first milestone reached,
+	// zero until then.
+	TimeToFirstValue time.Duration `json:"time_to_first_value,omitempty"`
+	StickPointAt     time.Time     `json:"stick_point_at"`
+	PastStickPoint   bool          `json:"past_stick_point"`
+}
+
+// Evaluate computes the state at now of an account that started at start,
+// from its events (any order, duplicates allowed).
+func Evaluate(j journey.Journey, version int64, start time.Time, evs []Event, now time.Time) State {
+	evs = Distinct(evs, now)
+	st := State{JourneyID: j.ID, JourneyVersion: version, Start: start.UTC(), StickPointAt: start.Add(j.StickPoint).UTC()}
+	st.PastStickPoint = !now.Before(st.StickPointAt)
+	for _, m := range j.Milestones {
+		st.Milestones = append(st.Milestones, milestone(m, start, evs, now))
+	}
+	if first := st.Milestones[0]; first.Reached {
+		st.TimeToFirstValue = max(first.ReachedAt.Sub(start), 0)
+	}
+	st.Status, st.StatusSince, st.Cause = status(j, st, now)
+	return st
+}
+
+// Distinct sorts events by time and keeps each messageId once (its
+// earliest), dropping those after now.
+func Distinct(evs []Event, now time.Time) []Event {
+	out := make([]Event, 0, len(evs))
+	for _, e := range evs {
+		if !e.At.After(now) {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b Event) int {
+		return cmp.Or(a.At.Compare(b.At), cmp.Compare(a.MessageID, b.MessageID))
+	})
+	seen := make(map[string]bool, len(out))
+	kept := out[:0]
+	for _, e := range out {
+		if !seen[e.MessageID] {
+			seen[e.MessageID] = true
+			kept = append(kept, e)
+		}
+	}
+	return kept
+}
+
+// milestone walks the matching events in time order until the threshold
+// holds.
+func milestone(m journey.Milestone, start time.Time, evs []Event, now time.Time) Milestone {
+	out := Milestone{ID: m.ID, Required: m.Threshold.N, TargetAt: start.Add(m.Target).UTC()}
+	users := map[string]bool{}
+	var days []int64 // distinct UTC days seen, ascending
+	for _, e := range evs {
+		if e.Name != m.Event || !Matches(m.Where, e.Properties) {
+			continue
+		}
+		out.LastProgressAt = e.At
+		if out.Reached {
+			continue
+		}
+		switch m.Threshold.Kind {
+		case journey.Count:
+			out.Progress++
+			out.Reached = out.Progress >= m.Threshold.N
+		case journey.DistinctUsers:
+			if e.User == "" || users[e.User] {
+				continue
+			}
+			users[e.User] = true
+			out.Progress = len(users)
+			out.Reached = out.Progress >= m.Threshold.N
+		case journey.DistinctDays:
+			day := dayOf(e.At)
+			if len(days) > 0 && days[len(days)-1] == day {
+				continue
+			}
+			days = append(days, day)
+			n := m.Threshold.N
+			out.Reached = len(days) >= n && day-days[len(days)-n] < int64(m.Threshold.Window/journey.Day)
+		}
+		if out.Reached {
+			out.ReachedAt = e.At.UTC()
+		}
+	}
+	switch {
+	case out.Reached:
+		out.Progress = m.Threshold.N
+	case m.Threshold.Kind == journey.DistinctDays:
+		// Pending: the distinct days of the window that ends today.
+		out.Progress = 0
+		today := dayOf(now)
+		for _, d := range days {
+			if today-d < int64(m.Threshold.Window/journey.Day) {
+				out.Progress++
+			}
+		}
+	}
+	out.Progress = min(out.Progress, m.Threshold.N)
+	return out
+}
+
+func dayOf(t time.Time) int64 { return t.Unix() / 86400 }
+
+// status is the first status that holds at now (the milestones issue's
+// table), when it became true, and the milestone behind it.
+func status(j journey.Journey, st State, now time.Time) (string, time.Time, string) {
+	lastReached := st.Start
+	allReached := true
+	for _, m := range st.Milestones {
+		if m.Reached {
+			lastReached = maxTime(lastReached, m.ReachedAt)
+		} else {
+			allReached = false
+		}
+	}
+	if allReached {
+		return Completed, lastReached, ""
+	}
+	// Stalled: no milestone for stall_after, or one late past its grace;
+	// since the earliest of those.
+	var stalledAt time.Time
+	cause := ""
+	if at := lastReached.Add(j.StallAfter); !now.Before(at) {
+		stalledAt = at
+	}
+	for i, m := range st.Milestones {
+		if at := m.TargetAt.Add(j.Milestones[i].Grace); !m.Reached && now.After(at) && (stalledAt.IsZero() || at.Before(stalledAt)) {
+			stalledAt, cause = at, m.ID
+		}
+	}
+	if !stalledAt.IsZero() {
+		return Stalled, stalledAt, cause
+	}
+	// Late: a target passed unmet, within its grace; since the earliest.
+	var lateAt time.Time
+	for _, m := range st.Milestones {
+		if !m.Reached && now.After(m.TargetAt) && (lateAt.IsZero() || m.TargetAt.Before(lateAt)) {
+			lateAt, cause = m.TargetAt, m.ID
+		}
+	}
+	if !lateAt.IsZero() {
+		return Late, lateAt, cause
+	}
+	// At risk: the next unmet target (the nearest) is under at_risk_before away.
+	var next *Milestone
+	for i := range st.Milestones {
+		if m := &st.Milestones[i]; !m.Reached && (next == nil || m.TargetAt.Before(next.TargetAt)) {
+			next = m
+		}
+	}
+	if at := next.TargetAt.Add(-j.AtRiskBefore); now.After(at) {
+		return AtRisk, at, next.ID
+	}
+	return OnTrack, lastReached, ""
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}

@@ -1,0 +1,373 @@
+package progress
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
+)
+
+var t0 = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+
+// reference is the brute-force answer: the first prefix of the distinct,
+// time-ordered events whose matching events satisfy the threshold, checked
+// from scratch for every prefix.
+func reference(m journey.Milestone, evs []Event, now time.Time) (bool, time.Time) {
+	evs = Distinct(evs, now)
+	for i := range evs {
+		var matched []Event
+		for _, e := range evs[:i+1] {
+			if e.Name == m.Event && refMatches(m.Where, e.Properties) {
+				matched = append(matched, e)
+			}
+		}
+		if satisfied(m.Threshold, matched) {
+			return true, evs[i].At
+		}
+	}
+	return false, time.Time{}
+}
+
+func satisfied(t journey.Threshold, evs []Event) bool {
+	switch t.Kind {
+	case journey.Count:
+		return len(evs) >= t.N
+	case journey.DistinctUsers:
+		users := map[string]bool{}
+		for _, e := range evs {
+			if e.User != "" {
+				users[e.User] = true
+			}
+		}
+		return len(users) >= t.N
+	default:
+		// Any window [d, d+W) of whole UTC days holding N distinct days.
+		for _, start := range evs {
+			d0 := start.At.Truncate(24 * time.Hour)
+			days := map[string]bool{}
+			for _, e := range evs {
+				if !e.At.Before(d0) && e.At.Before(d0.Add(t.Window)) {
+					days[e.At.Format("2006-01-02")] = true
+				}
+			}
+			if len(days) >= t.N {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// refMatches checks conditions through the JSON text of each value.
+func refMatches(where []journey.Condition, props map[string]any) bool {
+	for _, c := range where {
+		raw, _ := json.Marshal(props)
+		var v any = props
+		present := true
+		for _, k := range c.Path {
+			obj, ok := v.(map[string]any)
+			if !ok {
+				present = false
+				break
+			}
+			if v, ok = obj[k]; !ok {
+				present = false
+				break
+			}
+		}
+		_ = raw
+		text := func(x any) string { b, _ := json.Marshal(x); return string(b) }
+		var ok bool
+		switch c.Op {
+		case journey.OpExists:
+			ok = present == c.Exists
+		case journey.OpNe:
+			ok = !present || text(v) != text(c.Value)
+		case journey.OpEq:
+			ok = present && text(v) == text(c.Value)
+		case journey.OpIn:
+			for _, w := range c.Values {
+				ok = ok || (present && text(v) == text(w))
+			}
+		case journey.OpPrefix:
+			ok = present && strings.HasPrefix(text(v), `"`) && strings.HasPrefix(text(v), strings.TrimSuffix(text(c.Value), `"`))
+		default:
+			n, err := strconv.ParseFloat(text(v), 64)
+			w := c.Value.(float64)
+			ok = present && err == nil && map[string]bool{
+				journey.OpGt: n > w, journey.OpGte: n >= w, journey.OpLt: n < w, journey.OpLte: n <= w}[c.Op]
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func randomEvents(r *rand.Rand, n int) []Event {
+	kinds := []any{"chart", "table", "chartX", 3.0, true, nil, map[string]any{"a": 1.0}}
+	var out []Event
+	for i := range n {
+		props := map[string]any{}
+		if r.IntN(4) > 0 {
+			props["kind"] = kinds[r.IntN(len(kinds))]
+		}
+		if r.IntN(3) > 0 {
+			props["n"] = float64(r.IntN(10))
+		}
+		if r.IntN(2) == 0 {
+			props["plan"] = map[string]any{"name": []string{"pro", "team", "free"}[r.IntN(3)], "seats": float64(r.IntN(20))}
+		}
+		id := fmt.Sprintf("m%d", i)
+		if i > 0 && r.IntN(8) == 0 { // a re-sent messageId
+			id = fmt.Sprintf("m%d", r.IntN(i))
+		}
+		out = append(out, Event{
+			MessageID:  id,
+			User:       []string{"", "u1", "u2", "u3", "u4", "u5"}[r.IntN(6)],
+			Name:       []string{"A", "B"}[r.IntN(2)],
+			At:         t0.Add(time.Duration(r.Int64N(int64(20 * journey.Day)))),
+			Properties: props,
+		})
+	}
+	return out
+}
+
+func randomCondition(r *rand.Rand) journey.Condition {
+	paths := [][]string{{"kind"}, {"n"}, {"plan", "name"}, {"plan", "seats"}, {"missing"}, {"kind", "a"}}
+	c := journey.Condition{Path: paths[r.IntN(len(paths))], Op: journey.Operators[r.IntN(len(journey.Operators))]}
+	scalars := []any{"chart", "table", "pro", 3.0, 5.0, true, nil}
+	switch c.Op {
+	case journey.OpExists:
+		c.Exists = r.IntN(2) == 0
+	case journey.OpIn:
+		c.Values = []any{scalars[r.IntN(len(scalars))], scalars[r.IntN(len(scalars))]}
+	case journey.OpPrefix:
+		c.Value = []string{"ch", "t", "p", ""}[r.IntN(4)]
+	case journey.OpGt, journey.OpGte, journey.OpLt, journey.OpLte:
+		c.Value = float64(r.IntN(12))
+	default:
+		c.Value = scalars[r.IntN(len(scalars))]
+	}
+	return c
+}
+
+func TestPredicatesAgreeWithTheBruteForceReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	reachedByKind := map[string]int{}
+	for round := range 3000 {
+		evs := randomEvents(r, 1+r.IntN(40))
+		m := journey.Milestone{ID: "m", Event: "A", Target: 3 * journey.Day}
+		switch r.IntN(3) {
+		case 0:
+			m.Threshold = journey.Threshold{Kind: journey.Count, N: 1 + r.IntN(6)}
+		case 1:
+			m.Threshold = journey.Threshold{Kind: journey.DistinctUsers, N: 1 + r.IntN(5)}
+		default:
+			w := 1 + r.IntN(7)
+			m.Threshold = journey.Threshold{Kind: journey.DistinctDays, N: 1 + r.IntN(w), Window: time.Duration(w) * journey.Day}
+		}
+		for range r.IntN(3) {
+			m.Where = append(m.Where, randomCondition(r))
+		}
+		now := t0.Add(time.Duration(r.Int64N(int64(22 * journey.Day))))
+		got := milestone(m, t0, Distinct(evs, now), now)
+		wantReached, wantAt := reference(m, evs, now)
+		if got.Reached != wantReached || !got.ReachedAt.Equal(wantAt) {
+			t.Fatalf("round %d: %+v where %+v: got reached=%v at %v, reference %v at %v", round, m.Threshold, m.Where, got.Reached, got.ReachedAt, wantReached, wantAt)
+		}
+		for _, e := range evs {
+			if Matches(m.Where, e.Properties) != refMatches(m.Where, e.Properties) {
+				t.Fatalf("round %d: %+v on %v: Matches %v", round, m.Where, e.Properties, Matches(m.Where, e.Properties))
+			}
+		}
+		if got.Reached {
+			reachedByKind[m.Threshold.Kind]++
+		}
+	}
+	// The random sets must exercise both outcomes of every kind.
+	for _, k := range []string{journey.Count, journey.DistinctUsers, journey.DistinctDays} {
+		if reachedByKind[k] < 100 || reachedByKind[k] > 900 {
+			t.Errorf("%s reached in %d of about 1000 rounds: the random sets don't test it well", k, reachedByKind[k])
+		}
+	}
+}
+
+func TestEveryOperator(t *testing.T) {
+	props := map[string]any{"kind": "chart", "n": 5.0, "s": "5", "ok": true, "plan": map[string]any{"name": "pro"}}
+	cases := []struct {
+		c    journey.Condition
+		want bool
+	}{
+		{journey.Condition{Path: []string{"kind"}, Op: journey.OpEq, Value: "chart"}, true},
+		{journey.Condition{Path: []string{"n"}, Op: journey.OpEq, Value: "5"}, false},
+		{journey.Condition{Path: []string{"s"}, Op: journey.OpEq, Value: "5"}, true},
+		{journey.Condition{Path: []string{"kind"}, Op: journey.OpNe, Value: "table"}, true},
+		{journey.Condition{Path: []string{"missing"}, Op: journey.OpNe, Value: "table"}, true},
+		{journey.Condition{Path: []string{"kind"}, Op: journey.OpIn, Values: []any{"table", "chart"}}, true},
+		{journey.Condition{Path: []string{"kind"}, Op: journey.OpIn, Values: []any{"table"}}, false},
+		{journey.Condition{Path: []string{"plan", "name"}, Op: journey.OpExists, Exists: true}, true},
+		{journey.Condition{Path: []string{"plan", "seats"}, Op: journey.OpExists, Exists: false}, true},
+		{journey.Condition{Path: []string{"kind", "x"}, Op: journey.OpExists, Exists: true}, false},
+		{journey.Condition{Path: []string{"n"}, Op: journey.OpGt, Value: 4.0}, true},
+		{journey.Condition{Path: []string{"n"}, Op: journey.OpGt, Value: 5.0}, false},
+		{journey.Condition{Path: []string{"n"}, Op: journey.OpGte, Value: 5.0}, true},
+		{journey.Condition{Path: []string{"n"}, Op: journey.OpLt, Value: 5.0}, false},
+		{journey.Condition{Path: []string{"n"}, Op: journey.OpLte, Value: 5.0}, true},
+		{journey.Condition{Path: []string{"s"}, Op: journey.OpGt, Value: 1.0}, false},
+		{journey.Condition{Path: []string{"kind"}, Op: journey.OpPrefix, Value: "ch"}, true},
+		{journey.Condition{Path: []string{"n"}, Op: journey.OpPrefix, Value: "5"}, false},
+		{journey.Condition{Path: []string{"plan", "name"}, Op: journey.OpEq, Value: "pro"}, true},
+	}
+	for _, c := range cases {
+		if got := Matches([]journey.Condition{c.c}, props); got != c.want {
+			t.Errorf("%v %s %v %v: got %v", c.c.Path, c.c.Op, c.c.Value, c.c.Values, got)
+		}
+	}
+}
+
+// issueJourney is the milestones issue's example journey.
+func issueJourney(t *testing.T) journey.Journey {
+	j, err := journey.Parse([]byte(journey.Template))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func ev(id, user, name string, at time.Time, props map[string]any) Event {
+	return Event{MessageID: id, User: user, Name: name, At: at, Properties: props}
+}
+
+func TestStatusesOfTheDoneWhenAccounts(t *testing.T) {
+	j := issueJourney(t)
+	now := t0.Add(60 * journey.Day)
+	day := func(d float64) time.Time { return now.Add(time.Duration(d * float64(journey.Day))) }
+	start := day(-40)
+	chart := map[string]any{"kind": "chart"}
+	completer := []Event{
+		ev("1", "a", "Source Connected", start.Add(time.Hour), nil),
+		ev("2", "a", "Report Built", start.Add(2*time.Hour), chart),
+		ev("3", "a", "Report Built", start.Add(3*time.Hour), map[string]any{"kind": "table"}),
+		ev("4", "a", "Report Viewed", start.Add(journey.Day), nil),
+		ev("5", "b", "Report Viewed", start.Add(journey.Day), nil),
+		ev("6", "c", "Report Viewed", start.Add(2*journey.Day), nil),
+		ev("7", "a", "Logged In", start.Add(3*journey.Day), nil),
+		ev("8", "a", "Logged In", start.Add(4*journey.Day), nil),
+		ev("9", "a", "Logged In", start.Add(10*journey.Day), nil),
+		ev("10", "a", "Logged In", start.Add(11*journey.Day), nil),
+		ev("11", "a", "Logged In", start.Add(12*journey.Day+time.Hour), nil),
+	}
+	st := Evaluate(j, 1, start, completer, now)
+	if st.Status != Completed || !st.StatusSince.Equal(start.Add(12*journey.Day+time.Hour)) {
+		t.Fatalf("completer: %s since %v", st.Status, st.StatusSince)
+	}
+	if st.TimeToFirstValue != time.Hour || !st.PastStickPoint == (now.Sub(start) >= 90*journey.Day) {
+		t.Fatalf("ttfv %v past %v", st.TimeToFirstValue, st.PastStickPoint)
+	}
+	if h := st.Milestones[3]; !h.ReachedAt.Equal(start.Add(12*journey.Day+time.Hour)) || h.Progress != 3 {
+		t.Fatalf("habit: %+v (days 3, 4, 10, 11, 12: the first 3 within 7 days end on day 12)", h)
+	}
+
+	firstOnly := Evaluate(j, 1, start, completer[:1], now)
+	if firstOnly.Status != Stalled || firstOnly.Milestones[1].Reached || !firstOnly.Milestones[0].Reached {
+		t.Fatalf("first only: %+v", firstOnly)
+	}
+	// Stalled since the first of: 7 days without a milestone (start+1h+7d),
+	// first_report 3 days past its 7-day target (start+10d).
+	if !firstOnly.StatusSince.Equal(start.Add(time.Hour+7*journey.Day)) || firstOnly.Cause != "" {
+		t.Fatalf("first only since %v cause %q", firstOnly.StatusSince, firstOnly.Cause)
+	}
+
+	idle10 := Evaluate(j, 1, day(-10), nil, now)
+	if idle10.Status != Stalled {
+		t.Fatalf("idle 10 days: %s", idle10.Status)
+	}
+	idle4 := Evaluate(j, 1, day(-4), nil, now)
+	if idle4.Status != Late || idle4.Cause != "connected" || !idle4.StatusSince.Equal(day(-1)) {
+		t.Fatalf("idle 4 days: %s since %v cause %s", idle4.Status, idle4.StatusSince, idle4.Cause)
+	}
+	if p := idle4.Milestones[0]; p.Reached || p.Progress != 0 || p.Required != 1 || !p.TargetAt.Equal(day(-1)) {
+		t.Fatalf("pending milestone: %+v", p)
+	}
+}
+
+func TestStatusFollowsTheClockAlone(t *testing.T) {
+	j := issueJourney(t)
+	start := t0
+	at := func(d float64) time.Time { return start.Add(time.Duration(d * float64(journey.Day))) }
+	for _, c := range []struct {
+		day  float64
+		want string
+	}{{0.5, OnTrack}, {1.5, AtRisk}, {3.5, Late}, {5.5, Late}, {6.5, Stalled}, {30, Stalled}} {
+		if got := Evaluate(j, 1, start, nil, at(c.day)).Status; got != c.want {
+			t.Errorf("day %.1f with no events: %s, want %s", c.day, got, c.want)
+		}
+	}
+	// Past 3 days of grace after the 3-day target: stalled since day 6,
+	// before the 7 days of inactivity.
+	if st := Evaluate(j, 1, start, nil, at(6.5)); !st.StatusSince.Equal(at(6)) || st.Cause != "connected" {
+		t.Errorf("stalled since %v by %q", st.StatusSince, st.Cause)
+	}
+	// Reaching the first milestone on day 1 moves the next target to 7d.
+	evs := []Event{ev("1", "a", "Source Connected", at(1), nil)}
+	for _, c := range []struct {
+		day  float64
+		want string
+	}{{2, OnTrack}, {5.5, AtRisk}, {7.5, Late}, {8, Stalled}} {
+		if got := Evaluate(j, 1, start, evs, at(c.day)).Status; got != c.want {
+			t.Errorf("day %.1f after connecting on day 1: %s, want %s", c.day, got, c.want)
+		}
+	}
+	// Events after now don't count: the state is the state at now.
+	if got := Evaluate(j, 1, start, evs, at(0.5)); got.Milestones[0].Reached {
+		t.Error("an event after now counted")
+	}
+}
+
+func TestTransitionsHappenOnce(t *testing.T) {
+	j := issueJourney(t)
+	start := t0
+	at := func(d float64) time.Time { return start.Add(time.Duration(d * float64(journey.Day))) }
+	evs := []Event{ev("1", "a", "Source Connected", at(1), nil)}
+	first := Evaluate(j, 1, start, evs, at(2))
+	got := Transitions(nil, first)
+	if len(got) != 1 || got[0].Kind != KindMilestoneReached || got[0].Milestone != "connected" || !got[0].At.Equal(at(1)) {
+		t.Fatalf("first state: %+v", got)
+	}
+	// The same events again, re-sent or redelivered: nothing new.
+	again := Evaluate(j, 1, start, append(evs, evs...), at(2))
+	if got := Transitions(&first, again); len(got) != 0 {
+		t.Fatalf("recompute: %+v", got)
+	}
+	// Time passes: at risk, then late, then stalled, each once.
+	var kinds []string
+	prev := again
+	for d := 2.0; d <= 12; d += 0.25 {
+		cur := Evaluate(j, 1, start, evs, at(d))
+		for _, tr := range Transitions(&prev, cur) {
+			kinds = append(kinds, tr.Kind+":"+tr.Milestone)
+		}
+		prev = cur
+	}
+	want := "onboarding_at_risk:first_report onboarding_late:first_report onboarding_stalled:"
+	if strings.Join(kinds, " ") != want {
+		t.Fatalf("transitions %v, want %s", kinds, want)
+	}
+	// A late event, back in time, reaches first_report: the account is
+	// judged by its new state.
+	late := append(evs, ev("2", "a", "Report Built", at(2), map[string]any{"kind": "chart"}), ev("3", "a", "Report Built", at(2.1), map[string]any{"kind": "chart"}))
+	cur := Evaluate(j, 1, start, late, at(12))
+	trs := Transitions(&prev, cur)
+	if len(trs) != 1 || trs[0].Kind != KindMilestoneReached || trs[0].Milestone != "first_report" || !trs[0].At.Equal(at(2.1)) {
+		t.Fatalf("late event: %+v (status %s)", trs, cur.Status)
+	}
+	if trs[0].Identity() == Transitions(&prev, Evaluate(j, 2, start, late, at(12)))[0].Identity() != true {
+		t.Fatal("identity changes with the journey version")
+	}
+}
