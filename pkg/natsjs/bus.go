@@ -269,3 +269,19 @@ func (l serverLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf
 func (l serverLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l serverLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l serverLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+
+// Publish publishes data on subject to JetStream, with the trace context
+// in its headers and, if msgID is set, as the Nats-Msg-Id the stream
+// dedups on. It returns once the stream has stored it.
+func (b *Bus) Publish(ctx context.Context, subject string, data []byte, msgID string) error {
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	InjectTrace(ctx, msg.Header)
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	if _, err := b.JS.PublishMsg(ctx, msg, opts...); err != nil {
+		return fmt.Errorf("publish %s: %w", subject, err)
+	}
+	return nil
+}

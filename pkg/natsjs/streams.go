@@ -19,6 +19,10 @@ const (
 	EventsStream = "EVENTS"
 	// SignalsStream holds derived signals: signals.<tenant>.<kind>.
 	SignalsStream = "SIGNALS"
+	// StoredStream carries the writer's notices of what it stored, on
+	// stored.<tenant>: the accounts touched, for the detection services
+	// to recompute (DESIGN.md, "Detection").
+	StoredStream = "STORED"
 	// DeadLetterStream keeps what a consumer gave up on:
 	// deadletter.<stream>.<consumer>.
 	DeadLetterStream = "DEADLETTER"
@@ -44,6 +48,9 @@ func EventPartitionFilter(p int) string { return "events." + strconv.Itoa(p) + "
 
 // SignalSubject is the subject of a signal of kind for tenant.
 func SignalSubject(tenant, kind string) string { return "signals." + tenant + "." + kind }
+
+// StoredSubject is the subject of the writer's notices for tenant.
+func StoredSubject(tenant string) string { return "stored." + tenant }
 
 // DeadLetterSubject is where consumer durable of stream dead-letters.
 func DeadLetterSubject(stream, durable string) string {
@@ -89,6 +96,19 @@ func (b *Bus) Streams() []jetstream.StreamConfig {
 			Replicas:    b.cfg.Replicas,
 			MaxAge:      30 * 24 * time.Hour,
 			Duplicates:  b.cfg.DuplicateWindow,
+		},
+		{
+			Name:        StoredStream,
+			Description: "The writer's notices of the accounts it stored events for, read by the detection services.",
+			Subjects:    []string{"stored.>"},
+			Storage:     jetstream.FileStorage,
+			Replicas:    b.cfg.Replicas,
+			// A notice is a hint to recompute soon: the detection services'
+			// scheduled sweep recomputes every account anyway, so an old
+			// notice may go.
+			MaxAge:   24 * time.Hour,
+			MaxBytes: 1 << 30,
+			Discard:  jetstream.DiscardOld,
 		},
 		{
 			Name:        DeadLetterStream,

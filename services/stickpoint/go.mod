@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/stickpoint/stickpoint/pkg v0.0.0
 	github.com/stickpoint/stickpoint/proto v0.0.0
+	github.com/stickpoint/stickpoint/services/milestones v0.0.0
 	github.com/stretchr/testify v1.12.1
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
@@ -81,3 +82,5 @@ replace (
 replace github.com/stickpoint/stickpoint/services/ingest => ../ingest
 
 replace github.com/stickpoint/stickpoint/pkg/sdk => ../../pkg/sdk
+
+replace github.com/stickpoint/stickpoint/services/milestones => ../milestones

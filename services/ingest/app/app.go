@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/grpcserver"
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
@@ -154,6 +156,9 @@ func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, l
 		return nil, err
 	}
 	s.writer.AfterWrite = failpoint(log)
+	s.writer.Notify = func(ctx context.Context, notices []events.StoredNotice) error {
+		return publishNotices(ctx, bus, notices)
+	}
 	for p := range partitions {
 		c, err := natsjs.NewConsumer(bus, natsjs.ConsumerConfig{
 			Stream:         natsjs.EventsStream,
@@ -176,6 +181,28 @@ func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, l
 		s.writers = append(s.writers, c)
 	}
 	return s, nil
+}
+
+// maxNoticeAccounts keeps a notice well under NATS's 1 MiB payload limit.
+const maxNoticeAccounts = 2000
+
+// publishNotices publishes each tenant's notice on stored.<tenant>, in
+// parts of at most maxNoticeAccounts accounts.
+func publishNotices(ctx context.Context, bus *natsjs.Bus, notices []events.StoredNotice) error {
+	for _, n := range notices {
+		for start := 0; start < len(n.Accounts); start += maxNoticeAccounts {
+			part := n
+			part.Accounts = n.Accounts[start:min(start+maxNoticeAccounts, len(n.Accounts))]
+			data, err := json.Marshal(part)
+			if err != nil {
+				return err
+			}
+			if err := bus.Publish(ctx, natsjs.StoredSubject(n.TenantID), data, ""); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Ready reports whether every writer partition is consuming.

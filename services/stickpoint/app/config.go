@@ -16,6 +16,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/telemetry"
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
 	ingest "github.com/stickpoint/stickpoint/services/ingest/app"
+	milestones "github.com/stickpoint/stickpoint/services/milestones/app"
 )
 
 // Config is the embedded mode's configuration. Keys and their environment
@@ -26,8 +27,9 @@ type Config struct {
 	// ClickHouse folders default to subfolders of it.
 	DataDir string `json:"data_dir"`
 	// DemoTenant is created on first start, with a write key and a token.
-	DemoTenant string        `json:"demo_tenant"`
-	Ingest     ingest.Config `json:"ingest"`
+	DemoTenant string            `json:"demo_tenant"`
+	Ingest     ingest.Config     `json:"ingest"`
+	Milestones milestones.Config `json:"milestones"`
 }
 
 // DefaultConfig keeps data in ./.stickpoint and listens on loopback only.
@@ -44,6 +46,7 @@ func DefaultConfig() Config {
 		DataDir:    ".stickpoint",
 		DemoTenant: "demo",
 		Ingest:     ingest.DefaultConfig(),
+		Milestones: milestones.DefaultConfig(),
 	}
 	cfg.NATS.StoreDir = ""      // derived from data_dir
 	cfg.ClickHouse.DataDir = "" // derived from data_dir
@@ -74,5 +77,8 @@ func (c Config) Validate() error {
 	if err := c.Config.Validate(); err != nil {
 		return err
 	}
-	return c.Ingest.Validate()
+	if err := c.Ingest.Validate(); err != nil {
+		return err
+	}
+	return c.Milestones.Validate()
 }

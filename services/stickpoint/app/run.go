@@ -15,8 +15,10 @@ import (
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/service"
+	"github.com/stickpoint/stickpoint/pkg/signals"
 	authv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/auth/v1"
 	ingest "github.com/stickpoint/stickpoint/services/ingest/app"
+	milestones "github.com/stickpoint/stickpoint/services/milestones/app"
 )
 
 // Version is set at build time with -ldflags "-X ...app.Version=...".
@@ -31,7 +33,11 @@ type Component struct {
 // Components lists every component's migrations, applied in this order by
 // `stickpoint migrate` and at embedded start. Each service adds its own.
 func Components() []Component {
-	return []Component{{Name: ingest.Component, Migrations: ingest.Migrations}}
+	return []Component{
+		{Name: ingest.Component, Migrations: ingest.Migrations},
+		{Name: signals.Component, Migrations: signals.Migrations},
+		{Name: milestones.Component, Migrations: milestones.Migrations},
+	}
 }
 
 // Migrate applies every component's pending migrations.
@@ -98,6 +104,12 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 		return err
 	}
 	ing.Register(base.Mux, base.GRPC)
+	ms, err := milestones.New(ctx, cfg.Milestones, base.Bus, base.Store, base.Registry, base.Log)
+	if err != nil {
+		base.Close(ctx)
+		return err
+	}
+	ms.Register(base.GRPC)
 
 	fmt.Fprintf(out, "grpc: %s\n", base.GRPC.Addr())
 	fmt.Fprintf(out, "http: http://%s\n", base.HTTPAddr())
@@ -109,7 +121,7 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 	fmt.Fprintf(out, "started in %s\n", time.Since(started).Round(time.Millisecond))
 	fmt.Fprintln(out, "ready")
 	base.Log.InfoContext(ctx, "ready", "grpc_addr", base.GRPC.Addr(), "http_addr", base.HTTPAddr(), "startup_ms", time.Since(started).Milliseconds())
-	err = base.Serve(ctx, ing)
+	err = base.Serve(ctx, ing, ms)
 	fmt.Fprintln(out, "stopped")
 	return err
 }

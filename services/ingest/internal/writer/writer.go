@@ -72,10 +72,17 @@ type Writer struct {
 	// AfterWrite, if set, runs after each successful insert and before the
 	// acks. Fault tests use it to crash exactly there.
 	AfterWrite func()
+	// Notify, if set, publishes the notices of what an insert stored,
+	// after the insert and before the acks (DESIGN.md, "Detection"). A
+	// failure is logged and counted, not retried: the events are stored,
+	// and the detection services' sweep recomputes every account anyway.
+	Notify func(ctx context.Context, notices []events.StoredNotice) error
 
 	outcomes     metric.Int64Counter
 	unattributed metric.Int64Counter
 	filterSize   metric.Int64ObservableGauge
+
+	notifyFailures metric.Int64Counter
 }
 
 // partition is what one partition's handler keeps between batches. Only
@@ -113,6 +120,10 @@ func New(s *store.Store, cfg Config, log *slog.Logger) (*Writer, error) {
 	}
 	if w.unattributed, err = meter.Int64Counter("stickpoint.ingest.writer.unattributed",
 		metric.WithDescription("Track, page and screen events stored without an account, by tenant.")); err != nil {
+		return nil, err
+	}
+	if w.notifyFailures, err = meter.Int64Counter("stickpoint.ingest.writer.notify.failures",
+		metric.WithDescription("Stored notices the writer failed to publish: their accounts wait for the detection services' sweep.")); err != nil {
 		return nil, err
 	}
 	if w.filterSize, err = meter.Int64ObservableGauge("stickpoint.ingest.writer.dedup.entries",
@@ -279,6 +290,12 @@ func (w *Writer) handle(ctx context.Context, part *partition, msgs []jetstream.M
 		w.count(ctx, tenant, "stored", t.stored)
 		if t.unattributed > 0 {
 			w.unattributed.Add(ctx, int64(t.unattributed), metric.WithAttributes(attribute.String("tenant", tenant)))
+		}
+	}
+	if w.Notify != nil {
+		if err := w.Notify(ctx, events.StoredNotices(write)); err != nil {
+			w.notifyFailures.Add(ctx, 1)
+			w.log.WarnContext(ctx, "stored notice not published; the accounts wait for the next sweep", "error", err)
 		}
 	}
 	if w.AfterWrite != nil {

@@ -22,6 +22,10 @@ Usage:
   stickpoint send FILE [--write-key KEY] [--url http://127.0.0.1:8080]   send JSON lines of Segment calls
   stickpoint load --write-key KEY [--concurrency 8] [--batch 500] [--duration 10s] [--rate N]   load-test ingest
   stickpoint events count [--account A] [--event E] [--type T] [--since 24h] | recent [--account A] [--limit N] | stats [--since 24h] | warnings [--since 24h]
+  stickpoint journeys put FILE [--wait 10m] | get ID [--source] | list | delete ID | template
+  stickpoint milestones progress ACCOUNT | list [--status S] [--journey J] [--limit N] | funnel [--journey J] | stick-point [--journey J]
+  stickpoint accounts get ACCOUNT | list [--status S] [--owner O] [--trait key=value]... [--limit N]
+  stickpoint signals list [--account A] [--kind K] [--limit N]
   stickpoint version
 
 Client commands find the server with --addr or STICKPOINT_ADDR (default 127.0.0.1:9090)
@@ -73,6 +77,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runSend(ctx, rest, env)
 	case "events":
 		return runEvents(ctx, args[1:], env)
+	case "journeys":
+		return runJourneys(ctx, rest, stdin, env)
+	case "milestones":
+		return runMilestones(ctx, rest, env)
+	case "accounts":
+		return runAccounts(ctx, rest, env)
+	case "signals":
+		return runSignals(ctx, rest, env)
 	case "version":
 		return runVersion(env)
 	case "help", "-h", "--help":

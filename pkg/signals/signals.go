@@ -1,0 +1,133 @@
+// Package signals is how a detection service publishes what it found
+// (stickpoint.signals.v1.Signal, DESIGN.md "Detection") and how people list
+// it. A signal goes to the SIGNALS stream on signals.<tenant>.<kind>, with
+// its id as the Nats-Msg-Id, and into the signals table.
+package signals
+
+import (
+	"context"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/natsjs"
+	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
+)
+
+// Component owns the signals table.
+const Component = "signals"
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Migrations are the signals table's migrations.
+var Migrations, _ = fs.Sub(migrationFiles, "migrations")
+
+// ID is a signal's id: a hash of the tenant, account, kind and the
+// transition's own identity, so the same transition always gets the same
+// id, whoever finds it and however often.
+func ID(tenant, account, kind, identity string) string {
+	h := sha256.New()
+	for _, part := range []string{tenant, account, kind, identity} {
+		// Length-prefixed, so no two lists of parts collide.
+		fmt.Fprintf(h, "%d:%s", len(part), part)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// Emitter publishes signals and records them.
+type Emitter struct {
+	bus *natsjs.Bus
+	db  chstore.Store
+}
+
+// NewEmitter publishes on bus and records in db.
+func NewEmitter(bus *natsjs.Bus, db chstore.Store) *Emitter { return &Emitter{bus: bus, db: db} }
+
+var columns = []string{"tenant_id", "account_id", "signal_id", "kind", "severity", "occurred_at", "detected_at", "summary", "payload"}
+
+// Emit publishes each signal, then records them all. A caller that fails
+// after Emit (or an Emit that fails halfway) emits again: the stream drops
+// a repeat within its duplicate window and the table keeps one row per id,
+// and consumers dedup on the id beyond that.
+func (e *Emitter) Emit(ctx context.Context, sigs []*signalsv1.Signal) error {
+	if len(sigs) == 0 {
+		return nil
+	}
+	rows := make([][]any, 0, len(sigs))
+	for _, s := range sigs {
+		data, err := proto.Marshal(s)
+		if err != nil {
+			return err
+		}
+		if err := e.bus.Publish(ctx, natsjs.SignalSubject(s.GetTenantId(), s.GetKind()), data, s.GetId()); err != nil {
+			return err
+		}
+		payload, err := protojson.Marshal(s)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, []any{s.GetTenantId(), s.GetAccountId(), s.GetId(), s.GetKind(), s.GetSeverity().String(),
+			s.GetOccurredAt().AsTime().UTC(), s.GetDetectedAt().AsTime().UTC(), s.GetSummary(), string(payload)})
+	}
+	if err := e.db.Insert(ctx, "signals", columns, rows); err != nil {
+		return fmt.Errorf("record signals: %w", err)
+	}
+	return nil
+}
+
+// Filter selects signals to list.
+type Filter struct {
+	AccountID string
+	Kind      string
+	Limit     int
+}
+
+// List returns a tenant's signals, newest first (by detection, then by
+// event time).
+func List(ctx context.Context, db chstore.Store, tenant string, f Filter) ([]*signalsv1.Signal, error) {
+	q := "SELECT payload FROM signals FINAL WHERE tenant_id = ?"
+	args := []any{tenant}
+	if f.AccountID != "" {
+		q += " AND account_id = ?"
+		args = append(args, f.AccountID)
+	}
+	if f.Kind != "" {
+		q += " AND kind = ?"
+		args = append(args, f.Kind)
+	}
+	q += " ORDER BY detected_at DESC, occurred_at DESC, signal_id LIMIT ?"
+	args = append(args, f.Limit)
+	rows, err := db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list signals: %w", err)
+	}
+	var out []*signalsv1.Signal
+	for rows.Next() {
+		var payload string
+		if err := rows.Scan(&payload); err != nil {
+			return nil, err
+		}
+		s := &signalsv1.Signal{}
+		if err := protojson.Unmarshal([]byte(payload), s); err != nil {
+			return nil, fmt.Errorf("signal payload: %w", err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// Decode reads a signal from a SIGNALS message.
+func Decode(data []byte) (*signalsv1.Signal, error) {
+	s := &signalsv1.Signal{}
+	if err := proto.Unmarshal(data, s); err != nil {
+		return nil, fmt.Errorf("signal: %w", err)
+	}
+	return s, nil
+}

@@ -1,0 +1,237 @@
+// Package app wires the milestone-tracking service: the evaluator fed by
+// the writer's stored notices, the scheduled sweep, journey backfills, and
+// the milestones, accounts and signals APIs. The milestones binary and
+// the embedded mode both use it.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/pkg/grpcserver"
+	"github.com/stickpoint/stickpoint/pkg/natsjs"
+	"github.com/stickpoint/stickpoint/pkg/signals"
+	"github.com/stickpoint/stickpoint/pkg/tenancy"
+	accountsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/accounts/v1"
+	milestonesv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/milestones/v1"
+	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/api"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/evaluator"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/journeys"
+	"github.com/stickpoint/stickpoint/services/milestones/migrations"
+)
+
+// Component names the service's migrations.
+const Component = "milestones"
+
+// Migrations are the service's ClickHouse migrations.
+var Migrations fs.FS = migrations.FS
+
+// EvaluatorDurable is the consumer of the writer's notices.
+const EvaluatorDurable = "milestones-evaluator"
+
+// Config configures the milestone-tracking service.
+type Config struct {
+	// SweepInterval is how often every account with a journey is
+	// re-evaluated, so that time alone moves it to at risk, late or
+	// stalled.
+	SweepInterval time.Duration `json:"sweep_interval"`
+	// EvaluateWait is how long the evaluator collects notices before it
+	// evaluates the accounts they name: the signal latency it adds.
+	EvaluateWait time.Duration `json:"evaluate_wait"`
+	// OwnerTrait is the account trait that names its owner (its CSM).
+	OwnerTrait string `json:"owner_trait"`
+}
+
+// DefaultConfig sweeps every minute, evaluates notices within 200 ms, and
+// takes the owner from csm_email.
+func DefaultConfig() Config {
+	return Config{SweepInterval: time.Minute, EvaluateWait: 200 * time.Millisecond, OwnerTrait: "csm_email"}
+}
+
+// Validate reports the first invalid field by name.
+func (c Config) Validate() error {
+	switch {
+	case c.SweepInterval < time.Second:
+		return fmt.Errorf("milestones.sweep_interval: %v is under 1s", c.SweepInterval)
+	case c.EvaluateWait <= 0 || c.EvaluateWait > 10*time.Second:
+		return fmt.Errorf("milestones.evaluate_wait: %v is not between 0 and 10s", c.EvaluateWait)
+	case c.OwnerTrait == "":
+		return errors.New("milestones.owner_trait: required")
+	}
+	return nil
+}
+
+// Service is the milestone-tracking service.
+type Service struct {
+	cfg       Config
+	log       *slog.Logger
+	reg       *tenancy.Registry
+	Evaluator *evaluator.Evaluator
+	notices   *natsjs.Consumer
+	api       *api.Milestones
+	accounts  *api.Accounts
+	signals   *signals.Server
+
+	mu      sync.Mutex
+	pending map[string]string // backfills asked for, by tenant: their reason
+	wake    chan struct{}
+}
+
+// New builds the service over a bus, a migrated store and the registry.
+func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, log *slog.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	js, err := journeys.Open(ctx, bus)
+	if err != nil {
+		return nil, err
+	}
+	eval, err := evaluator.New(db, js, signals.NewEmitter(bus, db), cfg.OwnerTrait, log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: log, reg: reg, Evaluator: eval, accounts: api.NewAccounts(db), signals: signals.NewServer(db),
+		pending: map[string]string{}, wake: make(chan struct{}, 1)}
+	s.api = api.NewMilestones(db, js, eval, s.StartBackfill)
+	s.notices, err = natsjs.NewConsumer(bus, natsjs.ConsumerConfig{
+		Stream:         natsjs.StoredStream,
+		Durable:        EvaluatorDurable,
+		FilterSubjects: []string{"stored.>"},
+		MaxBatch:       500,
+		MaxWait:        cfg.EvaluateWait,
+		AckWait:        time.Minute,
+		Healthy:        func(ctx context.Context) error { return db.Exec(ctx, "SELECT 1") },
+	}, s.handleNotices, log.With("component", "milestones-evaluator"))
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Register mounts the milestones, accounts and signals APIs.
+func (s *Service) Register(srv *grpcserver.Server) {
+	srv.Register(&milestonesv1.MilestonesService_ServiceDesc, s.api)
+	srv.Register(&accountsv1.AccountsService_ServiceDesc, s.accounts)
+	srv.Register(&signalsv1.SignalsService_ServiceDesc, s.signals)
+}
+
+// handleNotices evaluates the accounts a batch of notices names, per
+// tenant; the notices are acked once the new states are stored.
+func (s *Service) handleNotices(ctx context.Context, msgs []jetstream.Msg) error {
+	byTenant := map[string]map[string]bool{}
+	for _, m := range msgs {
+		n, err := events.DecodeStoredNotice(m.Data())
+		if err != nil {
+			s.log.WarnContext(ctx, "skipping a bad stored notice", "subject", m.Subject(), "error", err)
+			continue
+		}
+		if byTenant[n.TenantID] == nil {
+			byTenant[n.TenantID] = map[string]bool{}
+		}
+		for _, a := range n.Accounts {
+			byTenant[n.TenantID][a] = true
+		}
+	}
+	for tenant, set := range byTenant {
+		ids := make([]string, 0, len(set))
+		for a := range set {
+			ids = append(ids, a)
+		}
+		if _, err := s.Evaluator.Evaluate(ctx, tenant, ids, "events"); err != nil {
+			return fmt.Errorf("evaluate %d accounts of %s: %w", len(ids), tenant, err)
+		}
+	}
+	return nil
+}
+
+// StartBackfill queues a recompute of all of tenant's accounts; Run
+// carries it out. Backfills asked for while one runs are merged into one.
+func (s *Service) StartBackfill(tenant, reason string) {
+	s.mu.Lock()
+	s.pending[tenant] = reason
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run consumes the notices, runs the sweep on schedule and the backfills
+// asked for, until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.notices.Run(gctx) })
+	g.Go(func() error {
+		t := time.NewTicker(s.cfg.SweepInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				s.sweep(gctx)
+			case <-s.wake:
+				s.runBackfills(gctx)
+			case <-gctx.Done():
+				return nil
+			}
+		}
+	})
+	return g.Wait()
+}
+
+func (s *Service) sweep(ctx context.Context) {
+	var tenants []string
+	for _, t := range s.reg.Tenants() {
+		tenants = append(tenants, t.ID)
+	}
+	began := time.Now()
+	r, err := s.Evaluator.Sweep(ctx, tenants)
+	if err != nil && ctx.Err() == nil {
+		s.log.WarnContext(ctx, "sweep failed; the next one retries", "error", err)
+		return
+	}
+	s.log.DebugContext(ctx, "sweep done", "accounts", r.Accounts, "changed", r.Changed, "signals", r.Signals, "took_ms", time.Since(began).Milliseconds())
+}
+
+func (s *Service) runBackfills(ctx context.Context) {
+	for {
+		s.mu.Lock()
+		var tenant, reason string
+		for t, r := range s.pending {
+			tenant, reason = t, r
+			break
+		}
+		delete(s.pending, tenant)
+		s.mu.Unlock()
+		if tenant == "" || ctx.Err() != nil {
+			return
+		}
+		_, _ = s.Evaluator.RunBackfill(ctx, tenant, reason)
+	}
+}
+
+// Ready reports whether the evaluator is consuming notices.
+func (s *Service) Ready(context.Context) error {
+	if err := s.notices.Err(); err != nil {
+		return fmt.Errorf("milestones evaluator: %w", err)
+	}
+	return nil
+}
+
+// Flush has nothing to write: every state is stored as it is evaluated.
+func (s *Service) Flush(context.Context) error { return nil }
+
+// JourneyTemplate is a commented example journey file, for
+// `stickpoint journeys template`.
+const JourneyTemplate = journey.Template

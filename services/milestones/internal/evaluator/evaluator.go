@@ -1,0 +1,352 @@
+// Package evaluator turns stored events into each account's onboarding
+// state and signals, as DESIGN.md "Detection" lays out:
+//
+//  1. The writer's notices name the accounts it stored events for; the
+//     evaluator recomputes them a chunk at a time, with a few set-based
+//     queries per tenant (account_id IN (...)).
+//  2. The state is progress.Evaluate of the stored events up to now, each
+//     messageId once, so a redelivered, re-sent or late event gives the
+//     same answer as one that came in order.
+//  3. The new state is compared with the stored one; each transition is
+//     emitted as a signal whose id is derived from the transition itself,
+//     then the new state is stored. A crash between the two emits the same
+//     signal ids again, which the stream and the signals table drop.
+//  4. A sweep re-evaluates every account on a schedule (an account stalls
+//     by sending nothing), and a new journey version backfills the
+//     tenant's accounts with the same code.
+package evaluator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/stickpoint/stickpoint/pkg/accounts"
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/signals"
+	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/journeys"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/progress"
+)
+
+const scope = "github.com/stickpoint/stickpoint/services/milestones/internal/evaluator"
+
+// ChunkSize is how many accounts one round of queries covers.
+const ChunkSize = 1000
+
+// Evaluator evaluates accounts.
+type Evaluator struct {
+	db       chstore.Store
+	journeys *journeys.Store
+	traits   *accounts.Reader
+	emitter  *signals.Emitter
+	log      *slog.Logger
+	// OwnerTrait is the account trait naming its owner.
+	ownerTrait string
+	// Now is the clock; tests set it.
+	Now func() time.Time
+
+	evaluated   metric.Int64Counter
+	transitions metric.Int64Counter
+	duration    metric.Float64Histogram
+
+	mu        sync.Mutex
+	backfills map[string]*Backfill // by tenant
+}
+
+// New returns an evaluator over a migrated store.
+func New(db chstore.Store, js *journeys.Store, emitter *signals.Emitter, ownerTrait string, log *slog.Logger) (*Evaluator, error) {
+	e := &Evaluator{db: db, journeys: js, traits: accounts.NewReader(db), emitter: emitter, log: log,
+		ownerTrait: ownerTrait, Now: time.Now, backfills: map[string]*Backfill{}}
+	meter := otel.GetMeterProvider().Meter(scope)
+	var err error
+	if e.evaluated, err = meter.Int64Counter("stickpoint.milestones.accounts.evaluated",
+		metric.WithDescription("Accounts evaluated, by tenant and trigger (events, sweep, backfill).")); err != nil {
+		return nil, err
+	}
+	if e.transitions, err = meter.Int64Counter("stickpoint.milestones.signals",
+		metric.WithDescription("Signals emitted, by tenant and kind.")); err != nil {
+		return nil, err
+	}
+	if e.duration, err = meter.Float64Histogram("stickpoint.milestones.evaluation.duration",
+		metric.WithDescription("Time to evaluate one chunk of up to 1,000 accounts."), metric.WithUnit("s")); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Result counts what an evaluation did.
+type Result struct {
+	Accounts int // evaluated
+	Changed  int // whose stored state changed
+	Signals  int // emitted
+}
+
+func (r *Result) add(o Result) {
+	r.Accounts += o.Accounts
+	r.Changed += o.Changed
+	r.Signals += o.Signals
+}
+
+// Evaluate recomputes the given accounts of tenant at the evaluator's
+// clock, emits their transitions and stores their new state. trigger
+// labels the metrics.
+func (e *Evaluator) Evaluate(ctx context.Context, tenant string, ids []string, trigger string) (Result, error) {
+	js, err := e.journeys.List(ctx, tenant)
+	if err != nil {
+		return Result{}, err
+	}
+	now := e.Now().UTC()
+	var total Result
+	for start := 0; start < len(ids); start += ChunkSize {
+		chunk := ids[start:min(start+ChunkSize, len(ids))]
+		began := time.Now()
+		r, err := e.evaluateChunk(ctx, tenant, chunk, js, now)
+		if err != nil {
+			return total, err
+		}
+		e.duration.Record(ctx, time.Since(began).Seconds())
+		total.add(r)
+	}
+	e.evaluated.Add(ctx, int64(total.Accounts), metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("trigger", trigger)))
+	return total, nil
+}
+
+func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, ids []string, js []journeys.Stored, now time.Time) (Result, error) {
+	acts, err := activities(ctx, e.db, tenant, ids)
+	if err != nil {
+		return Result{}, err
+	}
+	present := make([]string, 0, len(acts))
+	for _, id := range ids {
+		if _, ok := acts[id]; ok {
+			present = append(present, id)
+		}
+	}
+	if len(present) == 0 {
+		return Result{}, nil
+	}
+	traits, err := e.traits.Traits(ctx, tenant, present)
+	if err != nil {
+		return Result{}, err
+	}
+	prevRows, err := ReadRows(ctx, e.db, tenant, present, "")
+	if err != nil {
+		return Result{}, err
+	}
+	prev := make(map[string]Row, len(prevRows))
+	for _, r := range prevRows {
+		prev[r.AccountID] = r
+	}
+	var evs map[string][]progress.Event
+	if names, withProps := watched(js); len(names) > 0 {
+		if evs, err = milestoneEvents(ctx, e.db, tenant, present, names, withProps, now); err != nil {
+			return Result{}, err
+		}
+	}
+	res := Result{Accounts: len(present)}
+	var sigs []*signalsv1.Signal
+	var changed []Row
+	for _, id := range present {
+		tr := traits[id]
+		row := Row{AccountID: id, Owner: traitText(tr, e.ownerTrait), FirstEventAt: acts[id].first, LastEventAt: acts[id].last, EvaluatedAt: now}
+		j := pick(js, tr)
+		startTrait := journey.DefaultStart
+		if j != nil {
+			startTrait = j.Journey.Start
+		}
+		row.Start = startOf(tr, startTrait, acts[id].first)
+		if j != nil {
+			st := progress.Evaluate(j.Journey, j.Version, row.Start, evs[id], now)
+			row.State, row.JourneyID, row.Status = &st, j.ID, st.Status
+		}
+		old, seen := prev[id]
+		if seen && sameRow(old, row) {
+			continue
+		}
+		changed = append(changed, row)
+		if row.State != nil {
+			var oldState *progress.State
+			if seen {
+				oldState = old.State
+			}
+			for _, t := range progress.Transitions(oldState, *row.State) {
+				sigs = append(sigs, signalOf(tenant, id, j, *row.State, oldState, t, now))
+			}
+		}
+	}
+	// Signals before state: a crash between the two re-emits the same ids.
+	if err := e.emitter.Emit(ctx, sigs); err != nil {
+		return Result{}, err
+	}
+	for _, s := range sigs {
+		e.transitions.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("kind", s.GetKind())))
+	}
+	if err := insertRows(ctx, e.db, tenant, changed); err != nil {
+		return Result{}, err
+	}
+	res.Changed, res.Signals = len(changed), len(sigs)
+	return res, nil
+}
+
+// watched is the event names a tenant's journeys watch, and whether any
+// milestone filters on properties.
+func watched(js []journeys.Stored) (names []string, withProps bool) {
+	for _, j := range js {
+		for _, m := range j.Journey.Milestones {
+			if !slices.Contains(names, m.Event) {
+				names = append(names, m.Event)
+			}
+			withProps = withProps || len(m.Where) > 0
+		}
+	}
+	return names, withProps
+}
+
+// pick is the first journey that applies to an account with these traits.
+func pick(js []journeys.Stored, tr accounts.Traits) *journeys.Stored {
+	for i := range js {
+		sel := js[i].Journey.AppliesTo
+		if sel == nil {
+			return &js[i]
+		}
+		if _, ok := tr[sel.Trait]; ok && slices.Contains(sel.In, traitText(tr, sel.Trait)) {
+			return &js[i]
+		}
+	}
+	return nil
+}
+
+// traitText is a trait's value as text: a string as is, anything else as
+// its JSON; "" when missing or null.
+func traitText(tr accounts.Traits, name string) string {
+	raw, ok := tr[name]
+	if !ok {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	if string(raw) == "null" {
+		return ""
+	}
+	return string(raw)
+}
+
+// startOf is the account's start: the trait holding it, read as an ISO
+// 8601 time or date, or Unix seconds (or milliseconds); else its first
+// event.
+func startOf(tr accounts.Traits, trait string, first time.Time) time.Time {
+	if t, ok := ParseTime(tr[trait]); ok {
+		return t
+	}
+	return first.UTC()
+}
+
+// ParseTime reads a trait holding a time.
+func ParseTime(raw json.RawMessage) (time.Time, bool) {
+	if len(raw) == 0 {
+		return time.Time{}, false
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02"} {
+			if t, err := time.Parse(layout, s); err == nil {
+				return t.UTC(), true
+			}
+		}
+		return time.Time{}, false
+	}
+	n, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || n <= 0 {
+		return time.Time{}, false
+	}
+	if n > 1e12 { // milliseconds
+		return time.UnixMilli(int64(n)).UTC(), true
+	}
+	return time.Unix(int64(n), 0).UTC(), true
+}
+
+var severities = map[string]signalsv1.Severity{
+	progress.KindMilestoneReached:    signalsv1.Severity_SEVERITY_INFO,
+	progress.KindOnboardingCompleted: signalsv1.Severity_SEVERITY_INFO,
+	progress.KindOnboardingOnTrack:   signalsv1.Severity_SEVERITY_INFO,
+	progress.KindOnboardingAtRisk:    signalsv1.Severity_SEVERITY_LOW,
+	progress.KindOnboardingLate:      signalsv1.Severity_SEVERITY_MEDIUM,
+	progress.KindOnboardingStalled:   signalsv1.Severity_SEVERITY_HIGH,
+}
+
+// signalOf is the signal of a transition, with its evidence.
+func signalOf(tenant, account string, j *journeys.Stored, st progress.State, old *progress.State, t progress.Transition, now time.Time) *signalsv1.Signal {
+	ev := &signalsv1.OnboardingEvidence{
+		JourneyId: st.JourneyID, JourneyVersion: st.JourneyVersion, MilestoneId: t.Milestone,
+		AccountStart: timestamppb.New(st.Start), StatusAfter: st.Status,
+	}
+	if old != nil {
+		ev.StatusBefore = old.Status
+	}
+	var last time.Time
+	for i, m := range st.Milestones {
+		if m.LastProgressAt.After(last) {
+			last = m.LastProgressAt
+		}
+		if m.ID != t.Milestone {
+			continue
+		}
+		ev.MilestoneName = j.Journey.Milestones[i].Name
+		ev.TargetAt = timestamppb.New(m.TargetAt)
+		ev.Progress, ev.Required = int32(m.Progress), int32(m.Required)
+		if m.Reached {
+			ev.ReachedAt = timestamppb.New(m.ReachedAt)
+		}
+	}
+	if !last.IsZero() {
+		ev.LastProgressAt = timestamppb.New(last)
+	}
+	return &signalsv1.Signal{
+		Id: signals.ID(tenant, account, t.Kind, st.JourneyID+"/"+t.Identity()), TenantId: tenant, AccountId: account, Kind: t.Kind,
+		OccurredAt: timestamppb.New(t.At), DetectedAt: timestamppb.New(now), Severity: severities[t.Kind],
+		Summary:  summary(account, ev, t),
+		Evidence: &signalsv1.Signal_Onboarding{Onboarding: ev},
+	}
+}
+
+func summary(account string, ev *signalsv1.OnboardingEvidence, t progress.Transition) string {
+	name := ev.GetMilestoneName()
+	if name == "" {
+		name = t.Milestone
+	}
+	after := func(ts *timestamppb.Timestamp) string {
+		return journey.FormatDuration(ts.AsTime().Sub(ev.GetAccountStart().AsTime()).Truncate(time.Minute))
+	}
+	switch t.Kind {
+	case progress.KindMilestoneReached:
+		return fmt.Sprintf("%s reached %q %s after its start (target %s)", account, name, after(ev.GetReachedAt()), after(ev.GetTargetAt()))
+	case progress.KindOnboardingCompleted:
+		return fmt.Sprintf("%s completed onboarding (%s)", account, ev.GetJourneyId())
+	case progress.KindOnboardingOnTrack:
+		return fmt.Sprintf("%s is back on track (was %s)", account, t.From)
+	}
+	status := strings.ReplaceAll(strings.TrimPrefix(t.Kind, "onboarding_"), "_", " ")
+	if t.Milestone == "" {
+		since := ev.GetAccountStart()
+		if ev.GetLastProgressAt() != nil {
+			since = ev.GetLastProgressAt()
+		}
+		return fmt.Sprintf("%s onboarding %s: no milestone progress since %s", account, status, since.AsTime().Format(time.DateOnly))
+	}
+	return fmt.Sprintf("%s onboarding %s: %q %d/%d, target %s", account, status, name, ev.GetProgress(), ev.GetRequired(), ev.GetTargetAt().AsTime().Format(time.DateTime))
+}

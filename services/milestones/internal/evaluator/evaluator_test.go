@@ -1,0 +1,417 @@
+package evaluator
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stickpoint/stickpoint/pkg/accounts"
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/natsjs"
+	"github.com/stickpoint/stickpoint/pkg/signals"
+	"github.com/stickpoint/stickpoint/pkg/testutil"
+	ingest "github.com/stickpoint/stickpoint/services/ingest/migrations"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/journeys"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/progress"
+	"github.com/stickpoint/stickpoint/services/milestones/migrations"
+)
+
+func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
+
+var now0 = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
+
+func days(d float64) time.Duration { return time.Duration(d * float64(journey.Day)) }
+
+type env struct {
+	t    *testing.T
+	db   chstore.Store
+	bus  *natsjs.Bus
+	js   *journeys.Store
+	eval *Evaluator
+	now  time.Time
+	seq  int
+}
+
+func newEnv(t *testing.T, db chstore.Store) *env {
+	t.Helper()
+	ctx := t.Context()
+	if _, err := chstore.Migrate(ctx, db, "ingest", ingest.FS); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chstore.Migrate(ctx, db, signals.Component, signals.Migrations); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chstore.Migrate(ctx, db, "milestones", migrations.FS); err != nil {
+		t.Fatal(err)
+	}
+	bus := testutil.NATS(t)
+	js, err := journeys.Open(ctx, bus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, db: db, bus: bus, js: js, now: now0}
+	if e.eval, err = New(db, js, signals.NewEmitter(bus, db), "csm_email", testutil.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	e.eval.Now = func() time.Time { return e.now }
+	return e
+}
+
+// event is a stored track event (or a group call when name is "").
+type event struct {
+	tenant, account, id, user, name string
+	at                              time.Time
+	props                           string
+}
+
+func (e *env) insert(evs ...event) {
+	e.t.Helper()
+	var rows [][]any
+	for _, ev := range evs {
+		typ := "track"
+		if ev.name == "" {
+			typ = "group"
+		}
+		if ev.id == "" {
+			e.seq++
+			ev.id = fmt.Sprintf("m-%d", e.seq)
+		}
+		rows = append(rows, []any{ev.tenant, ev.account, ev.id, typ, ev.name, ev.user, "", "src",
+			ev.at.Truncate(time.Second), uint16(ev.at.Nanosecond() / 1e6), ev.at.Truncate(time.Second), ev.at.Truncate(time.Second), e.now.Truncate(time.Second), ev.props, "", "", ""})
+	}
+	cols := []string{"tenant_id", "account_id", "message_id", "type", "name", "user_id", "anonymous_id",
+		"source_id", "timestamp", "timestamp_ms", "original_timestamp", "sent_at", "received_at", "properties", "traits", "context", "previous_id"}
+	if err := e.db.Insert(e.t.Context(), "events", cols, rows); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// group records a group call: its traits and its event.
+func (e *env) group(tenant, account string, at time.Time, traits map[string]any) {
+	e.t.Helper()
+	raw, _ := json.Marshal(traits)
+	e.seq++
+	id := fmt.Sprintf("g-%d", e.seq)
+	if err := e.db.Insert(e.t.Context(), "account_traits", accounts.TraitsColumns,
+		[][]any{accounts.TraitsRow(tenant, account, raw, at, id)}); err != nil {
+		e.t.Fatal(err)
+	}
+	e.insert(event{tenant: tenant, account: account, id: id, at: at})
+}
+
+func (e *env) put(tenant, source string) journeys.Stored {
+	e.t.Helper()
+	st, _, err := e.js.Put(e.t.Context(), tenant, []byte(source))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+func (e *env) evaluate(tenant string, ids ...string) Result {
+	e.t.Helper()
+	r, err := e.eval.Evaluate(e.t.Context(), tenant, ids, "test")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+func (e *env) rows(tenant string) map[string]Row {
+	e.t.Helper()
+	rs, err := ReadRows(e.t.Context(), e.db, tenant, nil, "")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[string]Row{}
+	for _, r := range rs {
+		out[r.AccountID] = r
+	}
+	return out
+}
+
+// signals lists a tenant's recorded signals as "account kind milestone".
+func (e *env) signals(tenant string) []string {
+	e.t.Helper()
+	sigs, err := signals.List(e.t.Context(), e.db, tenant, signals.Filter{Limit: 1000})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for _, s := range sigs {
+		out = append(out, s.GetAccountId()+" "+s.GetKind()+" "+s.GetOnboarding().GetMilestoneId())
+	}
+	slices.Sort(out)
+	return out
+}
+
+// published counts the messages on the SIGNALS stream for a tenant.
+func (e *env) published(tenant string) uint64 {
+	e.t.Helper()
+	s, err := e.bus.JS.Stream(e.t.Context(), natsjs.SignalsStream)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := s.Info(e.t.Context(), jetstream.WithSubjectFilter("signals."+tenant+".>"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n
+}
+
+func TestTheDoneWhenAccounts(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.put("t1", journey.Template)
+		pro := func(created time.Time) map[string]any {
+			return map[string]any{"plan": "pro", "created_at": created.Format(time.RFC3339), "csm_email": "ann@example.com"}
+		}
+		start := now0.Add(-days(40))
+		e.group("t1", "complete", start, pro(start))
+		chart := `{"kind":"chart"}`
+		e.insert(
+			event{tenant: "t1", account: "complete", user: "a", name: "Source Connected", at: start.Add(time.Hour)},
+			event{tenant: "t1", account: "complete", user: "a", name: "Report Built", at: start.Add(2 * time.Hour), props: chart},
+			event{tenant: "t1", account: "complete", user: "a", name: "Report Built", at: start.Add(3 * time.Hour), props: `{"kind":"table"}`},
+			event{tenant: "t1", account: "complete", user: "a", name: "Report Viewed", at: start.Add(days(1))},
+			event{tenant: "t1", account: "complete", user: "b", name: "Report Viewed", at: start.Add(days(1))},
+			event{tenant: "t1", account: "complete", user: "c", name: "Report Viewed", at: start.Add(days(2))},
+			event{tenant: "t1", account: "complete", user: "a", name: "Logged In", at: start.Add(days(3))},
+			event{tenant: "t1", account: "complete", user: "a", name: "Logged In", at: start.Add(days(4))},
+			event{tenant: "t1", account: "complete", user: "a", name: "Logged In", at: start.Add(days(5))},
+		)
+		first := now0.Add(-days(30))
+		e.group("t1", "first-only", first, pro(first))
+		e.insert(
+			event{tenant: "t1", account: "first-only", user: "a", name: "Source Connected", at: first.Add(time.Hour)},
+			event{tenant: "t1", account: "first-only", user: "a", name: "Report Built", id: "rb-1", at: first.Add(2 * time.Hour), props: chart},
+			// The same messageId again, re-sent later: a second row must
+			// not make the two reports the threshold needs.
+			event{tenant: "t1", account: "first-only", user: "a", name: "Report Built", id: "rb-1", at: first.Add(5 * time.Hour), props: chart},
+			// Not a chart or table: filtered out.
+			event{tenant: "t1", account: "first-only", user: "a", name: "Report Built", at: first.Add(6 * time.Hour), props: `{"kind":"pie"}`},
+		)
+		e.group("t1", "idle-10", now0.Add(-days(10)), pro(now0.Add(-days(10))))
+		e.group("t1", "idle-4", now0.Add(-days(4)), pro(now0.Add(-days(4))))
+		// A free account follows no journey.
+		e.group("t1", "free", now0.Add(-days(4)), map[string]any{"plan": "free"})
+
+		ids := []string{"complete", "first-only", "idle-10", "idle-4", "free"}
+		r := e.evaluate("t1", ids...)
+		if r.Accounts != 5 || r.Changed != 5 {
+			t.Fatalf("first evaluation: %+v", r)
+		}
+		rows := e.rows("t1")
+		for id, want := range map[string]string{"complete": progress.Completed, "first-only": progress.Stalled, "idle-10": progress.Stalled, "idle-4": progress.Late, "free": ""} {
+			if rows[id].Status != want {
+				t.Errorf("%s: status %q, want %q", id, rows[id].Status, want)
+			}
+		}
+		if c := rows["complete"]; c.Owner != "ann@example.com" || !c.Start.Equal(start) || c.State.TimeToFirstValue != time.Hour {
+			t.Errorf("complete: owner %q start %v ttfv %v", c.Owner, c.Start, c.State.TimeToFirstValue)
+		}
+		if fo := rows["first-only"].State.Milestones[1]; fo.Reached || fo.Progress != 1 {
+			t.Errorf("first-only first_report: %+v (one distinct chart report)", fo)
+		}
+		want := []string{
+			"complete milestone_reached connected", "complete milestone_reached first_report", "complete milestone_reached habit",
+			"complete milestone_reached team", "complete onboarding_completed ",
+			"first-only milestone_reached connected", "first-only onboarding_stalled ",
+			"idle-10 onboarding_stalled connected", "idle-4 onboarding_late connected",
+		}
+		if got := e.signals("t1"); !slices.Equal(got, want) {
+			t.Fatalf("signals:\n%v\nwant\n%v", got, want)
+		}
+		if n := e.published("t1"); n != uint64(len(want)) {
+			t.Fatalf("%d signals published, want %d", n, len(want))
+		}
+		// Evaluated again (a redelivered notice, the sweep): nothing new.
+		if r := e.evaluate("t1", ids...); r.Changed != 0 || r.Signals != 0 {
+			t.Fatalf("re-evaluation: %+v", r)
+		}
+		if n := e.published("t1"); n != uint64(len(want)) {
+			t.Fatalf("%d signals published after a re-evaluation, want %d", n, len(want))
+		}
+	})
+}
+
+func TestLateAndOutOfOrderEventsSignalEachTransitionOnce(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.put("t1", "id: j\nstall_after: 30d\nmilestones:\n"+
+			"  - {id: one, event: A, target: 10d}\n"+
+			"  - {id: two, event: B, target: 20d, threshold: {distinct_users: 2}}\n")
+		start := now0.Add(-days(15))
+		e.group("t1", "acc", start, map[string]any{"created_at": start.Format(time.RFC3339)})
+		// Newest first: B by u2, B by u1, then A, each evaluated as it lands.
+		for _, ev := range []event{
+			{tenant: "t1", account: "acc", user: "u2", name: "B", at: start.Add(days(6))},
+			{tenant: "t1", account: "acc", user: "u1", name: "B", at: start.Add(days(3)), id: "b-1"},
+			{tenant: "t1", account: "acc", user: "u1", name: "B", at: start.Add(days(3)), id: "b-1"}, // redelivered
+			{tenant: "t1", account: "acc", user: "u1", name: "A", at: start.Add(days(1))},
+		} {
+			e.insert(ev)
+			e.evaluate("t1", "acc")
+			e.evaluate("t1", "acc") // a second notice of the same insert
+		}
+		got := e.signals("t1")
+		want := []string{"acc milestone_reached one", "acc milestone_reached two", "acc onboarding_completed ", "acc onboarding_stalled one"}
+		if !slices.Equal(got, want) {
+			t.Fatalf("signals %v, want %v", got, want)
+		}
+		st := e.rows("t1")["acc"].State
+		if !st.Milestones[1].ReachedAt.Equal(start.Add(days(6))) || !st.Milestones[0].ReachedAt.Equal(start.Add(days(1))) {
+			t.Fatalf("reached times: %+v", st.Milestones)
+		}
+	})
+}
+
+func TestTimeAloneMovesAnAccountOnce(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.put("t1", journey.Template)
+		start := now0
+		e.group("t1", "quiet", start, map[string]any{"plan": "team"})
+		var seen []string
+		for _, d := range []float64{0, 0.5, 1.5, 1.6, 3.5, 5, 6.5, 8, 20} {
+			e.now = start.Add(days(d))
+			if _, err := e.eval.Sweep(t.Context(), []string{"t1", "t2"}); err != nil {
+				t.Fatal(err)
+			}
+			seen = append(seen, fmt.Sprintf("%.1f:%s", d, e.rows("t1")["quiet"].Status))
+		}
+		want := []string{"0.0:on_track", "0.5:on_track", "1.5:at_risk", "1.6:at_risk", "3.5:late", "5.0:late", "6.5:stalled", "8.0:stalled", "20.0:stalled"}
+		if !slices.Equal(seen, want) {
+			t.Fatalf("statuses %v, want %v", seen, want)
+		}
+		if got := e.signals("t1"); !slices.Equal(got, []string{"quiet onboarding_at_risk connected", "quiet onboarding_late connected", "quiet onboarding_stalled connected"}) {
+			t.Fatalf("signals %v", got)
+		}
+	})
+}
+
+func TestBackfillEndsInTheStateOfLiveProcessing(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.put("t1", journey.Template)
+		r := rand.New(rand.NewPCG(7, 7))
+		start := now0.Add(-days(40))
+		names := []string{"Source Connected", "Report Built", "Report Viewed", "Logged In", "Other"}
+		var history []event
+		var accounts []string
+		for a := range 12 {
+			id := fmt.Sprintf("acc-%02d", a)
+			accounts = append(accounts, id)
+			// Some accounts are days old, the others weeks.
+			created := start.Add(days(float64(r.IntN(10))))
+			if a%3 == 0 {
+				created = now0.Add(-days(float64(r.IntN(3)) + 0.3))
+			}
+			e.group("t1", id, created, map[string]any{"plan": "pro", "created_at": created.Format(time.RFC3339)})
+			if a%3 == 1 { // a diligent account: every milestone within a few days
+				for i, name := range []string{"Source Connected", "Report Built", "Report Built", "Report Viewed", "Report Viewed", "Report Viewed", "Logged In", "Logged In", "Logged In"} {
+					history = append(history, event{tenant: "t1", account: id, user: fmt.Sprintf("u%d", i%3), name: name,
+						at: created.Add(days(float64(i)/2 + r.Float64()/3)), props: `{"kind":"chart"}`})
+				}
+			}
+			for range r.IntN(25) {
+				history = append(history, event{tenant: "t1", account: id, user: fmt.Sprintf("u%d", r.IntN(4)),
+					name: names[r.IntN(len(names))], at: created.Add(time.Duration(r.Int64N(int64(days(30))))),
+					props: []string{`{"kind":"chart"}`, `{"kind":"table"}`, `{}`}[r.IntN(3)]})
+			}
+		}
+		// Live: a day at a time, each day's events arrive (in random
+		// order, some twice) and are evaluated, and the sweep runs.
+		slices.SortFunc(history, func(a, b event) int { return a.at.Compare(b.at) })
+		for day := start; !day.After(now0); day = day.Add(journey.Day) {
+			e.now = day
+			var today []event
+			dirty := map[string]bool{}
+			for _, ev := range history {
+				if !ev.at.After(day) && ev.at.After(day.Add(-journey.Day)) {
+					e.seq++
+					ev.id = fmt.Sprintf("h-%s-%d", ev.account, ev.at.UnixNano())
+					today = append(today, ev)
+					if r.IntN(5) == 0 {
+						today = append(today, ev)
+					}
+					dirty[ev.account] = true
+				}
+			}
+			r.Shuffle(len(today), func(i, j int) { today[i], today[j] = today[j], today[i] })
+			if len(today) > 0 {
+				e.insert(today...)
+			}
+			var ids []string
+			for id := range dirty {
+				ids = append(ids, id)
+			}
+			e.evaluate("t1", ids...)
+			if _, err := e.eval.Sweep(t.Context(), []string{"t1"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		live := e.rows("t1")
+		if err := db.Exec(t.Context(), "TRUNCATE TABLE account_onboarding"); err != nil {
+			t.Fatal(err)
+		}
+		res, err := e.eval.RunBackfill(t.Context(), "t1", "test")
+		if err != nil || res.Accounts != len(accounts) {
+			t.Fatalf("backfill: %+v %v", res, err)
+		}
+		back := e.rows("t1")
+		statuses := map[string]int{}
+		for _, id := range accounts {
+			l, b := live[id], back[id]
+			if stateJSON(l.State) != stateJSON(b.State) || l.Status != b.Status || !l.Start.Equal(b.Start) || !l.LastEventAt.Equal(b.LastEventAt) {
+				t.Errorf("%s: live %s %s\nbackfill %s %s", id, l.Status, stateJSON(l.State), b.Status, stateJSON(b.State))
+			}
+			statuses[l.Status]++
+		}
+		if len(statuses) < 2 {
+			t.Errorf("every account ended %v: the history tests too little", statuses)
+		}
+		bf, ok := e.eval.BackfillStatus("t1")
+		if !ok || !bf.Finished() || bf.Total != int64(len(accounts)) || bf.Done != int64(len(accounts)) || bf.Err != "" {
+			t.Fatalf("backfill status: %+v", bf)
+		}
+	})
+}
+
+func TestTenantsAreIsolated(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.put("t1", "id: j\nmilestones: [{id: one, event: A, target: 1d}]\n")
+		for _, tenant := range []string{"t1", "t2"} {
+			e.group(tenant, "acme", now0.Add(-days(2)), map[string]any{})
+			e.insert(event{tenant: tenant, account: "acme", user: "u", name: "A", at: now0.Add(-days(1))})
+			e.evaluate(tenant, "acme")
+		}
+		if got := e.signals("t1"); !slices.Equal(got, []string{"acme milestone_reached one", "acme onboarding_completed "}) {
+			t.Fatalf("t1 signals %v", got)
+		}
+		if got := e.signals("t2"); len(got) != 0 {
+			t.Fatalf("t2 has no journey, yet signals %v", got)
+		}
+		if e.published("t2") != 0 {
+			t.Fatal("t2 signals published")
+		}
+		if r := e.rows("t2")["acme"]; r.Status != "" || r.State != nil {
+			t.Fatalf("t2 acme: %+v", r)
+		}
+		if _, err := e.js.Get(t.Context(), "t2", "j"); err != journeys.ErrNotFound {
+			t.Fatalf("t2 sees t1's journey: %v", err)
+		}
+	})
+}

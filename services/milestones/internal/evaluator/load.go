@@ -1,0 +1,187 @@
+package evaluator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/progress"
+)
+
+// Row is an account's evaluation as stored in account_onboarding.
+type Row struct {
+	AccountID    string
+	JourneyID    string
+	Status       string
+	Owner        string
+	Start        time.Time
+	FirstEventAt time.Time
+	LastEventAt  time.Time
+	EvaluatedAt  time.Time
+	// State is nil when no journey applies to the account.
+	State *progress.State
+}
+
+// activity is an account's first and last event times.
+type activity struct{ first, last time.Time }
+
+// activities reads the first and last event of each account that has one.
+func activities(ctx context.Context, db chstore.Store, tenant string, ids []string) (map[string]activity, error) {
+	rows, err := db.Query(ctx, `SELECT account_id, min(timestamp), max(timestamp) FROM events
+		WHERE tenant_id = ? AND account_id IN ? GROUP BY account_id`, tenant, chstore.In(ids))
+	if err != nil {
+		return nil, fmt.Errorf("read account activity: %w", err)
+	}
+	out := make(map[string]activity, rows.Len())
+	for rows.Next() {
+		var id string
+		var a activity
+		if err := rows.Scan(&id, &a.first, &a.last); err != nil {
+			return nil, err
+		}
+		out[id] = a
+	}
+	return out, nil
+}
+
+// milestoneEvents reads the accounts' track, page and screen events named
+// in names, up to now, each messageId once. Properties are decoded only
+// when withProps (some milestone filters on them).
+func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, ids, names []string, withProps bool, now time.Time) (map[string][]progress.Event, error) {
+	props := "''"
+	if withProps {
+		props = "properties"
+	}
+	rows, err := db.Query(ctx, `SELECT account_id, message_id, user_id, anonymous_id, name, timestamp, timestamp_ms, `+props+`
+		FROM events
+		WHERE tenant_id = ? AND account_id IN ? AND name IN ? AND type IN ('track', 'page', 'screen') AND timestamp <= ?
+		LIMIT 1 BY account_id, message_id`, tenant, chstore.In(ids), chstore.In(names), now.UTC())
+	if err != nil {
+		return nil, fmt.Errorf("read milestone events: %w", err)
+	}
+	out := map[string][]progress.Event{}
+	for rows.Next() {
+		var account, anon, rawProps string
+		var ms uint16
+		var e progress.Event
+		if err := rows.Scan(&account, &e.MessageID, &e.User, &anon, &e.Name, &e.At, &ms, &rawProps); err != nil {
+			return nil, err
+		}
+		if e.User == "" {
+			e.User = anon
+		}
+		e.At = e.At.Add(time.Duration(ms) * time.Millisecond)
+		if withProps && rawProps != "" {
+			// Properties that are not a JSON object match no condition.
+			_ = json.Unmarshal([]byte(rawProps), &e.Properties)
+		}
+		out[account] = append(out[account], e)
+	}
+	return out, nil
+}
+
+// rowColumns are account_onboarding's columns, in readRows' and
+// insertRows' order.
+var rowColumns = []string{"account_id", "journey_id", "status", "owner", "start", "first_event_at", "last_event_at", "state", "evaluated_at"}
+
+// ReadRows reads the latest stored evaluation of a tenant's accounts:
+// those in ids, or all when ids is nil, narrowed by extra, an SQL
+// fragment ("AND status = ? ORDER BY account_id LIMIT ?") with its args.
+func ReadRows(ctx context.Context, db chstore.Store, tenant string, ids []string, extra string, args ...any) ([]Row, error) {
+	q := "SELECT " + strings.Join(rowColumns, ", ") + " FROM account_onboarding FINAL WHERE tenant_id = ?"
+	all := []any{tenant}
+	if ids != nil {
+		q += " AND account_id IN ?"
+		all = append(all, chstore.In(ids))
+	}
+	q += " " + extra
+	all = append(all, args...)
+	rows, err := db.Query(ctx, q, all...)
+	if err != nil {
+		return nil, fmt.Errorf("read account onboarding: %w", err)
+	}
+	out := make([]Row, 0, rows.Len())
+	for rows.Next() {
+		var r Row
+		var state string
+		if err := rows.Scan(&r.AccountID, &r.JourneyID, &r.Status, &r.Owner, &r.Start, &r.FirstEventAt, &r.LastEventAt, &state, &r.EvaluatedAt); err != nil {
+			return nil, err
+		}
+		if state != "" {
+			r.State = &progress.State{}
+			if err := json.Unmarshal([]byte(state), r.State); err != nil {
+				return nil, fmt.Errorf("account %s: stored state: %w", r.AccountID, err)
+			}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func stateJSON(s *progress.State) string {
+	if s == nil {
+		return ""
+	}
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// sameRow reports whether b would store nothing new over a.
+func sameRow(a, b Row) bool {
+	return a.JourneyID == b.JourneyID && a.Status == b.Status && a.Owner == b.Owner &&
+		a.Start.Equal(b.Start) && a.FirstEventAt.Equal(b.FirstEventAt) && a.LastEventAt.Equal(b.LastEventAt) &&
+		stateJSON(a.State) == stateJSON(b.State)
+}
+
+func insertRows(ctx context.Context, db chstore.Store, tenant string, rs []Row) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	rows := make([][]any, len(rs))
+	for i, r := range rs {
+		rows[i] = []any{tenant, r.AccountID, r.JourneyID, r.Status, r.Owner, r.Start.UTC(), r.FirstEventAt.UTC(), r.LastEventAt.UTC(),
+			stateJSON(r.State), r.EvaluatedAt.UTC(), uint64(r.EvaluatedAt.UnixNano())}
+	}
+	cols := append([]string{"tenant_id"}, rowColumns...)
+	if err := db.Insert(ctx, "account_onboarding", append(cols, "version"), rows); err != nil {
+		return fmt.Errorf("store account onboarding: %w", err)
+	}
+	return nil
+}
+
+// accountPage lists up to n of a tenant's accounts with events, after the
+// account id after, in order.
+func accountPage(ctx context.Context, db chstore.Store, tenant, after string, n int) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT DISTINCT account_id FROM events
+		WHERE tenant_id = ? AND account_id > ? ORDER BY account_id LIMIT ?`, tenant, after, n)
+	if err != nil {
+		return nil, fmt.Errorf("list accounts: %w", err)
+	}
+	out := make([]string, 0, rows.Len())
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, nil
+}
+
+// accountCount counts a tenant's accounts with events.
+func accountCount(ctx context.Context, db chstore.Store, tenant string) (int64, error) {
+	rows, err := db.Query(ctx, `SELECT uniqExact(account_id) FROM events WHERE tenant_id = ? AND account_id != ''`, tenant)
+	if err != nil {
+		return 0, fmt.Errorf("count accounts: %w", err)
+	}
+	var n uint64
+	if rows.Next() {
+		if err := rows.Scan(&n); err != nil {
+			return 0, err
+		}
+	}
+	return int64(n), nil
+}

@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestOnboardingWalkthrough is the README's milestones walkthrough: put the
+// template journey, send four accounts' history, and read their statuses,
+// progress, funnel and signals.
+func TestOnboardingWalkthrough(t *testing.T) {
+	dev := startDev(t, t.TempDir())
+	addr, token, writeKey := dev.lines["grpc"], dev.lines["api token"], dev.lines["write key"]
+	dir := t.TempDir()
+
+	// A bad file is refused whole, naming the line and field.
+	bad := filepath.Join(dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("id: j\nmilestones:\n  - {id: m, event: E, target: 3 days}\n"), 0o600))
+	_, errOut, code := cli(t, addr, "journeys", "put", bad, "--token", token)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, `line 3: milestones[0].target: "3 days" is not a duration`)
+
+	tmpl, errOut, code := cli(t, addr, "journeys", "template")
+	require.Zero(t, code, errOut)
+	journeyFile := filepath.Join(dir, "onboarding.yaml")
+	require.NoError(t, os.WriteFile(journeyFile, []byte(tmpl), 0o600))
+	out, errOut, code := cli(t, addr, "journeys", "put", journeyFile, "--token", token)
+	require.Zero(t, code, errOut)
+	require.Contains(t, out, "journey onboarding version 1 stored: 4 milestones")
+	require.Contains(t, out, "recomputed 0 accounts")
+	out, _, code = cli(t, addr, "journeys", "put", journeyFile, "--token", token)
+	require.Zero(t, code)
+	require.Contains(t, out, "journey onboarding unchanged (version 1)")
+
+	_, file, _, _ := runtime.Caller(0)
+	script := filepath.Join(filepath.Dir(file), "..", "..", "..", "..", "scripts", "onboarding-demo.sh")
+	history, err := exec.Command(script).Output()
+	require.NoError(t, err)
+	historyFile := filepath.Join(dir, "history.jsonl")
+	require.NoError(t, os.WriteFile(historyFile, history, 0o600))
+	out, errOut, code = cli(t, addr, "send", historyFile, "--write-key", writeKey, "--url", dev.lines["http"])
+	require.Zero(t, code, out+errOut)
+
+	want := map[string]string{"done-co": "completed", "first-co": "stalled", "idle10-co": "stalled", "idle4-co": "late"}
+	var last string
+	require.Eventually(t, func() bool {
+		out, _, code := cli(t, addr, "accounts", "list", "--json", "--token", token)
+		last = out
+		var resp struct {
+			Accounts []struct {
+				ID               string `json:"id"`
+				OnboardingStatus string `json:"onboardingStatus"`
+			} `json:"accounts"`
+		}
+		if code != 0 || json.Unmarshal([]byte(out), &resp) != nil {
+			return false
+		}
+		got := map[string]string{}
+		for _, a := range resp.Accounts {
+			got[a.ID] = a.OnboardingStatus
+		}
+		for id, st := range want {
+			if got[id] != st {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 200*time.Millisecond, "statuses: %s", &last)
+
+	out, _, code = cli(t, addr, "milestones", "list", "--status", "stalled", "--token", token)
+	require.Zero(t, code)
+	require.Contains(t, out, "first-co")
+	require.Contains(t, out, "idle10-co")
+	require.NotContains(t, out, "done-co")
+	require.NotContains(t, out, "idle4-co")
+
+	out, _, code = cli(t, addr, "milestones", "progress", "first-co", "--token", token)
+	require.Zero(t, code)
+	require.Contains(t, out, "status: stalled since")
+	require.Regexp(t, `connected\s+reached\s+1/1`, out)
+	require.Regexp(t, `first_report\s+overdue\s+0/2`, out) // a pie chart is not a chart or table
+	require.Contains(t, out, "time to first value: 1d")
+
+	out, _, code = cli(t, addr, "accounts", "get", "idle4-co", "--token", token)
+	require.Zero(t, code)
+	require.Contains(t, out, "onboarding: late (journey onboarding)")
+	require.Contains(t, out, "owner: raj@example.com")
+
+	out, _, code = cli(t, addr, "milestones", "funnel", "--json", "--token", token)
+	require.Zero(t, code)
+	var funnel struct {
+		Accounts string `json:"accounts"`
+		Steps    []struct {
+			MilestoneID string `json:"milestoneId"`
+			Reached     string `json:"reached"`
+		} `json:"steps"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &funnel))
+	require.Equal(t, "4", funnel.Accounts)
+	reached := []string{}
+	for _, s := range funnel.Steps {
+		reached = append(reached, s.MilestoneID+"="+s.Reached)
+	}
+	require.Equal(t, "connected=2 first_report=1 team=1 habit=1", strings.Join(reached, " "))
+
+	out, _, code = cli(t, addr, "signals", "list", "--account", "idle10-co", "--token", token)
+	require.Zero(t, code)
+	require.Contains(t, out, "onboarding_stalled")
+	require.Contains(t, out, "high")
+	out, _, code = cli(t, addr, "signals", "list", "--kind", "milestone_reached", "--json", "--token", token)
+	require.Zero(t, code)
+	require.Equal(t, 5, strings.Count(out, `"kind": "milestone_reached"`), out)
+}
