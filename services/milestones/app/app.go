@@ -52,12 +52,16 @@ type Config struct {
 	EvaluateWait time.Duration `json:"evaluate_wait"`
 	// OwnerTrait is the account trait that names its owner (its CSM).
 	OwnerTrait string `json:"owner_trait"`
+	// ReconcileInterval is how often the accounts with events received
+	// since the last time are evaluated again: the net under a stored
+	// notice the writer failed to publish.
+	ReconcileInterval time.Duration `json:"reconcile_interval"`
 }
 
-// DefaultConfig sweeps every minute, evaluates notices within 200 ms, and
-// takes the owner from csm_email.
+// DefaultConfig sweeps every minute, evaluates notices within 200 ms,
+// reconciles hourly, and takes the owner from csm_email.
 func DefaultConfig() Config {
-	return Config{SweepInterval: time.Minute, EvaluateWait: 200 * time.Millisecond, OwnerTrait: "csm_email"}
+	return Config{SweepInterval: time.Minute, EvaluateWait: 200 * time.Millisecond, OwnerTrait: "csm_email", ReconcileInterval: time.Hour}
 }
 
 // Validate reports the first invalid field by name.
@@ -69,6 +73,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("milestones.evaluate_wait: %v is not between 0 and 10s", c.EvaluateWait)
 	case c.OwnerTrait == "":
 		return errors.New("milestones.owner_trait: required")
+	case c.ReconcileInterval < time.Minute:
+		return fmt.Errorf("milestones.reconcile_interval: %v is under 1m", c.ReconcileInterval)
 	}
 	return nil
 }
@@ -174,12 +180,20 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.notices.Run(gctx) })
 	g.Go(func() error {
-		t := time.NewTicker(s.cfg.SweepInterval)
-		defer t.Stop()
+		sweep := time.NewTicker(s.cfg.SweepInterval)
+		defer sweep.Stop()
+		reconcile := time.NewTicker(s.cfg.ReconcileInterval)
+		defer reconcile.Stop()
+		// A notice lost just before this process started is covered too.
+		reconciled := time.Now().Add(-s.cfg.ReconcileInterval)
 		for {
 			select {
-			case <-t.C:
+			case <-sweep.C:
 				s.sweep(gctx)
+			case <-reconcile.C:
+				if s.reconcile(gctx, reconciled.Add(-5*time.Minute)) {
+					reconciled = time.Now()
+				}
 			case <-s.wake:
 				s.runBackfills(gctx)
 			case <-gctx.Done():
@@ -202,6 +216,24 @@ func (s *Service) sweep(ctx context.Context) {
 		return
 	}
 	s.log.DebugContext(ctx, "sweep done", "accounts", r.Accounts, "changed", r.Changed, "signals", r.Signals, "took_ms", time.Since(began).Milliseconds())
+}
+
+// reconcile evaluates every tenant's accounts with events received since,
+// and reports whether it got through them all.
+func (s *Service) reconcile(ctx context.Context, since time.Time) bool {
+	for _, t := range s.reg.Tenants() {
+		r, err := s.Evaluator.Reconcile(ctx, t.ID, since)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.WarnContext(ctx, "reconcile failed; the next one retries", "tenant", t.ID, "error", err)
+			}
+			return false
+		}
+		if r.Changed > 0 {
+			s.log.InfoContext(ctx, "reconcile changed accounts no notice had named", "tenant", t.ID, "changed", r.Changed, "signals", r.Signals)
+		}
+	}
+	return true
 }
 
 func (s *Service) runBackfills(ctx context.Context) {

@@ -150,11 +150,9 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, ids []stri
 	for _, r := range prevRows {
 		prev[r.AccountID] = r
 	}
-	var evs map[string][]progress.Event
-	if names, withProps := watched(js); len(names) > 0 {
-		if evs, err = milestoneEvents(ctx, e.db, tenant, present, names, withProps, now); err != nil {
-			return Result{}, err
-		}
+	evs, err := milestoneEvents(ctx, e.db, tenant, present, js, now)
+	if err != nil {
+		return Result{}, err
 	}
 	res := Result{Accounts: len(present)}
 	var sigs []*signalsv1.Signal
@@ -187,12 +185,8 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, ids []stri
 			}
 		}
 	}
-	// Signals before state: a crash between the two re-emits the same ids.
-	if err := e.emitter.Emit(ctx, sigs); err != nil {
+	if err := e.emit(ctx, tenant, sigs); err != nil {
 		return Result{}, err
-	}
-	for _, s := range sigs {
-		e.transitions.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("kind", s.GetKind())))
 	}
 	if err := insertRows(ctx, e.db, tenant, changed); err != nil {
 		return Result{}, err
@@ -201,18 +195,16 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, ids []stri
 	return res, nil
 }
 
-// watched is the event names a tenant's journeys watch, and whether any
-// milestone filters on properties.
-func watched(js []journeys.Stored) (names []string, withProps bool) {
-	for _, j := range js {
-		for _, m := range j.Journey.Milestones {
-			if !slices.Contains(names, m.Event) {
-				names = append(names, m.Event)
-			}
-			withProps = withProps || len(m.Where) > 0
-		}
+// emit publishes and records signals. Callers emit before they store the
+// new states: a crash between the two re-emits the same ids.
+func (e *Evaluator) emit(ctx context.Context, tenant string, sigs []*signalsv1.Signal) error {
+	if err := e.emitter.Emit(ctx, sigs); err != nil {
+		return err
 	}
-	return names, withProps
+	for _, s := range sigs {
+		e.transitions.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("kind", s.GetKind())))
+	}
+	return nil
 }
 
 // pick is the first journey that applies to an account with these traits.

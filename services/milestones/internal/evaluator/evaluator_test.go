@@ -283,6 +283,7 @@ func TestTimeAloneMovesAnAccountOnce(t *testing.T) {
 		e.put("t1", journey.Template)
 		start := now0
 		e.group("t1", "quiet", start, map[string]any{"plan": "team"})
+		e.evaluate("t1", "quiet") // the group call's notice
 		var seen []string
 		for _, d := range []float64{0, 0.5, 1.5, 1.6, 3.5, 5, 6.5, 8, 20} {
 			e.now = start.Add(days(d))
@@ -310,6 +311,7 @@ func TestBackfillEndsInTheStateOfLiveProcessing(t *testing.T) {
 		names := []string{"Source Connected", "Report Built", "Report Viewed", "Logged In", "Other"}
 		var history []event
 		var accounts []string
+		createdAt := map[string]time.Time{}
 		for a := range 12 {
 			id := fmt.Sprintf("acc-%02d", a)
 			accounts = append(accounts, id)
@@ -319,6 +321,7 @@ func TestBackfillEndsInTheStateOfLiveProcessing(t *testing.T) {
 				created = now0.Add(-days(float64(r.IntN(3)) + 0.3))
 			}
 			e.group("t1", id, created, map[string]any{"plan": "pro", "created_at": created.Format(time.RFC3339)})
+			createdAt[id] = created
 			if a%3 == 1 { // a diligent account: every milestone within a few days
 				for i, name := range []string{"Source Connected", "Report Built", "Report Built", "Report Viewed", "Report Viewed", "Report Viewed", "Logged In", "Logged In", "Logged In"} {
 					history = append(history, event{tenant: "t1", account: id, user: fmt.Sprintf("u%d", i%3), name: name,
@@ -347,6 +350,11 @@ func TestBackfillEndsInTheStateOfLiveProcessing(t *testing.T) {
 						today = append(today, ev)
 					}
 					dirty[ev.account] = true
+				}
+			}
+			for id, at := range createdAt { // the group call's own notice
+				if !at.After(day) && at.After(day.Add(-journey.Day)) {
+					dirty[id] = true
 				}
 			}
 			r.Shuffle(len(today), func(i, j int) { today[i], today[j] = today[j], today[i] })
@@ -412,6 +420,106 @@ func TestTenantsAreIsolated(t *testing.T) {
 		}
 		if _, err := e.js.Get(t.Context(), "t2", "j"); err != journeys.ErrNotFound {
 			t.Fatalf("t2 sees t1's journey: %v", err)
+		}
+	})
+}
+
+func TestSweepAndReconcileCatchWhatNoNoticeSaid(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.put("t1", "id: j\nmilestones: [{id: one, event: A, target: 5d}]\n")
+		e.group("t1", "acc", now0.Add(-days(1)), map[string]any{})
+		e.evaluate("t1", "acc")
+		// An event whose notice was lost: the sweep, which reads no
+		// events, doesn't see it; the reconcile does.
+		e.insert(event{tenant: "t1", account: "acc", user: "u", name: "A", at: now0.Add(-time.Hour)})
+		if _, err := e.eval.Sweep(t.Context(), []string{"t1"}); err != nil {
+			t.Fatal(err)
+		}
+		if st := e.rows("t1")["acc"].Status; st != progress.OnTrack {
+			t.Fatalf("after the sweep: %s", st)
+		}
+		if _, err := e.eval.Reconcile(t.Context(), "t1", e.now.Add(-time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if st := e.rows("t1")["acc"].Status; st != progress.Completed {
+			t.Fatalf("after the reconcile: %s", st)
+		}
+		// A new journey version: the sweep evaluates states of the old one
+		// in full (the backfill does too; this is the net under it).
+		e.put("t1", "id: j\nmilestones: [{id: one, event: A, target: 5d}, {id: two, event: B, target: 5d}]\n")
+		if _, err := e.eval.Sweep(t.Context(), []string{"t1"}); err != nil {
+			t.Fatal(err)
+		}
+		row := e.rows("t1")["acc"]
+		if row.State.JourneyVersion != 2 || len(row.State.Milestones) != 2 || row.Status != progress.OnTrack {
+			t.Fatalf("after a new version and a sweep: %+v", row.State)
+		}
+		if got := e.signals("t1"); !slices.Equal(got, []string{"acc milestone_reached one", "acc onboarding_completed ", "acc onboarding_on_track "}) {
+			t.Fatalf("signals %v", got)
+		}
+	})
+}
+
+// allEvents reads every event of the accounts, the reference the reduced
+// fetches must agree with.
+func allEvents(t *testing.T, db chstore.Store, tenant string, ids []string) map[string][]progress.Event {
+	t.Helper()
+	out := map[string][]progress.Event{}
+	err := scanEvents(t.Context(), db, `SELECT account_id, message_id, if(user_id != '', user_id, anonymous_id), name, timestamp, timestamp_ms, properties FROM events
+		WHERE tenant_id = ? AND account_id IN ? AND type IN ('track', 'page', 'screen')`, []any{tenant, chstore.In(ids)}, true, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestReducedFetchesGiveTheAnswerOfEveryEvent(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		r := rand.New(rand.NewPCG(11, 12))
+		names := []string{"A", "B", "C"}
+		var ids []string
+		var evs []event
+		for a := range 40 {
+			id := fmt.Sprintf("acc-%02d", a)
+			ids = append(ids, id)
+			for i := range r.IntN(30) {
+				ev := event{tenant: "t1", account: id, user: []string{"", "u1", "u2", "u3", "u4"}[r.IntN(5)], name: names[r.IntN(3)],
+					at: now0.Add(-days(20)).Add(time.Duration(r.Int64N(int64(days(21))))), props: []string{`{"k":1}`, `{"k":2}`, `{}`}[r.IntN(3)]}
+				if i > 0 && r.IntN(6) == 0 { // a re-sent messageId, at another time
+					ev.id = fmt.Sprintf("dup-%s-%d", id, r.IntN(i))
+				}
+				evs = append(evs, ev)
+			}
+		}
+		e.insert(evs...)
+		for round := range 8 {
+			var src string
+			for m := range 1 + r.IntN(5) {
+				threshold := []string{"{count: %d}", "{distinct_users: %d}", "{distinct_days: %d, window: 7d}"}[r.IntN(3)]
+				where := ""
+				if r.IntN(4) == 0 {
+					where = ", where: [{property: k, op: eq, value: 1}]"
+				}
+				src += fmt.Sprintf("  - {id: m%d, event: %s, target: %dd, threshold: %s%s}\n", m, names[r.IntN(3)], 1+r.IntN(20),
+					fmt.Sprintf(threshold, 1+r.IntN(4)), where)
+			}
+			st := e.put("t1", fmt.Sprintf("id: j%d\nmilestones:\n%s", round, src))
+			now := now0.Add(-time.Duration(r.Int64N(int64(days(15)))))
+			reduced, err := milestoneEvents(t.Context(), db, "t1", ids, []journeys.Stored{st}, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all := allEvents(t, db, "t1", ids)
+			start := now0.Add(-days(21))
+			for _, id := range ids {
+				got := progress.Evaluate(st.Journey, 1, start, reduced[id], now)
+				want := progress.Evaluate(st.Journey, 1, start, all[id], now)
+				if stateJSON(&got) != stateJSON(&want) {
+					t.Fatalf("round %d, %s, journey\n%s\nreduced: %s\nall:     %s", round, id, st.Source, stateJSON(&got), stateJSON(&want))
+				}
+			}
 		}
 	})
 }

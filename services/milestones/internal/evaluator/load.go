@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/journeys"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/progress"
 )
 
@@ -47,31 +50,106 @@ func activities(ctx context.Context, db chstore.Store, tenant string, ids []stri
 	return out, nil
 }
 
-// milestoneEvents reads the accounts' track, page and screen events named
-// in names, up to now, each messageId once. Properties are decoded only
-// when withProps (some milestone filters on them).
-func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, ids, names []string, withProps bool, now time.Time) (map[string][]progress.Event, error) {
-	props := "''"
-	if withProps {
-		props = "properties"
+// fetch is what the milestones watching one event name need of its events.
+type fetch struct {
+	all    bool // a milestone filters on properties: every event, with them
+	firstN int  // count thresholds: the first N distinct events
+	users  int  // distinct-user thresholds: the first event of the first N users
+	days   bool // distinct-day thresholds: the first event of each UTC day
+}
+
+// plan is the fetch of each event name the journeys watch.
+func plan(js []journeys.Stored) map[string]*fetch {
+	out := map[string]*fetch{}
+	for _, j := range js {
+		for _, m := range j.Journey.Milestones {
+			f := out[m.Event]
+			if f == nil {
+				f = &fetch{}
+				out[m.Event] = f
+			}
+			switch {
+			case len(m.Where) > 0:
+				f.all = true
+			case m.Threshold.Kind == journey.Count:
+				f.firstN = max(f.firstN, m.Threshold.N)
+			case m.Threshold.Kind == journey.DistinctUsers:
+				f.users = max(f.users, m.Threshold.N)
+			default:
+				f.days = true
+			}
+		}
 	}
-	rows, err := db.Query(ctx, `SELECT account_id, message_id, user_id, anonymous_id, name, timestamp, timestamp_ms, `+props+`
-		FROM events
-		WHERE tenant_id = ? AND account_id IN ? AND name IN ? AND type IN ('track', 'page', 'screen') AND timestamp <= ?
-		LIMIT 1 BY account_id, message_id`, tenant, chstore.In(ids), chstore.In(names), now.UTC())
-	if err != nil {
-		return nil, fmt.Errorf("read milestone events: %w", err)
-	}
+	return out
+}
+
+// milestoneEvents reads, for the accounts, the events the journeys'
+// milestones need, up to now. It doesn't read every event: a predicate is
+// decided by a few of them (the first N, each user's first, each day's
+// first) and the latest, so each name's fetch reads only those, reduced in
+// ClickHouse with LIMIT BY (each messageId once: its earliest row). Their
+// union gives progress.Evaluate the answer it gives on every event (see
+// TestReducedFetchesGiveTheAnswerOfEveryEvent). A milestone that filters
+// on properties reads every event of its name, with properties, as the
+// filters run here (ClickHouse 18.16 has no JSON functions).
+func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, ids []string, js []journeys.Stored, now time.Time) (map[string][]progress.Event, error) {
 	out := map[string][]progress.Event{}
+	now = now.UTC()
+	sec, ms := now.Truncate(time.Second), uint16(now.Nanosecond()/1e6)
+	where := `tenant_id = ? AND account_id IN ? AND name = ? AND type IN ('track', 'page', 'screen')
+		AND (timestamp < ? OR (timestamp = ? AND timestamp_ms <= ?))`
+	const order = "ORDER BY account_id, timestamp, timestamp_ms, message_id, user"
+	// Each messageId once: its earliest row, as progress.Distinct keeps.
+	distinct := `(SELECT account_id, message_id, if(user_id != '', user_id, anonymous_id) AS user, name, timestamp, timestamp_ms
+		FROM events WHERE ` + where + ` ` + order + ` LIMIT 1 BY account_id, message_id)`
+	for name, f := range plan(js) {
+		args := []any{tenant, chstore.In(ids), name, sec, sec, ms}
+		var queries []string
+		var qargs [][]any
+		add := func(q string, extra ...any) {
+			queries = append(queries, q)
+			qargs = append(qargs, append(slices.Clone(args), extra...))
+		}
+		const cols = "account_id, message_id, user, name, timestamp, timestamp_ms"
+		if f.all {
+			add(`SELECT account_id, message_id, if(user_id != '', user_id, anonymous_id) AS user, name, timestamp, timestamp_ms, properties
+				FROM events WHERE ` + where + ` ` + order + ` LIMIT 1 BY account_id, message_id`)
+		} else {
+			if f.firstN > 0 {
+				add(`SELECT `+cols+`, '' FROM `+distinct+` `+order+` LIMIT ? BY account_id`, f.firstN)
+			}
+			if f.users > 0 {
+				add(`SELECT `+cols+`, '' FROM (SELECT `+cols+` FROM `+distinct+` WHERE user != '' `+order+` LIMIT 1 BY account_id, user)
+					`+order+` LIMIT ? BY account_id`, f.users)
+			}
+			if f.days {
+				add(`SELECT ` + cols + `, '' FROM ` + distinct + ` ` + order + ` LIMIT 1 BY account_id, toDate(timestamp)`)
+			}
+			// The latest event, for the time of the last progress.
+			add(`SELECT ` + cols + `, '' FROM ` + distinct + `
+				ORDER BY account_id, timestamp DESC, timestamp_ms DESC, message_id, user LIMIT 1 BY account_id`)
+		}
+		for i, q := range queries {
+			if err := scanEvents(ctx, db, q, qargs[i], f.all, out); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// scanEvents runs q and adds its events to out, by account.
+func scanEvents(ctx context.Context, db chstore.Store, q string, args []any, withProps bool, out map[string][]progress.Event) error {
+	rows, err := db.Query(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("read milestone events: %w", err)
+	}
 	for rows.Next() {
-		var account, anon, rawProps string
+		var account, rawProps string
 		var ms uint16
 		var e progress.Event
-		if err := rows.Scan(&account, &e.MessageID, &e.User, &anon, &e.Name, &e.At, &ms, &rawProps); err != nil {
-			return nil, err
-		}
-		if e.User == "" {
-			e.User = anon
+		if err := rows.Scan(&account, &e.MessageID, &e.User, &e.Name, &e.At, &ms, &rawProps); err != nil {
+			return err
 		}
 		e.At = e.At.Add(time.Duration(ms) * time.Millisecond)
 		if withProps && rawProps != "" {
@@ -80,7 +158,7 @@ func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, ids, 
 		}
 		out[account] = append(out[account], e)
 	}
-	return out, nil
+	return nil
 }
 
 // rowColumns are account_onboarding's columns, in readRows' and

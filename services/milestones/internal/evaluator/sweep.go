@@ -2,7 +2,15 @@ package evaluator
 
 import (
 	"context"
+	"fmt"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/journeys"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/progress"
 )
 
 // pageSize is how many accounts the sweep and backfill list at a time.
@@ -30,8 +38,11 @@ func (e *Evaluator) EvaluateAll(ctx context.Context, tenant, trigger string, don
 	}
 }
 
-// Sweep re-evaluates every account of every tenant with a journey: an
-// account goes at risk, late or stalled by sending nothing.
+// Sweep moves every account with a journey on by the clock alone: an
+// account goes at risk, late or stalled by sending nothing. It reads the
+// stored states, not the events (progress.Restatus): milestones change
+// only with events, which their notices evaluate. An account whose state
+// is of another journey version than the current one is evaluated in full.
 func (e *Evaluator) Sweep(ctx context.Context, tenants []string) (Result, error) {
 	var total Result
 	for _, t := range tenants {
@@ -42,13 +53,84 @@ func (e *Evaluator) Sweep(ctx context.Context, tenants []string) (Result, error)
 		if len(js) == 0 {
 			continue
 		}
-		r, err := e.EvaluateAll(ctx, t, "sweep", nil)
+		r, err := e.sweepTenant(ctx, t, js)
 		total.add(r)
 		if err != nil {
 			return total, err
 		}
 	}
 	return total, nil
+}
+
+func (e *Evaluator) sweepTenant(ctx context.Context, tenant string, js []journeys.Stored) (Result, error) {
+	byID := map[string]*journeys.Stored{}
+	for i := range js {
+		byID[js[i].ID] = &js[i]
+	}
+	now := e.Now().UTC()
+	var total Result
+	after := ""
+	for {
+		rows, err := ReadRows(ctx, e.db, tenant, nil, "AND journey_id != '' AND account_id > ? ORDER BY account_id LIMIT ?", after, pageSize)
+		if err != nil || len(rows) == 0 {
+			return total, err
+		}
+		after = rows[len(rows)-1].AccountID
+		var stale []string
+		var changed []Row
+		var sigs []*signalsv1.Signal
+		for _, row := range rows {
+			j := byID[row.JourneyID]
+			if j == nil || j.Version != row.State.JourneyVersion {
+				stale = append(stale, row.AccountID)
+				continue
+			}
+			old := *row.State
+			cur := progress.Restatus(j.Journey, old, now)
+			if stateJSON(&cur) == stateJSON(&old) {
+				continue
+			}
+			for _, t := range progress.Transitions(&old, cur) {
+				sigs = append(sigs, signalOf(tenant, row.AccountID, j, cur, &old, t, now))
+			}
+			row.State, row.Status, row.EvaluatedAt = &cur, cur.Status, now
+			changed = append(changed, row)
+		}
+		if err := e.emit(ctx, tenant, sigs); err != nil {
+			return total, err
+		}
+		if err := insertRows(ctx, e.db, tenant, changed); err != nil {
+			return total, err
+		}
+		total.add(Result{Accounts: len(rows) - len(stale), Changed: len(changed), Signals: len(sigs)})
+		e.evaluated.Add(ctx, int64(len(rows)-len(stale)), metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("trigger", "sweep")))
+		if len(stale) > 0 {
+			r, err := e.Evaluate(ctx, tenant, stale, "sweep")
+			total.add(r)
+			if err != nil {
+				return total, err
+			}
+		}
+	}
+}
+
+// Reconcile evaluates the accounts of tenant with events received since:
+// a safety net for a notice the writer failed to publish.
+func (e *Evaluator) Reconcile(ctx context.Context, tenant string, since time.Time) (Result, error) {
+	rows, err := e.db.Query(ctx, `SELECT DISTINCT account_id FROM events
+		WHERE tenant_id = ? AND received_at >= ? AND account_id != ''`, tenant, since.UTC())
+	if err != nil {
+		return Result{}, fmt.Errorf("accounts with recent events: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return Result{}, err
+		}
+		ids = append(ids, id)
+	}
+	return e.Evaluate(ctx, tenant, ids, "reconcile")
 }
 
 // Backfill is a recompute of all of a tenant's accounts after its journeys

@@ -45,8 +45,9 @@ type Milestone struct {
 	ID        string    `json:"id"`
 	Reached   bool      `json:"reached"`
 	ReachedAt time.Time `json:"reached_at,omitzero"`
-	// Progress toward Required: matching events, distinct users, or
-	// distinct days in the window ending now (each capped at Required).
+	// Progress toward Required: matching events, distinct users, or the
+	// most distinct days any window held (each capped at Required). It
+	// depends on the events alone, not on when it is computed.
 	Progress int       `json:"progress"`
 	Required int       `json:"required"`
 	TargetAt time.Time `json:"target_at"`
@@ -78,19 +79,29 @@ type State struct {
 func Evaluate(j journey.Journey, version int64, start time.Time, evs []Event, now time.Time) State {
 	evs = Distinct(evs, now)
 	st := State{JourneyID: j.ID, JourneyVersion: version, Start: start.UTC(), StickPointAt: start.Add(j.StickPoint).UTC()}
-	st.PastStickPoint = !now.Before(st.StickPointAt)
 	for _, m := range j.Milestones {
-		st.Milestones = append(st.Milestones, milestone(m, start, evs, now))
+		st.Milestones = append(st.Milestones, milestone(m, start, evs))
 	}
 	if first := st.Milestones[0]; first.Reached {
 		st.TimeToFirstValue = max(first.ReachedAt.Sub(start), 0)
 	}
+	return Restatus(j, st, now)
+}
+
+// Restatus is the state st (computed by Evaluate with the same journey)
+// at a later now, with no new event: the milestones stay as they were,
+// and the status and stick point follow the clock. The sweep uses it, so
+// that time passing costs no read of the events.
+func Restatus(j journey.Journey, st State, now time.Time) State {
+	st.PastStickPoint = !now.Before(st.StickPointAt)
 	st.Status, st.StatusSince, st.Cause = status(j, st, now)
 	return st
 }
 
-// Distinct sorts events by time and keeps each messageId once (its
-// earliest), dropping those after now.
+// Distinct sorts events by time and keeps each messageId of an event
+// name once (its earliest row), dropping those after now. (The writer
+// stores a messageId once whatever its name; keying by name too lets the
+// evaluator dedup each name's events on their own in ClickHouse.)
 func Distinct(evs []Event, now time.Time) []Event {
 	out := make([]Event, 0, len(evs))
 	for _, e := range evs {
@@ -99,13 +110,14 @@ func Distinct(evs []Event, now time.Time) []Event {
 		}
 	}
 	slices.SortFunc(out, func(a, b Event) int {
-		return cmp.Or(a.At.Compare(b.At), cmp.Compare(a.MessageID, b.MessageID))
+		return cmp.Or(a.At.Compare(b.At), cmp.Compare(a.MessageID, b.MessageID), cmp.Compare(a.User, b.User))
 	})
-	seen := make(map[string]bool, len(out))
+	type key struct{ name, id string }
+	seen := make(map[key]bool, len(out))
 	kept := out[:0]
 	for _, e := range out {
-		if !seen[e.MessageID] {
-			seen[e.MessageID] = true
+		if k := (key{e.Name, e.MessageID}); !seen[k] {
+			seen[k] = true
 			kept = append(kept, e)
 		}
 	}
@@ -114,7 +126,7 @@ func Distinct(evs []Event, now time.Time) []Event {
 
 // milestone walks the matching events in time order until the threshold
 // holds.
-func milestone(m journey.Milestone, start time.Time, evs []Event, now time.Time) Milestone {
+func milestone(m journey.Milestone, start time.Time, evs []Event) Milestone {
 	out := Milestone{ID: m.ID, Required: m.Threshold.N, TargetAt: start.Add(m.Target).UTC()}
 	users := map[string]bool{}
 	var days []int64 // distinct UTC days seen, ascending
@@ -143,25 +155,20 @@ func milestone(m journey.Milestone, start time.Time, evs []Event, now time.Time)
 				continue
 			}
 			days = append(days, day)
-			n := m.Threshold.N
-			out.Reached = len(days) >= n && day-days[len(days)-n] < int64(m.Threshold.Window/journey.Day)
+			// The distinct days of the window that ends today.
+			inWindow := 0
+			for i := len(days) - 1; i >= 0 && day-days[i] < int64(m.Threshold.Window/journey.Day); i-- {
+				inWindow++
+			}
+			out.Progress = max(out.Progress, inWindow)
+			out.Reached = inWindow >= m.Threshold.N
 		}
 		if out.Reached {
 			out.ReachedAt = e.At.UTC()
 		}
 	}
-	switch {
-	case out.Reached:
+	if out.Reached {
 		out.Progress = m.Threshold.N
-	case m.Threshold.Kind == journey.DistinctDays:
-		// Pending: the distinct days of the window that ends today.
-		out.Progress = 0
-		today := dayOf(now)
-		for _, d := range days {
-			if today-d < int64(m.Threshold.Window/journey.Day) {
-				out.Progress++
-			}
-		}
 	}
 	out.Progress = min(out.Progress, m.Threshold.N)
 	return out

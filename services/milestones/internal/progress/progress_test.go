@@ -176,7 +176,7 @@ func TestPredicatesAgreeWithTheBruteForceReference(t *testing.T) {
 			m.Where = append(m.Where, randomCondition(r))
 		}
 		now := t0.Add(time.Duration(r.Int64N(int64(22 * journey.Day))))
-		got := milestone(m, t0, Distinct(evs, now), now)
+		got := milestone(m, t0, Distinct(evs, now))
 		wantReached, wantAt := reference(m, evs, now)
 		if got.Reached != wantReached || !got.ReachedAt.Equal(wantAt) {
 			t.Fatalf("round %d: %+v where %+v: got reached=%v at %v, reference %v at %v", round, m.Threshold, m.Where, got.Reached, got.ReachedAt, wantReached, wantAt)
@@ -369,5 +369,32 @@ func TestTransitionsHappenOnce(t *testing.T) {
 	}
 	if trs[0].Identity() == Transitions(&prev, Evaluate(j, 2, start, late, at(12)))[0].Identity() != true {
 		t.Fatal("identity changes with the journey version")
+	}
+}
+
+func TestRestatusEqualsEvaluateWithoutNewEvents(t *testing.T) {
+	j := issueJourney(t)
+	r := rand.New(rand.NewPCG(3, 4))
+	for round := range 500 {
+		var evs []Event
+		for i := range r.IntN(12) {
+			evs = append(evs, ev(fmt.Sprint(i), fmt.Sprintf("u%d", r.IntN(3)),
+				[]string{"Source Connected", "Report Built", "Report Viewed", "Logged In"}[r.IntN(4)],
+				t0.Add(time.Duration(r.Int64N(int64(20*journey.Day)))), map[string]any{"kind": "chart"}))
+		}
+		then := t0.Add(time.Duration(r.Int64N(int64(25 * journey.Day))))
+		later := then.Add(time.Duration(r.Int64N(int64(100 * journey.Day))))
+		// Events after then have not arrived yet at then.
+		var arrived []Event
+		for _, e := range evs {
+			if !e.At.After(then) {
+				arrived = append(arrived, e)
+			}
+		}
+		got := Restatus(j, Evaluate(j, 1, t0, arrived, then), later)
+		want := Evaluate(j, 1, t0, arrived, later)
+		if got.Status != want.Status || !got.StatusSince.Equal(want.StatusSince) || got.Cause != want.Cause || got.PastStickPoint != want.PastStickPoint {
+			t.Fatalf("round %d: restatus %s %v %s, evaluate %s %v %s", round, got.Status, got.StatusSince, got.Cause, want.Status, want.StatusSince, want.Cause)
+		}
 	}
 }
