@@ -136,26 +136,35 @@ func (s *Service) Register(srv *grpcserver.Server) {
 // handleNotices evaluates the accounts a batch of notices names, per
 // tenant; the notices are acked once the new states are stored.
 func (s *Service) handleNotices(ctx context.Context, msgs []jetstream.Msg) error {
-	byTenant := map[string]map[string]bool{}
+	type dirty struct {
+		accounts map[string]bool
+		since    time.Time // the earliest event time stored
+	}
+	byTenant := map[string]*dirty{}
 	for _, m := range msgs {
 		n, err := events.DecodeStoredNotice(m.Data())
 		if err != nil {
 			s.log.WarnContext(ctx, "skipping a bad stored notice", "subject", m.Subject(), "error", err)
 			continue
 		}
-		if byTenant[n.TenantID] == nil {
-			byTenant[n.TenantID] = map[string]bool{}
+		d := byTenant[n.TenantID]
+		if d == nil {
+			d = &dirty{accounts: map[string]bool{}, since: n.From}
+			byTenant[n.TenantID] = d
 		}
 		for _, a := range n.Accounts {
-			byTenant[n.TenantID][a] = true
+			d.accounts[a] = true
+		}
+		if n.From.Before(d.since) {
+			d.since = n.From
 		}
 	}
-	for tenant, set := range byTenant {
-		ids := make([]string, 0, len(set))
-		for a := range set {
+	for tenant, d := range byTenant {
+		ids := make([]string, 0, len(d.accounts))
+		for a := range d.accounts {
 			ids = append(ids, a)
 		}
-		if _, err := s.Evaluator.Evaluate(ctx, tenant, ids, "events"); err != nil {
+		if _, err := s.Evaluator.Evaluate(ctx, tenant, ids, "events", d.since); err != nil {
 			return fmt.Errorf("evaluate %d accounts of %s: %w", len(ids), tenant, err)
 		}
 	}

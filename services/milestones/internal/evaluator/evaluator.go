@@ -102,8 +102,11 @@ func (r *Result) add(o Result) {
 
 // Evaluate recomputes the given accounts of tenant at the evaluator's
 // clock, emits their transitions and stores their new state. trigger
-// labels the metrics.
-func (e *Evaluator) Evaluate(ctx context.Context, tenant string, ids []string, trigger string) (Result, error) {
+// labels the metrics. since is the earliest event time stored since their
+// last evaluation (a notice's From): a milestone reached before it stays
+// reached at that time, so its events are not read again. The zero time
+// reads everything.
+func (e *Evaluator) Evaluate(ctx context.Context, tenant string, ids []string, trigger string, since time.Time) (Result, error) {
 	js, err := e.journeys.List(ctx, tenant)
 	if err != nil {
 		return Result{}, err
@@ -113,7 +116,7 @@ func (e *Evaluator) Evaluate(ctx context.Context, tenant string, ids []string, t
 	for start := 0; start < len(ids); start += ChunkSize {
 		chunk := ids[start:min(start+ChunkSize, len(ids))]
 		began := time.Now()
-		r, err := e.evaluateChunk(ctx, tenant, chunk, js, now)
+		r, err := e.evaluateChunk(ctx, tenant, chunk, js, now, since)
 		if err != nil {
 			return total, err
 		}
@@ -124,7 +127,7 @@ func (e *Evaluator) Evaluate(ctx context.Context, tenant string, ids []string, t
 	return total, nil
 }
 
-func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, ids []string, js []journeys.Stored, now time.Time) (Result, error) {
+func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, ids []string, js []journeys.Stored, now, since time.Time) (Result, error) {
 	acts, err := activities(ctx, e.db, tenant, ids)
 	if err != nil {
 		return Result{}, err
@@ -150,7 +153,30 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, ids []stri
 	for _, r := range prevRows {
 		prev[r.AccountID] = r
 	}
-	evs, err := milestoneEvents(ctx, e.db, tenant, present, js, now)
+	// Each account's journey, and the event names its unsettled
+	// milestones need.
+	type plan struct {
+		j       *journeys.Stored
+		settled map[string]progress.Milestone
+	}
+	plans := make(map[string]plan, len(present))
+	need := map[string][]string{} // event name -> accounts
+	for _, id := range present {
+		j := pick(js, traits[id])
+		if j == nil {
+			continue
+		}
+		p := plan{j: j, settled: settled(prev[id], j, since)}
+		plans[id] = p
+		var names []string
+		for _, m := range j.Journey.Milestones {
+			if _, ok := p.settled[m.ID]; !ok && !slices.Contains(names, m.Event) {
+				names = append(names, m.Event)
+				need[m.Event] = append(need[m.Event], id)
+			}
+		}
+	}
+	evs, err := milestoneEvents(ctx, e.db, tenant, need, fetches(js), now)
 	if err != nil {
 		return Result{}, err
 	}
@@ -160,15 +186,15 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, ids []stri
 	for _, id := range present {
 		tr := traits[id]
 		row := Row{AccountID: id, Owner: traitText(tr, e.ownerTrait), FirstEventAt: acts[id].first, LastEventAt: acts[id].last, EvaluatedAt: now}
-		j := pick(js, tr)
+		p, follows := plans[id]
 		startTrait := journey.DefaultStart
-		if j != nil {
-			startTrait = j.Journey.Start
+		if follows {
+			startTrait = p.j.Journey.Start
 		}
 		row.Start = startOf(tr, startTrait, acts[id].first)
-		if j != nil {
-			st := progress.Evaluate(j.Journey, j.Version, row.Start, evs[id], now)
-			row.State, row.JourneyID, row.Status = &st, j.ID, st.Status
+		if follows {
+			st := progress.Evaluate(p.j.Journey, p.j.Version, row.Start, evs[id], now, p.settled)
+			row.State, row.JourneyID, row.Status = &st, p.j.ID, st.Status
 		}
 		old, seen := prev[id]
 		if seen && sameRow(old, row) {
@@ -181,7 +207,7 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, ids []stri
 				oldState = old.State
 			}
 			for _, t := range progress.Transitions(oldState, *row.State) {
-				sigs = append(sigs, signalOf(tenant, id, j, *row.State, oldState, t, now))
+				sigs = append(sigs, signalOf(tenant, id, p.j, *row.State, oldState, t, now))
 			}
 		}
 	}
@@ -205,6 +231,22 @@ func (e *Evaluator) emit(ctx context.Context, tenant string, sigs []*signalsv1.S
 		e.transitions.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("kind", s.GetKind())))
 	}
 	return nil
+}
+
+// settled is the milestones of an account's last evaluation that no new
+// event can change: of the same journey version, reached before since
+// (every event stored after that evaluation is at or after since).
+func settled(prev Row, j *journeys.Stored, since time.Time) map[string]progress.Milestone {
+	if prev.State == nil || prev.State.JourneyID != j.ID || prev.State.JourneyVersion != j.Version || since.IsZero() {
+		return nil
+	}
+	out := map[string]progress.Milestone{}
+	for _, m := range prev.State.Milestones {
+		if m.Reached && m.ReachedAt.Before(since) {
+			out[m.ID] = m
+		}
+	}
+	return out
 }
 
 // pick is the first journey that applies to an account with these traits.

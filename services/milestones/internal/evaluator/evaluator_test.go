@@ -117,7 +117,13 @@ func (e *env) put(tenant, source string) journeys.Stored {
 
 func (e *env) evaluate(tenant string, ids ...string) Result {
 	e.t.Helper()
-	r, err := e.eval.Evaluate(e.t.Context(), tenant, ids, "test")
+	return e.evaluateSince(time.Time{}, tenant, ids...)
+}
+
+// evaluateSince evaluates as a notice of events from since on does.
+func (e *env) evaluateSince(since time.Time, tenant string, ids ...string) Result {
+	e.t.Helper()
+	r, err := e.eval.Evaluate(e.t.Context(), tenant, ids, "test", since)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -262,8 +268,8 @@ func TestLateAndOutOfOrderEventsSignalEachTransitionOnce(t *testing.T) {
 			{tenant: "t1", account: "acc", user: "u1", name: "A", at: start.Add(days(1))},
 		} {
 			e.insert(ev)
-			e.evaluate("t1", "acc")
-			e.evaluate("t1", "acc") // a second notice of the same insert
+			e.evaluateSince(ev.at, "t1", "acc")
+			e.evaluateSince(ev.at, "t1", "acc") // a second notice of the same insert
 		}
 		got := e.signals("t1")
 		want := []string{"acc milestone_reached one", "acc milestone_reached two", "acc onboarding_completed ", "acc onboarding_stalled one"}
@@ -365,7 +371,19 @@ func TestBackfillEndsInTheStateOfLiveProcessing(t *testing.T) {
 			for id := range dirty {
 				ids = append(ids, id)
 			}
-			e.evaluate("t1", ids...)
+			// As the notices say: the earliest event time stored.
+			since := day
+			for _, ev := range today {
+				if ev.at.Before(since) {
+					since = ev.at
+				}
+			}
+			for _, id := range ids {
+				if at := createdAt[id]; at.Before(since) && at.After(day.Add(-journey.Day)) {
+					since = at
+				}
+			}
+			e.evaluateSince(since, "t1", ids...)
 			if _, err := e.eval.Sweep(t.Context(), []string{"t1"}); err != nil {
 				t.Fatal(err)
 			}
@@ -507,15 +525,19 @@ func TestReducedFetchesGiveTheAnswerOfEveryEvent(t *testing.T) {
 			}
 			st := e.put("t1", fmt.Sprintf("id: j%d\nmilestones:\n%s", round, src))
 			now := now0.Add(-time.Duration(r.Int64N(int64(days(15)))))
-			reduced, err := milestoneEvents(t.Context(), db, "t1", ids, []journeys.Stored{st}, now)
+			need := map[string][]string{}
+			for _, n := range st.Journey.Events() {
+				need[n] = ids
+			}
+			reduced, err := milestoneEvents(t.Context(), db, "t1", need, fetches([]journeys.Stored{st}), now)
 			if err != nil {
 				t.Fatal(err)
 			}
 			all := allEvents(t, db, "t1", ids)
 			start := now0.Add(-days(21))
 			for _, id := range ids {
-				got := progress.Evaluate(st.Journey, 1, start, reduced[id], now)
-				want := progress.Evaluate(st.Journey, 1, start, all[id], now)
+				got := progress.Evaluate(st.Journey, 1, start, reduced[id], now, nil)
+				want := progress.Evaluate(st.Journey, 1, start, all[id], now, nil)
 				if stateJSON(&got) != stateJSON(&want) {
 					t.Fatalf("round %d, %s, journey\n%s\nreduced: %s\nall:     %s", round, id, st.Source, stateJSON(&got), stateJSON(&want))
 				}

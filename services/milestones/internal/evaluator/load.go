@@ -58,8 +58,8 @@ type fetch struct {
 	days   bool // distinct-day thresholds: the first event of each UTC day
 }
 
-// plan is the fetch of each event name the journeys watch.
-func plan(js []journeys.Stored) map[string]*fetch {
+// fetches is the fetch of each event name the journeys watch.
+func fetches(js []journeys.Stored) map[string]*fetch {
 	out := map[string]*fetch{}
 	for _, j := range js {
 		for _, m := range j.Journey.Milestones {
@@ -92,7 +92,9 @@ func plan(js []journeys.Stored) map[string]*fetch {
 // TestReducedFetchesGiveTheAnswerOfEveryEvent). A milestone that filters
 // on properties reads every event of its name, with properties, as the
 // filters run here (ClickHouse 18.16 has no JSON functions).
-func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, ids []string, js []journeys.Stored, now time.Time) (map[string][]progress.Event, error) {
+//
+// need lists, for each event name, the accounts whose milestones need it.
+func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need map[string][]string, plan map[string]*fetch, now time.Time) (map[string][]progress.Event, error) {
 	out := map[string][]progress.Event{}
 	now = now.UTC()
 	sec, ms := now.Truncate(time.Second), uint16(now.Nanosecond()/1e6)
@@ -102,7 +104,8 @@ func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, ids [
 	// Each messageId once: its earliest row, as progress.Distinct keeps.
 	distinct := `(SELECT account_id, message_id, if(user_id != '', user_id, anonymous_id) AS user, name, timestamp, timestamp_ms
 		FROM events WHERE ` + where + ` ` + order + ` LIMIT 1 BY account_id, message_id)`
-	for name, f := range plan(js) {
+	for name, ids := range need {
+		f := plan[name]
 		args := []any{tenant, chstore.In(ids), name, sec, sec, ms}
 		var queries []string
 		var qargs [][]any

@@ -26,7 +26,7 @@ func (e *Evaluator) EvaluateAll(ctx context.Context, tenant, trigger string, don
 		if err != nil || len(page) == 0 {
 			return total, err
 		}
-		r, err := e.Evaluate(ctx, tenant, page, trigger)
+		r, err := e.Evaluate(ctx, tenant, page, trigger, time.Time{})
 		total.add(r)
 		if err != nil {
 			return total, err
@@ -105,7 +105,7 @@ func (e *Evaluator) sweepTenant(ctx context.Context, tenant string, js []journey
 		total.add(Result{Accounts: len(rows) - len(stale), Changed: len(changed), Signals: len(sigs)})
 		e.evaluated.Add(ctx, int64(len(rows)-len(stale)), metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("trigger", "sweep")))
 		if len(stale) > 0 {
-			r, err := e.Evaluate(ctx, tenant, stale, "sweep")
+			r, err := e.Evaluate(ctx, tenant, stale, "sweep", time.Time{})
 			total.add(r)
 			if err != nil {
 				return total, err
@@ -130,7 +130,7 @@ func (e *Evaluator) Reconcile(ctx context.Context, tenant string, since time.Tim
 		}
 		ids = append(ids, id)
 	}
-	return e.Evaluate(ctx, tenant, ids, "reconcile")
+	return e.Evaluate(ctx, tenant, ids, "reconcile", time.Time{})
 }
 
 // Backfill is a recompute of all of a tenant's accounts after its journeys

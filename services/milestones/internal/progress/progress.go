@@ -51,7 +51,8 @@ type Milestone struct {
 	Progress int       `json:"progress"`
 	Required int       `json:"required"`
 	TargetAt time.Time `json:"target_at"`
-	// LastProgressAt is the time of the latest matching event.
+	// LastProgressAt is the time of the latest matching event, up to the
+	// one that reached it.
 	LastProgressAt time.Time `json:"last_progress_at,omitzero"`
 }
 
@@ -75,11 +76,20 @@ type State struct {
 }
 
 // Evaluate computes the state at now of an account that started at start,
-// from its events (any order, duplicates allowed).
-func Evaluate(j journey.Journey, version int64, start time.Time, evs []Event, now time.Time) State {
+// from its events (any order, duplicates allowed). settled, which may be
+// nil, holds milestones known to be reached (from an earlier evaluation
+// of the same journey version, with no event since that is older than
+// their reached time): they are kept as they are and evs needs none of
+// their events.
+func Evaluate(j journey.Journey, version int64, start time.Time, evs []Event, now time.Time, settled map[string]Milestone) State {
 	evs = Distinct(evs, now)
 	st := State{JourneyID: j.ID, JourneyVersion: version, Start: start.UTC(), StickPointAt: start.Add(j.StickPoint).UTC()}
 	for _, m := range j.Milestones {
+		if s, ok := settled[m.ID]; ok && s.Reached {
+			s.TargetAt = start.Add(m.Target).UTC()
+			st.Milestones = append(st.Milestones, s)
+			continue
+		}
 		st.Milestones = append(st.Milestones, milestone(m, start, evs))
 	}
 	if first := st.Milestones[0]; first.Reached {
@@ -134,10 +144,10 @@ func milestone(m journey.Milestone, start time.Time, evs []Event) Milestone {
 		if e.Name != m.Event || !Matches(m.Where, e.Properties) {
 			continue
 		}
-		out.LastProgressAt = e.At
 		if out.Reached {
-			continue
+			break
 		}
+		out.LastProgressAt = e.At
 		switch m.Threshold.Kind {
 		case journey.Count:
 			out.Progress++

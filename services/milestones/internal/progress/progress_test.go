@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -263,7 +264,7 @@ func TestStatusesOfTheDoneWhenAccounts(t *testing.T) {
 		ev("10", "a", "Logged In", start.Add(11*journey.Day), nil),
 		ev("11", "a", "Logged In", start.Add(12*journey.Day+time.Hour), nil),
 	}
-	st := Evaluate(j, 1, start, completer, now)
+	st := Evaluate(j, 1, start, completer, now, nil)
 	if st.Status != Completed || !st.StatusSince.Equal(start.Add(12*journey.Day+time.Hour)) {
 		t.Fatalf("completer: %s since %v", st.Status, st.StatusSince)
 	}
@@ -274,7 +275,7 @@ func TestStatusesOfTheDoneWhenAccounts(t *testing.T) {
 		t.Fatalf("habit: %+v (days 3, 4, 10, 11, 12: the first 3 within 7 days end on day 12)", h)
 	}
 
-	firstOnly := Evaluate(j, 1, start, completer[:1], now)
+	firstOnly := Evaluate(j, 1, start, completer[:1], now, nil)
 	if firstOnly.Status != Stalled || firstOnly.Milestones[1].Reached || !firstOnly.Milestones[0].Reached {
 		t.Fatalf("first only: %+v", firstOnly)
 	}
@@ -284,11 +285,11 @@ func TestStatusesOfTheDoneWhenAccounts(t *testing.T) {
 		t.Fatalf("first only since %v cause %q", firstOnly.StatusSince, firstOnly.Cause)
 	}
 
-	idle10 := Evaluate(j, 1, day(-10), nil, now)
+	idle10 := Evaluate(j, 1, day(-10), nil, now, nil)
 	if idle10.Status != Stalled {
 		t.Fatalf("idle 10 days: %s", idle10.Status)
 	}
-	idle4 := Evaluate(j, 1, day(-4), nil, now)
+	idle4 := Evaluate(j, 1, day(-4), nil, now, nil)
 	if idle4.Status != Late || idle4.Cause != "connected" || !idle4.StatusSince.Equal(day(-1)) {
 		t.Fatalf("idle 4 days: %s since %v cause %s", idle4.Status, idle4.StatusSince, idle4.Cause)
 	}
@@ -305,13 +306,13 @@ func TestStatusFollowsTheClockAlone(t *testing.T) {
 		day  float64
 		want string
 	}{{0.5, OnTrack}, {1.5, AtRisk}, {3.5, Late}, {5.5, Late}, {6.5, Stalled}, {30, Stalled}} {
-		if got := Evaluate(j, 1, start, nil, at(c.day)).Status; got != c.want {
+		if got := Evaluate(j, 1, start, nil, at(c.day), nil).Status; got != c.want {
 			t.Errorf("day %.1f with no events: %s, want %s", c.day, got, c.want)
 		}
 	}
 	// Past 3 days of grace after the 3-day target: stalled since day 6,
 	// before the 7 days of inactivity.
-	if st := Evaluate(j, 1, start, nil, at(6.5)); !st.StatusSince.Equal(at(6)) || st.Cause != "connected" {
+	if st := Evaluate(j, 1, start, nil, at(6.5), nil); !st.StatusSince.Equal(at(6)) || st.Cause != "connected" {
 		t.Errorf("stalled since %v by %q", st.StatusSince, st.Cause)
 	}
 	// Reaching the first milestone on day 1 moves the next target to 7d.
@@ -320,12 +321,12 @@ func TestStatusFollowsTheClockAlone(t *testing.T) {
 		day  float64
 		want string
 	}{{2, OnTrack}, {5.5, AtRisk}, {7.5, Late}, {8, Stalled}} {
-		if got := Evaluate(j, 1, start, evs, at(c.day)).Status; got != c.want {
+		if got := Evaluate(j, 1, start, evs, at(c.day), nil).Status; got != c.want {
 			t.Errorf("day %.1f after connecting on day 1: %s, want %s", c.day, got, c.want)
 		}
 	}
 	// Events after now don't count: the state is the state at now.
-	if got := Evaluate(j, 1, start, evs, at(0.5)); got.Milestones[0].Reached {
+	if got := Evaluate(j, 1, start, evs, at(0.5), nil); got.Milestones[0].Reached {
 		t.Error("an event after now counted")
 	}
 }
@@ -335,13 +336,13 @@ func TestTransitionsHappenOnce(t *testing.T) {
 	start := t0
 	at := func(d float64) time.Time { return start.Add(time.Duration(d * float64(journey.Day))) }
 	evs := []Event{ev("1", "a", "Source Connected", at(1), nil)}
-	first := Evaluate(j, 1, start, evs, at(2))
+	first := Evaluate(j, 1, start, evs, at(2), nil)
 	got := Transitions(nil, first)
 	if len(got) != 1 || got[0].Kind != KindMilestoneReached || got[0].Milestone != "connected" || !got[0].At.Equal(at(1)) {
 		t.Fatalf("first state: %+v", got)
 	}
 	// The same events again, re-sent or redelivered: nothing new.
-	again := Evaluate(j, 1, start, append(evs, evs...), at(2))
+	again := Evaluate(j, 1, start, append(evs, evs...), at(2), nil)
 	if got := Transitions(&first, again); len(got) != 0 {
 		t.Fatalf("recompute: %+v", got)
 	}
@@ -349,7 +350,7 @@ func TestTransitionsHappenOnce(t *testing.T) {
 	var kinds []string
 	prev := again
 	for d := 2.0; d <= 12; d += 0.25 {
-		cur := Evaluate(j, 1, start, evs, at(d))
+		cur := Evaluate(j, 1, start, evs, at(d), nil)
 		for _, tr := range Transitions(&prev, cur) {
 			kinds = append(kinds, tr.Kind+":"+tr.Milestone)
 		}
@@ -362,12 +363,12 @@ func TestTransitionsHappenOnce(t *testing.T) {
 	// A late event, back in time, reaches first_report: the account is
 	// judged by its new state.
 	late := append(evs, ev("2", "a", "Report Built", at(2), map[string]any{"kind": "chart"}), ev("3", "a", "Report Built", at(2.1), map[string]any{"kind": "chart"}))
-	cur := Evaluate(j, 1, start, late, at(12))
+	cur := Evaluate(j, 1, start, late, at(12), nil)
 	trs := Transitions(&prev, cur)
 	if len(trs) != 1 || trs[0].Kind != KindMilestoneReached || trs[0].Milestone != "first_report" || !trs[0].At.Equal(at(2.1)) {
 		t.Fatalf("late event: %+v (status %s)", trs, cur.Status)
 	}
-	if trs[0].Identity() == Transitions(&prev, Evaluate(j, 2, start, late, at(12)))[0].Identity() != true {
+	if trs[0].Identity() == Transitions(&prev, Evaluate(j, 2, start, late, at(12), nil))[0].Identity() != true {
 		t.Fatal("identity changes with the journey version")
 	}
 }
@@ -391,10 +392,54 @@ func TestRestatusEqualsEvaluateWithoutNewEvents(t *testing.T) {
 				arrived = append(arrived, e)
 			}
 		}
-		got := Restatus(j, Evaluate(j, 1, t0, arrived, then), later)
-		want := Evaluate(j, 1, t0, arrived, later)
+		got := Restatus(j, Evaluate(j, 1, t0, arrived, then, nil), later)
+		want := Evaluate(j, 1, t0, arrived, later, nil)
 		if got.Status != want.Status || !got.StatusSince.Equal(want.StatusSince) || got.Cause != want.Cause || got.PastStickPoint != want.PastStickPoint {
 			t.Fatalf("round %d: restatus %s %v %s, evaluate %s %v %s", round, got.Status, got.StatusSince, got.Cause, want.Status, want.StatusSince, want.Cause)
+		}
+	}
+}
+
+// Settled milestones (reached before every new event) need none of their
+// events: the state is the one all events give.
+func TestSettledMilestonesNeedNoEvents(t *testing.T) {
+	j := issueJourney(t)
+	r := rand.New(rand.NewPCG(5, 6))
+	names := []string{"Source Connected", "Report Built", "Report Viewed", "Logged In"}
+	for round := range 500 {
+		var old, recent []Event
+		cut := t0.Add(time.Duration(r.Int64N(int64(15 * journey.Day))))
+		for i := range r.IntN(30) {
+			e := ev(fmt.Sprint(i), fmt.Sprintf("u%d", r.IntN(4)), names[r.IntN(4)],
+				t0.Add(time.Duration(r.Int64N(int64(30*journey.Day)))), map[string]any{"kind": "chart"})
+			if e.At.Before(cut) {
+				old = append(old, e)
+			} else {
+				recent = append(recent, e)
+			}
+		}
+		now := t0.Add(31 * journey.Day)
+		before := Evaluate(j, 1, t0, old, now, nil)
+		settled := map[string]Milestone{}
+		for _, m := range before.Milestones {
+			if m.Reached && m.ReachedAt.Before(cut) {
+				settled[m.ID] = m
+			}
+		}
+		// What the evaluator fetches: only the events of unsettled milestones.
+		var fetched []Event
+		for _, e := range append(slices.Clone(old), recent...) {
+			for i, m := range j.Milestones {
+				if _, ok := settled[m.ID]; !ok && e.Name == j.Milestones[i].Event {
+					fetched = append(fetched, e)
+					break
+				}
+			}
+		}
+		got := Evaluate(j, 1, t0, fetched, now, settled)
+		want := Evaluate(j, 1, t0, append(old, recent...), now, nil)
+		if a, b := fmt.Sprintf("%+v", got), fmt.Sprintf("%+v", want); a != b {
+			t.Fatalf("round %d:\nsettled %s\nall     %s", round, a, b)
 		}
 	}
 }
