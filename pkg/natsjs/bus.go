@@ -285,3 +285,45 @@ func (b *Bus) Publish(ctx context.Context, subject string, data []byte, msgID st
 	}
 	return nil
 }
+
+// Outgoing is a message for PublishAll.
+type Outgoing struct {
+	Subject string
+	Data    []byte
+	MsgID   string
+}
+
+// publishWindow is how many publishes PublishAll keeps in flight.
+const publishWindow = 1000
+
+// PublishAll publishes the messages as Publish does, many in flight at a
+// time, and returns once the stream has stored them all, or the first
+// error.
+func (b *Bus) PublishAll(ctx context.Context, msgs []Outgoing) error {
+	for start := 0; start < len(msgs); start += publishWindow {
+		var acks []jetstream.PubAckFuture
+		for _, o := range msgs[start:min(start+publishWindow, len(msgs))] {
+			msg := &nats.Msg{Subject: o.Subject, Data: o.Data, Header: nats.Header{}}
+			InjectTrace(ctx, msg.Header)
+			var opts []jetstream.PublishOpt
+			if o.MsgID != "" {
+				opts = append(opts, jetstream.WithMsgID(o.MsgID))
+			}
+			f, err := b.JS.PublishMsgAsync(msg, opts...)
+			if err != nil {
+				return fmt.Errorf("publish %s: %w", o.Subject, err)
+			}
+			acks = append(acks, f)
+		}
+		for _, f := range acks {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return fmt.Errorf("publish %s: %w", f.Msg().Subject, err)
+			case <-ctx.Done():
+				return fmt.Errorf("publish: %w", ctx.Err())
+			}
+		}
+	}
+	return nil
+}

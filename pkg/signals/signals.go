@@ -61,14 +61,18 @@ func (e *Emitter) Emit(ctx context.Context, sigs []*signalsv1.Signal) error {
 		return nil
 	}
 	rows := make([][]any, 0, len(sigs))
+	msgs := make([]natsjs.Outgoing, 0, len(sigs))
 	for _, s := range sigs {
 		data, err := proto.Marshal(s)
 		if err != nil {
 			return err
 		}
-		if err := e.bus.Publish(ctx, natsjs.SignalSubject(s.GetTenantId(), s.GetKind()), data, s.GetId()); err != nil {
-			return err
-		}
+		msgs = append(msgs, natsjs.Outgoing{Subject: natsjs.SignalSubject(s.GetTenantId(), s.GetKind()), Data: data, MsgID: s.GetId()})
+	}
+	if err := e.bus.PublishAll(ctx, msgs); err != nil {
+		return err
+	}
+	for _, s := range sigs {
 		payload, err := protojson.Marshal(s)
 		if err != nil {
 			return err

@@ -107,33 +107,55 @@ func (r *Result) add(o Result) {
 // reached at that time, so its events are not read again. The zero time
 // reads everything.
 func (e *Evaluator) Evaluate(ctx context.Context, tenant string, ids []string, trigger string, since time.Time) (Result, error) {
+	var total Result
+	for start := 0; start < len(ids); start += ChunkSize {
+		r, err := e.evaluate(ctx, tenant, accountSet{ids: ids[start:min(start+ChunkSize, len(ids))]}, trigger, since)
+		total.add(r)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// accountSet is the accounts one round of queries covers: a list, or a
+// page of the tenant's accounts in order (contiguous), which the queries
+// select by the range it spans: a primary-key range, and no list to send.
+type accountSet struct {
+	ids        []string
+	contiguous bool
+}
+
+// where is the SQL condition selecting the set, and its args.
+func (s accountSet) where() (string, []any) {
+	if s.contiguous {
+		return "account_id >= ? AND account_id <= ?", []any{s.ids[0], s.ids[len(s.ids)-1]}
+	}
+	return "account_id IN ?", []any{chstore.In(s.ids)}
+}
+
+func (e *Evaluator) evaluate(ctx context.Context, tenant string, set accountSet, trigger string, since time.Time) (Result, error) {
 	js, err := e.journeys.List(ctx, tenant)
 	if err != nil {
 		return Result{}, err
 	}
-	now := e.Now().UTC()
-	var total Result
-	for start := 0; start < len(ids); start += ChunkSize {
-		chunk := ids[start:min(start+ChunkSize, len(ids))]
-		began := time.Now()
-		r, err := e.evaluateChunk(ctx, tenant, chunk, js, now, since)
-		if err != nil {
-			return total, err
-		}
-		e.duration.Record(ctx, time.Since(began).Seconds())
-		total.add(r)
+	began := time.Now()
+	r, err := e.evaluateChunk(ctx, tenant, set, js, e.Now().UTC(), since)
+	if err != nil {
+		return r, err
 	}
-	e.evaluated.Add(ctx, int64(total.Accounts), metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("trigger", trigger)))
-	return total, nil
+	e.duration.Record(ctx, time.Since(began).Seconds())
+	e.evaluated.Add(ctx, int64(r.Accounts), metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("trigger", trigger)))
+	return r, nil
 }
 
-func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, ids []string, js []journeys.Stored, now, since time.Time) (Result, error) {
-	acts, err := activities(ctx, e.db, tenant, ids)
+func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accountSet, js []journeys.Stored, now, since time.Time) (Result, error) {
+	acts, err := activities(ctx, e.db, tenant, set)
 	if err != nil {
 		return Result{}, err
 	}
 	present := make([]string, 0, len(acts))
-	for _, id := range ids {
+	for _, id := range set.ids {
 		if _, ok := acts[id]; ok {
 			present = append(present, id)
 		}
@@ -141,11 +163,20 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, ids []stri
 	if len(present) == 0 {
 		return Result{}, nil
 	}
-	traits, err := e.traits.Traits(ctx, tenant, present)
-	if err != nil {
-		return Result{}, err
+	var traits map[string]accounts.Traits
+	var prevRows []Row
+	if set.contiguous {
+		lo, hi := set.ids[0], set.ids[len(set.ids)-1]
+		traits, err = e.traits.TraitsBetween(ctx, tenant, lo, hi)
+		if err == nil {
+			prevRows, err = ReadRows(ctx, e.db, tenant, nil, "AND account_id >= ? AND account_id <= ?", lo, hi)
+		}
+	} else {
+		traits, err = e.traits.Traits(ctx, tenant, present)
+		if err == nil {
+			prevRows, err = ReadRows(ctx, e.db, tenant, present, "")
+		}
 	}
-	prevRows, err := ReadRows(ctx, e.db, tenant, present, "")
 	if err != nil {
 		return Result{}, err
 	}
@@ -176,7 +207,12 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, ids []stri
 			}
 		}
 	}
-	evs, err := milestoneEvents(ctx, e.db, tenant, need, fetches(js), now)
+	if set.contiguous { // the range serves every account that needs events
+		for name := range need {
+			need[name] = set.ids
+		}
+	}
+	evs, err := milestoneEvents(ctx, e.db, tenant, accountSetsOf(need, set.contiguous), fetches(js, e.db.Version().AtLeast(jsonFunctions)), now)
 	if err != nil {
 		return Result{}, err
 	}

@@ -30,7 +30,7 @@ var now0 = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 func days(d float64) time.Duration { return time.Duration(d * float64(journey.Day)) }
 
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	db   chstore.Store
 	bus  *natsjs.Bus
 	js   *journeys.Store
@@ -39,7 +39,7 @@ type env struct {
 	seq  int
 }
 
-func newEnv(t *testing.T, db chstore.Store) *env {
+func newEnv(t testing.TB, db chstore.Store) *env {
 	t.Helper()
 	ctx := t.Context()
 	if _, err := chstore.Migrate(ctx, db, "ingest", ingest.FS); err != nil {
@@ -525,11 +525,11 @@ func TestReducedFetchesGiveTheAnswerOfEveryEvent(t *testing.T) {
 			}
 			st := e.put("t1", fmt.Sprintf("id: j%d\nmilestones:\n%s", round, src))
 			now := now0.Add(-time.Duration(r.Int64N(int64(days(15)))))
-			need := map[string][]string{}
+			need := map[string]accountSet{}
 			for _, n := range st.Journey.Events() {
-				need[n] = ids
+				need[n] = accountSet{ids: ids}
 			}
-			reduced, err := milestoneEvents(t.Context(), db, "t1", need, fetches([]journeys.Stored{st}), now)
+			reduced, err := milestoneEvents(t.Context(), db, "t1", need, fetches([]journeys.Stored{st}, db.Version().AtLeast(jsonFunctions)), now)
 			if err != nil {
 				t.Fatal(err)
 			}

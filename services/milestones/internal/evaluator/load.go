@@ -32,9 +32,10 @@ type Row struct {
 type activity struct{ first, last time.Time }
 
 // activities reads the first and last event of each account that has one.
-func activities(ctx context.Context, db chstore.Store, tenant string, ids []string) (map[string]activity, error) {
+func activities(ctx context.Context, db chstore.Store, tenant string, set accountSet) (map[string]activity, error) {
+	cond, args := set.where()
 	rows, err := db.Query(ctx, `SELECT account_id, min(timestamp), max(timestamp) FROM events
-		WHERE tenant_id = ? AND account_id IN ? GROUP BY account_id`, tenant, chstore.In(ids))
+		WHERE tenant_id = ? AND `+cond+` GROUP BY account_id`, append([]any{tenant}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("read account activity: %w", err)
 	}
@@ -50,30 +51,44 @@ func activities(ctx context.Context, db chstore.Store, tenant string, ids []stri
 	return out, nil
 }
 
-// fetch is what the milestones watching one event name need of its events.
+// fetch is what the milestones of one predicate (an event name and its
+// property filters) need of its events.
 type fetch struct {
-	all    bool // a milestone filters on properties: every event, with them
+	name string
+	// where are filters ClickHouse runs (JSON functions, engines from
+	// 20.1); all is set when they must run here instead: every event of
+	// the name is read, with its properties.
+	where  []journey.Condition
+	all    bool
 	firstN int  // count thresholds: the first N distinct events
 	users  int  // distinct-user thresholds: the first event of the first N users
 	days   bool // distinct-day thresholds: the first event of each UTC day
 }
 
-// fetches is the fetch of each event name the journeys watch.
-func fetches(js []journeys.Stored) map[string]*fetch {
-	out := map[string]*fetch{}
+// fetches is the fetch of each predicate the journeys watch. jsonSQL says
+// whether ClickHouse can run property filters.
+func fetches(js []journeys.Stored, jsonSQL bool) []*fetch {
+	byKey := map[string]*fetch{}
+	var out []*fetch
 	for _, j := range js {
 		for _, m := range j.Journey.Milestones {
-			f := out[m.Event]
-			if f == nil {
-				f = &fetch{}
-				out[m.Event] = f
+			key := m.Event
+			if len(m.Where) > 0 {
+				key += "\x00" + fmt.Sprintf("%#v", m.Where)
 			}
-			switch {
-			case len(m.Where) > 0:
-				f.all = true
-			case m.Threshold.Kind == journey.Count:
+			f := byKey[key]
+			if f == nil {
+				f = &fetch{name: m.Event}
+				if len(m.Where) > 0 {
+					f.where, f.all = m.Where, !jsonSQL
+				}
+				byKey[key] = f
+				out = append(out, f)
+			}
+			switch m.Threshold.Kind {
+			case journey.Count:
 				f.firstN = max(f.firstN, m.Threshold.N)
-			case m.Threshold.Kind == journey.DistinctUsers:
+			case journey.DistinctUsers:
 				f.users = max(f.users, m.Threshold.N)
 			default:
 				f.days = true
@@ -83,62 +98,93 @@ func fetches(js []journeys.Stored) map[string]*fetch {
 	return out
 }
 
+// jsonFunctions is the first version with the JSON functions
+// (JSONExtract, JSONHas, JSONType) the property filters use.
+var jsonFunctions = chstore.Version{Major: 20, Minor: 1}
+
 // milestoneEvents reads, for the accounts, the events the journeys'
 // milestones need, up to now. It doesn't read every event: a predicate is
 // decided by a few of them (the first N, each user's first, each day's
-// first) and the latest, so each name's fetch reads only those, reduced in
-// ClickHouse with LIMIT BY (each messageId once: its earliest row). Their
-// union gives progress.Evaluate the answer it gives on every event (see
-// TestReducedFetchesGiveTheAnswerOfEveryEvent). A milestone that filters
-// on properties reads every event of its name, with properties, as the
-// filters run here (ClickHouse 18.16 has no JSON functions).
+// first) and the latest, so each predicate's fetch reads only those,
+// reduced in ClickHouse with LIMIT BY (each messageId once: its earliest
+// row, before any filter). Their union gives progress.Evaluate the answer
+// it gives on every event (see TestReducedFetchesGiveTheAnswerOfEveryEvent).
+// Property filters run in ClickHouse where it has JSON functions; on older
+// servers (18.16) a filtered predicate reads every event of its name, with
+// properties, and the filters run here. Events of a name some milestone
+// filters carry their properties, which progress.Evaluate checks again.
 //
-// need lists, for each event name, the accounts whose milestones need it.
-func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need map[string][]string, plan map[string]*fetch, now time.Time) (map[string][]progress.Event, error) {
+// need gives, for each event name, the accounts whose milestones need it.
+func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need map[string]accountSet, plan []*fetch, now time.Time) (map[string][]progress.Event, error) {
 	out := map[string][]progress.Event{}
 	now = now.UTC()
 	sec, ms := now.Truncate(time.Second), uint16(now.Nanosecond()/1e6)
-	where := `tenant_id = ? AND account_id IN ? AND name = ? AND type IN ('track', 'page', 'screen')
-		AND (timestamp < ? OR (timestamp = ? AND timestamp_ms <= ?))`
+	withProps := map[string]bool{}
+	for _, f := range plan {
+		withProps[f.name] = withProps[f.name] || len(f.where) > 0
+	}
 	const order = "ORDER BY account_id, timestamp, timestamp_ms, message_id, user"
-	// Each messageId once: its earliest row, as progress.Distinct keeps.
-	distinct := `(SELECT account_id, message_id, if(user_id != '', user_id, anonymous_id) AS user, name, timestamp, timestamp_ms
-		FROM events WHERE ` + where + ` ` + order + ` LIMIT 1 BY account_id, message_id)`
-	for name, ids := range need {
-		f := plan[name]
-		args := []any{tenant, chstore.In(ids), name, sec, sec, ms}
+	for _, f := range plan {
+		set, ok := need[f.name]
+		if !ok {
+			continue
+		}
+		cond, setArgs := set.where()
+		props := "''"
+		if withProps[f.name] {
+			props = "properties"
+		}
+		cols := "account_id, message_id, user, name, timestamp, timestamp_ms, props"
+		// Each messageId once: its earliest row, as progress.Distinct keeps.
+		distinct := `(SELECT account_id, message_id, if(user_id != '', user_id, anonymous_id) AS user, name, timestamp, timestamp_ms, ` + props + ` AS props
+			FROM events WHERE tenant_id = ? AND ` + cond + ` AND name = ? AND type IN ('track', 'page', 'screen')
+				AND (timestamp < ? OR (timestamp = ? AND timestamp_ms <= ?))
+			` + order + ` LIMIT 1 BY account_id, message_id)`
+		args := append(append([]any{tenant}, setArgs...), f.name, sec, sec, ms)
+		if !f.all && len(f.where) > 0 {
+			filter, filterArgs := whereSQL("props", f.where)
+			distinct = `(SELECT * FROM ` + distinct + ` WHERE ` + filter + `)`
+			args = append(args, filterArgs...)
+		}
 		var queries []string
 		var qargs [][]any
 		add := func(q string, extra ...any) {
 			queries = append(queries, q)
 			qargs = append(qargs, append(slices.Clone(args), extra...))
 		}
-		const cols = "account_id, message_id, user, name, timestamp, timestamp_ms"
 		if f.all {
-			add(`SELECT account_id, message_id, if(user_id != '', user_id, anonymous_id) AS user, name, timestamp, timestamp_ms, properties
-				FROM events WHERE ` + where + ` ` + order + ` LIMIT 1 BY account_id, message_id`)
+			add(`SELECT ` + cols + ` FROM ` + distinct)
 		} else {
 			if f.firstN > 0 {
-				add(`SELECT `+cols+`, '' FROM `+distinct+` `+order+` LIMIT ? BY account_id`, f.firstN)
+				add(`SELECT `+cols+` FROM `+distinct+` `+order+` LIMIT ? BY account_id`, f.firstN)
 			}
 			if f.users > 0 {
-				add(`SELECT `+cols+`, '' FROM (SELECT `+cols+` FROM `+distinct+` WHERE user != '' `+order+` LIMIT 1 BY account_id, user)
+				add(`SELECT `+cols+` FROM (SELECT `+cols+` FROM `+distinct+` WHERE user != '' `+order+` LIMIT 1 BY account_id, user)
 					`+order+` LIMIT ? BY account_id`, f.users)
 			}
 			if f.days {
-				add(`SELECT ` + cols + `, '' FROM ` + distinct + ` ` + order + ` LIMIT 1 BY account_id, toDate(timestamp)`)
+				add(`SELECT ` + cols + ` FROM ` + distinct + ` ` + order + ` LIMIT 1 BY account_id, toDate(timestamp)`)
 			}
 			// The latest event, for the time of the last progress.
-			add(`SELECT ` + cols + `, '' FROM ` + distinct + `
+			add(`SELECT ` + cols + ` FROM ` + distinct + `
 				ORDER BY account_id, timestamp DESC, timestamp_ms DESC, message_id, user LIMIT 1 BY account_id`)
 		}
 		for i, q := range queries {
-			if err := scanEvents(ctx, db, q, qargs[i], f.all, out); err != nil {
+			if err := scanEvents(ctx, db, q, qargs[i], withProps[f.name], out); err != nil {
 				return nil, err
 			}
 		}
 	}
 	return out, nil
+}
+
+// accountSetsOf wraps each name's accounts.
+func accountSetsOf(need map[string][]string, contiguous bool) map[string]accountSet {
+	out := make(map[string]accountSet, len(need))
+	for name, ids := range need {
+		out[name] = accountSet{ids: ids, contiguous: contiguous}
+	}
+	return out
 }
 
 // scanEvents runs q and adds its events to out, by account.

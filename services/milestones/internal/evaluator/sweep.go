@@ -13,8 +13,9 @@ import (
 	"github.com/stickpoint/stickpoint/services/milestones/internal/progress"
 )
 
-// pageSize is how many accounts the sweep and backfill list at a time.
-const pageSize = 5 * ChunkSize
+// pageSize is how many accounts the sweep and backfill take at a time: a
+// range of the sort key, so no list is sent, and few, large queries.
+const pageSize = 10 * ChunkSize
 
 // EvaluateAll re-evaluates every account of tenant that has events, a page
 // at a time, calling done after each page with the accounts done so far.
@@ -26,7 +27,7 @@ func (e *Evaluator) EvaluateAll(ctx context.Context, tenant, trigger string, don
 		if err != nil || len(page) == 0 {
 			return total, err
 		}
-		r, err := e.Evaluate(ctx, tenant, page, trigger, time.Time{})
+		r, err := e.evaluate(ctx, tenant, accountSet{ids: page, contiguous: true}, trigger, time.Time{})
 		total.add(r)
 		if err != nil {
 			return total, err
