@@ -58,10 +58,10 @@ type Config struct {
 	ReconcileInterval time.Duration `json:"reconcile_interval"`
 }
 
-// DefaultConfig sweeps every minute, evaluates notices within 200 ms,
+// DefaultConfig sweeps every minute, evaluates notices within 100 ms,
 // reconciles hourly, and takes the owner from csm_email.
 func DefaultConfig() Config {
-	return Config{SweepInterval: time.Minute, EvaluateWait: 200 * time.Millisecond, OwnerTrait: "csm_email", ReconcileInterval: time.Hour}
+	return Config{SweepInterval: time.Minute, EvaluateWait: 100 * time.Millisecond, OwnerTrait: "csm_email", ReconcileInterval: time.Hour}
 }
 
 // Validate reports the first invalid field by name.

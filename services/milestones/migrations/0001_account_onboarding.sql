@@ -5,7 +5,10 @@
 -- use FINAL so answers never depend on merges.
 --
 -- status is empty for an account no journey applies to; state is the
--- progress.State JSON (milestones, times, cause).
+-- progress.State JSON (milestones, times, cause). The last event time is
+-- not kept here: it changes with every event, and rewriting the row for
+-- it would cost a write per account per evaluation under load; the
+-- accounts API reads it from the events.
 CREATE TABLE IF NOT EXISTS account_onboarding (
     tenant_id      String,
     account_id     String,
@@ -14,7 +17,6 @@ CREATE TABLE IF NOT EXISTS account_onboarding (
     owner          String,
     start          DateTime('UTC'),
     first_event_at DateTime('UTC'),
-    last_event_at  DateTime('UTC'),
     state          String,
     evaluated_at   DateTime('UTC'),
     version        UInt64

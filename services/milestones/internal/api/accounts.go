@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -48,7 +49,11 @@ func (s *Accounts) Get(ctx context.Context, req *accountsv1.GetRequest) (*accoun
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	return &accountsv1.GetResponse{Account: accountProto(rows[0], traits[req.GetAccountId()])}, nil
+	acts, err := evaluator.Activity(ctx, s.db, tenant, []string{req.GetAccountId()})
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return &accountsv1.GetResponse{Account: accountProto(rows[0], traits[req.GetAccountId()], acts[req.GetAccountId()])}, nil
 }
 
 // List lists accounts by id, filtered, a page at a time.
@@ -97,11 +102,15 @@ func (s *Accounts) List(ctx context.Context, req *accountsv1.ListRequest) (*acco
 		if err != nil {
 			return nil, unavailable(err)
 		}
+		acts, err := evaluator.Activity(ctx, s.db, tenant, ids)
+		if err != nil {
+			return nil, unavailable(err)
+		}
 		for _, r := range rows {
 			if !traitsMatch(traits[r.AccountID], wantTraits) {
 				continue
 			}
-			out.Accounts = append(out.Accounts, accountProto(r, traits[r.AccountID]))
+			out.Accounts = append(out.Accounts, accountProto(r, traits[r.AccountID], acts[r.AccountID]))
 			if len(out.Accounts) == size {
 				out.NextPageToken = pageToken(r.AccountID)
 				return out, nil
@@ -131,9 +140,9 @@ func traitsMatch(tr accounts.Traits, want map[string]string) bool {
 	return true
 }
 
-func accountProto(r evaluator.Row, tr accounts.Traits) *accountsv1.Account {
+func accountProto(r evaluator.Row, tr accounts.Traits, activity [2]time.Time) *accountsv1.Account {
 	out := &accountsv1.Account{Id: r.AccountID, Start: timestamppb.New(r.Start), Owner: r.Owner,
-		FirstEventAt: timestamppb.New(r.FirstEventAt), LastEventAt: timestamppb.New(r.LastEventAt),
+		FirstEventAt: timestamppb.New(activity[0]), LastEventAt: timestamppb.New(activity[1]),
 		OnboardingStatus: r.Status, JourneyId: r.JourneyID}
 	fields := map[string]any{}
 	for k, raw := range tr {

@@ -221,7 +221,7 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 	var changed []Row
 	for _, id := range present {
 		tr := traits[id]
-		row := Row{AccountID: id, Owner: traitText(tr, e.ownerTrait), FirstEventAt: acts[id].first, LastEventAt: acts[id].last, EvaluatedAt: now}
+		row := Row{AccountID: id, Owner: traitText(tr, e.ownerTrait), FirstEventAt: acts[id].first, EvaluatedAt: now}
 		p, follows := plans[id]
 		startTrait := journey.DefaultStart
 		if follows {

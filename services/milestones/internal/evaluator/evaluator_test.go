@@ -400,7 +400,7 @@ func TestBackfillEndsInTheStateOfLiveProcessing(t *testing.T) {
 		statuses := map[string]int{}
 		for _, id := range accounts {
 			l, b := live[id], back[id]
-			if stateJSON(l.State) != stateJSON(b.State) || l.Status != b.Status || !l.Start.Equal(b.Start) || !l.LastEventAt.Equal(b.LastEventAt) {
+			if stateJSON(l.State) != stateJSON(b.State) || l.Status != b.Status || !l.Start.Equal(b.Start) || !l.FirstEventAt.Equal(b.FirstEventAt) {
 				t.Errorf("%s: live %s %s\nbackfill %s %s", id, l.Status, stateJSON(l.State), b.Status, stateJSON(b.State))
 			}
 			statuses[l.Status]++

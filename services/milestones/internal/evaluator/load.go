@@ -22,7 +22,6 @@ type Row struct {
 	Owner        string
 	Start        time.Time
 	FirstEventAt time.Time
-	LastEventAt  time.Time
 	EvaluatedAt  time.Time
 	// State is nil when no journey applies to the account.
 	State *progress.State
@@ -30,6 +29,22 @@ type Row struct {
 
 // activity is an account's first and last event times.
 type activity struct{ first, last time.Time }
+
+// Activity reads the first and last event times of the accounts that have
+// events, by account.
+func Activity(ctx context.Context, db chstore.Store, tenant string, ids []string) (map[string][2]time.Time, error) {
+	out := map[string][2]time.Time{}
+	for start := 0; start < len(ids); start += ChunkSize {
+		acts, err := activities(ctx, db, tenant, accountSet{ids: ids[start:min(start+ChunkSize, len(ids))]})
+		if err != nil {
+			return nil, err
+		}
+		for id, a := range acts {
+			out[id] = [2]time.Time{a.first, a.last}
+		}
+	}
+	return out, nil
+}
 
 // activities reads the first and last event of each account that has one.
 func activities(ctx context.Context, db chstore.Store, tenant string, set accountSet) (map[string]activity, error) {
@@ -212,7 +227,7 @@ func scanEvents(ctx context.Context, db chstore.Store, q string, args []any, wit
 
 // rowColumns are account_onboarding's columns, in readRows' and
 // insertRows' order.
-var rowColumns = []string{"account_id", "journey_id", "status", "owner", "start", "first_event_at", "last_event_at", "state", "evaluated_at"}
+var rowColumns = []string{"account_id", "journey_id", "status", "owner", "start", "first_event_at", "state", "evaluated_at"}
 
 // ReadRows reads the latest stored evaluation of a tenant's accounts:
 // those in ids, or all when ids is nil, narrowed by extra, an SQL
@@ -234,7 +249,7 @@ func ReadRows(ctx context.Context, db chstore.Store, tenant string, ids []string
 	for rows.Next() {
 		var r Row
 		var state string
-		if err := rows.Scan(&r.AccountID, &r.JourneyID, &r.Status, &r.Owner, &r.Start, &r.FirstEventAt, &r.LastEventAt, &state, &r.EvaluatedAt); err != nil {
+		if err := rows.Scan(&r.AccountID, &r.JourneyID, &r.Status, &r.Owner, &r.Start, &r.FirstEventAt, &state, &r.EvaluatedAt); err != nil {
 			return nil, err
 		}
 		if state != "" {
@@ -259,7 +274,7 @@ func stateJSON(s *progress.State) string {
 // sameRow reports whether b would store nothing new over a.
 func sameRow(a, b Row) bool {
 	return a.JourneyID == b.JourneyID && a.Status == b.Status && a.Owner == b.Owner &&
-		a.Start.Equal(b.Start) && a.FirstEventAt.Equal(b.FirstEventAt) && a.LastEventAt.Equal(b.LastEventAt) &&
+		a.Start.Equal(b.Start) && a.FirstEventAt.Equal(b.FirstEventAt) &&
 		stateJSON(a.State) == stateJSON(b.State)
 }
 
@@ -269,7 +284,7 @@ func insertRows(ctx context.Context, db chstore.Store, tenant string, rs []Row) 
 	}
 	rows := make([][]any, len(rs))
 	for i, r := range rs {
-		rows[i] = []any{tenant, r.AccountID, r.JourneyID, r.Status, r.Owner, r.Start.UTC(), r.FirstEventAt.UTC(), r.LastEventAt.UTC(),
+		rows[i] = []any{tenant, r.AccountID, r.JourneyID, r.Status, r.Owner, r.Start.UTC(), r.FirstEventAt.UTC(),
 			stateJSON(r.State), r.EvaluatedAt.UTC(), uint64(r.EvaluatedAt.UnixNano())}
 	}
 	cols := append([]string{"tenant_id"}, rowColumns...)
