@@ -1,51 +1,41 @@
-// Package cli implements the stickpoint command.
+// Package cli implements the stickpoint command on spf13/cobra: its help
+// and shell completion (`stickpoint completion bash|zsh|fish|powershell`)
+// are generated from the commands below.
+//
+// Exit codes: 0 success (and --help), 1 the command failed, 2 it was
+// called wrongly (an unknown command or flag, a missing argument).
 package cli
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
-
-const usage = `stickpoint: customer-success telemetry
-
-Usage:
-  stickpoint dev [--data-dir DIR] [--http-addr ADDR] [--grpc-addr ADDR]   run everything in one process
-  stickpoint migrate [--config FILE] [--set key=value]...                apply ClickHouse migrations
-  stickpoint tenants create ID [--name NAME] | list | get                  (create, list: operator token)
-  stickpoint keys create --name NAME | list | rotate SOURCE_ID [--grace 24h] | revoke KEY
-  stickpoint tokens create --name NAME --scopes read,write,admin | list | revoke ID
-  stickpoint send FILE [--write-key KEY] [--url http://127.0.0.1:8080]   send JSON lines of Segment calls
-  stickpoint load --write-key KEY [--concurrency 8] [--batch 500] [--duration 10s] [--rate N]   load-test ingest
-  stickpoint events count [--account A] [--event E] [--type T] [--since 24h] | recent [--account A] [--limit N] | stats [--since 24h] | warnings [--since 24h]
-  stickpoint journeys put FILE [--wait 10m] | get ID [--source] | list | delete ID | template
-  stickpoint milestones progress ACCOUNT | list [--status S] [--journey J] [--limit N] | funnel [--journey J] | stick-point [--journey J]
-  stickpoint accounts get ACCOUNT | list [--status S] [--owner O] [--trait key=value]... [--limit N]
-  stickpoint signals list [--account A] [--kind K] [--limit N]
-  stickpoint version
-
-Client commands find the server with --addr or STICKPOINT_ADDR (default 127.0.0.1:9090)
-and authenticate with --token or STICKPOINT_TOKEN. Read commands take --json.
-Run "stickpoint COMMAND -h" for a command's flags.
-`
 
 // errUsage marks an error caused by how the command was called (exit 2).
 var errUsage = errors.New("usage")
 
 // Run runs the command line args and returns the process exit code.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	err := run(ctx, args, stdin, stdout, stderr)
+	env := environ{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	root := rootCommand(env)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.Is(err, errUsage):
+	case errors.Is(err, errUsage) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag"):
 		fmt.Fprintln(stderr, "stickpoint:", strings.TrimSuffix(err.Error(), ": usage"))
+		fmt.Fprintln(stderr, `Run "stickpoint --help" for the commands, or add --help to a command for its flags.`)
 		return 2
 	default:
 		fmt.Fprintln(stderr, "stickpoint:", err)
@@ -53,81 +43,84 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 }
 
-func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("no command given: %w", errUsage)
+func rootCommand(env environ) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "stickpoint",
+		Short: "Customer-success telemetry: ingest, milestones, accounts and signals",
+		Long: `stickpoint: customer-success telemetry.
+
+"stickpoint dev" runs everything in one process. The other commands are
+clients: they find the server with --addr or STICKPOINT_ADDR (default
+127.0.0.1:9090) and authenticate with --token or STICKPOINT_TOKEN. Every
+read command takes --json.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_ = cmd.Help()
+			return fmt.Errorf("no command given: %w", errUsage)
+		},
 	}
-	cmd, rest := args[0], args[1:]
-	env := environ{stdout: stdout, stderr: stderr, getenv: os.Getenv}
-	switch cmd {
-	case "dev":
-		return runDev(ctx, rest, env)
-	case "migrate":
-		return runMigrate(ctx, rest, env)
-	case "tenants":
-		return runTenants(ctx, rest, env)
-	case "keys":
-		return runKeys(ctx, rest, env)
-	case "tokens":
-		return runTokens(ctx, rest, env)
-	case "load":
-		return runLoad(ctx, rest, env)
-	case "send":
-		return runSend(ctx, rest, env)
-	case "events":
-		return runEvents(ctx, args[1:], env)
-	case "journeys":
-		return runJourneys(ctx, rest, stdin, env)
-	case "milestones":
-		return runMilestones(ctx, rest, env)
-	case "accounts":
-		return runAccounts(ctx, rest, env)
-	case "signals":
-		return runSignals(ctx, rest, env)
-	case "version":
-		return runVersion(env)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	}
-	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q: %w", cmd, errUsage)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fmt.Errorf("%w: %w", err, errUsage) })
+	root.AddCommand(
+		devCommand(env), migrateCommand(env), tenantsCommand(env), keysCommand(env), tokensCommand(env),
+		sendCommand(env), loadCommand(env), eventsCommand(env),
+		journeysCommand(env), milestonesCommand(env), accountsCommand(env), signalsCommand(env),
+		versionCommand(env),
+	)
+	return root
 }
 
 type environ struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
 }
 
-// parse parses flags that may come before, between or after positional
-// arguments, and returns the positional ones.
-func parse(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
+// runner runs a command with its positional arguments.
+type runner func(ctx context.Context, pos []string) error
+
+// leaf is a command with no subcommands. flags registers its flags and
+// returns what runs it; args is how many positional arguments it takes
+// (-1: any, checked by the runner).
+func leaf(use, short string, args int, flags func(fs *pflag.FlagSet) runner) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short}
+	run := flags(cmd.Flags())
+	if args >= 0 {
+		cmd.Args = func(c *cobra.Command, pos []string) error {
+			if len(pos) != args {
+				return fmt.Errorf("stickpoint %s takes %d argument(s), got %d: %w", c.CommandPath()[len("stickpoint "):], args, len(pos), errUsage)
 			}
-			return nil, fmt.Errorf("%w: %w", err, errUsage)
+			return nil
 		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
 	}
+	cmd.RunE = func(c *cobra.Command, pos []string) error { return run(c.Context(), pos) }
+	return cmd
 }
 
-func newFlags(name string, env environ) *flag.FlagSet {
-	fs := flag.NewFlagSet("stickpoint "+name, flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	return fs
+// sub describes a subcommand of a group.
+type sub struct {
+	use, short string
+	args       int
 }
 
-// stringList is a repeatable flag.
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+// group is a command whose subcommands share one set of flags (each its
+// own copy) and one runner, told which subcommand runs.
+func group(name, short string, subs []sub, flags func(fs *pflag.FlagSet) func(ctx context.Context, sub string, pos []string) error) *cobra.Command {
+	cmd := &cobra.Command{Use: name, Short: short, Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			names := make([]string, len(subs))
+			for i, s := range subs {
+				names[i] = strings.Fields(s.use)[0]
+			}
+			return fmt.Errorf("stickpoint %s needs a subcommand: %s: %w", name, strings.Join(names, ", "), errUsage)
+		}}
+	for _, s := range subs {
+		subName := strings.Fields(s.use)[0]
+		cmd.AddCommand(leaf(s.use, s.short, s.args, func(fs *pflag.FlagSet) runner {
+			run := flags(fs)
+			return func(ctx context.Context, pos []string) error { return run(ctx, subName, pos) }
+		}))
+	}
+	return cmd
+}

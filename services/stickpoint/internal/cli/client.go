@@ -3,12 +3,12 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -27,14 +27,15 @@ type clientFlags struct {
 	timeout *time.Duration
 }
 
-func addClientFlags(fs *flag.FlagSet, env environ) clientFlags {
+func addClientFlags(fs *pflag.FlagSet, env environ) clientFlags {
 	addr := env.getenv("STICKPOINT_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:9090"
 	}
 	return clientFlags{
-		addr:    fs.String("addr", addr, "server gRPC address (env STICKPOINT_ADDR)"),
-		token:   fs.String("token", env.getenv("STICKPOINT_TOKEN"), "API token (env STICKPOINT_TOKEN)"),
+		addr: fs.String("addr", addr, "server gRPC address (env STICKPOINT_ADDR)"),
+		// The default is read when dialling, so help never prints the secret.
+		token:   fs.String("token", "", "API token (env STICKPOINT_TOKEN)"),
 		asJSON:  fs.Bool("json", false, "print JSON for scripts"),
 		timeout: fs.Duration("timeout", 10*time.Second, "how long to wait for the server"),
 	}
@@ -49,6 +50,9 @@ type session struct {
 }
 
 func dial(ctx context.Context, f clientFlags, env environ) (*session, context.CancelFunc, error) {
+	if *f.token == "" {
+		*f.token = env.getenv("STICKPOINT_TOKEN")
+	}
 	if *f.token == "" {
 		return nil, nil, fmt.Errorf("no API token: pass --token or set STICKPOINT_TOKEN (stickpoint dev prints one on first start): %w", errUsage)
 	}

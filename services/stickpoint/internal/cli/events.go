@@ -7,26 +7,33 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/events/v1"
 )
 
-func runEvents(ctx context.Context, args []string, env environ) error {
-	sub, rest, err := subcommand("events", args, "count", "recent", "stats", "warnings")
-	if err != nil {
-		return err
-	}
-	fs := newFlags("events "+sub, env)
-	cf := addClientFlags(fs, env)
-	account := fs.String("account", "", "only this account")
-	event := fs.String("event", "", "only this event name (count)")
-	typ := fs.String("type", "", "only this type: track, page, screen, identify, group, alias (count)")
-	since := fs.Duration("since", 0, "only events in this last span, e.g. 24h (count, stats, warnings)")
-	limit := fs.Int("limit", 20, "how many events (recent)")
-	if _, err := parse(fs, rest); err != nil {
-		return err
-	}
+func eventsCommand(env environ) *cobra.Command {
+	return group("events", "Query the tenant's events", []sub{
+		{"count", "Count distinct events (a re-sent messageId counts once)", 0},
+		{"recent", "The latest events, newest first", 0},
+		{"stats", "What ingest accepted and refused", 0},
+		{"warnings", "Calls refused one by one inside stored batches", 0},
+	}, func(fs *pflag.FlagSet) func(context.Context, string, []string) error {
+		cf := addClientFlags(fs, env)
+		account := fs.String("account", "", "only this account")
+		event := fs.String("event", "", "only this event name (count)")
+		typ := fs.String("type", "", "only this type: track, page, screen, identify, group, alias (count)")
+		since := fs.Duration("since", 0, "only events in this last span, e.g. 24h (count, stats, warnings)")
+		limit := fs.Int("limit", 20, "how many events (recent)")
+		return func(ctx context.Context, sub string, _ []string) error {
+			return runEvents(ctx, sub, env, cf, *account, *event, *typ, *since, *limit)
+		}
+	})
+}
+
+func runEvents(ctx context.Context, sub string, env environ, cf clientFlags, account, event, typ string, since time.Duration, limit int) error {
 	s, done, err := dial(ctx, cf, env)
 	if err != nil {
 		return err
@@ -35,8 +42,8 @@ func runEvents(ctx context.Context, args []string, env environ) error {
 	client := eventsv1.NewEventsServiceClient(s.conn)
 	if sub == "stats" {
 		req := &eventsv1.StatsRequest{}
-		if *since > 0 {
-			req.StartTime = timestamppb.New(time.Now().Add(-*since))
+		if since > 0 {
+			req.StartTime = timestamppb.New(time.Now().Add(-since))
 		}
 		resp, err := client.Stats(s.ctx, req)
 		if err != nil {
@@ -61,8 +68,8 @@ func runEvents(ctx context.Context, args []string, env environ) error {
 	}
 	if sub == "warnings" {
 		req := &eventsv1.WarningsRequest{}
-		if *since > 0 {
-			req.StartTime = timestamppb.New(time.Now().Add(-*since))
+		if since > 0 {
+			req.StartTime = timestamppb.New(time.Now().Add(-since))
 		}
 		resp, err := client.Warnings(s.ctx, req)
 		if err != nil {
@@ -84,9 +91,9 @@ func runEvents(ctx context.Context, args []string, env environ) error {
 		return tw.Flush()
 	}
 	if sub == "count" {
-		req := &eventsv1.CountRequest{AccountId: *account, Event: *event, Type: *typ}
-		if *since > 0 {
-			req.StartTime = timestamppb.New(time.Now().Add(-*since))
+		req := &eventsv1.CountRequest{AccountId: account, Event: event, Type: typ}
+		if since > 0 {
+			req.StartTime = timestamppb.New(time.Now().Add(-since))
 		}
 		resp, err := client.Count(s.ctx, req)
 		if err != nil {
@@ -98,7 +105,7 @@ func runEvents(ctx context.Context, args []string, env environ) error {
 		fmt.Fprintln(env.stdout, resp.GetCount())
 		return nil
 	}
-	resp, err := client.Recent(s.ctx, &eventsv1.RecentRequest{AccountId: *account, Limit: int32(*limit)})
+	resp, err := client.Recent(s.ctx, &eventsv1.RecentRequest{AccountId: account, Limit: int32(limit)})
 	if err != nil {
 		return s.explain(err)
 	}

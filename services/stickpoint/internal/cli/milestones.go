@@ -10,6 +10,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -20,101 +23,98 @@ import (
 	milestones "github.com/stickpoint/stickpoint/services/milestones/app"
 )
 
-func runJourneys(ctx context.Context, args []string, stdin io.Reader, env environ) error {
-	sub, rest, err := subcommand("journeys", args, "put", "get", "list", "delete", "template")
-	if err != nil {
-		return err
-	}
-	if sub == "template" {
-		_, err := io.WriteString(env.stdout, milestones.JourneyTemplate)
-		return err
-	}
-	fs := newFlags("journeys "+sub, env)
-	cf := addClientFlags(fs, env)
-	wait := fs.Duration("wait", 10*time.Minute, "how long put waits for the recompute of the tenant's accounts (0: don't wait)")
-	source := fs.Bool("source", false, "print the journey file as it was put (get)")
-	pos, err := parse(fs, rest)
-	if err != nil {
-		return err
-	}
-	want := map[string]int{"put": 1, "get": 1, "delete": 1, "list": 0}[sub]
-	if len(pos) != want {
-		return fmt.Errorf("stickpoint journeys %s takes %d argument(s), got %d: %w", sub, want, len(pos), errUsage)
-	}
-	if sub == "put" && *wait > *cf.timeout {
-		*cf.timeout = *wait
-	}
-	s, done, err := dial(ctx, cf, env)
-	if err != nil {
-		return err
-	}
-	defer done()
-	client := milestonesv1.NewMilestonesServiceClient(s.conn)
-	switch sub {
-	case "put":
-		var src []byte
-		if pos[0] == "-" {
-			src, err = io.ReadAll(stdin)
-		} else {
-			src, err = os.ReadFile(pos[0])
+func journeysCommand(env environ) *cobra.Command {
+	return group("journeys", "Put, read and delete journeys (the milestones accounts should reach)", []sub{
+		{"put FILE", "Store a journey file (YAML or JSON; - for standard input) as its next version, and recompute the accounts", 1},
+		{"get ID", "Show a journey (--source: the file as put)", 1},
+		{"list", "List journeys in the order accounts try them", 0},
+		{"delete ID", "Delete a journey, and recompute its accounts", 1},
+		{"template", "Print a commented example journey file", 0},
+	}, func(fs *pflag.FlagSet) func(context.Context, string, []string) error {
+		cf := addClientFlags(fs, env)
+		wait := fs.Duration("wait", 10*time.Minute, "how long put waits for the recompute of the tenant's accounts (0: don't wait)")
+		source := fs.Bool("source", false, "print the journey file as it was put (get)")
+		return func(ctx context.Context, sub string, pos []string) error {
+			if sub == "template" {
+				_, err := io.WriteString(env.stdout, milestones.JourneyTemplate)
+				return err
+			}
+			if sub == "put" && *wait > *cf.timeout {
+				*cf.timeout = *wait
+			}
+			s, done, err := dial(ctx, cf, env)
+			if err != nil {
+				return err
+			}
+			defer done()
+			client := milestonesv1.NewMilestonesServiceClient(s.conn)
+			switch sub {
+			case "put":
+				var src []byte
+				if pos[0] == "-" {
+					src, err = io.ReadAll(env.stdin)
+				} else {
+					src, err = os.ReadFile(pos[0])
+				}
+				if err != nil {
+					return err
+				}
+				resp, err := client.PutJourney(s.ctx, &milestonesv1.PutJourneyRequest{Source: string(src)})
+				if err != nil {
+					return s.explain(err)
+				}
+				j := resp.GetJourney()
+				if *cf.asJSON {
+					return s.printJSON(resp)
+				}
+				if resp.GetUnchanged() {
+					fmt.Fprintf(env.stdout, "journey %s unchanged (version %d)\n", j.GetId(), j.GetVersion())
+					return nil
+				}
+				fmt.Fprintf(env.stdout, "journey %s version %d stored: %d milestones\n", j.GetId(), j.GetVersion(), len(j.GetMilestones()))
+				if *wait == 0 {
+					return nil
+				}
+				return s.waitBackfill(client, fmt.Sprintf("journey %s version %d", j.GetId(), j.GetVersion()), env)
+			case "get":
+				resp, err := client.GetJourney(s.ctx, &milestonesv1.GetJourneyRequest{Id: pos[0]})
+				if err != nil {
+					return s.explain(err)
+				}
+				if *cf.asJSON {
+					return s.printJSON(resp)
+				}
+				if *source {
+					_, err := io.WriteString(env.stdout, resp.GetJourney().GetSource())
+					return err
+				}
+				return printJourney(env.stdout, resp.GetJourney())
+			case "delete":
+				if _, err := client.DeleteJourney(s.ctx, &milestonesv1.DeleteJourneyRequest{Id: pos[0]}); err != nil {
+					return s.explain(err)
+				}
+				fmt.Fprintf(env.stdout, "journey %s deleted; its accounts are recomputed\n", pos[0])
+				return nil
+			}
+			resp, err := client.ListJourneys(s.ctx, &milestonesv1.ListJourneysRequest{})
+			if err != nil {
+				return s.explain(err)
+			}
+			if *cf.asJSON {
+				return s.printJSON(resp)
+			}
+			if len(resp.GetJourneys()) == 0 {
+				fmt.Fprintln(env.stdout, "no journeys: see `stickpoint journeys template`, then `stickpoint journeys put FILE`")
+				return nil
+			}
+			tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tVERSION\tMILESTONES\tUPDATED\tNAME")
+			for _, j := range resp.GetJourneys() {
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", j.GetId(), j.GetVersion(), len(j.GetMilestones()), when(j.GetUpdatedAt()), j.GetName())
+			}
+			return tw.Flush()
 		}
-		if err != nil {
-			return err
-		}
-		resp, err := client.PutJourney(s.ctx, &milestonesv1.PutJourneyRequest{Source: string(src)})
-		if err != nil {
-			return s.explain(err)
-		}
-		j := resp.GetJourney()
-		if *cf.asJSON {
-			return s.printJSON(resp)
-		}
-		if resp.GetUnchanged() {
-			fmt.Fprintf(env.stdout, "journey %s unchanged (version %d)\n", j.GetId(), j.GetVersion())
-			return nil
-		}
-		fmt.Fprintf(env.stdout, "journey %s version %d stored: %d milestones\n", j.GetId(), j.GetVersion(), len(j.GetMilestones()))
-		if *wait == 0 {
-			return nil
-		}
-		return s.waitBackfill(client, fmt.Sprintf("journey %s version %d", j.GetId(), j.GetVersion()), env)
-	case "get":
-		resp, err := client.GetJourney(s.ctx, &milestonesv1.GetJourneyRequest{Id: pos[0]})
-		if err != nil {
-			return s.explain(err)
-		}
-		if *cf.asJSON {
-			return s.printJSON(resp)
-		}
-		if *source {
-			_, err := io.WriteString(env.stdout, resp.GetJourney().GetSource())
-			return err
-		}
-		return printJourney(env.stdout, resp.GetJourney())
-	case "delete":
-		if _, err := client.DeleteJourney(s.ctx, &milestonesv1.DeleteJourneyRequest{Id: pos[0]}); err != nil {
-			return s.explain(err)
-		}
-		fmt.Fprintf(env.stdout, "journey %s deleted; its accounts are recomputed\n", pos[0])
-		return nil
-	}
-	resp, err := client.ListJourneys(s.ctx, &milestonesv1.ListJourneysRequest{})
-	if err != nil {
-		return s.explain(err)
-	}
-	if *cf.asJSON {
-		return s.printJSON(resp)
-	}
-	if len(resp.GetJourneys()) == 0 {
-		fmt.Fprintln(env.stdout, "no journeys: see `stickpoint journeys template`, then `stickpoint journeys put FILE`")
-		return nil
-	}
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tVERSION\tMILESTONES\tUPDATED\tNAME")
-	for _, j := range resp.GetJourneys() {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", j.GetId(), j.GetVersion(), len(j.GetMilestones()), when(j.GetUpdatedAt()), j.GetName())
-	}
-	return tw.Flush()
+	})
 }
 
 func printJourney(w io.Writer, j *milestonesv1.Journey) error {
@@ -162,107 +162,104 @@ func (s *session) waitBackfill(client milestonesv1.MilestonesServiceClient, reas
 	}
 }
 
-func runMilestones(ctx context.Context, args []string, env environ) error {
-	sub, rest, err := subcommand("milestones", args, "progress", "list", "funnel", "stick-point")
-	if err != nil {
-		return err
-	}
-	fs := newFlags("milestones "+sub, env)
-	cf := addClientFlags(fs, env)
-	statusFlag := fs.String("status", "", "only accounts with this status: completed, stalled, late, at_risk, on_track (list)")
-	journeyID := fs.String("journey", "", "the journey (default: the tenant's first) (list, funnel, stick-point)")
-	limit := fs.Int("limit", 100, "at most this many accounts (list)")
-	pos, err := parse(fs, rest)
-	if err != nil {
-		return err
-	}
-	if want := map[string]int{"progress": 1}[sub]; len(pos) != want {
-		return fmt.Errorf("stickpoint milestones %s takes %d argument(s), got %d: %w", sub, want, len(pos), errUsage)
-	}
-	s, done, err := dial(ctx, cf, env)
-	if err != nil {
-		return err
-	}
-	defer done()
-	client := milestonesv1.NewMilestonesServiceClient(s.conn)
-	switch sub {
-	case "progress":
-		resp, err := client.GetProgress(s.ctx, &milestonesv1.GetProgressRequest{AccountId: pos[0]})
-		if err != nil {
-			return s.explain(err)
-		}
-		if *cf.asJSON {
-			return s.printJSON(resp)
-		}
-		return printProgress(env.stdout, resp.GetOnboarding())
-	case "list":
-		out := &milestonesv1.ListAccountsResponse{}
-		token := ""
-		for len(out.Accounts) < *limit {
-			resp, err := client.ListAccounts(s.ctx, &milestonesv1.ListAccountsRequest{Status: *statusFlag, JourneyId: *journeyID,
-				PageSize: int32(min(*limit-len(out.Accounts), 1000)), PageToken: token})
+func milestonesCommand(env environ) *cobra.Command {
+	return group("milestones", "Accounts' progress through their journeys", []sub{
+		{"progress ACCOUNT", "One account's progress: each milestone's state, target and reached time", 1},
+		{"list", "Accounts by onboarding status (--status stalled)", 0},
+		{"funnel", "Per milestone: the accounts that reached it, median and p90 time from start", 0},
+		{"stick-point", "Accounts past the stick point, by milestones reached", 0},
+	}, func(fs *pflag.FlagSet) func(context.Context, string, []string) error {
+		cf := addClientFlags(fs, env)
+		statusFlag := fs.String("status", "", "only accounts with this status: completed, stalled, late, at_risk, on_track (list)")
+		journeyID := fs.String("journey", "", "the journey (default: the tenant's first) (list, funnel, stick-point)")
+		limit := fs.Int("limit", 100, "at most this many accounts (list)")
+		return func(ctx context.Context, sub string, pos []string) error {
+			s, done, err := dial(ctx, cf, env)
+			if err != nil {
+				return err
+			}
+			defer done()
+			client := milestonesv1.NewMilestonesServiceClient(s.conn)
+			switch sub {
+			case "progress":
+				resp, err := client.GetProgress(s.ctx, &milestonesv1.GetProgressRequest{AccountId: pos[0]})
+				if err != nil {
+					return s.explain(err)
+				}
+				if *cf.asJSON {
+					return s.printJSON(resp)
+				}
+				return printProgress(env.stdout, resp.GetOnboarding())
+			case "list":
+				out := &milestonesv1.ListAccountsResponse{}
+				token := ""
+				for len(out.Accounts) < *limit {
+					resp, err := client.ListAccounts(s.ctx, &milestonesv1.ListAccountsRequest{Status: *statusFlag, JourneyId: *journeyID,
+						PageSize: int32(min(*limit-len(out.Accounts), 1000)), PageToken: token})
+					if err != nil {
+						return s.explain(err)
+					}
+					out.Accounts = append(out.Accounts, resp.GetAccounts()...)
+					out.NextPageToken, token = resp.GetNextPageToken(), resp.GetNextPageToken()
+					if token == "" {
+						break
+					}
+				}
+				if *cf.asJSON {
+					return s.printJSON(out)
+				}
+				if len(out.GetAccounts()) == 0 {
+					fmt.Fprintln(env.stdout, "no accounts")
+					return nil
+				}
+				tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ACCOUNT\tJOURNEY\tSTATUS\tSINCE\tCAUSE\tMILESTONES\tSTART")
+				for _, o := range out.GetAccounts() {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", o.GetAccountId(), o.GetJourneyId(), o.GetStatus(), when(o.GetStatusSince()),
+						dash(o.GetCause()), reachedOf(o), when(o.GetStart()))
+				}
+				if out.GetNextPageToken() != "" {
+					fmt.Fprintf(tw, "(first %d; pass --limit for more)\n", len(out.GetAccounts()))
+				}
+				return tw.Flush()
+			case "funnel":
+				resp, err := client.Funnel(s.ctx, &milestonesv1.FunnelRequest{JourneyId: *journeyID})
+				if err != nil {
+					return s.explain(err)
+				}
+				if *cf.asJSON {
+					return s.printJSON(resp)
+				}
+				fmt.Fprintf(env.stdout, "journey %s: %d accounts\n", resp.GetJourneyId(), resp.GetAccounts())
+				tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "#\tMILESTONE\tREACHED\tSHARE\tMEDIAN TIME\tP90 TIME\tNAME")
+				for i, st := range resp.GetSteps() {
+					share := "-"
+					if resp.GetAccounts() > 0 {
+						share = fmt.Sprintf("%.0f%%", 100*float64(st.GetReached())/float64(resp.GetAccounts()))
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\n", i+1, st.GetMilestoneId(), st.GetReached(), share,
+						span(st.GetMedianTime()), span(st.GetP90Time()), st.GetName())
+				}
+				return tw.Flush()
+			}
+			resp, err := client.StickPoint(s.ctx, &milestonesv1.StickPointRequest{JourneyId: *journeyID})
 			if err != nil {
 				return s.explain(err)
 			}
-			out.Accounts = append(out.Accounts, resp.GetAccounts()...)
-			out.NextPageToken, token = resp.GetNextPageToken(), resp.GetNextPageToken()
-			if token == "" {
-				break
+			if *cf.asJSON {
+				return s.printJSON(resp)
 			}
-		}
-		if *cf.asJSON {
-			return s.printJSON(out)
-		}
-		if len(out.GetAccounts()) == 0 {
-			fmt.Fprintln(env.stdout, "no accounts")
-			return nil
-		}
-		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ACCOUNT\tJOURNEY\tSTATUS\tSINCE\tCAUSE\tMILESTONES\tSTART")
-		for _, o := range out.GetAccounts() {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", o.GetAccountId(), o.GetJourneyId(), o.GetStatus(), when(o.GetStatusSince()),
-				dash(o.GetCause()), reachedOf(o), when(o.GetStart()))
-		}
-		if out.GetNextPageToken() != "" {
-			fmt.Fprintf(tw, "(first %d; pass --limit for more)\n", len(out.GetAccounts()))
-		}
-		return tw.Flush()
-	case "funnel":
-		resp, err := client.Funnel(s.ctx, &milestonesv1.FunnelRequest{JourneyId: *journeyID})
-		if err != nil {
-			return s.explain(err)
-		}
-		if *cf.asJSON {
-			return s.printJSON(resp)
-		}
-		fmt.Fprintf(env.stdout, "journey %s: %d accounts\n", resp.GetJourneyId(), resp.GetAccounts())
-		tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "#\tMILESTONE\tREACHED\tSHARE\tMEDIAN TIME\tP90 TIME\tNAME")
-		for i, st := range resp.GetSteps() {
-			share := "-"
-			if resp.GetAccounts() > 0 {
-				share = fmt.Sprintf("%.0f%%", 100*float64(st.GetReached())/float64(resp.GetAccounts()))
+			fmt.Fprintf(env.stdout, "journey %s: %d accounts, %d past the stick point, %d of them completed\n",
+				resp.GetJourneyId(), resp.GetAccounts(), resp.GetPastStickPoint(), resp.GetPastCompleted())
+			tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "MILESTONES REACHED\tACCOUNTS PAST THE STICK POINT")
+			for i, n := range resp.GetByMilestonesReached() {
+				fmt.Fprintf(tw, "%d\t%d\n", i, n)
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\n", i+1, st.GetMilestoneId(), st.GetReached(), share,
-				span(st.GetMedianTime()), span(st.GetP90Time()), st.GetName())
+			return tw.Flush()
 		}
-		return tw.Flush()
-	}
-	resp, err := client.StickPoint(s.ctx, &milestonesv1.StickPointRequest{JourneyId: *journeyID})
-	if err != nil {
-		return s.explain(err)
-	}
-	if *cf.asJSON {
-		return s.printJSON(resp)
-	}
-	fmt.Fprintf(env.stdout, "journey %s: %d accounts, %d past the stick point, %d of them completed\n",
-		resp.GetJourneyId(), resp.GetAccounts(), resp.GetPastStickPoint(), resp.GetPastCompleted())
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MILESTONES REACHED\tACCOUNTS PAST THE STICK POINT")
-	for i, n := range resp.GetByMilestonesReached() {
-		fmt.Fprintf(tw, "%d\t%d\n", i, n)
-	}
-	return tw.Flush()
+	})
 }
 
 func reachedOf(o *milestonesv1.Onboarding) string {
@@ -314,86 +311,80 @@ func span(d *durationpb.Duration) string {
 	return strings.TrimSuffix(strings.TrimSuffix(v.String(), "0s"), "0m")
 }
 
-func runAccounts(ctx context.Context, args []string, env environ) error {
-	sub, rest, err := subcommand("accounts", args, "get", "list")
-	if err != nil {
-		return err
-	}
-	fs := newFlags("accounts "+sub, env)
-	cf := addClientFlags(fs, env)
-	statusFlag := fs.String("status", "", "only this onboarding status (list)")
-	owner := fs.String("owner", "", "only accounts owned by this CSM (list)")
-	var traits stringList
-	fs.Var(&traits, "trait", "only accounts with this trait, key=value (repeatable) (list)")
-	limit := fs.Int("limit", 100, "at most this many accounts (list)")
-	pos, err := parse(fs, rest)
-	if err != nil {
-		return err
-	}
-	if want := map[string]int{"get": 1}[sub]; len(pos) != want {
-		return fmt.Errorf("stickpoint accounts %s takes %d argument(s), got %d: %w", sub, want, len(pos), errUsage)
-	}
-	s, done, err := dial(ctx, cf, env)
-	if err != nil {
-		return err
-	}
-	defer done()
-	client := accountsv1.NewAccountsServiceClient(s.conn)
-	if sub == "get" {
-		resp, err := client.Get(s.ctx, &accountsv1.GetRequest{AccountId: pos[0]})
-		if err != nil {
-			return s.explain(err)
+func accountsCommand(env environ) *cobra.Command {
+	return group("accounts", "The tenant's customer accounts", []sub{
+		{"get ACCOUNT", "One account: traits, owner, start, first and last event, onboarding status", 1},
+		{"list", "Accounts, filtered by onboarding status, owner or traits", 0},
+	}, func(fs *pflag.FlagSet) func(context.Context, string, []string) error {
+		cf := addClientFlags(fs, env)
+		statusFlag := fs.String("status", "", "only this onboarding status (list)")
+		owner := fs.String("owner", "", "only accounts owned by this CSM (list)")
+		traits := fs.StringArray("trait", nil, "only accounts with this trait, key=value (repeatable) (list)")
+		limit := fs.Int("limit", 100, "at most this many accounts (list)")
+		return func(ctx context.Context, sub string, pos []string) error {
+			s, done, err := dial(ctx, cf, env)
+			if err != nil {
+				return err
+			}
+			defer done()
+			client := accountsv1.NewAccountsServiceClient(s.conn)
+			if sub == "get" {
+				resp, err := client.Get(s.ctx, &accountsv1.GetRequest{AccountId: pos[0]})
+				if err != nil {
+					return s.explain(err)
+				}
+				if *cf.asJSON {
+					return s.printJSON(resp)
+				}
+				a := resp.GetAccount()
+				fmt.Fprintf(env.stdout, "account: %s\n", a.GetId())
+				fmt.Fprintf(env.stdout, "onboarding: %s\n", dash(strings.TrimSpace(a.GetOnboardingStatus()+" "+journeyNote(a.GetJourneyId()))))
+				fmt.Fprintf(env.stdout, "owner: %s\n", dash(a.GetOwner()))
+				fmt.Fprintf(env.stdout, "start: %s\n", when(a.GetStart()))
+				fmt.Fprintf(env.stdout, "first event: %s\n", when(a.GetFirstEventAt()))
+				fmt.Fprintf(env.stdout, "last event: %s\n", when(a.GetLastEventAt()))
+				fields := a.GetTraits().GetFields()
+				keys := make([]string, 0, len(fields))
+				for k := range fields {
+					keys = append(keys, k)
+				}
+				sort.Strings(keys)
+				fmt.Fprintln(env.stdout, "traits:")
+				for _, k := range keys {
+					b, _ := fields[k].MarshalJSON()
+					fmt.Fprintf(env.stdout, "  %s: %s\n", k, b)
+				}
+				return nil
+			}
+			out := &accountsv1.ListResponse{}
+			token := ""
+			for len(out.Accounts) < *limit {
+				resp, err := client.List(s.ctx, &accountsv1.ListRequest{OnboardingStatus: *statusFlag, Owner: *owner, TraitEquals: *traits,
+					PageSize: int32(min(*limit-len(out.Accounts), 1000)), PageToken: token})
+				if err != nil {
+					return s.explain(err)
+				}
+				out.Accounts = append(out.Accounts, resp.GetAccounts()...)
+				out.NextPageToken, token = resp.GetNextPageToken(), resp.GetNextPageToken()
+				if token == "" {
+					break
+				}
+			}
+			if *cf.asJSON {
+				return s.printJSON(out)
+			}
+			if len(out.GetAccounts()) == 0 {
+				fmt.Fprintln(env.stdout, "no accounts")
+				return nil
+			}
+			tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ACCOUNT\tONBOARDING\tOWNER\tSTART\tLAST EVENT")
+			for _, a := range out.GetAccounts() {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.GetId(), dash(a.GetOnboardingStatus()), dash(a.GetOwner()), when(a.GetStart()), when(a.GetLastEventAt()))
+			}
+			return tw.Flush()
 		}
-		if *cf.asJSON {
-			return s.printJSON(resp)
-		}
-		a := resp.GetAccount()
-		fmt.Fprintf(env.stdout, "account: %s\n", a.GetId())
-		fmt.Fprintf(env.stdout, "onboarding: %s\n", dash(strings.TrimSpace(a.GetOnboardingStatus()+" "+journeyNote(a.GetJourneyId()))))
-		fmt.Fprintf(env.stdout, "owner: %s\n", dash(a.GetOwner()))
-		fmt.Fprintf(env.stdout, "start: %s\n", when(a.GetStart()))
-		fmt.Fprintf(env.stdout, "first event: %s\n", when(a.GetFirstEventAt()))
-		fmt.Fprintf(env.stdout, "last event: %s\n", when(a.GetLastEventAt()))
-		fields := a.GetTraits().GetFields()
-		keys := make([]string, 0, len(fields))
-		for k := range fields {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		fmt.Fprintln(env.stdout, "traits:")
-		for _, k := range keys {
-			b, _ := fields[k].MarshalJSON()
-			fmt.Fprintf(env.stdout, "  %s: %s\n", k, b)
-		}
-		return nil
-	}
-	out := &accountsv1.ListResponse{}
-	token := ""
-	for len(out.Accounts) < *limit {
-		resp, err := client.List(s.ctx, &accountsv1.ListRequest{OnboardingStatus: *statusFlag, Owner: *owner, TraitEquals: traits,
-			PageSize: int32(min(*limit-len(out.Accounts), 1000)), PageToken: token})
-		if err != nil {
-			return s.explain(err)
-		}
-		out.Accounts = append(out.Accounts, resp.GetAccounts()...)
-		out.NextPageToken, token = resp.GetNextPageToken(), resp.GetNextPageToken()
-		if token == "" {
-			break
-		}
-	}
-	if *cf.asJSON {
-		return s.printJSON(out)
-	}
-	if len(out.GetAccounts()) == 0 {
-		fmt.Fprintln(env.stdout, "no accounts")
-		return nil
-	}
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ACCOUNT\tONBOARDING\tOWNER\tSTART\tLAST EVENT")
-	for _, a := range out.GetAccounts() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.GetId(), dash(a.GetOnboardingStatus()), dash(a.GetOwner()), when(a.GetStart()), when(a.GetLastEventAt()))
-	}
-	return tw.Flush()
+	})
 }
 
 func journeyNote(id string) string {
@@ -403,40 +394,38 @@ func journeyNote(id string) string {
 	return "(journey " + id + ")"
 }
 
-func runSignals(ctx context.Context, args []string, env environ) error {
-	sub, rest, err := subcommand("signals", args, "list")
-	if err != nil {
-		return err
-	}
-	fs := newFlags("signals "+sub, env)
-	cf := addClientFlags(fs, env)
-	account := fs.String("account", "", "only this account")
-	kind := fs.String("kind", "", "only this kind, e.g. milestone_reached, onboarding_stalled")
-	limit := fs.Int("limit", 50, "at most this many (up to 1000)")
-	if _, err := parse(fs, rest); err != nil {
-		return err
-	}
-	s, done, err := dial(ctx, cf, env)
-	if err != nil {
-		return err
-	}
-	defer done()
-	resp, err := signalsv1.NewSignalsServiceClient(s.conn).List(s.ctx, &signalsv1.ListRequest{AccountId: *account, Kind: *kind, Limit: int32(*limit)})
-	if err != nil {
-		return s.explain(err)
-	}
-	if *cf.asJSON {
-		return s.printJSON(resp)
-	}
-	if len(resp.GetSignals()) == 0 {
-		fmt.Fprintln(env.stdout, "no signals")
-		return nil
-	}
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DETECTED\tOCCURRED\tACCOUNT\tKIND\tSEVERITY\tSUMMARY")
-	for _, sg := range resp.GetSignals() {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", when(sg.GetDetectedAt()), when(sg.GetOccurredAt()), sg.GetAccountId(), sg.GetKind(),
-			strings.ToLower(strings.TrimPrefix(sg.GetSeverity().String(), "SEVERITY_")), oneLine(sg.GetSummary(), 120))
-	}
-	return tw.Flush()
+func signalsCommand(env environ) *cobra.Command {
+	return group("signals", "What the detection services signalled", []sub{
+		{"list", "Signals, newest first", 0},
+	}, func(fs *pflag.FlagSet) func(context.Context, string, []string) error {
+		cf := addClientFlags(fs, env)
+		account := fs.String("account", "", "only this account")
+		kind := fs.String("kind", "", "only this kind, e.g. milestone_reached, onboarding_stalled")
+		limit := fs.Int("limit", 50, "at most this many (up to 1000)")
+		return func(ctx context.Context, sub string, _ []string) error {
+			s, done, err := dial(ctx, cf, env)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := signalsv1.NewSignalsServiceClient(s.conn).List(s.ctx, &signalsv1.ListRequest{AccountId: *account, Kind: *kind, Limit: int32(*limit)})
+			if err != nil {
+				return s.explain(err)
+			}
+			if *cf.asJSON {
+				return s.printJSON(resp)
+			}
+			if len(resp.GetSignals()) == 0 {
+				fmt.Fprintln(env.stdout, "no signals")
+				return nil
+			}
+			tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "DETECTED\tOCCURRED\tACCOUNT\tKIND\tSEVERITY\tSUMMARY")
+			for _, sg := range resp.GetSignals() {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", when(sg.GetDetectedAt()), when(sg.GetOccurredAt()), sg.GetAccountId(), sg.GetKind(),
+					strings.ToLower(strings.TrimPrefix(sg.GetSeverity().String(), "SEVERITY_")), oneLine(sg.GetSummary(), 120))
+			}
+			return tw.Flush()
+		}
+	})
 }

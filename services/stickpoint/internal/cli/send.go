@@ -15,114 +15,116 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/stickpoint/stickpoint/pkg/sdk"
 )
 
 // runSend sends a file of Segment calls, one JSON object per line.
-func runSend(ctx context.Context, args []string, env environ) error {
-	fs := newFlags("send", env)
-	url := fs.String("url", envOr(env, "STICKPOINT_URL", "http://127.0.0.1:8080"), "ingest HTTP address (env STICKPOINT_URL)")
-	key := fs.String("write-key", env.getenv("STICKPOINT_WRITE_KEY"), "write key (env STICKPOINT_WRITE_KEY)")
-	quiet := fs.Bool("quiet", false, "no progress bar")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return fmt.Errorf("stickpoint send FILE: one file of JSON lines (- for standard input): %w", errUsage)
-	}
-	if *key == "" {
-		return fmt.Errorf("no write key: pass --write-key or set STICKPOINT_WRITE_KEY (stickpoint dev prints it): %w", errUsage)
-	}
-	in, total, err := openLines(pos[0])
-	if err != nil {
-		return err
-	}
-	defer func() { _ = in.Close() }()
+func sendCommand(env environ) *cobra.Command {
+	return leaf("send FILE", "Send a file of Segment calls, one JSON object per line (- for standard input), with a progress bar", -1, func(fs *pflag.FlagSet) runner {
+		url := fs.String("url", envOr(env, "STICKPOINT_URL", "http://127.0.0.1:8080"), "ingest HTTP address (env STICKPOINT_URL)")
+		key := fs.String("write-key", env.getenv("STICKPOINT_WRITE_KEY"), "write key (env STICKPOINT_WRITE_KEY)")
+		quiet := fs.Bool("quiet", false, "no progress bar")
+		return func(ctx context.Context, pos []string) error {
+			if len(pos) != 1 {
+				return fmt.Errorf("stickpoint send FILE: one file of JSON lines (- for standard input): %w", errUsage)
+			}
+			if *key == "" {
+				return fmt.Errorf("no write key: pass --write-key or set STICKPOINT_WRITE_KEY (stickpoint dev prints it): %w", errUsage)
+			}
+			in, total, err := openLines(pos[0])
+			if err != nil {
+				return err
+			}
+			defer func() { _ = in.Close() }()
 
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	refused := &refusals{lines: map[uint64]int{}}
-	client, err := sdk.New(sdk.Config{Endpoint: *url, WriteKey: *key, BatchSize: 500, FlushInterval: 200 * time.Millisecond,
-		OnError: func(err error, n int) {
-			failed.Add(int64(n))
-			firstErr.CompareAndSwap(nil, err.Error())
-		},
-		OnReject: refused.add})
-	if err != nil {
-		return err
-	}
-	bar := newProgress(env.stderr, total, *quiet)
-	var queued, skipped int64
-	var skipNotes []string
-	sc := bufio.NewScanner(in)
-	sc.Buffer(make([]byte, 64<<10), sdk.MaxEventBytes*2)
-	line := 0
-	for sc.Scan() {
-		line++
-		raw := strings.TrimSpace(sc.Text())
-		if raw == "" {
-			continue
-		}
-		refused.remember(raw, line)
-		for {
-			err = client.Raw(json.RawMessage(raw))
-			if !errors.Is(err, sdk.ErrQueueFull) {
-				break
+			var failed atomic.Int64
+			var firstErr atomic.Value
+			refused := &refusals{lines: map[uint64]int{}}
+			client, err := sdk.New(sdk.Config{Endpoint: *url, WriteKey: *key, BatchSize: 500, FlushInterval: 200 * time.Millisecond,
+				OnError: func(err error, n int) {
+					failed.Add(int64(n))
+					firstErr.CompareAndSwap(nil, err.Error())
+				},
+				OnReject: refused.add})
+			if err != nil {
+				return err
 			}
-			select { // the file can wait: back off instead of dropping
-			case <-time.After(10 * time.Millisecond):
-			case <-ctx.Done():
+			bar := newProgress(env.stderr, total, *quiet)
+			var queued, skipped int64
+			var skipNotes []string
+			sc := bufio.NewScanner(in)
+			sc.Buffer(make([]byte, 64<<10), sdk.MaxEventBytes*2)
+			line := 0
+			for sc.Scan() {
+				line++
+				raw := strings.TrimSpace(sc.Text())
+				if raw == "" {
+					continue
+				}
+				refused.remember(raw, line)
+				for {
+					err = client.Raw(json.RawMessage(raw))
+					if !errors.Is(err, sdk.ErrQueueFull) {
+						break
+					}
+					select { // the file can wait: back off instead of dropping
+					case <-time.After(10 * time.Millisecond):
+					case <-ctx.Done():
+						_ = client.Close()
+						return ctx.Err()
+					}
+				}
+				if err != nil {
+					skipped++
+					if len(skipNotes) < 5 {
+						skipNotes = append(skipNotes, fmt.Sprintf("line %d: %v", line, err))
+					}
+					continue
+				}
+				queued++
+				bar.set(queued)
+			}
+			if err := sc.Err(); err != nil {
 				_ = client.Close()
-				return ctx.Err()
+				return fmt.Errorf("read %s at line %d: %w", pos[0], line+1, err)
 			}
-		}
-		if err != nil {
-			skipped++
-			if len(skipNotes) < 5 {
-				skipNotes = append(skipNotes, fmt.Sprintf("line %d: %v", line, err))
+			closeErr := client.Close()
+			bar.done(queued)
+			rejected := refused.sorted()
+			delivered := queued - failed.Load() - int64(len(rejected))
+			fmt.Fprintf(env.stdout, "sent %d events", delivered)
+			if len(rejected) > 0 {
+				fmt.Fprintf(env.stdout, ", %d rejected", len(rejected))
 			}
-			continue
+			if skipped > 0 {
+				fmt.Fprintf(env.stdout, ", skipped %d invalid lines", skipped)
+			}
+			if failed.Load() > 0 {
+				fmt.Fprintf(env.stdout, ", %d not delivered", failed.Load())
+			}
+			fmt.Fprintln(env.stdout)
+			for _, n := range skipNotes {
+				fmt.Fprintln(env.stderr, "  "+n)
+			}
+			for _, r := range rejected {
+				fmt.Fprintf(env.stderr, "  line %d: %s (%s)\n", r.line, r.why, r.code)
+			}
+			switch {
+			case failed.Load() > 0:
+				return fmt.Errorf("%d events were not delivered: %v", failed.Load(), firstErr.Load())
+			case closeErr != nil:
+				return closeErr
+			case len(rejected) > 0:
+				return fmt.Errorf("%d events were rejected (listed above by line)", len(rejected))
+			case skipped > 0:
+				return fmt.Errorf("%d lines were skipped", skipped)
+			}
+			return nil
 		}
-		queued++
-		bar.set(queued)
-	}
-	if err := sc.Err(); err != nil {
-		_ = client.Close()
-		return fmt.Errorf("read %s at line %d: %w", pos[0], line+1, err)
-	}
-	closeErr := client.Close()
-	bar.done(queued)
-	rejected := refused.sorted()
-	delivered := queued - failed.Load() - int64(len(rejected))
-	fmt.Fprintf(env.stdout, "sent %d events", delivered)
-	if len(rejected) > 0 {
-		fmt.Fprintf(env.stdout, ", %d rejected", len(rejected))
-	}
-	if skipped > 0 {
-		fmt.Fprintf(env.stdout, ", skipped %d invalid lines", skipped)
-	}
-	if failed.Load() > 0 {
-		fmt.Fprintf(env.stdout, ", %d not delivered", failed.Load())
-	}
-	fmt.Fprintln(env.stdout)
-	for _, n := range skipNotes {
-		fmt.Fprintln(env.stderr, "  "+n)
-	}
-	for _, r := range rejected {
-		fmt.Fprintf(env.stderr, "  line %d: %s (%s)\n", r.line, r.why, r.code)
-	}
-	switch {
-	case failed.Load() > 0:
-		return fmt.Errorf("%d events were not delivered: %v", failed.Load(), firstErr.Load())
-	case closeErr != nil:
-		return closeErr
-	case len(rejected) > 0:
-		return fmt.Errorf("%d events were rejected (listed above by line)", len(rejected))
-	case skipped > 0:
-		return fmt.Errorf("%d lines were skipped", skipped)
-	}
-	return nil
+	})
 }
 
 // refusals maps the calls the server refused back to their lines: the SDK
