@@ -22,6 +22,20 @@ import (
 // Traits are an account's merged traits: each key's latest value, as JSON.
 type Traits map[string]json.RawMessage
 
+// Text is a trait's value as text: a string as is, anything else as its
+// JSON; "" when missing or null.
+func (t Traits) Text(name string) string {
+	raw, ok := t[name]
+	if !ok || string(raw) == "null" {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	return string(raw)
+}
+
 // Call is one group call's traits, at the call's event time.
 type Call struct {
 	At     time.Time

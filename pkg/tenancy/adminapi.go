@@ -58,7 +58,7 @@ func ts(t time.Time) *timestamppb.Timestamp {
 }
 
 func tenantPB(t Tenant) *adminv1.Tenant {
-	return &adminv1.Tenant{Id: t.ID, Name: t.Name, CreateTime: ts(t.CreatedAt)}
+	return &adminv1.Tenant{Id: t.ID, Name: t.Name, CreateTime: ts(t.CreatedAt), OwnerTrait: t.OwnerTrait}
 }
 
 func (a *AdminService) sourcePB(s Source) *adminv1.Source {
@@ -105,6 +105,18 @@ func (a *AdminService) GetTenant(ctx context.Context, _ *adminv1.GetTenantReques
 		return nil, toStatus(err)
 	}
 	return &adminv1.GetTenantResponse{Tenant: tenantPB(t)}, nil
+}
+
+func (a *AdminService) UpdateTenant(ctx context.Context, req *adminv1.UpdateTenantRequest) (*adminv1.UpdateTenantResponse, error) {
+	p, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, err := a.reg.UpdateTenant(ctx, p.TenantID, req.GetOwnerTrait())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &adminv1.UpdateTenantResponse{Tenant: tenantPB(t)}, nil
 }
 
 func (a *AdminService) CreateSource(ctx context.Context, req *adminv1.CreateSourceRequest) (*adminv1.CreateSourceResponse, error) {

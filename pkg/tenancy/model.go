@@ -38,6 +38,9 @@ type Tenant struct {
 	ID        string    `json:"id"`
 	Name      string    `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
+	// OwnerTrait is the account trait naming an account's owner (its
+	// CSM); empty means the services' default.
+	OwnerTrait string `json:"owner_trait,omitempty"`
 }
 
 // Source is one of a tenant's event sources (a web app, a backend).

@@ -224,6 +224,22 @@ func (r *Registry) CreateTenant(ctx context.Context, id, name string, scopes ...
 	return CreateTenantResult{Tenant: t, Source: src, WriteKey: key, Token: tok, Secret: secret}, nil
 }
 
+// UpdateTenant sets a tenant's owner trait (empty: the default).
+func (r *Registry) UpdateTenant(ctx context.Context, id, ownerTrait string) (Tenant, error) {
+	t, err := r.Tenant(id)
+	if err != nil {
+		return Tenant{}, err
+	}
+	if len(ownerTrait) > 200 || strings.TrimSpace(ownerTrait) != ownerTrait {
+		return Tenant{}, fmt.Errorf("%w: owner trait %q must be at most 200 characters, without surrounding spaces", ErrInvalid, ownerTrait)
+	}
+	t.OwnerTrait = ownerTrait
+	if err := r.put(ctx, "tenant."+id, t, false); err != nil {
+		return Tenant{}, fmt.Errorf("update tenant %s: %w", id, err)
+	}
+	return t, nil
+}
+
 // Tenant returns a tenant by id.
 func (r *Registry) Tenant(id string) (Tenant, error) {
 	r.mu.RLock()

@@ -187,3 +187,23 @@ func TestValidation(t *testing.T) {
 	_, err = reg.RotateWriteKey(context.Background(), "ok", "src_missing", 0)
 	require.ErrorIs(t, err, tenancy.ErrNotFound)
 }
+
+func TestUpdateTenantOwnerTrait(t *testing.T) {
+	bus := testutil.NATS(t)
+	reg := openRegistry(t, bus)
+	_, err := reg.CreateTenant(t.Context(), "acme", "Acme")
+	require.NoError(t, err)
+	got, err := reg.UpdateTenant(t.Context(), "acme", "account_manager")
+	require.NoError(t, err)
+	require.Equal(t, "account_manager", got.OwnerTrait)
+	// Another process sees it.
+	other := openRegistry(t, bus)
+	require.Eventually(t, func() bool {
+		tt, err := other.Tenant("acme")
+		return err == nil && tt.OwnerTrait == "account_manager" && tt.Name == "Acme"
+	}, 5*time.Second, 10*time.Millisecond)
+	_, err = reg.UpdateTenant(t.Context(), "acme", " spaced ")
+	require.ErrorIs(t, err, tenancy.ErrInvalid)
+	_, err = reg.UpdateTenant(t.Context(), "nobody", "x")
+	require.ErrorIs(t, err, tenancy.ErrNotFound)
+}

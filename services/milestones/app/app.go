@@ -50,7 +50,8 @@ type Config struct {
 	// EvaluateWait is how long the evaluator collects notices before it
 	// evaluates the accounts they name: the signal latency it adds.
 	EvaluateWait time.Duration `json:"evaluate_wait"`
-	// OwnerTrait is the account trait that names its owner (its CSM).
+	// OwnerTrait is the account trait that names its owner (its CSM),
+	// for tenants that set none (stickpoint tenants update --owner-trait).
 	OwnerTrait string `json:"owner_trait"`
 	// ReconcileInterval is how often the accounts with events received
 	// since the last time are evaluated again: the net under a stored
@@ -104,11 +105,11 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg
 	if err != nil {
 		return nil, err
 	}
-	eval, err := evaluator.New(db, js, signals.NewEmitter(bus, db), cfg.OwnerTrait, log)
+	eval, err := evaluator.New(db, js, signals.NewEmitter(bus, db), log)
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: log, reg: reg, Evaluator: eval, accounts: api.NewAccounts(db), signals: signals.NewServer(db),
+	s := &Service{cfg: cfg, log: log, reg: reg, Evaluator: eval, accounts: api.NewAccounts(db, ownerTrait(reg, cfg.OwnerTrait)), signals: signals.NewServer(db),
 		pending: map[string]string{}, wake: make(chan struct{}, 1)}
 	s.api = api.NewMilestones(db, js, eval, s.StartBackfill)
 	s.notices, err = natsjs.NewConsumer(bus, natsjs.ConsumerConfig{
@@ -124,6 +125,16 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg
 		return nil, err
 	}
 	return s, nil
+}
+
+// ownerTrait is a tenant's owner trait, else the default.
+func ownerTrait(reg *tenancy.Registry, def string) func(tenant string) string {
+	return func(tenant string) string {
+		if t, err := reg.Tenant(tenant); err == nil && t.OwnerTrait != "" {
+			return t.OwnerTrait
+		}
+		return def
+	}
 }
 
 // Register mounts the milestones, accounts and signals APIs.

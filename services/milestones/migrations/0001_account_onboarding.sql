@@ -8,13 +8,13 @@
 -- progress.State JSON (milestones, times, cause). The last event time is
 -- not kept here: it changes with every event, and rewriting the row for
 -- it would cost a write per account per evaluation under load; the
--- accounts API reads it from the events.
+-- accounts API reads it from the events, and the owner from the traits
+-- (the tenant's owner trait can change).
 CREATE TABLE IF NOT EXISTS account_onboarding (
     tenant_id      String,
     account_id     String,
     journey_id     String,
     status         String,
-    owner          String,
     start          DateTime('UTC'),
     first_event_at DateTime('UTC'),
     state          String,

@@ -25,11 +25,14 @@ type Accounts struct {
 	accountsv1.UnimplementedAccountsServiceServer
 	db     chstore.Store
 	traits *accounts.Reader
+	// ownerTrait is the trait naming a tenant's accounts' owner.
+	ownerTrait func(tenant string) string
 }
 
-// NewAccounts serves the accounts API.
-func NewAccounts(db chstore.Store) *Accounts {
-	return &Accounts{db: db, traits: accounts.NewReader(db)}
+// NewAccounts serves the accounts API; ownerTrait names, per tenant, the
+// trait holding an account's owner.
+func NewAccounts(db chstore.Store, ownerTrait func(tenant string) string) *Accounts {
+	return &Accounts{db: db, traits: accounts.NewReader(db), ownerTrait: ownerTrait}
 }
 
 // Get returns one account.
@@ -53,7 +56,7 @@ func (s *Accounts) Get(ctx context.Context, req *accountsv1.GetRequest) (*accoun
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	return &accountsv1.GetResponse{Account: accountProto(rows[0], traits[req.GetAccountId()], acts[req.GetAccountId()])}, nil
+	return &accountsv1.GetResponse{Account: accountProto(rows[0], traits[req.GetAccountId()], s.ownerTrait(tenant), acts[req.GetAccountId()])}, nil
 }
 
 // List lists accounts by id, filtered, a page at a time.
@@ -82,9 +85,9 @@ func (s *Accounts) List(ctx context.Context, req *accountsv1.ListRequest) (*acco
 		extra += " AND status = ?"
 		args = append(args, req.GetOnboardingStatus())
 	}
+	owner := s.ownerTrait(tenant)
 	if req.GetOwner() != "" {
-		extra += " AND owner = ?"
-		args = append(args, req.GetOwner())
+		wantTraits[owner] = req.GetOwner()
 	}
 	out := &accountsv1.ListResponse{}
 	// Trait filters are applied to the merged traits, so pages are read
@@ -110,7 +113,7 @@ func (s *Accounts) List(ctx context.Context, req *accountsv1.ListRequest) (*acco
 			if !traitsMatch(traits[r.AccountID], wantTraits) {
 				continue
 			}
-			out.Accounts = append(out.Accounts, accountProto(r, traits[r.AccountID], acts[r.AccountID]))
+			out.Accounts = append(out.Accounts, accountProto(r, traits[r.AccountID], owner, acts[r.AccountID]))
 			if len(out.Accounts) == size {
 				out.NextPageToken = pageToken(r.AccountID)
 				return out, nil
@@ -125,23 +128,15 @@ func (s *Accounts) List(ctx context.Context, req *accountsv1.ListRequest) (*acco
 
 func traitsMatch(tr accounts.Traits, want map[string]string) bool {
 	for k, v := range want {
-		raw, ok := tr[k]
-		if !ok {
-			return false
-		}
-		var s string
-		if json.Unmarshal(raw, &s) != nil {
-			s = string(raw)
-		}
-		if s != v {
+		if _, ok := tr[k]; !ok || tr.Text(k) != v {
 			return false
 		}
 	}
 	return true
 }
 
-func accountProto(r evaluator.Row, tr accounts.Traits, activity [2]time.Time) *accountsv1.Account {
-	out := &accountsv1.Account{Id: r.AccountID, Start: timestamppb.New(r.Start), Owner: r.Owner,
+func accountProto(r evaluator.Row, tr accounts.Traits, ownerTrait string, activity [2]time.Time) *accountsv1.Account {
+	out := &accountsv1.Account{Id: r.AccountID, Start: timestamppb.New(r.Start), Owner: tr.Text(ownerTrait),
 		FirstEventAt: timestamppb.New(activity[0]), LastEventAt: timestamppb.New(activity[1]),
 		OnboardingStatus: r.Status, JourneyId: r.JourneyID}
 	fields := map[string]any{}

@@ -53,8 +53,6 @@ type Evaluator struct {
 	traits   *accounts.Reader
 	emitter  *signals.Emitter
 	log      *slog.Logger
-	// OwnerTrait is the account trait naming its owner.
-	ownerTrait string
 	// Now is the clock; tests set it.
 	Now func() time.Time
 
@@ -67,9 +65,9 @@ type Evaluator struct {
 }
 
 // New returns an evaluator over a migrated store.
-func New(db chstore.Store, js *journeys.Store, emitter *signals.Emitter, ownerTrait string, log *slog.Logger) (*Evaluator, error) {
+func New(db chstore.Store, js *journeys.Store, emitter *signals.Emitter, log *slog.Logger) (*Evaluator, error) {
 	e := &Evaluator{db: db, journeys: js, traits: accounts.NewReader(db), emitter: emitter, log: log,
-		ownerTrait: ownerTrait, Now: time.Now, backfills: map[string]*Backfill{}}
+		Now: time.Now, backfills: map[string]*Backfill{}}
 	meter := otel.GetMeterProvider().Meter(scope)
 	var err error
 	if e.evaluated, err = meter.Int64Counter("stickpoint.milestones.accounts.evaluated",
@@ -221,7 +219,7 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 	var changed []Row
 	for _, id := range present {
 		tr := traits[id]
-		row := Row{AccountID: id, Owner: traitText(tr, e.ownerTrait), FirstEventAt: acts[id].first, EvaluatedAt: now}
+		row := Row{AccountID: id, FirstEventAt: acts[id].first, EvaluatedAt: now}
 		p, follows := plans[id]
 		startTrait := journey.DefaultStart
 		if follows {
@@ -292,29 +290,13 @@ func pick(js []journeys.Stored, tr accounts.Traits) *journeys.Stored {
 		if sel == nil {
 			return &js[i]
 		}
-		if _, ok := tr[sel.Trait]; ok && slices.Contains(sel.In, traitText(tr, sel.Trait)) {
+		if _, ok := tr[sel.Trait]; ok && slices.Contains(sel.In, tr.Text(sel.Trait)) {
 			return &js[i]
 		}
 	}
 	return nil
 }
 
-// traitText is a trait's value as text: a string as is, anything else as
-// its JSON; "" when missing or null.
-func traitText(tr accounts.Traits, name string) string {
-	raw, ok := tr[name]
-	if !ok {
-		return ""
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	if string(raw) == "null" {
-		return ""
-	}
-	return string(raw)
-}
 
 // startOf is the account's start: the trait holding it, read as an ISO
 // 8601 time or date, or Unix seconds (or milliseconds); else its first

@@ -19,7 +19,6 @@ type Row struct {
 	AccountID    string
 	JourneyID    string
 	Status       string
-	Owner        string
 	Start        time.Time
 	FirstEventAt time.Time
 	EvaluatedAt  time.Time
@@ -227,7 +226,7 @@ func scanEvents(ctx context.Context, db chstore.Store, q string, args []any, wit
 
 // rowColumns are account_onboarding's columns, in readRows' and
 // insertRows' order.
-var rowColumns = []string{"account_id", "journey_id", "status", "owner", "start", "first_event_at", "state", "evaluated_at"}
+var rowColumns = []string{"account_id", "journey_id", "status", "start", "first_event_at", "state", "evaluated_at"}
 
 // ReadRows reads the latest stored evaluation of a tenant's accounts:
 // those in ids, or all when ids is nil, narrowed by extra, an SQL
@@ -249,7 +248,7 @@ func ReadRows(ctx context.Context, db chstore.Store, tenant string, ids []string
 	for rows.Next() {
 		var r Row
 		var state string
-		if err := rows.Scan(&r.AccountID, &r.JourneyID, &r.Status, &r.Owner, &r.Start, &r.FirstEventAt, &state, &r.EvaluatedAt); err != nil {
+		if err := rows.Scan(&r.AccountID, &r.JourneyID, &r.Status, &r.Start, &r.FirstEventAt, &state, &r.EvaluatedAt); err != nil {
 			return nil, err
 		}
 		if state != "" {
@@ -273,7 +272,7 @@ func stateJSON(s *progress.State) string {
 
 // sameRow reports whether b would store nothing new over a.
 func sameRow(a, b Row) bool {
-	return a.JourneyID == b.JourneyID && a.Status == b.Status && a.Owner == b.Owner &&
+	return a.JourneyID == b.JourneyID && a.Status == b.Status &&
 		a.Start.Equal(b.Start) && a.FirstEventAt.Equal(b.FirstEventAt) &&
 		stateJSON(a.State) == stateJSON(b.State)
 }
@@ -284,7 +283,7 @@ func insertRows(ctx context.Context, db chstore.Store, tenant string, rs []Row) 
 	}
 	rows := make([][]any, len(rs))
 	for i, r := range rs {
-		rows[i] = []any{tenant, r.AccountID, r.JourneyID, r.Status, r.Owner, r.Start.UTC(), r.FirstEventAt.UTC(),
+		rows[i] = []any{tenant, r.AccountID, r.JourneyID, r.Status, r.Start.UTC(), r.FirstEventAt.UTC(),
 			stateJSON(r.State), r.EvaluatedAt.UTC(), uint64(r.EvaluatedAt.UnixNano())}
 	}
 	cols := append([]string{"tenant_id"}, rowColumns...)

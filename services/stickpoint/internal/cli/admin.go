@@ -15,6 +15,14 @@ import (
 	authv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/auth/v1"
 )
 
+// ownerOf is a tenant's owner trait as people read it.
+func ownerOf(t *adminv1.Tenant) string {
+	if t.GetOwnerTrait() == "" {
+		return "csm_email (the default)"
+	}
+	return t.GetOwnerTrait()
+}
+
 func admin(s *session) adminv1.AdminServiceClient { return adminv1.NewAdminServiceClient(s.conn) }
 
 func tenantsCommand(env environ) *cobra.Command {
@@ -22,9 +30,11 @@ func tenantsCommand(env environ) *cobra.Command {
 		{"create ID", "Create a tenant with a source, write key and admin token (operator token)", 1},
 		{"list", "List tenants (operator token)", 0},
 		{"get", "The caller's tenant", 0},
+		{"update", "Change the caller's tenant's settings: --owner-trait", 0},
 	}, func(fs *pflag.FlagSet) func(context.Context, string, []string) error {
 		cf := addClientFlags(fs, env)
 		name := fs.String("name", "", "display name (create)")
+		ownerTrait := fs.String("owner-trait", "", "the account trait naming an account's owner (its CSM); empty: the default, csm_email (update)")
 		return func(ctx context.Context, sub string, pos []string) error {
 			s, done, err := dial(ctx, cf, env)
 			if err != nil {
@@ -64,6 +74,16 @@ func tenantsCommand(env environ) *cobra.Command {
 					fmt.Fprintf(tw, "%s\t%s\t%s\n", t.GetId(), t.GetName(), when(t.GetCreateTime()))
 				}
 				return tw.Flush()
+			case "update":
+				resp, err := admin(s).UpdateTenant(s.ctx, &adminv1.UpdateTenantRequest{OwnerTrait: *ownerTrait})
+				if err != nil {
+					return s.explain(err)
+				}
+				if *cf.asJSON {
+					return s.printJSON(resp)
+				}
+				fmt.Fprintf(env.stdout, "tenant %s: owner trait %s\n", resp.GetTenant().GetId(), ownerOf(resp.GetTenant()))
+				return nil
 			default: // get
 				resp, err := admin(s).GetTenant(s.ctx, &adminv1.GetTenantRequest{})
 				if err != nil {
@@ -72,7 +92,8 @@ func tenantsCommand(env environ) *cobra.Command {
 				if *cf.asJSON {
 					return s.printJSON(resp)
 				}
-				fmt.Fprintf(env.stdout, "%s\t%s\tcreated %s\n", resp.GetTenant().GetId(), resp.GetTenant().GetName(), when(resp.GetTenant().GetCreateTime()))
+				fmt.Fprintf(env.stdout, "%s\t%s\tcreated %s\towner trait %s\n", resp.GetTenant().GetId(), resp.GetTenant().GetName(),
+					when(resp.GetTenant().GetCreateTime()), ownerOf(resp.GetTenant()))
 				return nil
 			}
 		}

@@ -94,6 +94,19 @@ func TestOnboardingWalkthrough(t *testing.T) {
 	require.Contains(t, out, "onboarding: late (journey onboarding)")
 	require.Contains(t, out, "owner: raj@example.com")
 
+	// The tenant's owner trait: the accounts' owner follows it at once.
+	out, errOut, code = cli(t, addr, "tenants", "update", "--owner-trait", "name", "--token", token)
+	require.Zero(t, code, errOut)
+	require.Contains(t, out, "owner trait name")
+	out, _, code = cli(t, addr, "accounts", "list", "--owner", "done-co", "--token", token)
+	require.Zero(t, code)
+	require.Contains(t, out, "done-co")
+	require.NotContains(t, out, "first-co")
+	_, _, code = cli(t, addr, "tenants", "update", "--token", token)
+	require.Zero(t, code)
+	out, _, _ = cli(t, addr, "accounts", "get", "done-co", "--token", token)
+	require.Contains(t, out, "owner: ann@example.com")
+
 	out, _, code = cli(t, addr, "milestones", "funnel", "--json", "--token", token)
 	require.Zero(t, code)
 	var funnel struct {

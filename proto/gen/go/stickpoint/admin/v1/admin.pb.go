@@ -26,9 +26,12 @@ const (
 type Tenant struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is a slug, [a-z0-9][a-z0-9_-]*, that appears in NATS subjects.
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// owner_trait is the account trait that names an account's owner (its
+	// CSM); empty means the service default, csm_email.
+	OwnerTrait    string `protobuf:"bytes,4,opt,name=owner_trait,json=ownerTrait,proto3" json:"owner_trait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -84,6 +87,103 @@ func (x *Tenant) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Tenant) GetOwnerTrait() string {
+	if x != nil {
+		return x.OwnerTrait
+	}
+	return ""
+}
+
+type UpdateTenantRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// owner_trait sets the account trait naming an account's owner; empty
+	// goes back to the default.
+	OwnerTrait    string `protobuf:"bytes,1,opt,name=owner_trait,json=ownerTrait,proto3" json:"owner_trait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTenantRequest) Reset() {
+	*x = UpdateTenantRequest{}
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTenantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTenantRequest) ProtoMessage() {}
+
+func (x *UpdateTenantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTenantRequest.ProtoReflect.Descriptor instead.
+func (*UpdateTenantRequest) Descriptor() ([]byte, []int) {
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *UpdateTenantRequest) GetOwnerTrait() string {
+	if x != nil {
+		return x.OwnerTrait
+	}
+	return ""
+}
+
+type UpdateTenantResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateTenantResponse) Reset() {
+	*x = UpdateTenantResponse{}
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateTenantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateTenantResponse) ProtoMessage() {}
+
+func (x *UpdateTenantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateTenantResponse.ProtoReflect.Descriptor instead.
+func (*UpdateTenantResponse) Descriptor() ([]byte, []int) {
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *UpdateTenantResponse) GetTenant() *Tenant {
+	if x != nil {
+		return x.Tenant
+	}
+	return nil
+}
+
 type Source struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -97,7 +197,7 @@ type Source struct {
 
 func (x *Source) Reset() {
 	*x = Source{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -109,7 +209,7 @@ func (x *Source) String() string {
 func (*Source) ProtoMessage() {}
 
 func (x *Source) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -122,7 +222,7 @@ func (x *Source) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Source.ProtoReflect.Descriptor instead.
 func (*Source) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Source) GetId() string {
@@ -171,7 +271,7 @@ type WriteKey struct {
 
 func (x *WriteKey) Reset() {
 	*x = WriteKey{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -183,7 +283,7 @@ func (x *WriteKey) String() string {
 func (*WriteKey) ProtoMessage() {}
 
 func (x *WriteKey) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -196,7 +296,7 @@ func (x *WriteKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteKey.ProtoReflect.Descriptor instead.
 func (*WriteKey) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *WriteKey) GetKey() string {
@@ -255,7 +355,7 @@ type Token struct {
 
 func (x *Token) Reset() {
 	*x = Token{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -267,7 +367,7 @@ func (x *Token) String() string {
 func (*Token) ProtoMessage() {}
 
 func (x *Token) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -280,7 +380,7 @@ func (x *Token) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Token.ProtoReflect.Descriptor instead.
 func (*Token) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Token) GetId() string {
@@ -335,7 +435,7 @@ type CreateTenantRequest struct {
 
 func (x *CreateTenantRequest) Reset() {
 	*x = CreateTenantRequest{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +447,7 @@ func (x *CreateTenantRequest) String() string {
 func (*CreateTenantRequest) ProtoMessage() {}
 
 func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +460,7 @@ func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantRequest.ProtoReflect.Descriptor instead.
 func (*CreateTenantRequest) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateTenantRequest) GetId() string {
@@ -390,7 +490,7 @@ type CreateTenantResponse struct {
 
 func (x *CreateTenantResponse) Reset() {
 	*x = CreateTenantResponse{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +502,7 @@ func (x *CreateTenantResponse) String() string {
 func (*CreateTenantResponse) ProtoMessage() {}
 
 func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +515,7 @@ func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantResponse.ProtoReflect.Descriptor instead.
 func (*CreateTenantResponse) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateTenantResponse) GetTenant() *Tenant {
@@ -447,7 +547,7 @@ type ListTenantsRequest struct {
 
 func (x *ListTenantsRequest) Reset() {
 	*x = ListTenantsRequest{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +559,7 @@ func (x *ListTenantsRequest) String() string {
 func (*ListTenantsRequest) ProtoMessage() {}
 
 func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +572,7 @@ func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 type ListTenantsResponse struct {
@@ -484,7 +584,7 @@ type ListTenantsResponse struct {
 
 func (x *ListTenantsResponse) Reset() {
 	*x = ListTenantsResponse{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -496,7 +596,7 @@ func (x *ListTenantsResponse) String() string {
 func (*ListTenantsResponse) ProtoMessage() {}
 
 func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -509,7 +609,7 @@ func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListTenantsResponse) GetTenants() []*Tenant {
@@ -527,7 +627,7 @@ type GetTenantRequest struct {
 
 func (x *GetTenantRequest) Reset() {
 	*x = GetTenantRequest{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +639,7 @@ func (x *GetTenantRequest) String() string {
 func (*GetTenantRequest) ProtoMessage() {}
 
 func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +652,7 @@ func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantRequest) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 type GetTenantResponse struct {
@@ -564,7 +664,7 @@ type GetTenantResponse struct {
 
 func (x *GetTenantResponse) Reset() {
 	*x = GetTenantResponse{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +676,7 @@ func (x *GetTenantResponse) String() string {
 func (*GetTenantResponse) ProtoMessage() {}
 
 func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +689,7 @@ func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantResponse) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetTenantResponse) GetTenant() *Tenant {
@@ -608,7 +708,7 @@ type CreateSourceRequest struct {
 
 func (x *CreateSourceRequest) Reset() {
 	*x = CreateSourceRequest{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +720,7 @@ func (x *CreateSourceRequest) String() string {
 func (*CreateSourceRequest) ProtoMessage() {}
 
 func (x *CreateSourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +733,7 @@ func (x *CreateSourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSourceRequest.ProtoReflect.Descriptor instead.
 func (*CreateSourceRequest) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateSourceRequest) GetName() string {
@@ -652,7 +752,7 @@ type CreateSourceResponse struct {
 
 func (x *CreateSourceResponse) Reset() {
 	*x = CreateSourceResponse{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +764,7 @@ func (x *CreateSourceResponse) String() string {
 func (*CreateSourceResponse) ProtoMessage() {}
 
 func (x *CreateSourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +777,7 @@ func (x *CreateSourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSourceResponse.ProtoReflect.Descriptor instead.
 func (*CreateSourceResponse) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateSourceResponse) GetSource() *Source {
@@ -695,7 +795,7 @@ type ListSourcesRequest struct {
 
 func (x *ListSourcesRequest) Reset() {
 	*x = ListSourcesRequest{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +807,7 @@ func (x *ListSourcesRequest) String() string {
 func (*ListSourcesRequest) ProtoMessage() {}
 
 func (x *ListSourcesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +820,7 @@ func (x *ListSourcesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSourcesRequest.ProtoReflect.Descriptor instead.
 func (*ListSourcesRequest) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 type ListSourcesResponse struct {
@@ -732,7 +832,7 @@ type ListSourcesResponse struct {
 
 func (x *ListSourcesResponse) Reset() {
 	*x = ListSourcesResponse{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +844,7 @@ func (x *ListSourcesResponse) String() string {
 func (*ListSourcesResponse) ProtoMessage() {}
 
 func (x *ListSourcesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +857,7 @@ func (x *ListSourcesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSourcesResponse.ProtoReflect.Descriptor instead.
 func (*ListSourcesResponse) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListSourcesResponse) GetSources() []*Source {
@@ -778,7 +878,7 @@ type RotateWriteKeyRequest struct {
 
 func (x *RotateWriteKeyRequest) Reset() {
 	*x = RotateWriteKeyRequest{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +890,7 @@ func (x *RotateWriteKeyRequest) String() string {
 func (*RotateWriteKeyRequest) ProtoMessage() {}
 
 func (x *RotateWriteKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +903,7 @@ func (x *RotateWriteKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateWriteKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateWriteKeyRequest) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RotateWriteKeyRequest) GetSourceId() string {
@@ -830,7 +930,7 @@ type RotateWriteKeyResponse struct {
 
 func (x *RotateWriteKeyResponse) Reset() {
 	*x = RotateWriteKeyResponse{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +942,7 @@ func (x *RotateWriteKeyResponse) String() string {
 func (*RotateWriteKeyResponse) ProtoMessage() {}
 
 func (x *RotateWriteKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +955,7 @@ func (x *RotateWriteKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateWriteKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateWriteKeyResponse) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RotateWriteKeyResponse) GetSource() *Source {
@@ -881,7 +981,7 @@ type RevokeWriteKeyRequest struct {
 
 func (x *RevokeWriteKeyRequest) Reset() {
 	*x = RevokeWriteKeyRequest{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +993,7 @@ func (x *RevokeWriteKeyRequest) String() string {
 func (*RevokeWriteKeyRequest) ProtoMessage() {}
 
 func (x *RevokeWriteKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +1006,7 @@ func (x *RevokeWriteKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeWriteKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeWriteKeyRequest) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RevokeWriteKeyRequest) GetKey() string {
@@ -925,7 +1025,7 @@ type RevokeWriteKeyResponse struct {
 
 func (x *RevokeWriteKeyResponse) Reset() {
 	*x = RevokeWriteKeyResponse{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1037,7 @@ func (x *RevokeWriteKeyResponse) String() string {
 func (*RevokeWriteKeyResponse) ProtoMessage() {}
 
 func (x *RevokeWriteKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1050,7 @@ func (x *RevokeWriteKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeWriteKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeWriteKeyResponse) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RevokeWriteKeyResponse) GetWriteKey() *WriteKey {
@@ -970,7 +1070,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1082,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1095,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateTokenRequest) GetName() string {
@@ -1023,7 +1123,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1135,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1148,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateTokenResponse) GetToken() *Token {
@@ -1073,7 +1173,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1185,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1198,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 type ListTokensResponse struct {
@@ -1110,7 +1210,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1222,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1235,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListTokensResponse) GetTokens() []*Token {
@@ -1154,7 +1254,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1266,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1279,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -1198,7 +1298,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1310,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_stickpoint_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1323,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_stickpoint_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RevokeTokenResponse) GetToken() *Token {
@@ -1237,12 +1337,19 @@ var File_stickpoint_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_stickpoint_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1fstickpoint/admin/v1/admin.proto\x12\x13stickpoint.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dstickpoint/auth/v1/auth.proto\"i\n" +
+	"\x1fstickpoint/admin/v1/admin.proto\x12\x13stickpoint.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dstickpoint/auth/v1/auth.proto\"\x8a\x01\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
 	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xa7\x01\n" +
+	"createTime\x12\x1f\n" +
+	"\vowner_trait\x18\x04 \x01(\tR\n" +
+	"ownerTrait\"6\n" +
+	"\x13UpdateTenantRequest\x12\x1f\n" +
+	"\vowner_trait\x18\x01 \x01(\tR\n" +
+	"ownerTrait\"K\n" +
+	"\x14UpdateTenantResponse\x123\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x1b.stickpoint.admin.v1.TenantR\x06tenant\"\xa7\x01\n" +
 	"\x06Source\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
@@ -1312,11 +1419,12 @@ const file_stickpoint_admin_v1_admin_proto_rawDesc = "" +
 	"\x12RevokeTokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"G\n" +
 	"\x13RevokeTokenResponse\x120\n" +
-	"\x05token\x18\x01 \x01(\v2\x1a.stickpoint.admin.v1.TokenR\x05token2\xad\b\n" +
+	"\x05token\x18\x01 \x01(\v2\x1a.stickpoint.admin.v1.TokenR\x05token2\x98\t\n" +
 	"\fAdminService\x12i\n" +
 	"\fCreateTenant\x12(.stickpoint.admin.v1.CreateTenantRequest\x1a).stickpoint.admin.v1.CreateTenantResponse\"\x04\xc8\xf3\x18\x04\x12f\n" +
 	"\vListTenants\x12'.stickpoint.admin.v1.ListTenantsRequest\x1a(.stickpoint.admin.v1.ListTenantsResponse\"\x04\xc8\xf3\x18\x04\x12`\n" +
 	"\tGetTenant\x12%.stickpoint.admin.v1.GetTenantRequest\x1a&.stickpoint.admin.v1.GetTenantResponse\"\x04\xc8\xf3\x18\x01\x12i\n" +
+	"\fUpdateTenant\x12(.stickpoint.admin.v1.UpdateTenantRequest\x1a).stickpoint.admin.v1.UpdateTenantResponse\"\x04\xc8\xf3\x18\x03\x12i\n" +
 	"\fCreateSource\x12(.stickpoint.admin.v1.CreateSourceRequest\x1a).stickpoint.admin.v1.CreateSourceResponse\"\x04\xc8\xf3\x18\x03\x12f\n" +
 	"\vListSources\x12'.stickpoint.admin.v1.ListSourcesRequest\x1a(.stickpoint.admin.v1.ListSourcesResponse\"\x04\xc8\xf3\x18\x03\x12o\n" +
 	"\x0eRotateWriteKey\x12*.stickpoint.admin.v1.RotateWriteKeyRequest\x1a+.stickpoint.admin.v1.RotateWriteKeyResponse\"\x04\xc8\xf3\x18\x03\x12o\n" +
@@ -1340,83 +1448,88 @@ func file_stickpoint_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_stickpoint_admin_v1_admin_proto_rawDescData
 }
 
-var file_stickpoint_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_stickpoint_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_stickpoint_admin_v1_admin_proto_goTypes = []any{
 	(*Tenant)(nil),                 // 0: stickpoint.admin.v1.Tenant
-	(*Source)(nil),                 // 1: stickpoint.admin.v1.Source
-	(*WriteKey)(nil),               // 2: stickpoint.admin.v1.WriteKey
-	(*Token)(nil),                  // 3: stickpoint.admin.v1.Token
-	(*CreateTenantRequest)(nil),    // 4: stickpoint.admin.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),   // 5: stickpoint.admin.v1.CreateTenantResponse
-	(*ListTenantsRequest)(nil),     // 6: stickpoint.admin.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),    // 7: stickpoint.admin.v1.ListTenantsResponse
-	(*GetTenantRequest)(nil),       // 8: stickpoint.admin.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),      // 9: stickpoint.admin.v1.GetTenantResponse
-	(*CreateSourceRequest)(nil),    // 10: stickpoint.admin.v1.CreateSourceRequest
-	(*CreateSourceResponse)(nil),   // 11: stickpoint.admin.v1.CreateSourceResponse
-	(*ListSourcesRequest)(nil),     // 12: stickpoint.admin.v1.ListSourcesRequest
-	(*ListSourcesResponse)(nil),    // 13: stickpoint.admin.v1.ListSourcesResponse
-	(*RotateWriteKeyRequest)(nil),  // 14: stickpoint.admin.v1.RotateWriteKeyRequest
-	(*RotateWriteKeyResponse)(nil), // 15: stickpoint.admin.v1.RotateWriteKeyResponse
-	(*RevokeWriteKeyRequest)(nil),  // 16: stickpoint.admin.v1.RevokeWriteKeyRequest
-	(*RevokeWriteKeyResponse)(nil), // 17: stickpoint.admin.v1.RevokeWriteKeyResponse
-	(*CreateTokenRequest)(nil),     // 18: stickpoint.admin.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),    // 19: stickpoint.admin.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),      // 20: stickpoint.admin.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),     // 21: stickpoint.admin.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),     // 22: stickpoint.admin.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),    // 23: stickpoint.admin.v1.RevokeTokenResponse
-	(*timestamppb.Timestamp)(nil),  // 24: google.protobuf.Timestamp
-	(v1.Scope)(0),                  // 25: stickpoint.auth.v1.Scope
+	(*UpdateTenantRequest)(nil),    // 1: stickpoint.admin.v1.UpdateTenantRequest
+	(*UpdateTenantResponse)(nil),   // 2: stickpoint.admin.v1.UpdateTenantResponse
+	(*Source)(nil),                 // 3: stickpoint.admin.v1.Source
+	(*WriteKey)(nil),               // 4: stickpoint.admin.v1.WriteKey
+	(*Token)(nil),                  // 5: stickpoint.admin.v1.Token
+	(*CreateTenantRequest)(nil),    // 6: stickpoint.admin.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),   // 7: stickpoint.admin.v1.CreateTenantResponse
+	(*ListTenantsRequest)(nil),     // 8: stickpoint.admin.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),    // 9: stickpoint.admin.v1.ListTenantsResponse
+	(*GetTenantRequest)(nil),       // 10: stickpoint.admin.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),      // 11: stickpoint.admin.v1.GetTenantResponse
+	(*CreateSourceRequest)(nil),    // 12: stickpoint.admin.v1.CreateSourceRequest
+	(*CreateSourceResponse)(nil),   // 13: stickpoint.admin.v1.CreateSourceResponse
+	(*ListSourcesRequest)(nil),     // 14: stickpoint.admin.v1.ListSourcesRequest
+	(*ListSourcesResponse)(nil),    // 15: stickpoint.admin.v1.ListSourcesResponse
+	(*RotateWriteKeyRequest)(nil),  // 16: stickpoint.admin.v1.RotateWriteKeyRequest
+	(*RotateWriteKeyResponse)(nil), // 17: stickpoint.admin.v1.RotateWriteKeyResponse
+	(*RevokeWriteKeyRequest)(nil),  // 18: stickpoint.admin.v1.RevokeWriteKeyRequest
+	(*RevokeWriteKeyResponse)(nil), // 19: stickpoint.admin.v1.RevokeWriteKeyResponse
+	(*CreateTokenRequest)(nil),     // 20: stickpoint.admin.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),    // 21: stickpoint.admin.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),      // 22: stickpoint.admin.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),     // 23: stickpoint.admin.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),     // 24: stickpoint.admin.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),    // 25: stickpoint.admin.v1.RevokeTokenResponse
+	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
+	(v1.Scope)(0),                  // 27: stickpoint.auth.v1.Scope
 }
 var file_stickpoint_admin_v1_admin_proto_depIdxs = []int32{
-	24, // 0: stickpoint.admin.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	24, // 1: stickpoint.admin.v1.Source.create_time:type_name -> google.protobuf.Timestamp
-	2,  // 2: stickpoint.admin.v1.Source.write_keys:type_name -> stickpoint.admin.v1.WriteKey
-	24, // 3: stickpoint.admin.v1.WriteKey.create_time:type_name -> google.protobuf.Timestamp
-	24, // 4: stickpoint.admin.v1.WriteKey.expire_time:type_name -> google.protobuf.Timestamp
-	24, // 5: stickpoint.admin.v1.WriteKey.revoke_time:type_name -> google.protobuf.Timestamp
-	25, // 6: stickpoint.admin.v1.Token.scopes:type_name -> stickpoint.auth.v1.Scope
-	24, // 7: stickpoint.admin.v1.Token.create_time:type_name -> google.protobuf.Timestamp
-	24, // 8: stickpoint.admin.v1.Token.revoke_time:type_name -> google.protobuf.Timestamp
-	0,  // 9: stickpoint.admin.v1.CreateTenantResponse.tenant:type_name -> stickpoint.admin.v1.Tenant
-	1,  // 10: stickpoint.admin.v1.CreateTenantResponse.source:type_name -> stickpoint.admin.v1.Source
-	0,  // 11: stickpoint.admin.v1.ListTenantsResponse.tenants:type_name -> stickpoint.admin.v1.Tenant
-	0,  // 12: stickpoint.admin.v1.GetTenantResponse.tenant:type_name -> stickpoint.admin.v1.Tenant
-	1,  // 13: stickpoint.admin.v1.CreateSourceResponse.source:type_name -> stickpoint.admin.v1.Source
-	1,  // 14: stickpoint.admin.v1.ListSourcesResponse.sources:type_name -> stickpoint.admin.v1.Source
-	1,  // 15: stickpoint.admin.v1.RotateWriteKeyResponse.source:type_name -> stickpoint.admin.v1.Source
-	2,  // 16: stickpoint.admin.v1.RotateWriteKeyResponse.write_key:type_name -> stickpoint.admin.v1.WriteKey
-	2,  // 17: stickpoint.admin.v1.RevokeWriteKeyResponse.write_key:type_name -> stickpoint.admin.v1.WriteKey
-	25, // 18: stickpoint.admin.v1.CreateTokenRequest.scopes:type_name -> stickpoint.auth.v1.Scope
-	3,  // 19: stickpoint.admin.v1.CreateTokenResponse.token:type_name -> stickpoint.admin.v1.Token
-	3,  // 20: stickpoint.admin.v1.ListTokensResponse.tokens:type_name -> stickpoint.admin.v1.Token
-	3,  // 21: stickpoint.admin.v1.RevokeTokenResponse.token:type_name -> stickpoint.admin.v1.Token
-	4,  // 22: stickpoint.admin.v1.AdminService.CreateTenant:input_type -> stickpoint.admin.v1.CreateTenantRequest
-	6,  // 23: stickpoint.admin.v1.AdminService.ListTenants:input_type -> stickpoint.admin.v1.ListTenantsRequest
-	8,  // 24: stickpoint.admin.v1.AdminService.GetTenant:input_type -> stickpoint.admin.v1.GetTenantRequest
-	10, // 25: stickpoint.admin.v1.AdminService.CreateSource:input_type -> stickpoint.admin.v1.CreateSourceRequest
-	12, // 26: stickpoint.admin.v1.AdminService.ListSources:input_type -> stickpoint.admin.v1.ListSourcesRequest
-	14, // 27: stickpoint.admin.v1.AdminService.RotateWriteKey:input_type -> stickpoint.admin.v1.RotateWriteKeyRequest
-	16, // 28: stickpoint.admin.v1.AdminService.RevokeWriteKey:input_type -> stickpoint.admin.v1.RevokeWriteKeyRequest
-	18, // 29: stickpoint.admin.v1.AdminService.CreateToken:input_type -> stickpoint.admin.v1.CreateTokenRequest
-	20, // 30: stickpoint.admin.v1.AdminService.ListTokens:input_type -> stickpoint.admin.v1.ListTokensRequest
-	22, // 31: stickpoint.admin.v1.AdminService.RevokeToken:input_type -> stickpoint.admin.v1.RevokeTokenRequest
-	5,  // 32: stickpoint.admin.v1.AdminService.CreateTenant:output_type -> stickpoint.admin.v1.CreateTenantResponse
-	7,  // 33: stickpoint.admin.v1.AdminService.ListTenants:output_type -> stickpoint.admin.v1.ListTenantsResponse
-	9,  // 34: stickpoint.admin.v1.AdminService.GetTenant:output_type -> stickpoint.admin.v1.GetTenantResponse
-	11, // 35: stickpoint.admin.v1.AdminService.CreateSource:output_type -> stickpoint.admin.v1.CreateSourceResponse
-	13, // 36: stickpoint.admin.v1.AdminService.ListSources:output_type -> stickpoint.admin.v1.ListSourcesResponse
-	15, // 37: stickpoint.admin.v1.AdminService.RotateWriteKey:output_type -> stickpoint.admin.v1.RotateWriteKeyResponse
-	17, // 38: stickpoint.admin.v1.AdminService.RevokeWriteKey:output_type -> stickpoint.admin.v1.RevokeWriteKeyResponse
-	19, // 39: stickpoint.admin.v1.AdminService.CreateToken:output_type -> stickpoint.admin.v1.CreateTokenResponse
-	21, // 40: stickpoint.admin.v1.AdminService.ListTokens:output_type -> stickpoint.admin.v1.ListTokensResponse
-	23, // 41: stickpoint.admin.v1.AdminService.RevokeToken:output_type -> stickpoint.admin.v1.RevokeTokenResponse
-	32, // [32:42] is the sub-list for method output_type
-	22, // [22:32] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	26, // 0: stickpoint.admin.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	0,  // 1: stickpoint.admin.v1.UpdateTenantResponse.tenant:type_name -> stickpoint.admin.v1.Tenant
+	26, // 2: stickpoint.admin.v1.Source.create_time:type_name -> google.protobuf.Timestamp
+	4,  // 3: stickpoint.admin.v1.Source.write_keys:type_name -> stickpoint.admin.v1.WriteKey
+	26, // 4: stickpoint.admin.v1.WriteKey.create_time:type_name -> google.protobuf.Timestamp
+	26, // 5: stickpoint.admin.v1.WriteKey.expire_time:type_name -> google.protobuf.Timestamp
+	26, // 6: stickpoint.admin.v1.WriteKey.revoke_time:type_name -> google.protobuf.Timestamp
+	27, // 7: stickpoint.admin.v1.Token.scopes:type_name -> stickpoint.auth.v1.Scope
+	26, // 8: stickpoint.admin.v1.Token.create_time:type_name -> google.protobuf.Timestamp
+	26, // 9: stickpoint.admin.v1.Token.revoke_time:type_name -> google.protobuf.Timestamp
+	0,  // 10: stickpoint.admin.v1.CreateTenantResponse.tenant:type_name -> stickpoint.admin.v1.Tenant
+	3,  // 11: stickpoint.admin.v1.CreateTenantResponse.source:type_name -> stickpoint.admin.v1.Source
+	0,  // 12: stickpoint.admin.v1.ListTenantsResponse.tenants:type_name -> stickpoint.admin.v1.Tenant
+	0,  // 13: stickpoint.admin.v1.GetTenantResponse.tenant:type_name -> stickpoint.admin.v1.Tenant
+	3,  // 14: stickpoint.admin.v1.CreateSourceResponse.source:type_name -> stickpoint.admin.v1.Source
+	3,  // 15: stickpoint.admin.v1.ListSourcesResponse.sources:type_name -> stickpoint.admin.v1.Source
+	3,  // 16: stickpoint.admin.v1.RotateWriteKeyResponse.source:type_name -> stickpoint.admin.v1.Source
+	4,  // 17: stickpoint.admin.v1.RotateWriteKeyResponse.write_key:type_name -> stickpoint.admin.v1.WriteKey
+	4,  // 18: stickpoint.admin.v1.RevokeWriteKeyResponse.write_key:type_name -> stickpoint.admin.v1.WriteKey
+	27, // 19: stickpoint.admin.v1.CreateTokenRequest.scopes:type_name -> stickpoint.auth.v1.Scope
+	5,  // 20: stickpoint.admin.v1.CreateTokenResponse.token:type_name -> stickpoint.admin.v1.Token
+	5,  // 21: stickpoint.admin.v1.ListTokensResponse.tokens:type_name -> stickpoint.admin.v1.Token
+	5,  // 22: stickpoint.admin.v1.RevokeTokenResponse.token:type_name -> stickpoint.admin.v1.Token
+	6,  // 23: stickpoint.admin.v1.AdminService.CreateTenant:input_type -> stickpoint.admin.v1.CreateTenantRequest
+	8,  // 24: stickpoint.admin.v1.AdminService.ListTenants:input_type -> stickpoint.admin.v1.ListTenantsRequest
+	10, // 25: stickpoint.admin.v1.AdminService.GetTenant:input_type -> stickpoint.admin.v1.GetTenantRequest
+	1,  // 26: stickpoint.admin.v1.AdminService.UpdateTenant:input_type -> stickpoint.admin.v1.UpdateTenantRequest
+	12, // 27: stickpoint.admin.v1.AdminService.CreateSource:input_type -> stickpoint.admin.v1.CreateSourceRequest
+	14, // 28: stickpoint.admin.v1.AdminService.ListSources:input_type -> stickpoint.admin.v1.ListSourcesRequest
+	16, // 29: stickpoint.admin.v1.AdminService.RotateWriteKey:input_type -> stickpoint.admin.v1.RotateWriteKeyRequest
+	18, // 30: stickpoint.admin.v1.AdminService.RevokeWriteKey:input_type -> stickpoint.admin.v1.RevokeWriteKeyRequest
+	20, // 31: stickpoint.admin.v1.AdminService.CreateToken:input_type -> stickpoint.admin.v1.CreateTokenRequest
+	22, // 32: stickpoint.admin.v1.AdminService.ListTokens:input_type -> stickpoint.admin.v1.ListTokensRequest
+	24, // 33: stickpoint.admin.v1.AdminService.RevokeToken:input_type -> stickpoint.admin.v1.RevokeTokenRequest
+	7,  // 34: stickpoint.admin.v1.AdminService.CreateTenant:output_type -> stickpoint.admin.v1.CreateTenantResponse
+	9,  // 35: stickpoint.admin.v1.AdminService.ListTenants:output_type -> stickpoint.admin.v1.ListTenantsResponse
+	11, // 36: stickpoint.admin.v1.AdminService.GetTenant:output_type -> stickpoint.admin.v1.GetTenantResponse
+	2,  // 37: stickpoint.admin.v1.AdminService.UpdateTenant:output_type -> stickpoint.admin.v1.UpdateTenantResponse
+	13, // 38: stickpoint.admin.v1.AdminService.CreateSource:output_type -> stickpoint.admin.v1.CreateSourceResponse
+	15, // 39: stickpoint.admin.v1.AdminService.ListSources:output_type -> stickpoint.admin.v1.ListSourcesResponse
+	17, // 40: stickpoint.admin.v1.AdminService.RotateWriteKey:output_type -> stickpoint.admin.v1.RotateWriteKeyResponse
+	19, // 41: stickpoint.admin.v1.AdminService.RevokeWriteKey:output_type -> stickpoint.admin.v1.RevokeWriteKeyResponse
+	21, // 42: stickpoint.admin.v1.AdminService.CreateToken:output_type -> stickpoint.admin.v1.CreateTokenResponse
+	23, // 43: stickpoint.admin.v1.AdminService.ListTokens:output_type -> stickpoint.admin.v1.ListTokensResponse
+	25, // 44: stickpoint.admin.v1.AdminService.RevokeToken:output_type -> stickpoint.admin.v1.RevokeTokenResponse
+	34, // [34:45] is the sub-list for method output_type
+	23, // [23:34] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_stickpoint_admin_v1_admin_proto_init() }
@@ -1430,7 +1543,7 @@ func file_stickpoint_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stickpoint_admin_v1_admin_proto_rawDesc), len(file_stickpoint_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

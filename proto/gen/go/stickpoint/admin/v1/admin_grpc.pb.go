@@ -22,6 +22,7 @@ const (
 	AdminService_CreateTenant_FullMethodName   = "/stickpoint.admin.v1.AdminService/CreateTenant"
 	AdminService_ListTenants_FullMethodName    = "/stickpoint.admin.v1.AdminService/ListTenants"
 	AdminService_GetTenant_FullMethodName      = "/stickpoint.admin.v1.AdminService/GetTenant"
+	AdminService_UpdateTenant_FullMethodName   = "/stickpoint.admin.v1.AdminService/UpdateTenant"
 	AdminService_CreateSource_FullMethodName   = "/stickpoint.admin.v1.AdminService/CreateSource"
 	AdminService_ListSources_FullMethodName    = "/stickpoint.admin.v1.AdminService/ListSources"
 	AdminService_RotateWriteKey_FullMethodName = "/stickpoint.admin.v1.AdminService/RotateWriteKey"
@@ -45,6 +46,8 @@ type AdminServiceClient interface {
 	ListTenants(ctx context.Context, in *ListTenantsRequest, opts ...grpc.CallOption) (*ListTenantsResponse, error)
 	// GetTenant returns the caller's tenant.
 	GetTenant(ctx context.Context, in *GetTenantRequest, opts ...grpc.CallOption) (*GetTenantResponse, error)
+	// UpdateTenant changes the caller's tenant's settings.
+	UpdateTenant(ctx context.Context, in *UpdateTenantRequest, opts ...grpc.CallOption) (*UpdateTenantResponse, error)
 	// CreateSource adds a source with a new write key.
 	CreateSource(ctx context.Context, in *CreateSourceRequest, opts ...grpc.CallOption) (*CreateSourceResponse, error)
 	// ListSources lists the tenant's sources and their write keys.
@@ -94,6 +97,16 @@ func (c *adminServiceClient) GetTenant(ctx context.Context, in *GetTenantRequest
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetTenantResponse)
 	err := c.cc.Invoke(ctx, AdminService_GetTenant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) UpdateTenant(ctx context.Context, in *UpdateTenantRequest, opts ...grpc.CallOption) (*UpdateTenantResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateTenantResponse)
+	err := c.cc.Invoke(ctx, AdminService_UpdateTenant_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -184,6 +197,8 @@ type AdminServiceServer interface {
 	ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error)
 	// GetTenant returns the caller's tenant.
 	GetTenant(context.Context, *GetTenantRequest) (*GetTenantResponse, error)
+	// UpdateTenant changes the caller's tenant's settings.
+	UpdateTenant(context.Context, *UpdateTenantRequest) (*UpdateTenantResponse, error)
 	// CreateSource adds a source with a new write key.
 	CreateSource(context.Context, *CreateSourceRequest) (*CreateSourceResponse, error)
 	// ListSources lists the tenant's sources and their write keys.
@@ -217,6 +232,9 @@ func (UnimplementedAdminServiceServer) ListTenants(context.Context, *ListTenants
 }
 func (UnimplementedAdminServiceServer) GetTenant(context.Context, *GetTenantRequest) (*GetTenantResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTenant not implemented")
+}
+func (UnimplementedAdminServiceServer) UpdateTenant(context.Context, *UpdateTenantRequest) (*UpdateTenantResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateTenant not implemented")
 }
 func (UnimplementedAdminServiceServer) CreateSource(context.Context, *CreateSourceRequest) (*CreateSourceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateSource not implemented")
@@ -310,6 +328,24 @@ func _AdminService_GetTenant_Handler(srv interface{}, ctx context.Context, dec f
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).GetTenant(ctx, req.(*GetTenantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_UpdateTenant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateTenantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UpdateTenant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UpdateTenant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UpdateTenant(ctx, req.(*UpdateTenantRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -458,6 +494,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetTenant",
 			Handler:    _AdminService_GetTenant_Handler,
+		},
+		{
+			MethodName: "UpdateTenant",
+			Handler:    _AdminService_UpdateTenant_Handler,
 		},
 		{
 			MethodName: "CreateSource",
