@@ -297,7 +297,6 @@ func pick(js []journeys.Stored, tr accounts.Traits) *journeys.Stored {
 	return nil
 }
 
-
 // startOf is the account's start: the trait holding it, read as an ISO
 // 8601 time or date, or Unix seconds (or milliseconds); else its first
 // event.
