@@ -127,13 +127,16 @@ func (s *Milestones) GetBackfill(ctx context.Context, _ *milestonesv1.GetBackfil
 	if err != nil {
 		return nil, err
 	}
-	bf, ok := s.eval.BackfillStatus(tenant)
+	bf, ok, err := s.journeys.Backfill(ctx, tenant)
+	if err != nil {
+		return nil, unavailable(err)
+	}
 	if !ok {
-		return nil, status.Error(codes.NotFound, "no backfill has run for this tenant since the service started")
+		return nil, status.Error(codes.NotFound, "no backfill has run for this tenant")
 	}
 	out := &milestonesv1.GetBackfillResponse{Reason: bf.Reason, AccountsTotal: bf.Total, AccountsDone: bf.Done,
-		Done: bf.Finished(), StartedAt: timestamppb.New(bf.StartedAt), Error: bf.Err}
-	if bf.Finished() {
+		Done: bf.Finished, StartedAt: timestamppb.New(bf.StartedAt), Error: bf.Err}
+	if bf.Finished {
 		out.FinishedAt = timestamppb.New(bf.FinishedAt)
 	}
 	return out, nil

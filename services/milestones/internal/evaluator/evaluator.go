@@ -24,7 +24,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -59,15 +58,12 @@ type Evaluator struct {
 	evaluated   metric.Int64Counter
 	transitions metric.Int64Counter
 	duration    metric.Float64Histogram
-
-	mu        sync.Mutex
-	backfills map[string]*Backfill // by tenant
 }
 
 // New returns an evaluator over a migrated store.
 func New(db chstore.Store, js *journeys.Store, emitter *signals.Emitter, log *slog.Logger) (*Evaluator, error) {
 	e := &Evaluator{db: db, journeys: js, traits: accounts.NewReader(db), emitter: emitter, log: log,
-		Now: time.Now, backfills: map[string]*Backfill{}}
+		Now: time.Now}
 	meter := otel.GetMeterProvider().Meter(scope)
 	var err error
 	if e.evaluated, err = meter.Int64Counter("stickpoint.milestones.accounts.evaluated",

@@ -408,8 +408,8 @@ func TestBackfillEndsInTheStateOfLiveProcessing(t *testing.T) {
 		if len(statuses) < 2 {
 			t.Errorf("every account ended %v: the history tests too little", statuses)
 		}
-		bf, ok := e.eval.BackfillStatus("t1")
-		if !ok || !bf.Finished() || bf.Total != int64(len(accounts)) || bf.Done != int64(len(accounts)) || bf.Err != "" {
+		bf, ok, err := e.js.Backfill(t.Context(), "t1")
+		if err != nil || !ok || !bf.Finished || bf.Total != int64(len(accounts)) || bf.Done != int64(len(accounts)) || bf.Err != "" {
 			t.Fatalf("backfill status: %+v", bf)
 		}
 	})

@@ -134,62 +134,33 @@ func (e *Evaluator) Reconcile(ctx context.Context, tenant string, since time.Tim
 	return e.Evaluate(ctx, tenant, ids, "reconcile", time.Time{})
 }
 
-// Backfill is a recompute of all of a tenant's accounts after its journeys
-// changed.
-type Backfill struct {
-	Reason      string
-	Total, Done int64
-	StartedAt   time.Time
-	FinishedAt  time.Time
-	Err         string
-	Result      Result
-	finished    bool
-}
-
-// Finished reports whether it ended, well or not.
-func (b Backfill) Finished() bool { return b.finished }
-
-// RunBackfill recomputes every account of tenant, reporting its progress
-// through BackfillStatus. A backfill already running for the tenant is
-// not stopped: both end in the same state, as both evaluate at the clock.
+// RunBackfill recomputes every account of tenant, recording its progress
+// in the journeys store (after each page) for any replica to report. A
+// backfill already running for the tenant is not stopped: both end in the
+// same state, as both evaluate at the clock.
 func (e *Evaluator) RunBackfill(ctx context.Context, tenant, reason string) (Result, error) {
-	bf := &Backfill{Reason: reason, StartedAt: time.Now().UTC()}
-	e.mu.Lock()
-	e.backfills[tenant] = bf
-	e.mu.Unlock()
+	bf := journeys.Backfill{Reason: reason, StartedAt: time.Now().UTC()}
+	record := func() {
+		if err := e.journeys.PutBackfill(ctx, tenant, bf); err != nil {
+			e.log.WarnContext(ctx, "record backfill progress", "tenant", tenant, "error", err)
+		}
+	}
+	record()
 	total, err := accountCount(ctx, e.db, tenant)
-	e.update(bf, func() { bf.Total = total })
+	bf.Total = total
 	var res Result
 	if err == nil {
-		res, err = e.EvaluateAll(ctx, tenant, "backfill", func(n int64) { e.update(bf, func() { bf.Done = n }) })
+		res, err = e.EvaluateAll(ctx, tenant, "backfill", func(n int64) { bf.Done = n; record() })
 	}
-	e.update(bf, func() {
-		bf.finished, bf.FinishedAt, bf.Result = true, time.Now().UTC(), res
-		if err != nil {
-			bf.Err = err.Error()
-		}
-	})
+	bf.Finished, bf.FinishedAt = true, time.Now().UTC()
+	if err != nil {
+		bf.Err = err.Error()
+	}
+	record()
 	if err != nil {
 		e.log.WarnContext(ctx, "backfill failed; the next sweep recomputes the accounts", "tenant", tenant, "reason", reason, "error", err)
 	} else {
 		e.log.InfoContext(ctx, "backfill done", "tenant", tenant, "reason", reason, "accounts", res.Accounts, "changed", res.Changed, "signals", res.Signals)
 	}
 	return res, err
-}
-
-func (e *Evaluator) update(bf *Backfill, f func()) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	f()
-}
-
-// BackfillStatus is the tenant's latest backfill in this process.
-func (e *Evaluator) BackfillStatus(tenant string) (Backfill, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	bf, ok := e.backfills[tenant]
-	if !ok {
-		return Backfill{}, false
-	}
-	return *bf, true
 }

@@ -43,11 +43,17 @@ type Stored struct {
 	Journey journey.Journey `json:"-"`
 }
 
-// Store reads and writes journeys.
+// Store reads and writes journeys, and the progress of the recompute a
+// change starts.
 type Store struct {
-	kv  jetstream.KeyValue
-	now func() time.Time
+	kv        jetstream.KeyValue
+	backfills jetstream.KeyValue
+	now       func() time.Time
 }
+
+// BackfillBucket keeps each tenant's latest backfill, so any replica can
+// report the one another runs.
+const BackfillBucket = "journey_backfills"
 
 // Open opens (or creates) the bucket.
 func Open(ctx context.Context, bus *natsjs.Bus) (*Store, error) {
@@ -59,7 +65,54 @@ func Open(ctx context.Context, bus *natsjs.Bus) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{kv: kv, now: time.Now}, nil
+	bf, err := bus.KeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BackfillBucket,
+		Description: "Each tenant's latest recompute of its accounts after a journey change.",
+		History:     1,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Store{kv: kv, backfills: bf, now: time.Now}, nil
+}
+
+// Backfill is a recompute of a tenant's accounts after its journeys
+// changed.
+type Backfill struct {
+	Reason     string    `json:"reason"`
+	Total      int64     `json:"total"`
+	Done       int64     `json:"done"`
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	Finished   bool      `json:"finished"`
+	Err        string    `json:"error,omitempty"`
+}
+
+// PutBackfill records a tenant's backfill progress.
+func (s *Store) PutBackfill(ctx context.Context, tenant string, b Backfill) error {
+	data, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	if _, err := s.backfills.Put(ctx, tenant, data); err != nil {
+		return fmt.Errorf("record backfill: %w", err)
+	}
+	return nil
+}
+
+// Backfill is the tenant's latest backfill; ok is false when none ran.
+func (s *Store) Backfill(ctx context.Context, tenant string) (b Backfill, ok bool, _ error) {
+	e, err := s.backfills.Get(ctx, tenant)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Backfill{}, false, nil
+	}
+	if err != nil {
+		return Backfill{}, false, fmt.Errorf("read backfill: %w", err)
+	}
+	if err := json.Unmarshal(e.Value(), &b); err != nil {
+		return Backfill{}, false, fmt.Errorf("backfill record: %w", err)
+	}
+	return b, true, nil
 }
 
 func key(tenant, id string) string { return tenant + "." + id }
