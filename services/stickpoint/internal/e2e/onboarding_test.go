@@ -131,4 +131,25 @@ func TestOnboardingWalkthrough(t *testing.T) {
 	out, _, code = cli(t, addr, "signals", "list", "--kind", "milestone_reached", "--json", "--token", token)
 	require.Zero(t, code)
 	require.Equal(t, 5, strings.Count(out, `"kind": "milestone_reached"`), out)
+
+	out, _, code = cli(t, addr, "milestones", "stick-point", "--token", token)
+	require.Zero(t, code)
+	require.Contains(t, out, "journey onboarding: 4 accounts, 0 past the stick point")
+	out, _, code = cli(t, addr, "journeys", "list", "--token", token)
+	require.Zero(t, code)
+	require.Regexp(t, `onboarding\s+1\s+4\s`, out)
+	out, _, code = cli(t, addr, "journeys", "get", "onboarding", "--source", "--token", token)
+	require.Zero(t, code)
+	require.Equal(t, tmpl, out)
+
+	// Deleting the journey recomputes its accounts: none follows a journey.
+	_, errOut, code = cli(t, addr, "journeys", "delete", "onboarding", "--token", token)
+	require.Zero(t, code, errOut)
+	require.Eventually(t, func() bool {
+		out, _, _ := cli(t, addr, "accounts", "get", "done-co", "--token", token)
+		return strings.Contains(out, "(no journey applies)")
+	}, 30*time.Second, 200*time.Millisecond)
+	_, errOut, code = cli(t, addr, "milestones", "progress", "done-co", "--token", token)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "no journey applies")
 }
