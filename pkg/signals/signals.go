@@ -8,11 +8,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"embed"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"io/fs"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
@@ -68,17 +68,13 @@ func (e *Emitter) Emit(ctx context.Context, sigs []*signalsv1.Signal) error {
 			return err
 		}
 		msgs = append(msgs, natsjs.Outgoing{Subject: natsjs.SignalSubject(s.GetTenantId(), s.GetKind()), Data: data, MsgID: s.GetId()})
+		// The payload is the message as published, in base64: a tenth of
+		// the cost of protobuf JSON when a backfill emits many.
+		rows = append(rows, []any{s.GetTenantId(), s.GetAccountId(), s.GetId(), s.GetKind(), s.GetSeverity().String(),
+			s.GetOccurredAt().AsTime().UTC(), s.GetDetectedAt().AsTime().UTC(), s.GetSummary(), base64.StdEncoding.EncodeToString(data)})
 	}
 	if err := e.bus.PublishAll(ctx, msgs); err != nil {
 		return err
-	}
-	for _, s := range sigs {
-		payload, err := protojson.Marshal(s)
-		if err != nil {
-			return err
-		}
-		rows = append(rows, []any{s.GetTenantId(), s.GetAccountId(), s.GetId(), s.GetKind(), s.GetSeverity().String(),
-			s.GetOccurredAt().AsTime().UTC(), s.GetDetectedAt().AsTime().UTC(), s.GetSummary(), string(payload)})
 	}
 	if err := e.db.Insert(ctx, "signals", columns, rows); err != nil {
 		return fmt.Errorf("record signals: %w", err)
@@ -118,9 +114,13 @@ func List(ctx context.Context, db chstore.Store, tenant string, f Filter) ([]*si
 		if err := rows.Scan(&payload); err != nil {
 			return nil, err
 		}
-		s := &signalsv1.Signal{}
-		if err := protojson.Unmarshal([]byte(payload), s); err != nil {
+		data, err := base64.StdEncoding.DecodeString(payload)
+		if err != nil {
 			return nil, fmt.Errorf("signal payload: %w", err)
+		}
+		s, err := Decode(data)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, s)
 	}

@@ -1,5 +1,6 @@
 -- Every signal published to SIGNALS, for listing (stickpoint signals list).
--- A signal's id is derived from what it says (tenant, account, kind and the
+-- payload is the stickpoint.signals.v1.Signal as published, protobuf in
+-- base64. A signal's id is derived from what it says (tenant, account, kind and the
 -- transition's identity), so a signal emitted again after a crash
 -- collapses into one row; reads use FINAL, so answers never depend on
 -- merges.
