@@ -22,9 +22,9 @@ func NewServer(db chstore.Store) *Server { return &Server{db: db} }
 
 // List lists signals, newest first.
 func (s *Server) List(ctx context.Context, req *signalsv1.ListRequest) (*signalsv1.ListResponse, error) {
-	p, ok := tenancy.PrincipalFrom(ctx)
-	if !ok {
-		return nil, status.Error(codes.Unauthenticated, "no authenticated caller")
+	tenant, err := tenancy.CallerTenant(ctx)
+	if err != nil {
+		return nil, err
 	}
 	limit := int(req.GetLimit())
 	switch {
@@ -33,7 +33,7 @@ func (s *Server) List(ctx context.Context, req *signalsv1.ListRequest) (*signals
 	case limit < 0 || limit > 1000:
 		return nil, status.Errorf(codes.InvalidArgument, "limit %d is not between 1 and 1000", limit)
 	}
-	sigs, err := List(ctx, s.db, p.TenantID, Filter{AccountID: req.GetAccountId(), Kind: req.GetKind(), Limit: limit})
+	sigs, err := List(ctx, s.db, tenant, Filter{AccountID: req.GetAccountId(), Kind: req.GetKind(), Limit: limit})
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}

@@ -23,12 +23,20 @@ type AdminService struct {
 // NewAdminService returns the admin API over reg.
 func NewAdminService(reg *Registry) *AdminService { return &AdminService{reg: reg} }
 
-func caller(ctx context.Context) (Principal, error) {
+// Caller is the authenticated caller of a gRPC method, or an
+// Unauthenticated status: every service's APIs take the tenant from it.
+func Caller(ctx context.Context) (Principal, error) {
 	p, ok := PrincipalFrom(ctx)
 	if !ok {
 		return Principal{}, status.Error(codes.Unauthenticated, "no authenticated caller")
 	}
 	return p, nil
+}
+
+// CallerTenant is the tenant of the caller (see Caller).
+func CallerTenant(ctx context.Context) (string, error) {
+	p, err := Caller(ctx)
+	return p.TenantID, err
 }
 
 // toStatus maps tenancy errors to gRPC status codes, once, at the boundary.
@@ -96,7 +104,7 @@ func (a *AdminService) ListTenants(context.Context, *adminv1.ListTenantsRequest)
 }
 
 func (a *AdminService) GetTenant(ctx context.Context, _ *adminv1.GetTenantRequest) (*adminv1.GetTenantResponse, error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +116,7 @@ func (a *AdminService) GetTenant(ctx context.Context, _ *adminv1.GetTenantReques
 }
 
 func (a *AdminService) UpdateTenant(ctx context.Context, req *adminv1.UpdateTenantRequest) (*adminv1.UpdateTenantResponse, error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +128,7 @@ func (a *AdminService) UpdateTenant(ctx context.Context, req *adminv1.UpdateTena
 }
 
 func (a *AdminService) CreateSource(ctx context.Context, req *adminv1.CreateSourceRequest) (*adminv1.CreateSourceResponse, error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +140,7 @@ func (a *AdminService) CreateSource(ctx context.Context, req *adminv1.CreateSour
 }
 
 func (a *AdminService) ListSources(ctx context.Context, _ *adminv1.ListSourcesRequest) (*adminv1.ListSourcesResponse, error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +152,7 @@ func (a *AdminService) ListSources(ctx context.Context, _ *adminv1.ListSourcesRe
 }
 
 func (a *AdminService) RotateWriteKey(ctx context.Context, req *adminv1.RotateWriteKeyRequest) (*adminv1.RotateWriteKeyResponse, error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +168,7 @@ func (a *AdminService) RotateWriteKey(ctx context.Context, req *adminv1.RotateWr
 }
 
 func (a *AdminService) RevokeWriteKey(ctx context.Context, req *adminv1.RevokeWriteKeyRequest) (*adminv1.RevokeWriteKeyResponse, error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +180,7 @@ func (a *AdminService) RevokeWriteKey(ctx context.Context, req *adminv1.RevokeWr
 }
 
 func (a *AdminService) CreateToken(ctx context.Context, req *adminv1.CreateTokenRequest) (*adminv1.CreateTokenResponse, error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +198,7 @@ func (a *AdminService) CreateToken(ctx context.Context, req *adminv1.CreateToken
 }
 
 func (a *AdminService) ListTokens(ctx context.Context, _ *adminv1.ListTokensRequest) (*adminv1.ListTokensResponse, error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +210,7 @@ func (a *AdminService) ListTokens(ctx context.Context, _ *adminv1.ListTokensRequ
 }
 
 func (a *AdminService) RevokeToken(ctx context.Context, req *adminv1.RevokeTokenRequest) (*adminv1.RevokeTokenResponse, error) {
-	p, err := caller(ctx)
+	p, err := Caller(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -25,17 +25,9 @@ type Server struct {
 // New returns the events API over s.
 func New(s *store.Store) *Server { return &Server{store: s} }
 
-func tenantOf(ctx context.Context) (string, error) {
-	p, ok := tenancy.PrincipalFrom(ctx)
-	if !ok {
-		return "", status.Error(codes.Unauthenticated, "no authenticated caller")
-	}
-	return p.TenantID, nil
-}
-
 // Count counts distinct events.
 func (s *Server) Count(ctx context.Context, req *eventsv1.CountRequest) (*eventsv1.CountResponse, error) {
-	tenant, err := tenantOf(ctx)
+	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +53,7 @@ func (s *Server) Count(ctx context.Context, req *eventsv1.CountRequest) (*events
 
 // Recent lists the latest events.
 func (s *Server) Recent(ctx context.Context, req *eventsv1.RecentRequest) (*eventsv1.RecentResponse, error) {
-	tenant, err := tenantOf(ctx)
+	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +82,7 @@ func (s *Server) Recent(ctx context.Context, req *eventsv1.RecentRequest) (*even
 
 // Stats says what ingest accepted and refused.
 func (s *Server) Stats(ctx context.Context, req *eventsv1.StatsRequest) (*eventsv1.StatsResponse, error) {
-	tenant, err := tenantOf(ctx)
+	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +100,7 @@ func (s *Server) Stats(ctx context.Context, req *eventsv1.StatsRequest) (*events
 
 // Warnings lists the calls refused one by one, by kind.
 func (s *Server) Warnings(ctx context.Context, req *eventsv1.WarningsRequest) (*eventsv1.WarningsResponse, error) {
-	tenant, err := tenantOf(ctx)
+	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -96,9 +96,9 @@ func itemsField(f string) string { return strings.Replace(f, "batch[", "items[",
 // that is invalid fails; a Batch stores its valid calls and returns the
 // others in the result's Rejected, failing only if none is valid.
 func (s *Server) accept(ctx context.Context, calls []map[string]any, sentAt *timestamppb.Timestamp, single bool) (*segment.Request, error) {
-	p, ok := tenancy.PrincipalFrom(ctx)
-	if !ok {
-		return nil, status.Error(codes.Unauthenticated, "no authenticated caller")
+	p, err := tenancy.Caller(ctx)
+	if err != nil {
+		return nil, err
 	}
 	received := s.now()
 	body := map[string]any{"batch": calls}

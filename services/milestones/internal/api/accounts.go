@@ -14,6 +14,7 @@ import (
 
 	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/tenancy"
 	accountsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/accounts/v1"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/evaluator"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/progress"
@@ -37,7 +38,7 @@ func NewAccounts(db chstore.Store, ownerTrait func(tenant string) string) *Accou
 
 // Get returns one account.
 func (s *Accounts) Get(ctx context.Context, req *accountsv1.GetRequest) (*accountsv1.GetResponse, error) {
-	tenant, err := tenantOf(ctx)
+	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +62,7 @@ func (s *Accounts) Get(ctx context.Context, req *accountsv1.GetRequest) (*accoun
 
 // List lists accounts by id, filtered, a page at a time.
 func (s *Accounts) List(ctx context.Context, req *accountsv1.ListRequest) (*accountsv1.ListResponse, error) {
-	tenant, err := tenantOf(ctx)
+	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}

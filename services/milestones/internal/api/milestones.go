@@ -41,19 +41,11 @@ func NewMilestones(db chstore.Store, js *journeys.Store, eval *evaluator.Evaluat
 	return &Milestones{db: db, journeys: js, eval: eval, backfill: backfill}
 }
 
-func tenantOf(ctx context.Context) (string, error) {
-	p, ok := tenancy.PrincipalFrom(ctx)
-	if !ok {
-		return "", status.Error(codes.Unauthenticated, "no authenticated caller")
-	}
-	return p.TenantID, nil
-}
-
 func unavailable(err error) error { return status.Error(codes.Unavailable, err.Error()) }
 
 // PutJourney stores a journey file as its next version and backfills.
 func (s *Milestones) PutJourney(ctx context.Context, req *milestonesv1.PutJourneyRequest) (*milestonesv1.PutJourneyResponse, error) {
-	tenant, err := tenantOf(ctx)
+	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +67,7 @@ func (s *Milestones) PutJourney(ctx context.Context, req *milestonesv1.PutJourne
 
 // GetJourney returns a journey.
 func (s *Milestones) GetJourney(ctx context.Context, req *milestonesv1.GetJourneyRequest) (*milestonesv1.GetJourneyResponse, error) {
-	tenant, err := tenantOf(ctx)
+	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +82,7 @@ func (s *Milestones) GetJourney(ctx context.Context, req *milestonesv1.GetJourne
 
 // ListJourneys lists journeys in the order accounts try them.
 func (s *Milestones) ListJourneys(ctx context.Context, _ *milestonesv1.ListJourneysRequest) (*milestonesv1.ListJourneysResponse, error) {
-	tenant, err := tenantOf(ctx)
+	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +99,7 @@ func (s *Milestones) ListJourneys(ctx context.Context, _ *milestonesv1.ListJourn
 
 // DeleteJourney deletes a journey and backfills.
 func (s *Milestones) DeleteJourney(ctx context.Context, req *milestonesv1.DeleteJourneyRequest) (*milestonesv1.DeleteJourneyResponse, error) {
-	tenant, err := tenantOf(ctx)
+	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +115,7 @@ func (s *Milestones) DeleteJourney(ctx context.Context, req *milestonesv1.Delete
 
 // GetBackfill reports the tenant's latest backfill in this process.
 func (s *Milestones) GetBackfill(ctx context.Context, _ *milestonesv1.GetBackfillRequest) (*milestonesv1.GetBackfillResponse, error) {
-	tenant, err := tenantOf(ctx)
+	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +136,7 @@ func (s *Milestones) GetBackfill(ctx context.Context, _ *milestonesv1.GetBackfil
 
 // GetProgress is one account's progress.
 func (s *Milestones) GetProgress(ctx context.Context, req *milestonesv1.GetProgressRequest) (*milestonesv1.GetProgressResponse, error) {
-	tenant, err := tenantOf(ctx)
+	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +172,7 @@ func (s *Milestones) definitions(ctx context.Context, tenant string) map[string]
 
 // ListAccounts lists accounts by onboarding status.
 func (s *Milestones) ListAccounts(ctx context.Context, req *milestonesv1.ListAccountsRequest) (*milestonesv1.ListAccountsResponse, error) {
-	tenant, err := tenantOf(ctx)
+	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +239,7 @@ func (s *Milestones) journeyRows(ctx context.Context, tenant, id string) (journe
 // Funnel counts, per milestone, the accounts that reached it and how long
 // it took them from their start.
 func (s *Milestones) Funnel(ctx context.Context, req *milestonesv1.FunnelRequest) (*milestonesv1.FunnelResponse, error) {
-	tenant, err := tenantOf(ctx)
+	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -288,7 +280,7 @@ func milestoneIndex(j journey.Journey, id string) int {
 
 // StickPoint reports the accounts past the stick point and how far they got.
 func (s *Milestones) StickPoint(ctx context.Context, req *milestonesv1.StickPointRequest) (*milestonesv1.StickPointResponse, error) {
-	tenant, err := tenantOf(ctx)
+	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
