@@ -274,16 +274,7 @@ func (l serverLogger) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf
 // in its headers and, if msgID is set, as the Nats-Msg-Id the stream
 // dedups on. It returns once the stream has stored it.
 func (b *Bus) Publish(ctx context.Context, subject string, data []byte, msgID string) error {
-	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-	InjectTrace(ctx, msg.Header)
-	var opts []jetstream.PublishOpt
-	if msgID != "" {
-		opts = append(opts, jetstream.WithMsgID(msgID))
-	}
-	if _, err := b.JS.PublishMsg(ctx, msg, opts...); err != nil {
-		return fmt.Errorf("publish %s: %w", subject, err)
-	}
-	return nil
+	return b.PublishAll(ctx, []Outgoing{{Subject: subject, Data: data, MsgID: msgID}})
 }
 
 // Outgoing is a message for PublishAll.

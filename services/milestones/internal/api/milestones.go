@@ -299,13 +299,7 @@ func (s *Milestones) StickPoint(ctx context.Context, req *milestonesv1.StickPoin
 		}
 		r.State.PastStickPoint = true
 		past = append(past, r)
-		reached := 0
-		for _, m := range r.State.Milestones {
-			if m.Reached {
-				reached++
-			}
-		}
-		out.ByMilestonesReached[min(reached, len(st.Journey.Milestones))]++
+		out.ByMilestonesReached[min(reachedCount(r), len(st.Journey.Milestones))]++
 		if r.Status == progress.Completed {
 			out.PastCompleted++
 		}
