@@ -192,18 +192,13 @@ func milestonesCommand(env environ) *cobra.Command {
 				return printProgress(env.stdout, resp.GetOnboarding())
 			case "list":
 				out := &milestonesv1.ListAccountsResponse{}
-				token := ""
-				for len(out.Accounts) < *limit {
+				out.Accounts, out.NextPageToken, err = collectPages(*limit, func(size int32, token string) ([]*milestonesv1.Onboarding, string, error) {
 					resp, err := client.ListAccounts(s.ctx, &milestonesv1.ListAccountsRequest{Status: *statusFlag, JourneyId: *journeyID,
-						PageSize: int32(min(*limit-len(out.Accounts), 1000)), PageToken: token})
-					if err != nil {
-						return s.explain(err)
-					}
-					out.Accounts = append(out.Accounts, resp.GetAccounts()...)
-					out.NextPageToken, token = resp.GetNextPageToken(), resp.GetNextPageToken()
-					if token == "" {
-						break
-					}
+						PageSize: size, PageToken: token})
+					return resp.GetAccounts(), resp.GetNextPageToken(), err
+				})
+				if err != nil {
+					return s.explain(err)
 				}
 				if *cf.asJSON {
 					return s.printJSON(out)
@@ -260,6 +255,22 @@ func milestonesCommand(env environ) *cobra.Command {
 			return tw.Flush()
 		}
 	})
+}
+
+// collectPages reads pages (of at most 1,000) until it has limit items or
+// the last page; next is the token of what remains.
+func collectPages[T any](limit int, page func(size int32, token string) ([]T, string, error)) (items []T, next string, _ error) {
+	for len(items) < limit {
+		got, token, err := page(int32(min(limit-len(items), 1000)), next)
+		if err != nil {
+			return nil, "", err
+		}
+		items, next = append(items, got...), token
+		if next == "" {
+			break
+		}
+	}
+	return items, next, nil
 }
 
 func reachedOf(o *milestonesv1.Onboarding) string {
@@ -357,18 +368,13 @@ func accountsCommand(env environ) *cobra.Command {
 				return nil
 			}
 			out := &accountsv1.ListResponse{}
-			token := ""
-			for len(out.Accounts) < *limit {
+			out.Accounts, out.NextPageToken, err = collectPages(*limit, func(size int32, token string) ([]*accountsv1.Account, string, error) {
 				resp, err := client.List(s.ctx, &accountsv1.ListRequest{OnboardingStatus: *statusFlag, Owner: *owner, TraitEquals: *traits,
-					PageSize: int32(min(*limit-len(out.Accounts), 1000)), PageToken: token})
-				if err != nil {
-					return s.explain(err)
-				}
-				out.Accounts = append(out.Accounts, resp.GetAccounts()...)
-				out.NextPageToken, token = resp.GetNextPageToken(), resp.GetNextPageToken()
-				if token == "" {
-					break
-				}
+					PageSize: size, PageToken: token})
+				return resp.GetAccounts(), resp.GetNextPageToken(), err
+			})
+			if err != nil {
+				return s.explain(err)
 			}
 			if *cf.asJSON {
 				return s.printJSON(out)
