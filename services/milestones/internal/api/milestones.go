@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
 	milestonesv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/milestones/v1"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/evaluator"
@@ -50,7 +51,7 @@ func (s *Milestones) PutJourney(ctx context.Context, req *milestonesv1.PutJourne
 		return nil, err
 	}
 	st, unchanged, err := s.journeys.Put(ctx, tenant, []byte(req.GetSource()))
-	var bad *journey.Error
+	var bad *specfile.Error
 	switch {
 	case errors.As(err, &bad):
 		return nil, status.Error(codes.InvalidArgument, bad.Error())
@@ -335,7 +336,7 @@ func journeyProto(st journeys.Stored) *milestonesv1.Journey {
 
 func thresholdText(t journey.Threshold) string {
 	if t.Kind == journey.DistinctDays {
-		return fmt.Sprintf("%s: %d, window: %s", t.Kind, t.N, journey.FormatDuration(t.Window))
+		return fmt.Sprintf("%s: %d, window: %s", t.Kind, t.N, specfile.FormatDuration(t.Window))
 	}
 	return fmt.Sprintf("%s: %d", t.Kind, t.N)
 }

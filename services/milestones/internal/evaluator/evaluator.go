@@ -34,6 +34,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/signals"
+	"github.com/stickpoint/stickpoint/pkg/specfile"
 	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/journeys"
@@ -377,7 +378,7 @@ func summary(account string, ev *signalsv1.OnboardingEvidence, t progress.Transi
 		name = t.Milestone
 	}
 	after := func(ts *timestamppb.Timestamp) string {
-		return journey.FormatDuration(ts.AsTime().Sub(ev.GetAccountStart().AsTime()).Truncate(time.Minute))
+		return specfile.FormatDuration(ts.AsTime().Sub(ev.GetAccountStart().AsTime()).Truncate(time.Minute))
 	}
 	switch t.Kind {
 	case progress.KindMilestoneReached:

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
+	"github.com/stickpoint/stickpoint/pkg/specfile"
 )
 
 // whereSQL is the SQL of property conditions over the JSON column col,
@@ -13,7 +13,7 @@ import (
 // random properties in TestSQLFiltersMatchTheGoFilters): values compare
 // by JSON type and value, gt..lte only numbers, prefix only strings, and
 // a missing property fails every operator but ne and `exists: false`.
-func whereSQL(col string, conds []journey.Condition) (string, []any) {
+func whereSQL(col string, conds []specfile.Condition) (string, []any) {
 	var parts []string
 	var args []any
 	for _, c := range conds {
@@ -39,31 +39,31 @@ func whereSQL(col string, conds []journey.Condition) (string, []any) {
 			}
 		}
 		switch c.Op {
-		case journey.OpExists:
+		case specfile.OpExists:
 			if c.Exists {
 				parts = append(parts, has)
 			} else {
 				parts = append(parts, "NOT "+has)
 			}
 			args = append(args, pathArgs...)
-		case journey.OpEq:
+		case specfile.OpEq:
 			q, a := eq(c.Value)
 			parts, args = append(parts, q), append(args, a...)
-		case journey.OpNe:
+		case specfile.OpNe:
 			q, a := eq(c.Value)
 			parts, args = append(parts, "NOT "+q), append(args, a...)
-		case journey.OpIn:
+		case specfile.OpIn:
 			var ors []string
 			for _, v := range c.Values {
 				q, a := eq(v)
 				ors, args = append(ors, q), append(args, a...)
 			}
 			parts = append(parts, "("+strings.Join(ors, " OR ")+")")
-		case journey.OpPrefix:
+		case specfile.OpPrefix:
 			parts = append(parts, fmt.Sprintf("(%s = 'String' AND startsWith(JSONExtractString(%s%s), ?))", typ, col, path))
 			args = append(append(append(args, pathArgs...), pathArgs...), c.Value)
 		default:
-			op := map[string]string{journey.OpGt: ">", journey.OpGte: ">=", journey.OpLt: "<", journey.OpLte: "<="}[c.Op]
+			op := map[string]string{specfile.OpGt: ">", specfile.OpGte: ">=", specfile.OpLt: "<", specfile.OpLte: "<="}[c.Op]
 			parts = append(parts, fmt.Sprintf("(%s IN ('Int64', 'UInt64', 'Double') AND JSONExtractFloat(%s%s) %s ?)", typ, col, path, op))
 			args = append(append(append(args, pathArgs...), pathArgs...), c.Value)
 		}

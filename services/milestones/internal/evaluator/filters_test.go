@@ -6,12 +6,11 @@ import (
 	"testing"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
-	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
-	"github.com/stickpoint/stickpoint/services/milestones/internal/progress"
 )
 
-// TestSQLFiltersMatchTheGoFilters checks whereSQL against progress.Matches
+// TestSQLFiltersMatchTheGoFilters checks whereSQL against specfile.Matches
 // on random properties and conditions, every operator, on the engine that
 // runs them (the embedded one; the 18.16 server filters in Go).
 func TestSQLFiltersMatchTheGoFilters(t *testing.T) {
@@ -32,23 +31,23 @@ func TestSQLFiltersMatchTheGoFilters(t *testing.T) {
 			}
 		}
 		raw, _ := json.Marshal(props)
-		c := journey.Condition{Path: paths[r.IntN(len(paths))], Op: journey.Operators[r.IntN(len(journey.Operators))]}
+		c := specfile.Condition{Path: paths[r.IntN(len(paths))], Op: specfile.Operators[r.IntN(len(specfile.Operators))]}
 		switch c.Op {
-		case journey.OpExists:
+		case specfile.OpExists:
 			c.Exists = r.IntN(2) == 0
-		case journey.OpIn:
+		case specfile.OpIn:
 			c.Values = []any{scalars[r.IntN(len(scalars))], scalars[r.IntN(len(scalars))]}
-		case journey.OpPrefix:
+		case specfile.OpPrefix:
 			c.Value = []string{"ch", "", "x", "5"}[r.IntN(4)]
-		case journey.OpGt, journey.OpGte, journey.OpLt, journey.OpLte:
+		case specfile.OpGt, specfile.OpGte, specfile.OpLt, specfile.OpLte:
 			c.Value = []float64{-1, 0, 5, 5.5, 6}[r.IntN(5)]
 		default:
 			c.Value = scalars[r.IntN(len(scalars))]
 		}
 		var decoded map[string]any
 		_ = json.Unmarshal(raw, &decoded)
-		want := progress.Matches([]journey.Condition{c}, decoded)
-		cond, args := whereSQL("props", []journey.Condition{c})
+		want := specfile.Matches([]specfile.Condition{c}, decoded)
+		cond, args := whereSQL("props", []specfile.Condition{c})
 		rows, err := db.Query(t.Context(), "SELECT "+cond+" FROM (SELECT ? AS props)", append(args, string(raw))...)
 		if err != nil {
 			t.Fatalf("round %d: %s: %v", round, cond, err)
@@ -62,7 +61,7 @@ func TestSQLFiltersMatchTheGoFilters(t *testing.T) {
 		}
 		checked[c.Op+map[bool]string{true: "+", false: "-"}[want]]++
 	}
-	for _, op := range journey.Operators {
+	for _, op := range specfile.Operators {
 		if checked[op+"+"] == 0 || checked[op+"-"] == 0 {
 			t.Errorf("%s: %d matches and %d misses checked", op, checked[op+"+"], checked[op+"-"])
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/journeys"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/progress"
@@ -72,7 +73,7 @@ type fetch struct {
 	// where are filters ClickHouse runs (JSON functions, engines from
 	// 20.1); all is set when they must run here instead: every event of
 	// the name is read, with its properties.
-	where  []journey.Condition
+	where  []specfile.Condition
 	all    bool
 	firstN int  // count thresholds: the first N distinct events
 	users  int  // distinct-user thresholds: the first event of the first N users

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stickpoint/stickpoint/pkg/specfile"
 )
 
 // issueFile is the journey file of the milestones issue, which must be
@@ -62,7 +64,7 @@ func TestTheIssueFileIsAcceptedAsWritten(t *testing.T) {
 	if m[0].Threshold != (Threshold{Kind: Count, N: 1}) || m[0].Target != 3*Day || m[0].Grace != 3*Day || m[0].Event != "Source Connected" {
 		t.Errorf("connected: %+v", m[0])
 	}
-	if len(m[1].Where) != 1 || m[1].Where[0].Op != OpIn || len(m[1].Where[0].Values) != 2 || m[1].Where[0].Values[1] != "table" ||
+	if len(m[1].Where) != 1 || m[1].Where[0].Op != specfile.OpIn || len(m[1].Where[0].Values) != 2 || m[1].Where[0].Values[1] != "table" ||
 		m[1].Threshold != (Threshold{Kind: Count, N: 2}) {
 		t.Errorf("first_report: %+v", m[1])
 	}
@@ -174,22 +176,5 @@ func TestEveryProblemIsReported(t *testing.T) {
 	_, err := Parse([]byte("id: j\nmilestones:\n  - {id: m, event: E, target: 1q}\n  - {id: n, event: E, target: 1d, threshold: {count: 0}}\n"))
 	if err == nil || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), "line 4") {
 		t.Fatalf("want both problems: %v", err)
-	}
-}
-
-func TestDurations(t *testing.T) {
-	for in, want := range map[string]time.Duration{"7d": 7 * Day, "36h": 36 * time.Hour, "1d12h": 36 * time.Hour, "2w": 14 * Day, "90m": 90 * time.Minute, "1d1h1m1s": Day + time.Hour + time.Minute + time.Second} {
-		got, err := ParseDuration(in)
-		if err != nil || got != want {
-			t.Errorf("%s: %v %v", in, got, err)
-		}
-		if back, _ := ParseDuration(FormatDuration(got)); back != got {
-			t.Errorf("%s: format %s does not read back", in, FormatDuration(got))
-		}
-	}
-	for _, bad := range []string{"", "d", "1h1d", "1d1d", "1.5d", "-1d", "7 d", "1y"} {
-		if _, err := ParseDuration(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
 	}
 }

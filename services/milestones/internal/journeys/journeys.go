@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
+	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
 )
 
@@ -183,7 +184,7 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (Stored, error) {
 }
 
 func (s *Store) get(ctx context.Context, tenant, id string) (Stored, uint64, error) {
-	if !journey.ValidID(id) {
+	if !specfile.ValidID(id) {
 		return Stored{}, 0, ErrNotFound
 	}
 	e, err := s.kv.Get(ctx, key(tenant, id))

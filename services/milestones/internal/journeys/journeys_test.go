@@ -7,8 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
-	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
 )
 
 func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
@@ -43,7 +43,7 @@ func TestVersionsOrderAndDelete(t *testing.T) {
 	if other, _ := s.List(ctx, "t2"); len(other) != 0 {
 		t.Fatalf("t2 sees %d journeys", len(other))
 	}
-	var bad *journey.Error
+	var bad *specfile.Error
 	if _, _, err := s.Put(ctx, "t1", []byte("id: x\n")); !errors.As(err, &bad) {
 		t.Fatalf("bad file: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
 )
 
@@ -141,7 +142,7 @@ func milestone(m journey.Milestone, start time.Time, evs []Event) Milestone {
 	users := map[string]bool{}
 	var days []int64 // distinct UTC days seen, ascending
 	for _, e := range evs {
-		if e.Name != m.Event || !Matches(m.Where, e.Properties) {
+		if e.Name != m.Event || !specfile.Matches(m.Where, e.Properties) {
 			continue
 		}
 		if out.Reached {
