@@ -1,0 +1,175 @@
+package score
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stickpoint/stickpoint/pkg/specfile"
+	"github.com/stickpoint/stickpoint/services/health/internal/model"
+)
+
+const day = specfile.Day
+
+var now = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+
+// today is now's UTC day.
+var today = now.Truncate(day)
+
+func testModel(t *testing.T, src string) model.Model {
+	t.Helper()
+	m, err := model.Parse([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// onlyWeights is a model scoring the named components with these weights.
+func onlyWeights(t *testing.T, comps string) model.Model {
+	return testModel(t, "health:\n  key_features: [A, B, C, D]\n  components: {"+comps+"}\n")
+}
+
+// daily is n events of name on each of the days ago in [from, to), by users.
+func daily(name string, n, from, to int, users ...string) []DayUsage {
+	var out []DayUsage
+	for ago := from; ago < to; ago++ {
+		out = append(out, DayUsage{Day: today.Add(-time.Duration(ago) * day), Type: "track", Name: name, Events: n, Users: users})
+	}
+	return out
+}
+
+func component(t *testing.T, h Health, name string) Component {
+	t.Helper()
+	c, ok := h.Component(name)
+	if !ok {
+		t.Fatalf("no %s component in %+v", name, h.Components)
+	}
+	return c
+}
+
+func TestEachComponentsArithmetic(t *testing.T) {
+	m := onlyWeights(t, "adoption: {weight: 1}, engagement: {weight: 1}, users: {weight: 1, seats_trait: seats}, trend: {weight: 1, recent: 7d, baseline: 28d}")
+	var usage []DayUsage
+	usage = append(usage, daily("A", 1, 0, 1, "u1")...)
+	usage = append(usage, daily("B", 1, 3, 4, "u2")...)
+	usage = append(usage, daily("C", 1, 29, 30, "u3")...)
+	usage = append(usage, daily("D", 1, 30, 31, "u4")...) // outside the 30-day window
+	// Trend: 2 events a day in the 28 days before the last 7, 1 a day in
+	// the last 7; the first event 40 days ago.
+	usage = append(usage, daily("Other", 2, 7, 35, "u1")...)
+	usage = append(usage, daily("Other", 1, 0, 7, "u1")...)
+	in := Inputs{Usage: usage, FirstEvent: today.Add(-40 * day), Seats: 5, Norms: Norms{ActiveDays: 46, Events: 100}}
+	h := Compute(m, in, now)
+
+	// A, B and C in the window; D 30 days ago is out.
+	if c := component(t, h, model.Adoption); c.Score != 75 || !strings.Contains(c.Inputs, "used 3 of 4 key features in 30d: A, B, C; not used: D") {
+		t.Errorf("adoption: %+v", c)
+	}
+	// Active every day of the 30 (Other), 23*2 + 7*1 + 3 = 56 events:
+	// days min(1, 30/46) = 0.652, events 0.56: 60.6.
+	if c := component(t, h, model.Engagement); c.Score != 61 || !strings.Contains(c.Inputs, "active 30 of 30 days with 56 events") {
+		t.Errorf("engagement: %+v", c)
+	}
+	// u1, u2, u3 of 5 seats.
+	if c := component(t, h, model.Users); c.Score != 60 || c.Inputs != "3 active users of 5 seats" {
+		t.Errorf("users: %+v", c)
+	}
+	// Recent: 7 of Other, A and B = 9 over 7 days; baseline: 28 days of
+	// 2, C and D = 58 over 28. 1.286 / 2.071 = 62%.
+	if c := component(t, h, model.Trend); c.Score != 62 || !strings.Contains(c.Inputs, "last 7d: 1.3 events/day against 2.1 in the 28 days before (62%)") {
+		t.Errorf("trend: %+v", c)
+	}
+	// (75 + 61 + 60 + 62) / 4 = 64.5, yellow.
+	if h.Score != 65 || h.Band != model.Yellow {
+		t.Errorf("score %d %s", h.Score, h.Band)
+	}
+}
+
+func TestMissingInputsAreLeftOutAndTheRestReNormalised(t *testing.T) {
+	m := onlyWeights(t, "adoption: {weight: 20}, users: {weight: 15}, trend: {weight: 15}, milestones: {weight: 15}, sentiment: {weight: 10}")
+	in := Inputs{Usage: daily("A", 1, 0, 1, "u1"), FirstEvent: today}
+	h := Compute(m, in, now)
+	// Only adoption (1 of 4: 25) has inputs: no seats, no baseline, no
+	// journey, no sentiment. 25, not 20*25/75.
+	for _, name := range []string{model.Users, model.Trend, model.Milestones, model.Sentiment} {
+		if c := component(t, h, name); c.Present || c.Inputs == "" {
+			t.Errorf("%s should be left out with a reason: %+v", name, c)
+		}
+	}
+	if h.Score != 25 || h.Band != model.Red {
+		t.Errorf("score %d %s", h.Score, h.Band)
+	}
+	// With onboarding late (30): (20*25 + 15*30) / 35 = 27.1.
+	in.Onboarding = "late"
+	if h := Compute(m, in, now); h.Score != 27 || component(t, h, model.Milestones).Inputs != "onboarding late" {
+		t.Errorf("with onboarding: %d %+v", h.Score, h.Components)
+	}
+}
+
+func TestSentimentCountsUntilItExpires(t *testing.T) {
+	m := onlyWeights(t, "adoption: {weight: 10}, sentiment: {weight: 10}")
+	s := &Sentiment{Score: 30, Note: "champion left", Author: "ann@vendor.example", SetAt: now.Add(-day), ExpiresAt: now.Add(day)}
+	in := Inputs{Usage: daily("A", 1, 0, 1), Sentiment: s}
+	h := Compute(m, in, now)
+	if c := component(t, h, model.Sentiment); !c.Present || c.Score != 30 || !strings.Contains(c.Inputs, `by ann@vendor.example, until 2026-12-01: "champion left"`) {
+		t.Errorf("sentiment: %+v", c)
+	}
+	if h.Score != 28 { // (25 + 30) / 2 = 27.5
+		t.Errorf("score %d", h.Score)
+	}
+	later := Compute(m, in, now.Add(2*day))
+	if c := component(t, later, model.Sentiment); c.Present || !strings.Contains(c.Inputs, "expired on 2026-12-01") {
+		t.Errorf("expired sentiment: %+v", c)
+	}
+}
+
+func TestCancelIntentDecaysCapsAndShowsItsEvidence(t *testing.T) {
+	m := testModel(t, model.Template)
+	// One billing-page view 7 days ago (a half-life): 7.5 of 15.
+	in := Inputs{Hits: []Hit{{Signal: "billing_page", At: now.Add(-7 * day), User: "u1", MessageID: "m1"}}}
+	if i := Compute(m, in, now).Intent; i.Score != 7.5 || len(i.Signals) != 1 || i.Signals[0].Share != 1 {
+		t.Errorf("one decayed view: %+v", i)
+	}
+	// Ten views now add 150, capped at twice the weight: 30. An export
+	// 14 days ago adds 15. 45 is under the threshold of 50.
+	in.Hits = nil
+	for i := range 10 {
+		in.Hits = append(in.Hits, Hit{Signal: "billing_page", At: now.Add(-time.Duration(i) * time.Minute), User: "u2", MessageID: string(rune('a' + i))})
+	}
+	in.Hits = append(in.Hits, Hit{Signal: "export", At: now.Add(-14 * day), User: "u3", MessageID: "x"})
+	i := Compute(m, in, now).Intent
+	if i.Score != 45 || i.Over() || len(i.Signals) != 2 || i.Signals[0].Contribution != 30 || math.Abs(i.Signals[0].Share-0.667) > 1e-9 {
+		t.Errorf("capped: %+v", i)
+	}
+	if w := i.Signals[0].Words(); !strings.Contains(w, "Viewed the billing or cancel page 10 times, last on 2026-11-30 12:00 by u2 (67% of the cancel-intent score)") {
+		t.Errorf("evidence words: %s", w)
+	}
+	// Events after now don't count.
+	in.Hits = append(in.Hits, Hit{Signal: "export", At: now.Add(time.Hour), MessageID: "future"})
+	if got := Compute(m, in, now).Intent.Score; got != 45 {
+		t.Errorf("a future event counted: %v", got)
+	}
+}
+
+func TestUsageDropIsComputedFromTheAccountsOwnBaseline(t *testing.T) {
+	m := testModel(t, model.Template)
+	busy := daily("A", 10, 8, 35, "u1") // 10 a day until 8 days ago
+	in := Inputs{Usage: busy, FirstEvent: today.Add(-34 * day), Seats: 5}
+	h := Compute(m, in, now)
+	if len(h.Intent.Signals) != 1 || h.Intent.Signals[0].ID != "usage_drop" || h.Intent.Score != 55 || !h.Intent.Over() {
+		t.Fatalf("intent: %+v", h.Intent)
+	}
+	if d := h.Intent.Signals[0].Detail; !strings.Contains(d, "0 events/day in the last 7d against a baseline of 9.6 (100% lower") {
+		t.Errorf("detail: %s", d)
+	}
+	if c := component(t, h, model.Risk); c.Score != 0 {
+		t.Errorf("risk at the threshold should be 0: %+v", c)
+	}
+	// Half the baseline's rate is still on (50% drop); above it is off.
+	steady := append(daily("A", 10, 7, 35, "u1"), daily("A", 6, 0, 7, "u1")...)
+	if h := Compute(m, Inputs{Usage: steady, FirstEvent: today.Add(-34 * day)}, now); len(h.Intent.Signals) != 0 {
+		t.Errorf("a 40%% drop turned usage_drop on: %+v", h.Intent)
+	}
+}
