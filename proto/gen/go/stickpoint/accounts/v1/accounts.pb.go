@@ -8,6 +8,7 @@ package accountsv1
 
 import (
 	_ "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/auth/v1"
+	v1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -23,6 +24,58 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+type Sort int32
+
+const (
+	// SORT_UNSPECIFIED sorts by account id.
+	Sort_SORT_UNSPECIFIED Sort = 0
+	// SORT_HEALTH sorts by health score, lowest first.
+	Sort_SORT_HEALTH Sort = 1
+	// SORT_CHANGE sorts by health change, largest drop first.
+	Sort_SORT_CHANGE Sort = 2
+)
+
+// Enum value maps for Sort.
+var (
+	Sort_name = map[int32]string{
+		0: "SORT_UNSPECIFIED",
+		1: "SORT_HEALTH",
+		2: "SORT_CHANGE",
+	}
+	Sort_value = map[string]int32{
+		"SORT_UNSPECIFIED": 0,
+		"SORT_HEALTH":      1,
+		"SORT_CHANGE":      2,
+	}
+)
+
+func (x Sort) Enum() *Sort {
+	p := new(Sort)
+	*p = x
+	return p
+}
+
+func (x Sort) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Sort) Descriptor() protoreflect.EnumDescriptor {
+	return file_stickpoint_accounts_v1_accounts_proto_enumTypes[0].Descriptor()
+}
+
+func (Sort) Type() protoreflect.EnumType {
+	return &file_stickpoint_accounts_v1_accounts_proto_enumTypes[0]
+}
+
+func (x Sort) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Sort.Descriptor instead.
+func (Sort) EnumDescriptor() ([]byte, []int) {
+	return file_stickpoint_accounts_v1_accounts_proto_rawDescGZIP(), []int{0}
+}
 
 type Account struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -40,8 +93,23 @@ type Account struct {
 	// empty when no journey applies.
 	OnboardingStatus string `protobuf:"bytes,7,opt,name=onboarding_status,json=onboardingStatus,proto3" json:"onboarding_status,omitempty"`
 	JourneyId        string `protobuf:"bytes,8,opt,name=journey_id,json=journeyId,proto3" json:"journey_id,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// health is empty until the account is scored.
+	Health        *AccountHealth `protobuf:"bytes,9,opt,name=health,proto3" json:"health,omitempty"`
+	SuccessVector *SuccessVector `protobuf:"bytes,10,opt,name=success_vector,json=successVector,proto3" json:"success_vector,omitempty"`
+	// fit is good, stretch or bad, from the model's fit rules.
+	Fit          string                   `protobuf:"bytes,11,opt,name=fit,proto3" json:"fit,omitempty"`
+	CancelIntent *v1.CancelIntentEvidence `protobuf:"bytes,12,opt,name=cancel_intent,json=cancelIntent,proto3" json:"cancel_intent,omitempty"`
+	// at_risk: band red, cancel intent over the threshold, or onboarding
+	// late or stalled; at_risk_because says which.
+	AtRisk        bool     `protobuf:"varint,13,opt,name=at_risk,json=atRisk,proto3" json:"at_risk,omitempty"`
+	AtRiskBecause []string `protobuf:"bytes,14,rep,name=at_risk_because,json=atRiskBecause,proto3" json:"at_risk_because,omitempty"`
+	// expansion_ready: green, a positive Success Vector, and active users
+	// near the seats.
+	ExpansionReady bool `protobuf:"varint,15,opt,name=expansion_ready,json=expansionReady,proto3" json:"expansion_ready,omitempty"`
+	// churned_at is set once the account churned (the model's churn rule).
+	ChurnedAt     *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=churned_at,json=churnedAt,proto3" json:"churned_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Account) Reset() {
@@ -130,6 +198,258 @@ func (x *Account) GetJourneyId() string {
 	return ""
 }
 
+func (x *Account) GetHealth() *AccountHealth {
+	if x != nil {
+		return x.Health
+	}
+	return nil
+}
+
+func (x *Account) GetSuccessVector() *SuccessVector {
+	if x != nil {
+		return x.SuccessVector
+	}
+	return nil
+}
+
+func (x *Account) GetFit() string {
+	if x != nil {
+		return x.Fit
+	}
+	return ""
+}
+
+func (x *Account) GetCancelIntent() *v1.CancelIntentEvidence {
+	if x != nil {
+		return x.CancelIntent
+	}
+	return nil
+}
+
+func (x *Account) GetAtRisk() bool {
+	if x != nil {
+		return x.AtRisk
+	}
+	return false
+}
+
+func (x *Account) GetAtRiskBecause() []string {
+	if x != nil {
+		return x.AtRiskBecause
+	}
+	return nil
+}
+
+func (x *Account) GetExpansionReady() bool {
+	if x != nil {
+		return x.ExpansionReady
+	}
+	return false
+}
+
+func (x *Account) GetChurnedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChurnedAt
+	}
+	return nil
+}
+
+// AccountHealth is an account's health score and what made it.
+type AccountHealth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Score int32                  `protobuf:"varint,1,opt,name=score,proto3" json:"score,omitempty"`
+	// band is red, yellow or green.
+	Band        string                 `protobuf:"bytes,2,opt,name=band,proto3" json:"band,omitempty"`
+	Components  []*v1.HealthComponent  `protobuf:"bytes,3,rep,name=components,proto3" json:"components,omitempty"`
+	EvaluatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=evaluated_at,json=evaluatedAt,proto3" json:"evaluated_at,omitempty"`
+	// summary says why, a line each, in words a CSM reads at a glance.
+	Summary []string `protobuf:"bytes,5,rep,name=summary,proto3" json:"summary,omitempty"`
+	// change is the score now less the score changed.within ago (or the
+	// first score since).
+	Change        int32 `protobuf:"varint,6,opt,name=change,proto3" json:"change,omitempty"`
+	ActiveUsers   int32 `protobuf:"varint,7,opt,name=active_users,json=activeUsers,proto3" json:"active_users,omitempty"`
+	Seats         int32 `protobuf:"varint,8,opt,name=seats,proto3" json:"seats,omitempty"`
+	ModelVersion  int64 `protobuf:"varint,9,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccountHealth) Reset() {
+	*x = AccountHealth{}
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccountHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccountHealth) ProtoMessage() {}
+
+func (x *AccountHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccountHealth.ProtoReflect.Descriptor instead.
+func (*AccountHealth) Descriptor() ([]byte, []int) {
+	return file_stickpoint_accounts_v1_accounts_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AccountHealth) GetScore() int32 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *AccountHealth) GetBand() string {
+	if x != nil {
+		return x.Band
+	}
+	return ""
+}
+
+func (x *AccountHealth) GetComponents() []*v1.HealthComponent {
+	if x != nil {
+		return x.Components
+	}
+	return nil
+}
+
+func (x *AccountHealth) GetEvaluatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EvaluatedAt
+	}
+	return nil
+}
+
+func (x *AccountHealth) GetSummary() []string {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+func (x *AccountHealth) GetChange() int32 {
+	if x != nil {
+		return x.Change
+	}
+	return 0
+}
+
+func (x *AccountHealth) GetActiveUsers() int32 {
+	if x != nil {
+		return x.ActiveUsers
+	}
+	return 0
+}
+
+func (x *AccountHealth) GetSeats() int32 {
+	if x != nil {
+		return x.Seats
+	}
+	return 0
+}
+
+func (x *AccountHealth) GetModelVersion() int64 {
+	if x != nil {
+		return x.ModelVersion
+	}
+	return 0
+}
+
+// SuccessVector is where an account is heading: its pace through its
+// milestones and its health trend.
+type SuccessVector struct {
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	MilestonesLast_30D     int32                  `protobuf:"varint,1,opt,name=milestones_last_30d,json=milestonesLast30d,proto3" json:"milestones_last_30d,omitempty"`
+	MilestonesPrevious_30D int32                  `protobuf:"varint,2,opt,name=milestones_previous_30d,json=milestonesPrevious30d,proto3" json:"milestones_previous_30d,omitempty"`
+	// milestones_change is last_30d less previous_30d.
+	MilestonesChange int32 `protobuf:"varint,3,opt,name=milestones_change,json=milestonesChange,proto3" json:"milestones_change,omitempty"`
+	// health_slope is points per day over the last 30 days (least squares
+	// over the score history).
+	HealthSlope float64 `protobuf:"fixed64,4,opt,name=health_slope,json=healthSlope,proto3" json:"health_slope,omitempty"`
+	// positive: more milestones than before, or a rising health trend,
+	// and neither falling.
+	Positive      bool `protobuf:"varint,5,opt,name=positive,proto3" json:"positive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SuccessVector) Reset() {
+	*x = SuccessVector{}
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuccessVector) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuccessVector) ProtoMessage() {}
+
+func (x *SuccessVector) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuccessVector.ProtoReflect.Descriptor instead.
+func (*SuccessVector) Descriptor() ([]byte, []int) {
+	return file_stickpoint_accounts_v1_accounts_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SuccessVector) GetMilestonesLast_30D() int32 {
+	if x != nil {
+		return x.MilestonesLast_30D
+	}
+	return 0
+}
+
+func (x *SuccessVector) GetMilestonesPrevious_30D() int32 {
+	if x != nil {
+		return x.MilestonesPrevious_30D
+	}
+	return 0
+}
+
+func (x *SuccessVector) GetMilestonesChange() int32 {
+	if x != nil {
+		return x.MilestonesChange
+	}
+	return 0
+}
+
+func (x *SuccessVector) GetHealthSlope() float64 {
+	if x != nil {
+		return x.HealthSlope
+	}
+	return 0
+}
+
+func (x *SuccessVector) GetPositive() bool {
+	if x != nil {
+		return x.Positive
+	}
+	return false
+}
+
 type GetRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	AccountId     string                 `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
@@ -139,7 +459,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[1]
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -151,7 +471,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[1]
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -164,7 +484,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_stickpoint_accounts_v1_accounts_proto_rawDescGZIP(), []int{1}
+	return file_stickpoint_accounts_v1_accounts_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetRequest) GetAccountId() string {
@@ -183,7 +503,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[2]
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -195,7 +515,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[2]
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -208,7 +528,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_stickpoint_accounts_v1_accounts_proto_rawDescGZIP(), []int{2}
+	return file_stickpoint_accounts_v1_accounts_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetResponse) GetAccount() *Account {
@@ -225,15 +545,24 @@ type ListRequest struct {
 	// trait_equals filters by traits, each "key=value" (value compared as text).
 	TraitEquals []string `protobuf:"bytes,3,rep,name=trait_equals,json=traitEquals,proto3" json:"trait_equals,omitempty"`
 	// page_size is at most 1000; 0 means 100.
-	PageSize      int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageSize  int32  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// band is red, yellow or green.
+	Band string `protobuf:"bytes,6,opt,name=band,proto3" json:"band,omitempty"`
+	// fit is good, stretch or bad.
+	Fit            string `protobuf:"bytes,7,opt,name=fit,proto3" json:"fit,omitempty"`
+	AtRisk         bool   `protobuf:"varint,8,opt,name=at_risk,json=atRisk,proto3" json:"at_risk,omitempty"`
+	ExpansionReady bool   `protobuf:"varint,9,opt,name=expansion_ready,json=expansionReady,proto3" json:"expansion_ready,omitempty"`
+	// cancel_intent: cancel intent over the threshold.
+	CancelIntent  bool `protobuf:"varint,10,opt,name=cancel_intent,json=cancelIntent,proto3" json:"cancel_intent,omitempty"`
+	Sort          Sort `protobuf:"varint,11,opt,name=sort,proto3,enum=stickpoint.accounts.v1.Sort" json:"sort,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[3]
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -245,7 +574,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[3]
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -258,7 +587,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_stickpoint_accounts_v1_accounts_proto_rawDescGZIP(), []int{3}
+	return file_stickpoint_accounts_v1_accounts_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListRequest) GetOnboardingStatus() string {
@@ -296,6 +625,215 @@ func (x *ListRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListRequest) GetBand() string {
+	if x != nil {
+		return x.Band
+	}
+	return ""
+}
+
+func (x *ListRequest) GetFit() string {
+	if x != nil {
+		return x.Fit
+	}
+	return ""
+}
+
+func (x *ListRequest) GetAtRisk() bool {
+	if x != nil {
+		return x.AtRisk
+	}
+	return false
+}
+
+func (x *ListRequest) GetExpansionReady() bool {
+	if x != nil {
+		return x.ExpansionReady
+	}
+	return false
+}
+
+func (x *ListRequest) GetCancelIntent() bool {
+	if x != nil {
+		return x.CancelIntent
+	}
+	return false
+}
+
+func (x *ListRequest) GetSort() Sort {
+	if x != nil {
+		return x.Sort
+	}
+	return Sort_SORT_UNSPECIFIED
+}
+
+type UsageRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	AccountId string                 `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// days is how many UTC days, ending today; 0 means 30, at most 400.
+	Days          int32 `protobuf:"varint,2,opt,name=days,proto3" json:"days,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageRequest) Reset() {
+	*x = UsageRequest{}
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageRequest) ProtoMessage() {}
+
+func (x *UsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
+func (*UsageRequest) Descriptor() ([]byte, []int) {
+	return file_stickpoint_accounts_v1_accounts_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UsageRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *UsageRequest) GetDays() int32 {
+	if x != nil {
+		return x.Days
+	}
+	return 0
+}
+
+type UsageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Days          []*UsageDay            `protobuf:"bytes,1,rep,name=days,proto3" json:"days,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageResponse) Reset() {
+	*x = UsageResponse{}
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageResponse) ProtoMessage() {}
+
+func (x *UsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageResponse.ProtoReflect.Descriptor instead.
+func (*UsageResponse) Descriptor() ([]byte, []int) {
+	return file_stickpoint_accounts_v1_accounts_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *UsageResponse) GetDays() []*UsageDay {
+	if x != nil {
+		return x.Days
+	}
+	return nil
+}
+
+// UsageDay is one UTC day of an account's usage.
+type UsageDay struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Day         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=day,proto3" json:"day,omitempty"`
+	Events      int64                  `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	ActiveUsers int32                  `protobuf:"varint,3,opt,name=active_users,json=activeUsers,proto3" json:"active_users,omitempty"`
+	// by_event counts the events by name (type:name for pages and screens).
+	ByEvent       map[string]int64 `protobuf:"bytes,4,rep,name=by_event,json=byEvent,proto3" json:"by_event,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageDay) Reset() {
+	*x = UsageDay{}
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageDay) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageDay) ProtoMessage() {}
+
+func (x *UsageDay) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageDay.ProtoReflect.Descriptor instead.
+func (*UsageDay) Descriptor() ([]byte, []int) {
+	return file_stickpoint_accounts_v1_accounts_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UsageDay) GetDay() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Day
+	}
+	return nil
+}
+
+func (x *UsageDay) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *UsageDay) GetActiveUsers() int32 {
+	if x != nil {
+		return x.ActiveUsers
+	}
+	return 0
+}
+
+func (x *UsageDay) GetByEvent() map[string]int64 {
+	if x != nil {
+		return x.ByEvent
+	}
+	return nil
+}
+
 type ListResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Accounts      []*Account             `protobuf:"bytes,1,rep,name=accounts,proto3" json:"accounts,omitempty"`
@@ -306,7 +844,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[4]
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -318,7 +856,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[4]
+	mi := &file_stickpoint_accounts_v1_accounts_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -331,7 +869,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_stickpoint_accounts_v1_accounts_proto_rawDescGZIP(), []int{4}
+	return file_stickpoint_accounts_v1_accounts_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListResponse) GetAccounts() []*Account {
@@ -352,7 +890,7 @@ var File_stickpoint_accounts_v1_accounts_proto protoreflect.FileDescriptor
 
 const file_stickpoint_accounts_v1_accounts_proto_rawDesc = "" +
 	"\n" +
-	"%stickpoint/accounts/v1/accounts.proto\x12\x16stickpoint.accounts.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dstickpoint/auth/v1/auth.proto\"\xe0\x02\n" +
+	"%stickpoint/accounts/v1/accounts.proto\x12\x16stickpoint.accounts.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dstickpoint/auth/v1/auth.proto\x1a#stickpoint/signals/v1/signals.proto\"\xf6\x05\n" +
 	"\aAccount\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
 	"\x06traits\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06traits\x120\n" +
@@ -362,26 +900,80 @@ const file_stickpoint_accounts_v1_accounts_proto_rawDesc = "" +
 	"\rlast_event_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vlastEventAt\x12+\n" +
 	"\x11onboarding_status\x18\a \x01(\tR\x10onboardingStatus\x12\x1d\n" +
 	"\n" +
-	"journey_id\x18\b \x01(\tR\tjourneyId\"+\n" +
+	"journey_id\x18\b \x01(\tR\tjourneyId\x12=\n" +
+	"\x06health\x18\t \x01(\v2%.stickpoint.accounts.v1.AccountHealthR\x06health\x12L\n" +
+	"\x0esuccess_vector\x18\n" +
+	" \x01(\v2%.stickpoint.accounts.v1.SuccessVectorR\rsuccessVector\x12\x10\n" +
+	"\x03fit\x18\v \x01(\tR\x03fit\x12P\n" +
+	"\rcancel_intent\x18\f \x01(\v2+.stickpoint.signals.v1.CancelIntentEvidenceR\fcancelIntent\x12\x17\n" +
+	"\aat_risk\x18\r \x01(\bR\x06atRisk\x12&\n" +
+	"\x0fat_risk_because\x18\x0e \x03(\tR\ratRiskBecause\x12'\n" +
+	"\x0fexpansion_ready\x18\x0f \x01(\bR\x0eexpansionReady\x129\n" +
+	"\n" +
+	"churned_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\tchurnedAt\"\xd0\x02\n" +
+	"\rAccountHealth\x12\x14\n" +
+	"\x05score\x18\x01 \x01(\x05R\x05score\x12\x12\n" +
+	"\x04band\x18\x02 \x01(\tR\x04band\x12F\n" +
+	"\n" +
+	"components\x18\x03 \x03(\v2&.stickpoint.signals.v1.HealthComponentR\n" +
+	"components\x12=\n" +
+	"\fevaluated_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vevaluatedAt\x12\x18\n" +
+	"\asummary\x18\x05 \x03(\tR\asummary\x12\x16\n" +
+	"\x06change\x18\x06 \x01(\x05R\x06change\x12!\n" +
+	"\factive_users\x18\a \x01(\x05R\vactiveUsers\x12\x14\n" +
+	"\x05seats\x18\b \x01(\x05R\x05seats\x12#\n" +
+	"\rmodel_version\x18\t \x01(\x03R\fmodelVersion\"\xe3\x01\n" +
+	"\rSuccessVector\x12.\n" +
+	"\x13milestones_last_30d\x18\x01 \x01(\x05R\x11milestonesLast30d\x126\n" +
+	"\x17milestones_previous_30d\x18\x02 \x01(\x05R\x15milestonesPrevious30d\x12+\n" +
+	"\x11milestones_change\x18\x03 \x01(\x05R\x10milestonesChange\x12!\n" +
+	"\fhealth_slope\x18\x04 \x01(\x01R\vhealthSlope\x12\x1a\n" +
+	"\bpositive\x18\x05 \x01(\bR\bpositive\"+\n" +
 	"\n" +
 	"GetRequest\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\"H\n" +
 	"\vGetResponse\x129\n" +
-	"\aaccount\x18\x01 \x01(\v2\x1f.stickpoint.accounts.v1.AccountR\aaccount\"\xaf\x01\n" +
+	"\aaccount\x18\x01 \x01(\v2\x1f.stickpoint.accounts.v1.AccountR\aaccount\"\xee\x02\n" +
 	"\vListRequest\x12+\n" +
 	"\x11onboarding_status\x18\x01 \x01(\tR\x10onboardingStatus\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x12!\n" +
 	"\ftrait_equals\x18\x03 \x03(\tR\vtraitEquals\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\"s\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12\x12\n" +
+	"\x04band\x18\x06 \x01(\tR\x04band\x12\x10\n" +
+	"\x03fit\x18\a \x01(\tR\x03fit\x12\x17\n" +
+	"\aat_risk\x18\b \x01(\bR\x06atRisk\x12'\n" +
+	"\x0fexpansion_ready\x18\t \x01(\bR\x0eexpansionReady\x12#\n" +
+	"\rcancel_intent\x18\n" +
+	" \x01(\bR\fcancelIntent\x120\n" +
+	"\x04sort\x18\v \x01(\x0e2\x1c.stickpoint.accounts.v1.SortR\x04sort\"A\n" +
+	"\fUsageRequest\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x01 \x01(\tR\taccountId\x12\x12\n" +
+	"\x04days\x18\x02 \x01(\x05R\x04days\"E\n" +
+	"\rUsageResponse\x124\n" +
+	"\x04days\x18\x01 \x03(\v2 .stickpoint.accounts.v1.UsageDayR\x04days\"\xf9\x01\n" +
+	"\bUsageDay\x12,\n" +
+	"\x03day\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x03day\x12\x16\n" +
+	"\x06events\x18\x02 \x01(\x03R\x06events\x12!\n" +
+	"\factive_users\x18\x03 \x01(\x05R\vactiveUsers\x12H\n" +
+	"\bby_event\x18\x04 \x03(\v2-.stickpoint.accounts.v1.UsageDay.ByEventEntryR\abyEvent\x1a:\n" +
+	"\fByEventEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"s\n" +
 	"\fListResponse\x12;\n" +
 	"\baccounts\x18\x01 \x03(\v2\x1f.stickpoint.accounts.v1.AccountR\baccounts\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xc0\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*>\n" +
+	"\x04Sort\x12\x14\n" +
+	"\x10SORT_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vSORT_HEALTH\x10\x01\x12\x0f\n" +
+	"\vSORT_CHANGE\x10\x022\x9c\x02\n" +
 	"\x0fAccountsService\x12T\n" +
 	"\x03Get\x12\".stickpoint.accounts.v1.GetRequest\x1a#.stickpoint.accounts.v1.GetResponse\"\x04\xc8\xf3\x18\x01\x12W\n" +
-	"\x04List\x12#.stickpoint.accounts.v1.ListRequest\x1a$.stickpoint.accounts.v1.ListResponse\"\x04\xc8\xf3\x18\x01B\xf6\x01\n" +
+	"\x04List\x12#.stickpoint.accounts.v1.ListRequest\x1a$.stickpoint.accounts.v1.ListResponse\"\x04\xc8\xf3\x18\x01\x12Z\n" +
+	"\x05Usage\x12$.stickpoint.accounts.v1.UsageRequest\x1a%.stickpoint.accounts.v1.UsageResponse\"\x04\xc8\xf3\x18\x01B\xf6\x01\n" +
 	"\x1acom.stickpoint.accounts.v1B\rAccountsProtoP\x01ZOgithub.com/stickpoint/stickpoint/proto/gen/go/stickpoint/accounts/v1;accountsv1\xa2\x02\x03SAX\xaa\x02\x16Stickpoint.Accounts.V1\xca\x02\x16Stickpoint\\Accounts\\V1\xe2\x02\"Stickpoint\\Accounts\\V1\\GPBMetadata\xea\x02\x18Stickpoint::Accounts::V1b\x06proto3"
 
 var (
@@ -396,32 +988,54 @@ func file_stickpoint_accounts_v1_accounts_proto_rawDescGZIP() []byte {
 	return file_stickpoint_accounts_v1_accounts_proto_rawDescData
 }
 
-var file_stickpoint_accounts_v1_accounts_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_stickpoint_accounts_v1_accounts_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_stickpoint_accounts_v1_accounts_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_stickpoint_accounts_v1_accounts_proto_goTypes = []any{
-	(*Account)(nil),               // 0: stickpoint.accounts.v1.Account
-	(*GetRequest)(nil),            // 1: stickpoint.accounts.v1.GetRequest
-	(*GetResponse)(nil),           // 2: stickpoint.accounts.v1.GetResponse
-	(*ListRequest)(nil),           // 3: stickpoint.accounts.v1.ListRequest
-	(*ListResponse)(nil),          // 4: stickpoint.accounts.v1.ListResponse
-	(*structpb.Struct)(nil),       // 5: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(Sort)(0),                       // 0: stickpoint.accounts.v1.Sort
+	(*Account)(nil),                 // 1: stickpoint.accounts.v1.Account
+	(*AccountHealth)(nil),           // 2: stickpoint.accounts.v1.AccountHealth
+	(*SuccessVector)(nil),           // 3: stickpoint.accounts.v1.SuccessVector
+	(*GetRequest)(nil),              // 4: stickpoint.accounts.v1.GetRequest
+	(*GetResponse)(nil),             // 5: stickpoint.accounts.v1.GetResponse
+	(*ListRequest)(nil),             // 6: stickpoint.accounts.v1.ListRequest
+	(*UsageRequest)(nil),            // 7: stickpoint.accounts.v1.UsageRequest
+	(*UsageResponse)(nil),           // 8: stickpoint.accounts.v1.UsageResponse
+	(*UsageDay)(nil),                // 9: stickpoint.accounts.v1.UsageDay
+	(*ListResponse)(nil),            // 10: stickpoint.accounts.v1.ListResponse
+	nil,                             // 11: stickpoint.accounts.v1.UsageDay.ByEventEntry
+	(*structpb.Struct)(nil),         // 12: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),   // 13: google.protobuf.Timestamp
+	(*v1.CancelIntentEvidence)(nil), // 14: stickpoint.signals.v1.CancelIntentEvidence
+	(*v1.HealthComponent)(nil),      // 15: stickpoint.signals.v1.HealthComponent
 }
 var file_stickpoint_accounts_v1_accounts_proto_depIdxs = []int32{
-	5, // 0: stickpoint.accounts.v1.Account.traits:type_name -> google.protobuf.Struct
-	6, // 1: stickpoint.accounts.v1.Account.start:type_name -> google.protobuf.Timestamp
-	6, // 2: stickpoint.accounts.v1.Account.first_event_at:type_name -> google.protobuf.Timestamp
-	6, // 3: stickpoint.accounts.v1.Account.last_event_at:type_name -> google.protobuf.Timestamp
-	0, // 4: stickpoint.accounts.v1.GetResponse.account:type_name -> stickpoint.accounts.v1.Account
-	0, // 5: stickpoint.accounts.v1.ListResponse.accounts:type_name -> stickpoint.accounts.v1.Account
-	1, // 6: stickpoint.accounts.v1.AccountsService.Get:input_type -> stickpoint.accounts.v1.GetRequest
-	3, // 7: stickpoint.accounts.v1.AccountsService.List:input_type -> stickpoint.accounts.v1.ListRequest
-	2, // 8: stickpoint.accounts.v1.AccountsService.Get:output_type -> stickpoint.accounts.v1.GetResponse
-	4, // 9: stickpoint.accounts.v1.AccountsService.List:output_type -> stickpoint.accounts.v1.ListResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	12, // 0: stickpoint.accounts.v1.Account.traits:type_name -> google.protobuf.Struct
+	13, // 1: stickpoint.accounts.v1.Account.start:type_name -> google.protobuf.Timestamp
+	13, // 2: stickpoint.accounts.v1.Account.first_event_at:type_name -> google.protobuf.Timestamp
+	13, // 3: stickpoint.accounts.v1.Account.last_event_at:type_name -> google.protobuf.Timestamp
+	2,  // 4: stickpoint.accounts.v1.Account.health:type_name -> stickpoint.accounts.v1.AccountHealth
+	3,  // 5: stickpoint.accounts.v1.Account.success_vector:type_name -> stickpoint.accounts.v1.SuccessVector
+	14, // 6: stickpoint.accounts.v1.Account.cancel_intent:type_name -> stickpoint.signals.v1.CancelIntentEvidence
+	13, // 7: stickpoint.accounts.v1.Account.churned_at:type_name -> google.protobuf.Timestamp
+	15, // 8: stickpoint.accounts.v1.AccountHealth.components:type_name -> stickpoint.signals.v1.HealthComponent
+	13, // 9: stickpoint.accounts.v1.AccountHealth.evaluated_at:type_name -> google.protobuf.Timestamp
+	1,  // 10: stickpoint.accounts.v1.GetResponse.account:type_name -> stickpoint.accounts.v1.Account
+	0,  // 11: stickpoint.accounts.v1.ListRequest.sort:type_name -> stickpoint.accounts.v1.Sort
+	9,  // 12: stickpoint.accounts.v1.UsageResponse.days:type_name -> stickpoint.accounts.v1.UsageDay
+	13, // 13: stickpoint.accounts.v1.UsageDay.day:type_name -> google.protobuf.Timestamp
+	11, // 14: stickpoint.accounts.v1.UsageDay.by_event:type_name -> stickpoint.accounts.v1.UsageDay.ByEventEntry
+	1,  // 15: stickpoint.accounts.v1.ListResponse.accounts:type_name -> stickpoint.accounts.v1.Account
+	4,  // 16: stickpoint.accounts.v1.AccountsService.Get:input_type -> stickpoint.accounts.v1.GetRequest
+	6,  // 17: stickpoint.accounts.v1.AccountsService.List:input_type -> stickpoint.accounts.v1.ListRequest
+	7,  // 18: stickpoint.accounts.v1.AccountsService.Usage:input_type -> stickpoint.accounts.v1.UsageRequest
+	5,  // 19: stickpoint.accounts.v1.AccountsService.Get:output_type -> stickpoint.accounts.v1.GetResponse
+	10, // 20: stickpoint.accounts.v1.AccountsService.List:output_type -> stickpoint.accounts.v1.ListResponse
+	8,  // 21: stickpoint.accounts.v1.AccountsService.Usage:output_type -> stickpoint.accounts.v1.UsageResponse
+	19, // [19:22] is the sub-list for method output_type
+	16, // [16:19] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_stickpoint_accounts_v1_accounts_proto_init() }
@@ -434,13 +1048,14 @@ func file_stickpoint_accounts_v1_accounts_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stickpoint_accounts_v1_accounts_proto_rawDesc), len(file_stickpoint_accounts_v1_accounts_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   5,
+			NumEnums:      1,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_stickpoint_accounts_v1_accounts_proto_goTypes,
 		DependencyIndexes: file_stickpoint_accounts_v1_accounts_proto_depIdxs,
+		EnumInfos:         file_stickpoint_accounts_v1_accounts_proto_enumTypes,
 		MessageInfos:      file_stickpoint_accounts_v1_accounts_proto_msgTypes,
 	}.Build()
 	File_stickpoint_accounts_v1_accounts_proto = out.File

@@ -19,8 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AccountsService_Get_FullMethodName  = "/stickpoint.accounts.v1.AccountsService/Get"
-	AccountsService_List_FullMethodName = "/stickpoint.accounts.v1.AccountsService/List"
+	AccountsService_Get_FullMethodName   = "/stickpoint.accounts.v1.AccountsService/Get"
+	AccountsService_List_FullMethodName  = "/stickpoint.accounts.v1.AccountsService/List"
+	AccountsService_Usage_FullMethodName = "/stickpoint.accounts.v1.AccountsService/Usage"
 )
 
 // AccountsServiceClient is the client API for AccountsService service.
@@ -28,12 +29,15 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // AccountsService answers what Stickpoint knows about the customer
-// accounts of the caller's tenant. The health-scoring service adds health,
-// fit and cancel intent to the same messages.
+// accounts of the caller's tenant: traits, onboarding (milestone
+// tracking), and health, fit and cancel intent (health scoring). The
+// health-scoring service serves it.
 type AccountsServiceClient interface {
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
 	// List lists accounts by id, with filters and cursor paging.
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
+	// Usage is an account's usage per UTC day, from the rollups.
+	Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error)
 }
 
 type accountsServiceClient struct {
@@ -64,17 +68,30 @@ func (c *accountsServiceClient) List(ctx context.Context, in *ListRequest, opts 
 	return out, nil
 }
 
+func (c *accountsServiceClient) Usage(ctx context.Context, in *UsageRequest, opts ...grpc.CallOption) (*UsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UsageResponse)
+	err := c.cc.Invoke(ctx, AccountsService_Usage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AccountsServiceServer is the server API for AccountsService service.
 // All implementations must embed UnimplementedAccountsServiceServer
 // for forward compatibility.
 //
 // AccountsService answers what Stickpoint knows about the customer
-// accounts of the caller's tenant. The health-scoring service adds health,
-// fit and cancel intent to the same messages.
+// accounts of the caller's tenant: traits, onboarding (milestone
+// tracking), and health, fit and cancel intent (health scoring). The
+// health-scoring service serves it.
 type AccountsServiceServer interface {
 	Get(context.Context, *GetRequest) (*GetResponse, error)
 	// List lists accounts by id, with filters and cursor paging.
 	List(context.Context, *ListRequest) (*ListResponse, error)
+	// Usage is an account's usage per UTC day, from the rollups.
+	Usage(context.Context, *UsageRequest) (*UsageResponse, error)
 	mustEmbedUnimplementedAccountsServiceServer()
 }
 
@@ -90,6 +107,9 @@ func (UnimplementedAccountsServiceServer) Get(context.Context, *GetRequest) (*Ge
 }
 func (UnimplementedAccountsServiceServer) List(context.Context, *ListRequest) (*ListResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedAccountsServiceServer) Usage(context.Context, *UsageRequest) (*UsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Usage not implemented")
 }
 func (UnimplementedAccountsServiceServer) mustEmbedUnimplementedAccountsServiceServer() {}
 func (UnimplementedAccountsServiceServer) testEmbeddedByValue()                         {}
@@ -148,6 +168,24 @@ func _AccountsService_List_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AccountsService_Usage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AccountsServiceServer).Usage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AccountsService_Usage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AccountsServiceServer).Usage(ctx, req.(*UsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AccountsService_ServiceDesc is the grpc.ServiceDesc for AccountsService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -162,6 +200,10 @@ var AccountsService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "List",
 			Handler:    _AccountsService_List_Handler,
+		},
+		{
+			MethodName: "Usage",
+			Handler:    _AccountsService_Usage_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

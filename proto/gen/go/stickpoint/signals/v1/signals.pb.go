@@ -92,7 +92,10 @@ type Signal struct {
 	TenantId  string `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	AccountId string `protobuf:"bytes,3,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
 	// kind is one of: milestone_reached, onboarding_at_risk, onboarding_late,
-	// onboarding_stalled, onboarding_completed, onboarding_on_track.
+	// onboarding_stalled, onboarding_completed, onboarding_on_track (from
+	// milestone tracking); health_changed, health_red, cancel_intent,
+	// cancel_intent_cleared, cancellation_requested, churn_recorded (from
+	// health scoring).
 	Kind string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
 	// occurred_at is when it became true, in event time.
 	OccurredAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
@@ -106,6 +109,9 @@ type Signal struct {
 	// Types that are valid to be assigned to Evidence:
 	//
 	//	*Signal_Onboarding
+	//	*Signal_Health
+	//	*Signal_CancelIntent
+	//	*Signal_Churn
 	Evidence      isSignal_Evidence `protobuf_oneof:"evidence"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -213,6 +219,33 @@ func (x *Signal) GetOnboarding() *OnboardingEvidence {
 	return nil
 }
 
+func (x *Signal) GetHealth() *HealthEvidence {
+	if x != nil {
+		if x, ok := x.Evidence.(*Signal_Health); ok {
+			return x.Health
+		}
+	}
+	return nil
+}
+
+func (x *Signal) GetCancelIntent() *CancelIntentEvidence {
+	if x != nil {
+		if x, ok := x.Evidence.(*Signal_CancelIntent); ok {
+			return x.CancelIntent
+		}
+	}
+	return nil
+}
+
+func (x *Signal) GetChurn() *ChurnEvidence {
+	if x != nil {
+		if x, ok := x.Evidence.(*Signal_Churn); ok {
+			return x.Churn
+		}
+	}
+	return nil
+}
+
 type isSignal_Evidence interface {
 	isSignal_Evidence()
 }
@@ -221,7 +254,25 @@ type Signal_Onboarding struct {
 	Onboarding *OnboardingEvidence `protobuf:"bytes,10,opt,name=onboarding,proto3,oneof"`
 }
 
+type Signal_Health struct {
+	Health *HealthEvidence `protobuf:"bytes,11,opt,name=health,proto3,oneof"`
+}
+
+type Signal_CancelIntent struct {
+	CancelIntent *CancelIntentEvidence `protobuf:"bytes,12,opt,name=cancel_intent,json=cancelIntent,proto3,oneof"`
+}
+
+type Signal_Churn struct {
+	Churn *ChurnEvidence `protobuf:"bytes,13,opt,name=churn,proto3,oneof"`
+}
+
 func (*Signal_Onboarding) isSignal_Evidence() {}
+
+func (*Signal_Health) isSignal_Evidence() {}
+
+func (*Signal_CancelIntent) isSignal_Evidence() {}
+
+func (*Signal_Churn) isSignal_Evidence() {}
 
 // OnboardingEvidence backs a milestone or onboarding signal.
 type OnboardingEvidence struct {
@@ -362,6 +413,519 @@ func (x *OnboardingEvidence) GetStatusAfter() string {
 	return ""
 }
 
+// HealthEvidence backs health_changed and health_red: the score and its
+// components before and after.
+type HealthEvidence struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	ScoreBefore      int32                  `protobuf:"varint,1,opt,name=score_before,json=scoreBefore,proto3" json:"score_before,omitempty"`
+	ScoreAfter       int32                  `protobuf:"varint,2,opt,name=score_after,json=scoreAfter,proto3" json:"score_after,omitempty"`
+	BandBefore       string                 `protobuf:"bytes,3,opt,name=band_before,json=bandBefore,proto3" json:"band_before,omitempty"`
+	BandAfter        string                 `protobuf:"bytes,4,opt,name=band_after,json=bandAfter,proto3" json:"band_after,omitempty"`
+	ComponentsBefore []*HealthComponent     `protobuf:"bytes,5,rep,name=components_before,json=componentsBefore,proto3" json:"components_before,omitempty"`
+	ComponentsAfter  []*HealthComponent     `protobuf:"bytes,6,rep,name=components_after,json=componentsAfter,proto3" json:"components_after,omitempty"`
+	// peak is the highest score within the model's changed.within, for a
+	// signal fired by a drop.
+	Peak          int32 `protobuf:"varint,7,opt,name=peak,proto3" json:"peak,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealthEvidence) Reset() {
+	*x = HealthEvidence{}
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthEvidence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthEvidence) ProtoMessage() {}
+
+func (x *HealthEvidence) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthEvidence.ProtoReflect.Descriptor instead.
+func (*HealthEvidence) Descriptor() ([]byte, []int) {
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HealthEvidence) GetScoreBefore() int32 {
+	if x != nil {
+		return x.ScoreBefore
+	}
+	return 0
+}
+
+func (x *HealthEvidence) GetScoreAfter() int32 {
+	if x != nil {
+		return x.ScoreAfter
+	}
+	return 0
+}
+
+func (x *HealthEvidence) GetBandBefore() string {
+	if x != nil {
+		return x.BandBefore
+	}
+	return ""
+}
+
+func (x *HealthEvidence) GetBandAfter() string {
+	if x != nil {
+		return x.BandAfter
+	}
+	return ""
+}
+
+func (x *HealthEvidence) GetComponentsBefore() []*HealthComponent {
+	if x != nil {
+		return x.ComponentsBefore
+	}
+	return nil
+}
+
+func (x *HealthEvidence) GetComponentsAfter() []*HealthComponent {
+	if x != nil {
+		return x.ComponentsAfter
+	}
+	return nil
+}
+
+func (x *HealthEvidence) GetPeak() int32 {
+	if x != nil {
+		return x.Peak
+	}
+	return 0
+}
+
+// HealthComponent is one part of a health score.
+type HealthComponent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is adoption, engagement, users, trend, milestones, risk or
+	// sentiment.
+	Name   string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Weight int32  `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	// score is 0-100; present is false for a component left out for want
+	// of inputs (its weight is spread over the others).
+	Score   int32 `protobuf:"varint,3,opt,name=score,proto3" json:"score,omitempty"`
+	Present bool  `protobuf:"varint,4,opt,name=present,proto3" json:"present,omitempty"`
+	// inputs says, in words, what made the score or why it is left out.
+	Inputs        string `protobuf:"bytes,5,opt,name=inputs,proto3" json:"inputs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealthComponent) Reset() {
+	*x = HealthComponent{}
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthComponent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthComponent) ProtoMessage() {}
+
+func (x *HealthComponent) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthComponent.ProtoReflect.Descriptor instead.
+func (*HealthComponent) Descriptor() ([]byte, []int) {
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *HealthComponent) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *HealthComponent) GetWeight() int32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *HealthComponent) GetScore() int32 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *HealthComponent) GetPresent() bool {
+	if x != nil {
+		return x.Present
+	}
+	return false
+}
+
+func (x *HealthComponent) GetInputs() string {
+	if x != nil {
+		return x.Inputs
+	}
+	return ""
+}
+
+// CancelIntentEvidence backs cancel_intent, cancel_intent_cleared and
+// cancellation_requested.
+type CancelIntentEvidence struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Score     float64                `protobuf:"fixed64,1,opt,name=score,proto3" json:"score,omitempty"`
+	Threshold float64                `protobuf:"fixed64,2,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	Signals   []*CancelIntentSignal  `protobuf:"bytes,3,rep,name=signals,proto3" json:"signals,omitempty"`
+	// request is the cancellation request, for cancellation_requested.
+	Request       *CancelIntentHit `protobuf:"bytes,4,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelIntentEvidence) Reset() {
+	*x = CancelIntentEvidence{}
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelIntentEvidence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelIntentEvidence) ProtoMessage() {}
+
+func (x *CancelIntentEvidence) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelIntentEvidence.ProtoReflect.Descriptor instead.
+func (*CancelIntentEvidence) Descriptor() ([]byte, []int) {
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CancelIntentEvidence) GetScore() float64 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+func (x *CancelIntentEvidence) GetThreshold() float64 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+func (x *CancelIntentEvidence) GetSignals() []*CancelIntentSignal {
+	if x != nil {
+		return x.Signals
+	}
+	return nil
+}
+
+func (x *CancelIntentEvidence) GetRequest() *CancelIntentHit {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+// CancelIntentSignal is one signal's part of the cancel-intent score.
+type CancelIntentSignal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// contribution is its part of the score, decayed; share its fraction.
+	Contribution float64 `protobuf:"fixed64,3,opt,name=contribution,proto3" json:"contribution,omitempty"`
+	Share        float64 `protobuf:"fixed64,4,opt,name=share,proto3" json:"share,omitempty"`
+	// hits are its events, newest first; none for a computed signal.
+	Hits []*CancelIntentHit `protobuf:"bytes,5,rep,name=hits,proto3" json:"hits,omitempty"`
+	// detail says why a computed signal (usage_drop) is on.
+	Detail string `protobuf:"bytes,6,opt,name=detail,proto3" json:"detail,omitempty"`
+	// words says it all in one line for people.
+	Words         string `protobuf:"bytes,7,opt,name=words,proto3" json:"words,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelIntentSignal) Reset() {
+	*x = CancelIntentSignal{}
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelIntentSignal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelIntentSignal) ProtoMessage() {}
+
+func (x *CancelIntentSignal) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelIntentSignal.ProtoReflect.Descriptor instead.
+func (*CancelIntentSignal) Descriptor() ([]byte, []int) {
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CancelIntentSignal) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CancelIntentSignal) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CancelIntentSignal) GetContribution() float64 {
+	if x != nil {
+		return x.Contribution
+	}
+	return 0
+}
+
+func (x *CancelIntentSignal) GetShare() float64 {
+	if x != nil {
+		return x.Share
+	}
+	return 0
+}
+
+func (x *CancelIntentSignal) GetHits() []*CancelIntentHit {
+	if x != nil {
+		return x.Hits
+	}
+	return nil
+}
+
+func (x *CancelIntentSignal) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *CancelIntentSignal) GetWords() string {
+	if x != nil {
+		return x.Words
+	}
+	return ""
+}
+
+// CancelIntentHit is one event behind a cancel-intent signal.
+type CancelIntentHit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	MessageId     string                 `protobuf:"bytes,3,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelIntentHit) Reset() {
+	*x = CancelIntentHit{}
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelIntentHit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelIntentHit) ProtoMessage() {}
+
+func (x *CancelIntentHit) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelIntentHit.ProtoReflect.Descriptor instead.
+func (*CancelIntentHit) Descriptor() ([]byte, []int) {
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CancelIntentHit) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *CancelIntentHit) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *CancelIntentHit) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+// ChurnEvidence backs churn_recorded.
+type ChurnEvidence struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ChurnedAt *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=churned_at,json=churnedAt,proto3" json:"churned_at,omitempty"`
+	Reason    string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// fit is good, stretch or bad.
+	Fit string `protobuf:"bytes,3,opt,name=fit,proto3" json:"fit,omitempty"`
+	// foreseen: a risk signal (onboarding late or stalled, health red,
+	// cancel intent) came before the churn.
+	Foreseen      bool                   `protobuf:"varint,4,opt,name=foreseen,proto3" json:"foreseen,omitempty"`
+	FirstRiskKind string                 `protobuf:"bytes,5,opt,name=first_risk_kind,json=firstRiskKind,proto3" json:"first_risk_kind,omitempty"`
+	FirstRiskAt   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=first_risk_at,json=firstRiskAt,proto3" json:"first_risk_at,omitempty"`
+	// lead_time_seconds is from the first risk signal to the churn.
+	LeadTimeSeconds int64 `protobuf:"varint,7,opt,name=lead_time_seconds,json=leadTimeSeconds,proto3" json:"lead_time_seconds,omitempty"`
+	// source is "event" or "trait".
+	Source        string `protobuf:"bytes,8,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChurnEvidence) Reset() {
+	*x = ChurnEvidence{}
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChurnEvidence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChurnEvidence) ProtoMessage() {}
+
+func (x *ChurnEvidence) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChurnEvidence.ProtoReflect.Descriptor instead.
+func (*ChurnEvidence) Descriptor() ([]byte, []int) {
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ChurnEvidence) GetChurnedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChurnedAt
+	}
+	return nil
+}
+
+func (x *ChurnEvidence) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ChurnEvidence) GetFit() string {
+	if x != nil {
+		return x.Fit
+	}
+	return ""
+}
+
+func (x *ChurnEvidence) GetForeseen() bool {
+	if x != nil {
+		return x.Foreseen
+	}
+	return false
+}
+
+func (x *ChurnEvidence) GetFirstRiskKind() string {
+	if x != nil {
+		return x.FirstRiskKind
+	}
+	return ""
+}
+
+func (x *ChurnEvidence) GetFirstRiskAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstRiskAt
+	}
+	return nil
+}
+
+func (x *ChurnEvidence) GetLeadTimeSeconds() int64 {
+	if x != nil {
+		return x.LeadTimeSeconds
+	}
+	return 0
+}
+
+func (x *ChurnEvidence) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
 type ListRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	AccountId string                 `protobuf:"bytes,1,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
@@ -374,7 +938,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[2]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +950,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[2]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +963,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{2}
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListRequest) GetAccountId() string {
@@ -432,7 +996,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[3]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -444,7 +1008,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[3]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -457,7 +1021,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{3}
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListResponse) GetSignals() []*Signal {
@@ -471,7 +1035,7 @@ var File_stickpoint_signals_v1_signals_proto protoreflect.FileDescriptor
 
 const file_stickpoint_signals_v1_signals_proto_rawDesc = "" +
 	"\n" +
-	"#stickpoint/signals/v1/signals.proto\x12\x15stickpoint.signals.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dstickpoint/auth/v1/auth.proto\"\x92\x03\n" +
+	"#stickpoint/signals/v1/signals.proto\x12\x15stickpoint.signals.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dstickpoint/auth/v1/auth.proto\"\xe5\x04\n" +
 	"\x06Signal\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1d\n" +
@@ -487,7 +1051,10 @@ const file_stickpoint_signals_v1_signals_proto_rawDesc = "" +
 	"\n" +
 	"onboarding\x18\n" +
 	" \x01(\v2).stickpoint.signals.v1.OnboardingEvidenceH\x00R\n" +
-	"onboardingB\n" +
+	"onboarding\x12?\n" +
+	"\x06health\x18\v \x01(\v2%.stickpoint.signals.v1.HealthEvidenceH\x00R\x06health\x12R\n" +
+	"\rcancel_intent\x18\f \x01(\v2+.stickpoint.signals.v1.CancelIntentEvidenceH\x00R\fcancelIntent\x12<\n" +
+	"\x05churn\x18\r \x01(\v2$.stickpoint.signals.v1.ChurnEvidenceH\x00R\x05churnB\n" +
 	"\n" +
 	"\bevidence\"\xa1\x04\n" +
 	"\x12OnboardingEvidence\x12\x1d\n" +
@@ -505,7 +1072,52 @@ const file_stickpoint_signals_v1_signals_proto_rawDesc = "" +
 	"\raccount_start\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\faccountStart\x12#\n" +
 	"\rstatus_before\x18\v \x01(\tR\fstatusBefore\x12!\n" +
-	"\fstatus_after\x18\f \x01(\tR\vstatusAfter\"V\n" +
+	"\fstatus_after\x18\f \x01(\tR\vstatusAfter\"\xd0\x02\n" +
+	"\x0eHealthEvidence\x12!\n" +
+	"\fscore_before\x18\x01 \x01(\x05R\vscoreBefore\x12\x1f\n" +
+	"\vscore_after\x18\x02 \x01(\x05R\n" +
+	"scoreAfter\x12\x1f\n" +
+	"\vband_before\x18\x03 \x01(\tR\n" +
+	"bandBefore\x12\x1d\n" +
+	"\n" +
+	"band_after\x18\x04 \x01(\tR\tbandAfter\x12S\n" +
+	"\x11components_before\x18\x05 \x03(\v2&.stickpoint.signals.v1.HealthComponentR\x10componentsBefore\x12Q\n" +
+	"\x10components_after\x18\x06 \x03(\v2&.stickpoint.signals.v1.HealthComponentR\x0fcomponentsAfter\x12\x12\n" +
+	"\x04peak\x18\a \x01(\x05R\x04peak\"\x85\x01\n" +
+	"\x0fHealthComponent\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\x05R\x06weight\x12\x14\n" +
+	"\x05score\x18\x03 \x01(\x05R\x05score\x12\x18\n" +
+	"\apresent\x18\x04 \x01(\bR\apresent\x12\x16\n" +
+	"\x06inputs\x18\x05 \x01(\tR\x06inputs\"\xd1\x01\n" +
+	"\x14CancelIntentEvidence\x12\x14\n" +
+	"\x05score\x18\x01 \x01(\x01R\x05score\x12\x1c\n" +
+	"\tthreshold\x18\x02 \x01(\x01R\tthreshold\x12C\n" +
+	"\asignals\x18\x03 \x03(\v2).stickpoint.signals.v1.CancelIntentSignalR\asignals\x12@\n" +
+	"\arequest\x18\x04 \x01(\v2&.stickpoint.signals.v1.CancelIntentHitR\arequest\"\xdc\x01\n" +
+	"\x12CancelIntentSignal\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\"\n" +
+	"\fcontribution\x18\x03 \x01(\x01R\fcontribution\x12\x14\n" +
+	"\x05share\x18\x04 \x01(\x01R\x05share\x12:\n" +
+	"\x04hits\x18\x05 \x03(\v2&.stickpoint.signals.v1.CancelIntentHitR\x04hits\x12\x16\n" +
+	"\x06detail\x18\x06 \x01(\tR\x06detail\x12\x14\n" +
+	"\x05words\x18\a \x01(\tR\x05words\"u\n" +
+	"\x0fCancelIntentHit\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x03 \x01(\tR\tmessageId\"\xbc\x02\n" +
+	"\rChurnEvidence\x129\n" +
+	"\n" +
+	"churned_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tchurnedAt\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x10\n" +
+	"\x03fit\x18\x03 \x01(\tR\x03fit\x12\x1a\n" +
+	"\bforeseen\x18\x04 \x01(\bR\bforeseen\x12&\n" +
+	"\x0ffirst_risk_kind\x18\x05 \x01(\tR\rfirstRiskKind\x12>\n" +
+	"\rfirst_risk_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vfirstRiskAt\x12*\n" +
+	"\x11lead_time_seconds\x18\a \x01(\x03R\x0fleadTimeSeconds\x12\x16\n" +
+	"\x06source\x18\b \x01(\tR\x06source\"V\n" +
 	"\vListRequest\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\x12\x12\n" +
@@ -536,32 +1148,49 @@ func file_stickpoint_signals_v1_signals_proto_rawDescGZIP() []byte {
 }
 
 var file_stickpoint_signals_v1_signals_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_stickpoint_signals_v1_signals_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_stickpoint_signals_v1_signals_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_stickpoint_signals_v1_signals_proto_goTypes = []any{
 	(Severity)(0),                 // 0: stickpoint.signals.v1.Severity
 	(*Signal)(nil),                // 1: stickpoint.signals.v1.Signal
 	(*OnboardingEvidence)(nil),    // 2: stickpoint.signals.v1.OnboardingEvidence
-	(*ListRequest)(nil),           // 3: stickpoint.signals.v1.ListRequest
-	(*ListResponse)(nil),          // 4: stickpoint.signals.v1.ListResponse
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*HealthEvidence)(nil),        // 3: stickpoint.signals.v1.HealthEvidence
+	(*HealthComponent)(nil),       // 4: stickpoint.signals.v1.HealthComponent
+	(*CancelIntentEvidence)(nil),  // 5: stickpoint.signals.v1.CancelIntentEvidence
+	(*CancelIntentSignal)(nil),    // 6: stickpoint.signals.v1.CancelIntentSignal
+	(*CancelIntentHit)(nil),       // 7: stickpoint.signals.v1.CancelIntentHit
+	(*ChurnEvidence)(nil),         // 8: stickpoint.signals.v1.ChurnEvidence
+	(*ListRequest)(nil),           // 9: stickpoint.signals.v1.ListRequest
+	(*ListResponse)(nil),          // 10: stickpoint.signals.v1.ListResponse
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_stickpoint_signals_v1_signals_proto_depIdxs = []int32{
-	5,  // 0: stickpoint.signals.v1.Signal.occurred_at:type_name -> google.protobuf.Timestamp
-	5,  // 1: stickpoint.signals.v1.Signal.detected_at:type_name -> google.protobuf.Timestamp
+	11, // 0: stickpoint.signals.v1.Signal.occurred_at:type_name -> google.protobuf.Timestamp
+	11, // 1: stickpoint.signals.v1.Signal.detected_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: stickpoint.signals.v1.Signal.severity:type_name -> stickpoint.signals.v1.Severity
 	2,  // 3: stickpoint.signals.v1.Signal.onboarding:type_name -> stickpoint.signals.v1.OnboardingEvidence
-	5,  // 4: stickpoint.signals.v1.OnboardingEvidence.target_at:type_name -> google.protobuf.Timestamp
-	5,  // 5: stickpoint.signals.v1.OnboardingEvidence.reached_at:type_name -> google.protobuf.Timestamp
-	5,  // 6: stickpoint.signals.v1.OnboardingEvidence.last_progress_at:type_name -> google.protobuf.Timestamp
-	5,  // 7: stickpoint.signals.v1.OnboardingEvidence.account_start:type_name -> google.protobuf.Timestamp
-	1,  // 8: stickpoint.signals.v1.ListResponse.signals:type_name -> stickpoint.signals.v1.Signal
-	3,  // 9: stickpoint.signals.v1.SignalsService.List:input_type -> stickpoint.signals.v1.ListRequest
-	4,  // 10: stickpoint.signals.v1.SignalsService.List:output_type -> stickpoint.signals.v1.ListResponse
-	10, // [10:11] is the sub-list for method output_type
-	9,  // [9:10] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	3,  // 4: stickpoint.signals.v1.Signal.health:type_name -> stickpoint.signals.v1.HealthEvidence
+	5,  // 5: stickpoint.signals.v1.Signal.cancel_intent:type_name -> stickpoint.signals.v1.CancelIntentEvidence
+	8,  // 6: stickpoint.signals.v1.Signal.churn:type_name -> stickpoint.signals.v1.ChurnEvidence
+	11, // 7: stickpoint.signals.v1.OnboardingEvidence.target_at:type_name -> google.protobuf.Timestamp
+	11, // 8: stickpoint.signals.v1.OnboardingEvidence.reached_at:type_name -> google.protobuf.Timestamp
+	11, // 9: stickpoint.signals.v1.OnboardingEvidence.last_progress_at:type_name -> google.protobuf.Timestamp
+	11, // 10: stickpoint.signals.v1.OnboardingEvidence.account_start:type_name -> google.protobuf.Timestamp
+	4,  // 11: stickpoint.signals.v1.HealthEvidence.components_before:type_name -> stickpoint.signals.v1.HealthComponent
+	4,  // 12: stickpoint.signals.v1.HealthEvidence.components_after:type_name -> stickpoint.signals.v1.HealthComponent
+	6,  // 13: stickpoint.signals.v1.CancelIntentEvidence.signals:type_name -> stickpoint.signals.v1.CancelIntentSignal
+	7,  // 14: stickpoint.signals.v1.CancelIntentEvidence.request:type_name -> stickpoint.signals.v1.CancelIntentHit
+	7,  // 15: stickpoint.signals.v1.CancelIntentSignal.hits:type_name -> stickpoint.signals.v1.CancelIntentHit
+	11, // 16: stickpoint.signals.v1.CancelIntentHit.at:type_name -> google.protobuf.Timestamp
+	11, // 17: stickpoint.signals.v1.ChurnEvidence.churned_at:type_name -> google.protobuf.Timestamp
+	11, // 18: stickpoint.signals.v1.ChurnEvidence.first_risk_at:type_name -> google.protobuf.Timestamp
+	1,  // 19: stickpoint.signals.v1.ListResponse.signals:type_name -> stickpoint.signals.v1.Signal
+	9,  // 20: stickpoint.signals.v1.SignalsService.List:input_type -> stickpoint.signals.v1.ListRequest
+	10, // 21: stickpoint.signals.v1.SignalsService.List:output_type -> stickpoint.signals.v1.ListResponse
+	21, // [21:22] is the sub-list for method output_type
+	20, // [20:21] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_stickpoint_signals_v1_signals_proto_init() }
@@ -571,6 +1200,9 @@ func file_stickpoint_signals_v1_signals_proto_init() {
 	}
 	file_stickpoint_signals_v1_signals_proto_msgTypes[0].OneofWrappers = []any{
 		(*Signal_Onboarding)(nil),
+		(*Signal_Health)(nil),
+		(*Signal_CancelIntent)(nil),
+		(*Signal_Churn)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -578,7 +1210,7 @@ func file_stickpoint_signals_v1_signals_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stickpoint_signals_v1_signals_proto_rawDesc), len(file_stickpoint_signals_v1_signals_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
