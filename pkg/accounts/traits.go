@@ -154,3 +154,25 @@ func TraitsRow(tenant, account string, traits json.RawMessage, at time.Time, mes
 	}
 	return []any{tenant, account, string(traits), traitsHash(traits), at.UTC(), messageID}
 }
+
+// Activity returns the first and last event times of the given accounts
+// of tenant, by account; an account without events is absent.
+func (r *Reader) Activity(ctx context.Context, tenant string, ids []string) (map[string][2]time.Time, error) {
+	out := map[string][2]time.Time{}
+	for start := 0; start < len(ids); start += maxIDsPerQuery {
+		rows, err := r.db.Query(ctx, `SELECT account_id, min(timestamp), max(timestamp) FROM events
+			WHERE tenant_id = ? AND account_id IN ? GROUP BY account_id`, tenant, chstore.In(ids[start:min(start+maxIDsPerQuery, len(ids))]))
+		if err != nil {
+			return nil, fmt.Errorf("read account activity: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			var a [2]time.Time
+			if err := rows.Scan(&id, &a[0], &a[1]); err != nil {
+				return nil, err
+			}
+			out[id] = a
+		}
+	}
+	return out, nil
+}

@@ -7,6 +7,7 @@ require (
 	github.com/spf13/pflag v1.0.9
 	github.com/stickpoint/stickpoint/pkg v0.0.0
 	github.com/stickpoint/stickpoint/proto v0.0.0
+	github.com/stickpoint/stickpoint/services/health v0.0.0-00010101000000-000000000000
 	github.com/stickpoint/stickpoint/services/milestones v0.0.0
 	github.com/stretchr/testify v1.12.1
 	google.golang.org/grpc v1.85.0
@@ -87,3 +88,5 @@ replace github.com/stickpoint/stickpoint/services/ingest => ../ingest
 replace github.com/stickpoint/stickpoint/pkg/sdk => ../../pkg/sdk
 
 replace github.com/stickpoint/stickpoint/services/milestones => ../milestones
+
+replace github.com/stickpoint/stickpoint/services/health => ../health

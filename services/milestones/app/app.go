@@ -6,7 +6,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -22,7 +21,6 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
-	accountsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/accounts/v1"
 	milestonesv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/milestones/v1"
 	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/api"
@@ -50,9 +48,6 @@ type Config struct {
 	// EvaluateWait is how long the evaluator collects notices before it
 	// evaluates the accounts they name: the signal latency it adds.
 	EvaluateWait time.Duration `json:"evaluate_wait"`
-	// OwnerTrait is the account trait that names its owner (its CSM),
-	// for tenants that set none (stickpoint tenants update --owner-trait).
-	OwnerTrait string `json:"owner_trait"`
 	// ReconcileInterval is how often the accounts with events received
 	// since the last time are evaluated again: the net under a stored
 	// notice the writer failed to publish.
@@ -60,9 +55,9 @@ type Config struct {
 }
 
 // DefaultConfig sweeps every minute, evaluates notices within 100 ms,
-// reconciles hourly, and takes the owner from csm_email.
+// and reconciles hourly.
 func DefaultConfig() Config {
-	return Config{SweepInterval: time.Minute, EvaluateWait: 100 * time.Millisecond, OwnerTrait: "csm_email", ReconcileInterval: time.Hour}
+	return Config{SweepInterval: time.Minute, EvaluateWait: 100 * time.Millisecond, ReconcileInterval: time.Hour}
 }
 
 // Validate reports the first invalid field by name.
@@ -72,8 +67,6 @@ func (c Config) Validate() error {
 		return fmt.Errorf("milestones.sweep_interval: %v is under 1s", c.SweepInterval)
 	case c.EvaluateWait <= 0 || c.EvaluateWait > 10*time.Second:
 		return fmt.Errorf("milestones.evaluate_wait: %v is not between 0 and 10s", c.EvaluateWait)
-	case c.OwnerTrait == "":
-		return errors.New("milestones.owner_trait: required")
 	case c.ReconcileInterval < time.Minute:
 		return fmt.Errorf("milestones.reconcile_interval: %v is under 1m", c.ReconcileInterval)
 	}
@@ -88,7 +81,6 @@ type Service struct {
 	Evaluator *evaluator.Evaluator
 	notices   *natsjs.Consumer
 	api       *api.Milestones
-	accounts  *api.Accounts
 	signals   *signals.Server
 
 	mu      sync.Mutex
@@ -109,7 +101,7 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: log, reg: reg, Evaluator: eval, accounts: api.NewAccounts(db, ownerTrait(reg, cfg.OwnerTrait)), signals: signals.NewServer(db),
+	s := &Service{cfg: cfg, log: log, reg: reg, Evaluator: eval, signals: signals.NewServer(db),
 		pending: map[string]string{}, wake: make(chan struct{}, 1)}
 	s.api = api.NewMilestones(db, js, eval, s.StartBackfill)
 	s.notices, err = natsjs.NewConsumer(bus, natsjs.ConsumerConfig{
@@ -127,20 +119,10 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg
 	return s, nil
 }
 
-// ownerTrait is a tenant's owner trait, else the default.
-func ownerTrait(reg *tenancy.Registry, def string) func(tenant string) string {
-	return func(tenant string) string {
-		if t, err := reg.Tenant(tenant); err == nil && t.OwnerTrait != "" {
-			return t.OwnerTrait
-		}
-		return def
-	}
-}
-
-// Register mounts the milestones, accounts and signals APIs.
+// Register mounts the milestones and signals APIs. (The accounts API is
+// the health-scoring service's: it adds health to every account.)
 func (s *Service) Register(srv *grpcserver.Server) {
 	srv.Register(&milestonesv1.MilestonesService_ServiceDesc, s.api)
-	srv.Register(&accountsv1.AccountsService_ServiceDesc, s.accounts)
 	srv.Register(&signalsv1.SignalsService_ServiceDesc, s.signals)
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/service"
 	"github.com/stickpoint/stickpoint/pkg/telemetry"
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
+	health "github.com/stickpoint/stickpoint/services/health/app"
 	ingest "github.com/stickpoint/stickpoint/services/ingest/app"
 	milestones "github.com/stickpoint/stickpoint/services/milestones/app"
 )
@@ -30,6 +31,7 @@ type Config struct {
 	DemoTenant string            `json:"demo_tenant"`
 	Ingest     ingest.Config     `json:"ingest"`
 	Milestones milestones.Config `json:"milestones"`
+	Health     health.Config     `json:"health"`
 }
 
 // DefaultConfig keeps data in ./.stickpoint and listens on loopback only.
@@ -47,6 +49,7 @@ func DefaultConfig() Config {
 		DemoTenant: "demo",
 		Ingest:     ingest.DefaultConfig(),
 		Milestones: milestones.DefaultConfig(),
+		Health:     health.DefaultConfig(),
 	}
 	cfg.NATS.StoreDir = ""      // derived from data_dir
 	cfg.ClickHouse.DataDir = "" // derived from data_dir
@@ -80,5 +83,8 @@ func (c Config) Validate() error {
 	if err := c.Ingest.Validate(); err != nil {
 		return err
 	}
-	return c.Milestones.Validate()
+	if err := c.Milestones.Validate(); err != nil {
+		return err
+	}
+	return c.Health.Validate()
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/service"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	authv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/auth/v1"
+	health "github.com/stickpoint/stickpoint/services/health/app"
 	ingest "github.com/stickpoint/stickpoint/services/ingest/app"
 	milestones "github.com/stickpoint/stickpoint/services/milestones/app"
 )
@@ -37,6 +38,7 @@ func Components() []Component {
 		{Name: ingest.Component, Migrations: ingest.Migrations},
 		{Name: signals.Component, Migrations: signals.Migrations},
 		{Name: milestones.Component, Migrations: milestones.Migrations},
+		{Name: health.Component, Migrations: health.Migrations},
 	}
 }
 
@@ -110,6 +112,12 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 		return err
 	}
 	ms.Register(base.GRPC)
+	hs, err := health.New(ctx, cfg.Health, base.Bus, base.Store, base.Registry, base.Log)
+	if err != nil {
+		base.Close(ctx)
+		return err
+	}
+	hs.Register(base.GRPC)
 
 	fmt.Fprintf(out, "grpc: %s\n", base.GRPC.Addr())
 	fmt.Fprintf(out, "http: http://%s\n", base.HTTPAddr())
@@ -121,7 +129,7 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 	fmt.Fprintf(out, "started in %s\n", time.Since(started).Round(time.Millisecond))
 	fmt.Fprintln(out, "ready")
 	base.Log.InfoContext(ctx, "ready", "grpc_addr", base.GRPC.Addr(), "http_addr", base.HTTPAddr(), "startup_ms", time.Since(started).Milliseconds())
-	err = base.Serve(ctx, ing, ms)
+	err = base.Serve(ctx, ing, ms, hs)
 	fmt.Fprintln(out, "stopped")
 	return err
 }

@@ -262,15 +262,18 @@ type trendResult struct {
 // minBaselineDays is the least history a baseline needs.
 const minBaselineDays = 7
 
+// trendOf compares whole UTC days: the Recent days before today against
+// the Baseline days before them (today is partial, and would read as a
+// drop every morning).
 func trendOf(h model.Health, in Inputs, today time.Time) trendResult {
-	recent := lastDays(today, h.Recent)
+	recent := lastDays(today.Add(-specfile.Day), h.Recent)
 	base := days{from: recent.from.Add(-h.Baseline), to: recent.from.Add(-specfile.Day)}
 	first := in.FirstEvent.UTC().Truncate(specfile.Day)
 	if !in.FirstEvent.IsZero() && first.After(base.from) {
 		base.from = first
 	}
 	if base.to.Before(base.from) || base.count() < minBaselineDays {
-		return trendResult{words: fmt.Sprintf("no baseline yet: under %d days of usage before the last %s", minBaselineDays, specfile.FormatDuration(h.Recent))}
+		return trendResult{words: fmt.Sprintf("no baseline yet: under %d days of usage before the %s before today", minBaselineDays, specfile.FormatDuration(h.Recent))}
 	}
 	var r, b float64
 	for _, u := range in.Usage {
@@ -283,11 +286,11 @@ func trendOf(h model.Health, in Inputs, today time.Time) trendResult {
 	}
 	t := trendResult{recent: r / recent.count(), baseline: b / base.count(), present: true}
 	if t.baseline == 0 {
-		return trendResult{words: fmt.Sprintf("no baseline: no usage in the %d days before the last %s", int(base.count()), specfile.FormatDuration(h.Recent))}
+		return trendResult{words: fmt.Sprintf("no baseline: no usage in the %d days before the %s before today", int(base.count()), specfile.FormatDuration(h.Recent))}
 	}
 	ratio := t.recent / t.baseline
 	t.score = percent(ratio)
-	t.words = fmt.Sprintf("last %s: %s events/day against %s in the %d days before (%d%%)",
+	t.words = fmt.Sprintf("%s before today: %s events/day against %s in the %d days before (%d%%)",
 		specfile.FormatDuration(h.Recent), trim(t.recent), trim(t.baseline), int(base.count()), int(math.Round(100*ratio)))
 	return t
 }
@@ -342,7 +345,7 @@ func intentOf(m model.Model, in Inputs, t trendResult, now time.Time) Intent {
 				continue
 			}
 			is.Contribution = sig.Weight
-			is.Detail = fmt.Sprintf("%s events/day in the last %s against a baseline of %s (%d%% lower; on from %d%%)",
+			is.Detail = fmt.Sprintf("%s events/day in the %s before today against a baseline of %s (%d%% lower; on from %d%%)",
 				trim(t.recent), specfile.FormatDuration(m.Health.Recent), trim(t.baseline), int(math.Round(100*(1-t.recent/t.baseline))), int(math.Round(100*sig.Drop)))
 		} else {
 			for _, hit := range in.Hits {

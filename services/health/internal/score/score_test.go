@@ -56,10 +56,10 @@ func TestEachComponentsArithmetic(t *testing.T) {
 	usage = append(usage, daily("B", 1, 3, 4, "u2")...)
 	usage = append(usage, daily("C", 1, 29, 30, "u3")...)
 	usage = append(usage, daily("D", 1, 30, 31, "u4")...) // outside the 30-day window
-	// Trend: 2 events a day in the 28 days before the last 7, 1 a day in
-	// the last 7; the first event 40 days ago.
-	usage = append(usage, daily("Other", 2, 7, 35, "u1")...)
-	usage = append(usage, daily("Other", 1, 0, 7, "u1")...)
+	// Trend, over whole days before today: 1 a day in the 7 days before
+	// today, 2 a day in the 28 before them; the first event 40 days ago.
+	usage = append(usage, daily("Other", 2, 8, 36, "u1")...)
+	usage = append(usage, daily("Other", 1, 1, 8, "u1")...)
 	in := Inputs{Usage: usage, FirstEvent: today.Add(-40 * day), Seats: 5, Norms: Norms{ActiveDays: 46, Events: 100}}
 	h := Compute(m, in, now)
 
@@ -67,22 +67,24 @@ func TestEachComponentsArithmetic(t *testing.T) {
 	if c := component(t, h, model.Adoption); c.Score != 75 || !strings.Contains(c.Inputs, "used 3 of 4 key features in 30d: A, B, C; not used: D") {
 		t.Errorf("adoption: %+v", c)
 	}
-	// Active every day of the 30 (Other), 23*2 + 7*1 + 3 = 56 events:
-	// days min(1, 30/46) = 0.652, events 0.56: 60.6.
-	if c := component(t, h, model.Engagement); c.Score != 61 || !strings.Contains(c.Inputs, "active 30 of 30 days with 56 events") {
+	// Active every day of the 30 (Other on days 1-29, A today):
+	// 22*2 + 7*1 + A, B, C = 54 events. Days min(1, 30/46) = 0.652,
+	// events 0.54: 59.6.
+	if c := component(t, h, model.Engagement); c.Score != 60 || !strings.Contains(c.Inputs, "active 30 of 30 days with 54 events") {
 		t.Errorf("engagement: %+v", c)
 	}
 	// u1, u2, u3 of 5 seats.
 	if c := component(t, h, model.Users); c.Score != 60 || c.Inputs != "3 active users of 5 seats" {
 		t.Errorf("users: %+v", c)
 	}
-	// Recent: 7 of Other, A and B = 9 over 7 days; baseline: 28 days of
-	// 2, C and D = 58 over 28. 1.286 / 2.071 = 62%.
-	if c := component(t, h, model.Trend); c.Score != 62 || !strings.Contains(c.Inputs, "last 7d: 1.3 events/day against 2.1 in the 28 days before (62%)") {
+	// Recent (days 1-7): 7 of Other and B = 8 over 7 days; baseline (days
+	// 8-35): 28 days of 2, C and D = 58 over 28. 1.143 / 2.071 = 55%.
+	// Today's A counts in the window, not in the trend.
+	if c := component(t, h, model.Trend); c.Score != 55 || !strings.Contains(c.Inputs, "7d before today: 1.1 events/day against 2.1 in the 28 days before (55%)") {
 		t.Errorf("trend: %+v", c)
 	}
-	// (75 + 61 + 60 + 62) / 4 = 64.5, yellow.
-	if h.Score != 65 || h.Band != model.Yellow {
+	// (75 + 60 + 60 + 55) / 4 = 62.5, yellow.
+	if h.Score != 63 || h.Band != model.Yellow {
 		t.Errorf("score %d %s", h.Score, h.Band)
 	}
 }
@@ -161,7 +163,8 @@ func TestUsageDropIsComputedFromTheAccountsOwnBaseline(t *testing.T) {
 	if len(h.Intent.Signals) != 1 || h.Intent.Signals[0].ID != "usage_drop" || h.Intent.Score != 55 || !h.Intent.Over() {
 		t.Fatalf("intent: %+v", h.Intent)
 	}
-	if d := h.Intent.Signals[0].Detail; !strings.Contains(d, "0 events/day in the last 7d against a baseline of 9.6 (100% lower") {
+	// The baseline is days 8-34 (the first event), 10 a day.
+	if d := h.Intent.Signals[0].Detail; !strings.Contains(d, "0 events/day in the 7d before today against a baseline of 10 (100% lower") {
 		t.Errorf("detail: %s", d)
 	}
 	if c := component(t, h, model.Risk); c.Score != 0 {

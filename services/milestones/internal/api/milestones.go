@@ -5,7 +5,6 @@ package api
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/grpcserver"
 	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
 	milestonesv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/milestones/v1"
@@ -180,7 +180,7 @@ func (s *Milestones) ListAccounts(ctx context.Context, req *milestonesv1.ListAcc
 	if req.GetStatus() != "" && !slices.Contains(progress.Statuses, req.GetStatus()) {
 		return nil, status.Errorf(codes.InvalidArgument, "status %q is not one of %v", req.GetStatus(), progress.Statuses)
 	}
-	size, after, err := paging(req.GetPageSize(), req.GetPageToken())
+	size, after, err := grpcserver.Page(req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +200,7 @@ func (s *Milestones) ListAccounts(ctx context.Context, req *milestonesv1.ListAcc
 	out := &milestonesv1.ListAccountsResponse{}
 	if len(rows) > size {
 		rows = rows[:size]
-		out.NextPageToken = pageToken(rows[size-1].AccountID)
+		out.NextPageToken = grpcserver.PageToken(rows[size-1].AccountID)
 	}
 	defs := s.definitions(ctx, tenant)
 	for _, r := range rows {
@@ -379,21 +379,3 @@ func onboardingProto(r evaluator.Row, defs map[string]journey.Milestone) *milest
 	}
 	return out
 }
-
-// paging reads a page size (default 100, at most 1000) and a page token
-// (the last account id of the previous page).
-func paging(size int32, token string) (int, string, error) {
-	switch {
-	case size == 0:
-		size = 100
-	case size < 0 || size > 1000:
-		return 0, "", status.Errorf(codes.InvalidArgument, "page_size %d is not between 1 and 1000", size)
-	}
-	after, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil {
-		return 0, "", status.Error(codes.InvalidArgument, "page_token is not one this API gave")
-	}
-	return int(size), string(after), nil
-}
-
-func pageToken(last string) string { return base64.RawURLEncoding.EncodeToString([]byte(last)) }

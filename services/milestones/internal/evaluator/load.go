@@ -30,22 +30,6 @@ type Row struct {
 // activity is an account's first and last event times.
 type activity struct{ first, last time.Time }
 
-// Activity reads the first and last event times of the accounts that have
-// events, by account.
-func Activity(ctx context.Context, db chstore.Store, tenant string, ids []string) (map[string][2]time.Time, error) {
-	out := map[string][2]time.Time{}
-	for start := 0; start < len(ids); start += ChunkSize {
-		acts, err := activities(ctx, db, tenant, accountSet{ids: ids[start:min(start+ChunkSize, len(ids))]})
-		if err != nil {
-			return nil, err
-		}
-		for id, a := range acts {
-			out[id] = [2]time.Time{a.first, a.last}
-		}
-	}
-	return out, nil
-}
-
 // activities reads the first and last event of each account that has one.
 func activities(ctx context.Context, db chstore.Store, tenant string, set accountSet) (map[string]activity, error) {
 	cond, args := set.where()

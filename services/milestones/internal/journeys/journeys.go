@@ -161,20 +161,11 @@ func (s *Store) Put(ctx context.Context, tenant string, source []byte) (st Store
 		if err == nil {
 			return st, false, nil
 		}
-		if !conflict(err) {
+		if !natsjs.CASConflict(err) {
 			return Stored{}, false, fmt.Errorf("store journey %s: %w", j.ID, err)
 		}
 	}
 	return Stored{}, false, fmt.Errorf("store journey %s: changed by another writer too often; try again", j.ID)
-}
-
-// conflict reports whether a Create or Update lost a race with another put.
-func conflict(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.Is(err, jetstream.ErrKeyExists) || !errors.As(err, &apiErr) {
-		return errors.Is(err, jetstream.ErrKeyExists)
-	}
-	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
 
 // Get returns a tenant's journey.

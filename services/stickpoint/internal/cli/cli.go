@@ -65,7 +65,7 @@ read command takes --json.`,
 	root.AddCommand(
 		devCommand(env), migrateCommand(env), tenantsCommand(env), keysCommand(env), tokensCommand(env),
 		sendCommand(env), loadCommand(env), eventsCommand(env),
-		journeysCommand(env), milestonesCommand(env), accountsCommand(env), signalsCommand(env),
+		journeysCommand(env), milestonesCommand(env), accountsCommand(env), healthCommand(env), churnCommand(env), signalsCommand(env),
 		versionCommand(env),
 	)
 	return root

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,7 +16,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	accountsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/accounts/v1"
 	milestonesv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/milestones/v1"
 	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
 	milestones "github.com/stickpoint/stickpoint/services/milestones/app"
@@ -320,77 +318,6 @@ func span(d *durationpb.Duration) string {
 		return fmt.Sprintf("%dd%s", days, strings.TrimSuffix(strings.TrimSuffix(v.String(), "0s"), "0m"))
 	}
 	return strings.TrimSuffix(strings.TrimSuffix(v.String(), "0s"), "0m")
-}
-
-func accountsCommand(env environ) *cobra.Command {
-	return group("accounts", "The tenant's customer accounts", []sub{
-		{"get ACCOUNT", "One account: traits, owner, start, first and last event, onboarding status", 1},
-		{"list", "Accounts, filtered by onboarding status, owner or traits", 0},
-	}, func(fs *pflag.FlagSet) func(context.Context, string, []string) error {
-		cf := addClientFlags(fs, env)
-		statusFlag := fs.String("status", "", "only this onboarding status (list)")
-		owner := fs.String("owner", "", "only accounts owned by this CSM (list)")
-		traits := fs.StringArray("trait", nil, "only accounts with this trait, key=value (repeatable) (list)")
-		limit := fs.Int("limit", 100, "at most this many accounts (list)")
-		return func(ctx context.Context, sub string, pos []string) error {
-			s, done, err := dial(ctx, cf, env)
-			if err != nil {
-				return err
-			}
-			defer done()
-			client := accountsv1.NewAccountsServiceClient(s.conn)
-			if sub == "get" {
-				resp, err := client.Get(s.ctx, &accountsv1.GetRequest{AccountId: pos[0]})
-				if err != nil {
-					return s.explain(err)
-				}
-				if *cf.asJSON {
-					return s.printJSON(resp)
-				}
-				a := resp.GetAccount()
-				fmt.Fprintf(env.stdout, "account: %s\n", a.GetId())
-				fmt.Fprintf(env.stdout, "onboarding: %s\n", dash(strings.TrimSpace(a.GetOnboardingStatus()+" "+journeyNote(a.GetJourneyId()))))
-				fmt.Fprintf(env.stdout, "owner: %s\n", dash(a.GetOwner()))
-				fmt.Fprintf(env.stdout, "start: %s\n", when(a.GetStart()))
-				fmt.Fprintf(env.stdout, "first event: %s\n", when(a.GetFirstEventAt()))
-				fmt.Fprintf(env.stdout, "last event: %s\n", when(a.GetLastEventAt()))
-				fields := a.GetTraits().GetFields()
-				keys := make([]string, 0, len(fields))
-				for k := range fields {
-					keys = append(keys, k)
-				}
-				sort.Strings(keys)
-				fmt.Fprintln(env.stdout, "traits:")
-				for _, k := range keys {
-					b, _ := fields[k].MarshalJSON()
-					fmt.Fprintf(env.stdout, "  %s: %s\n", k, b)
-				}
-				return nil
-			}
-			out := &accountsv1.ListResponse{}
-			out.Accounts, out.NextPageToken, err = collectPages(*limit, func(size int32, token string) ([]*accountsv1.Account, string, error) {
-				resp, err := client.List(s.ctx, &accountsv1.ListRequest{OnboardingStatus: *statusFlag, Owner: *owner, TraitEquals: *traits,
-					PageSize: size, PageToken: token})
-				return resp.GetAccounts(), resp.GetNextPageToken(), err
-			})
-			if err != nil {
-				return s.explain(err)
-			}
-			if *cf.asJSON {
-				return s.printJSON(out)
-			}
-			if len(out.GetAccounts()) == 0 {
-				fmt.Fprintln(env.stdout, "no accounts")
-				return nil
-			}
-			tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ACCOUNT\tONBOARDING\tOWNER\tSTART\tLAST EVENT")
-			for _, a := range out.GetAccounts() {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.GetId(), dash(a.GetOnboardingStatus()), dash(a.GetOwner()), when(a.GetStart()), when(a.GetLastEventAt()))
-			}
-			return tw.Flush()
-		}
-	})
 }
 
 func journeyNote(id string) string {

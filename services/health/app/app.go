@@ -1,0 +1,300 @@
+// Package app wires the health-scoring service: the scorer fed by the
+// writer's stored notices and by milestone tracking's onboarding signals,
+// the scheduled sweep, model rescoring, and the accounts and health APIs.
+// The health binary and the embedded mode both use it.
+package app
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/pkg/grpcserver"
+	"github.com/stickpoint/stickpoint/pkg/natsjs"
+	"github.com/stickpoint/stickpoint/pkg/signals"
+	"github.com/stickpoint/stickpoint/pkg/tenancy"
+	accountsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/accounts/v1"
+	healthv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/health/v1"
+	"github.com/stickpoint/stickpoint/services/health/internal/api"
+	"github.com/stickpoint/stickpoint/services/health/internal/model"
+	"github.com/stickpoint/stickpoint/services/health/internal/models"
+	"github.com/stickpoint/stickpoint/services/health/internal/scorer"
+	"github.com/stickpoint/stickpoint/services/health/migrations"
+)
+
+// Component names the service's migrations.
+const Component = "health"
+
+// Migrations are the service's ClickHouse migrations.
+var Migrations fs.FS = migrations.FS
+
+// Durable consumers of the service.
+const (
+	ScorerDurable     = "health-scorer"
+	OnboardingDurable = "health-onboarding"
+)
+
+// Config configures the health-scoring service.
+type Config struct {
+	// SweepInterval is how often every scored account is rescored from
+	// the rollups, so that decay and time alone move it.
+	SweepInterval time.Duration `json:"sweep_interval"`
+	// ScoreWait is how long the scorer collects notices before it scores
+	// the accounts they name: the latency it adds.
+	ScoreWait time.Duration `json:"score_wait"`
+	// OwnerTrait is the account trait that names its owner (its CSM), for
+	// tenants that set none (stickpoint tenants update --owner-trait).
+	OwnerTrait string `json:"owner_trait"`
+}
+
+// DefaultConfig sweeps every 5 minutes, scores notices within 100 ms, and
+// takes the owner from csm_email.
+func DefaultConfig() Config {
+	return Config{SweepInterval: 5 * time.Minute, ScoreWait: 100 * time.Millisecond, OwnerTrait: "csm_email"}
+}
+
+// Validate reports the first invalid field by name.
+func (c Config) Validate() error {
+	switch {
+	case c.SweepInterval < time.Second:
+		return fmt.Errorf("health.sweep_interval: %v is under 1s", c.SweepInterval)
+	case c.ScoreWait <= 0 || c.ScoreWait > 10*time.Second:
+		return fmt.Errorf("health.score_wait: %v is not between 0 and 10s", c.ScoreWait)
+	case c.OwnerTrait == "":
+		return fmt.Errorf("health.owner_trait: required")
+	}
+	return nil
+}
+
+// Service is the health-scoring service.
+type Service struct {
+	cfg        Config
+	log        *slog.Logger
+	reg        *tenancy.Registry
+	Scorer     *scorer.Scorer
+	notices    *natsjs.Consumer
+	onboarding *natsjs.Consumer
+	accounts   *api.Accounts
+	health     *api.Health
+
+	mu      sync.Mutex
+	pending map[string]string // rescores asked for, by tenant: their reason
+	wake    chan struct{}
+}
+
+// New builds the service over a bus, a migrated store and the registry.
+func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, log *slog.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ms, err := models.Open(ctx, bus)
+	if err != nil {
+		return nil, err
+	}
+	sc, err := scorer.New(db, ms, signals.NewEmitter(bus, db), log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: log, reg: reg, Scorer: sc, pending: map[string]string{}, wake: make(chan struct{}, 1)}
+	s.accounts = api.NewAccounts(db, ms, ownerTrait(reg, cfg.OwnerTrait))
+	s.health = api.NewHealth(db, ms, sc, s.RescoreAll)
+	healthy := func(ctx context.Context) error { return db.Exec(ctx, "SELECT 1") }
+	s.notices, err = natsjs.NewConsumer(bus, natsjs.ConsumerConfig{
+		Stream: natsjs.StoredStream, Durable: ScorerDurable, FilterSubjects: []string{"stored.>"},
+		MaxBatch: 500, MaxWait: cfg.ScoreWait, AckWait: time.Minute, Healthy: healthy,
+	}, s.handleNotices, log.With("component", ScorerDurable))
+	if err != nil {
+		return nil, err
+	}
+	// An onboarding status change is an input to health: rescore.
+	var onboardingSubjects []string
+	for _, k := range []string{"onboarding_on_track", "onboarding_at_risk", "onboarding_late", "onboarding_stalled", "onboarding_completed"} {
+		onboardingSubjects = append(onboardingSubjects, "signals.*."+k)
+	}
+	s.onboarding, err = natsjs.NewConsumer(bus, natsjs.ConsumerConfig{
+		Stream: natsjs.SignalsStream, Durable: OnboardingDurable, FilterSubjects: onboardingSubjects,
+		MaxBatch: 500, MaxWait: cfg.ScoreWait, AckWait: time.Minute, Healthy: healthy,
+	}, s.handleOnboarding, log.With("component", OnboardingDurable))
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ownerTrait is a tenant's owner trait, else the default.
+func ownerTrait(reg *tenancy.Registry, def string) func(tenant string) string {
+	return func(tenant string) string {
+		if t, err := reg.Tenant(tenant); err == nil && t.OwnerTrait != "" {
+			return t.OwnerTrait
+		}
+		return def
+	}
+}
+
+// Register mounts the accounts and health APIs.
+func (s *Service) Register(srv *grpcserver.Server) {
+	srv.Register(&accountsv1.AccountsService_ServiceDesc, s.accounts)
+	srv.Register(&healthv1.HealthService_ServiceDesc, s.health)
+}
+
+// handleNotices rescores the accounts a batch of notices names, per
+// tenant, after rebuilding their rollups for the days stored.
+func (s *Service) handleNotices(ctx context.Context, msgs []jetstream.Msg) error {
+	type dirty struct {
+		accounts map[string]bool
+		span     scorer.Span
+	}
+	byTenant := map[string]*dirty{}
+	for _, m := range msgs {
+		n, err := events.DecodeStoredNotice(m.Data())
+		if err != nil {
+			s.log.WarnContext(ctx, "skipping a bad stored notice", "subject", m.Subject(), "error", err)
+			continue
+		}
+		d := byTenant[n.TenantID]
+		if d == nil {
+			d = &dirty{accounts: map[string]bool{}, span: scorer.Span{From: n.From, To: n.To}}
+			byTenant[n.TenantID] = d
+		}
+		for _, a := range n.Accounts {
+			d.accounts[a] = true
+		}
+		if n.From.Before(d.span.From) {
+			d.span.From = n.From
+		}
+		if n.To.After(d.span.To) {
+			d.span.To = n.To
+		}
+	}
+	for tenant, d := range byTenant {
+		if _, err := s.Scorer.Score(ctx, tenant, keys(d.accounts), d.span, "events"); err != nil {
+			return fmt.Errorf("score %d accounts of %s: %w", len(d.accounts), tenant, err)
+		}
+	}
+	return nil
+}
+
+// handleOnboarding rescores the accounts whose onboarding status changed.
+func (s *Service) handleOnboarding(ctx context.Context, msgs []jetstream.Msg) error {
+	byTenant := map[string]map[string]bool{}
+	for _, m := range msgs {
+		sig, err := signals.Decode(m.Data())
+		if err != nil {
+			s.log.WarnContext(ctx, "skipping a bad signal", "subject", m.Subject(), "error", err)
+			continue
+		}
+		if byTenant[sig.GetTenantId()] == nil {
+			byTenant[sig.GetTenantId()] = map[string]bool{}
+		}
+		byTenant[sig.GetTenantId()][sig.GetAccountId()] = true
+	}
+	for tenant, ids := range byTenant {
+		if _, err := s.Scorer.Score(ctx, tenant, keys(ids), scorer.Span{}, "onboarding"); err != nil {
+			return fmt.Errorf("score %d accounts of %s: %w", len(ids), tenant, err)
+		}
+	}
+	return nil
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// RescoreAll queues a rescore of every account of tenant; Run carries it
+// out. Rescores asked for while one runs are merged into one.
+func (s *Service) RescoreAll(tenant, reason string) {
+	s.mu.Lock()
+	s.pending[tenant] = reason
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run consumes the notices and signals, runs the sweep on schedule and the
+// rescores asked for, until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.notices.Run(gctx) })
+	g.Go(func() error { return s.onboarding.Run(gctx) })
+	g.Go(func() error {
+		sweep := time.NewTicker(s.cfg.SweepInterval)
+		defer sweep.Stop()
+		for {
+			select {
+			case <-sweep.C:
+				s.sweep(gctx)
+			case <-s.wake:
+				s.runRescores(gctx)
+			case <-gctx.Done():
+				return nil
+			}
+		}
+	})
+	return g.Wait()
+}
+
+func (s *Service) sweep(ctx context.Context) {
+	var tenants []string
+	for _, t := range s.reg.Tenants() {
+		tenants = append(tenants, t.ID)
+	}
+	began := time.Now()
+	r, err := s.Scorer.Sweep(ctx, tenants)
+	if err != nil && ctx.Err() == nil {
+		s.log.WarnContext(ctx, "health sweep failed; the next one retries", "error", err)
+		return
+	}
+	s.log.DebugContext(ctx, "health sweep done", "accounts", r.Accounts, "changed", r.Changed, "signals", r.Signals, "took_ms", time.Since(began).Milliseconds())
+}
+
+func (s *Service) runRescores(ctx context.Context) {
+	for {
+		s.mu.Lock()
+		var tenant, reason string
+		for t, r := range s.pending {
+			tenant, reason = t, r
+			break
+		}
+		delete(s.pending, tenant)
+		s.mu.Unlock()
+		if tenant == "" || ctx.Err() != nil {
+			return
+		}
+		began := time.Now()
+		r, err := s.Scorer.RescoreAll(ctx, tenant, "model")
+		if err != nil {
+			s.log.WarnContext(ctx, "rescore failed; put the model again to retry", "tenant", tenant, "reason", reason, "error", err)
+			continue
+		}
+		s.log.InfoContext(ctx, "rescored every account", "tenant", tenant, "reason", reason, "accounts", r.Accounts, "signals", r.Signals, "took_ms", time.Since(began).Milliseconds())
+	}
+}
+
+// Ready reports whether the scorer is consuming notices.
+func (s *Service) Ready(context.Context) error {
+	if err := s.notices.Err(); err != nil {
+		return fmt.Errorf("health scorer: %w", err)
+	}
+	return s.onboarding.Err()
+}
+
+// Flush has nothing to write: every score is stored as it is made.
+func (s *Service) Flush(context.Context) error { return nil }
+
+// ModelTemplate is the commented default model, for `stickpoint health
+// model get` before any put.
+const ModelTemplate = model.Template

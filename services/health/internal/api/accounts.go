@@ -1,0 +1,432 @@
+// Package api serves stickpoint.accounts.v1 and stickpoint.health.v1.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/stickpoint/stickpoint/pkg/accounts"
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/grpcserver"
+	"github.com/stickpoint/stickpoint/pkg/specfile"
+	"github.com/stickpoint/stickpoint/pkg/tenancy"
+	accountsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/accounts/v1"
+	"github.com/stickpoint/stickpoint/services/health/internal/model"
+	"github.com/stickpoint/stickpoint/services/health/internal/models"
+	"github.com/stickpoint/stickpoint/services/health/internal/scorer"
+)
+
+// Accounts serves stickpoint.accounts.v1: an account is known once it is
+// scored, which its first stored event brings about.
+type Accounts struct {
+	accountsv1.UnimplementedAccountsServiceServer
+	db     chstore.Store
+	models *models.Store
+	traits *accounts.Reader
+	// ownerTrait is the trait naming a tenant's accounts' owner.
+	ownerTrait func(tenant string) string
+}
+
+// NewAccounts serves the accounts API.
+func NewAccounts(db chstore.Store, ms *models.Store, ownerTrait func(tenant string) string) *Accounts {
+	return &Accounts{db: db, models: ms, traits: accounts.NewReader(db), ownerTrait: ownerTrait}
+}
+
+func unavailable(err error) error { return status.Error(codes.Unavailable, err.Error()) }
+
+// Get returns one account.
+func (s *Accounts) Get(ctx context.Context, req *accountsv1.GetRequest) (*accountsv1.GetResponse, error) {
+	tenant, err := tenancy.CallerTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := scorer.ReadRows(ctx, s.db, tenant, "AND account_id = ?", req.GetAccountId())
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if len(rows) == 0 {
+		return nil, status.Errorf(codes.NotFound, "account %q has no scored events", req.GetAccountId())
+	}
+	out, err := s.protos(ctx, tenant, rows, true)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return &accountsv1.GetResponse{Account: out[0]}, nil
+}
+
+// List lists accounts, filtered and sorted, a page at a time.
+func (s *Accounts) List(ctx context.Context, req *accountsv1.ListRequest) (*accountsv1.ListResponse, error) {
+	tenant, err := tenancy.CallerTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	size, after, err := grpcserver.Page(req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	where, args, err := s.filters(ctx, tenant, req)
+	if err != nil {
+		return nil, err
+	}
+	// Pages go by (sort key, account id); the token holds the last pair.
+	key := "account_id"
+	switch req.GetSort() {
+	case accountsv1.Sort_SORT_HEALTH:
+		key = "score"
+	case accountsv1.Sort_SORT_CHANGE:
+		key = "change"
+	}
+	var cursor []any
+	if after != "" {
+		k, id, _ := strings.Cut(after, "\x00")
+		cursor = []any{cursorKey(req.GetSort(), k), id}
+	}
+	want := map[string]string{}
+	for _, kv := range req.GetTraitEquals() {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, status.Errorf(codes.InvalidArgument, "trait_equals %q is not key=value", kv)
+		}
+		want[k] = v
+	}
+	if req.GetOwner() != "" {
+		want[s.ownerTrait(tenant)] = req.GetOwner()
+	}
+	out := &accountsv1.ListResponse{}
+	// Trait and expansion filters run here, so pages are read until one
+	// is full or the accounts end.
+	for {
+		q, qargs := where, slices.Clone(args)
+		if cursor != nil {
+			q += " AND (" + key + " > ? OR (" + key + " = ? AND account_id > ?))"
+			qargs = append(qargs, cursor[0], cursor[0], cursor[1])
+		}
+		rows, err := scorer.ReadRows(ctx, s.db, tenant, q+" ORDER BY "+key+", account_id LIMIT ?", append(qargs, size)...)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		accts, err := s.protos(ctx, tenant, rows, req.GetExpansionReady())
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		for i, a := range accts {
+			if !traitsMatch(a, want) || (req.GetExpansionReady() && !a.GetExpansionReady()) {
+				continue
+			}
+			out.Accounts = append(out.Accounts, a)
+			if len(out.Accounts) == size {
+				out.NextPageToken = grpcserver.PageToken(sortKey(req.GetSort(), rows[i]) + "\x00" + rows[i].AccountID)
+				return out, nil
+			}
+		}
+		if len(rows) < size {
+			return out, nil
+		}
+		last := rows[len(rows)-1]
+		cursor = []any{cursorKey(req.GetSort(), sortKey(req.GetSort(), last)), last.AccountID}
+	}
+}
+
+func sortKey(sort accountsv1.Sort, r scorer.Row) string {
+	switch sort {
+	case accountsv1.Sort_SORT_HEALTH:
+		return fmt.Sprint(r.Score)
+	case accountsv1.Sort_SORT_CHANGE:
+		return fmt.Sprint(r.Change)
+	}
+	return r.AccountID
+}
+
+// cursorKey is a token's sort key as the query compares it.
+func cursorKey(sort accountsv1.Sort, k string) any {
+	if sort == accountsv1.Sort_SORT_UNSPECIFIED {
+		return k
+	}
+	n, _ := strconv.Atoi(k)
+	return n
+}
+
+// onboardingStatuses are milestone tracking's statuses.
+var onboardingStatuses = []string{"on_track", "at_risk", "late", "stalled", "completed"}
+
+func (s *Accounts) filters(ctx context.Context, tenant string, req *accountsv1.ListRequest) (string, []any, error) {
+	where, args := "", []any{}
+	if st := req.GetOnboardingStatus(); st != "" {
+		if !slices.Contains(onboardingStatuses, st) {
+			return "", nil, status.Errorf(codes.InvalidArgument, "onboarding_status %q is not one of %v", st, onboardingStatuses)
+		}
+		// Read live from milestone tracking: the status stored with the
+		// score may trail it by a round.
+		where += " AND account_id IN (SELECT account_id FROM account_onboarding FINAL WHERE tenant_id = ? AND status = ?)"
+		args = append(args, tenant, st)
+	}
+	if b := req.GetBand(); b != "" {
+		if !slices.Contains([]string{model.Red, model.Yellow, model.Green}, b) {
+			return "", nil, status.Errorf(codes.InvalidArgument, "band %q is not red, yellow or green", b)
+		}
+		where += " AND band = ?"
+		args = append(args, b)
+	}
+	if f := req.GetFit(); f != "" {
+		if !slices.Contains(model.Fits, f) {
+			return "", nil, status.Errorf(codes.InvalidArgument, "fit %q is not one of %v", f, model.Fits)
+		}
+		where += " AND fit = ?"
+		args = append(args, f)
+	}
+	if req.GetAtRisk() {
+		where += " AND at_risk = 1"
+	}
+	if req.GetCancelIntent() {
+		m, err := s.models.Get(ctx, tenant)
+		if err != nil {
+			return "", nil, unavailable(err)
+		}
+		where += " AND intent_score >= ?"
+		args = append(args, m.Model.CancelIntent.Threshold)
+	}
+	if req.GetExpansionReady() {
+		where += " AND band = 'green'"
+	}
+	return where, args, nil
+}
+
+func traitsMatch(a *accountsv1.Account, want map[string]string) bool {
+	for k, v := range want {
+		f, ok := a.GetTraits().GetFields()[k]
+		if !ok {
+			return false
+		}
+		got := f.GetStringValue()
+		if _, isString := f.GetKind().(*structpb.Value_StringValue); !isString {
+			b, _ := f.MarshalJSON()
+			got = string(b)
+		}
+		if got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// protos builds the accounts of rows: traits, activity, onboarding and,
+// with vector, the Success Vector (it reads history and signals).
+func (s *Accounts) protos(ctx context.Context, tenant string, rows []scorer.Row, vector bool) ([]*accountsv1.Account, error) {
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.AccountID
+	}
+	traits, err := s.traits.Traits(ctx, tenant, ids)
+	if err != nil {
+		return nil, err
+	}
+	acts, err := s.traits.Activity(ctx, tenant, ids)
+	if err != nil {
+		return nil, err
+	}
+	starts, err := onboardingOf(ctx, s.db, tenant, ids)
+	if err != nil {
+		return nil, err
+	}
+	var vectors map[string]*accountsv1.SuccessVector
+	if vector {
+		if vectors, err = successVectors(ctx, s.db, tenant, ids, time.Now().UTC()); err != nil {
+			return nil, err
+		}
+	}
+	owner := s.ownerTrait(tenant)
+	out := make([]*accountsv1.Account, len(rows))
+	for i, r := range rows {
+		tr := traits[r.AccountID]
+		h := r.State.Health
+		a := &accountsv1.Account{Id: r.AccountID, Owner: tr.Text(owner), OnboardingStatus: starts[r.AccountID].status, Fit: r.Fit,
+			FirstEventAt: timestamppb.New(acts[r.AccountID][0]), LastEventAt: timestamppb.New(acts[r.AccountID][1]),
+			Health: &accountsv1.AccountHealth{Score: int32(r.Score), Band: r.Band, Components: scorer.Components(h.Components),
+				EvaluatedAt: timestamppb.New(r.EvaluatedAt), Summary: h.Summary(), Change: int32(r.Change),
+				ActiveUsers: int32(h.ActiveUsers), Seats: int32(r.State.Seats), ModelVersion: r.State.ModelVersion},
+			CancelIntent:  scorer.IntentEvidence(h.Intent),
+			AtRiskBecause: scorer.AtRiskBecause(r.Band, h.Intent.Over(), starts[r.AccountID].status),
+		}
+		a.AtRisk = len(a.AtRiskBecause) > 0
+		if o, ok := starts[r.AccountID]; ok {
+			a.Start, a.JourneyId = timestamppb.New(o.start), o.journey
+		} else {
+			a.Start = timestamppb.New(acts[r.AccountID][0])
+		}
+		if !r.ChurnedAt.IsZero() && r.ChurnedAt.Unix() > 0 {
+			a.ChurnedAt = timestamppb.New(r.ChurnedAt)
+		}
+		if v := vectors[r.AccountID]; v != nil {
+			a.SuccessVector = v
+			// Expansion-ready: green, heading up, and active users near
+			// the seats (80% or more).
+			a.ExpansionReady = r.Band == model.Green && v.GetPositive() && r.State.Seats > 0 && float64(h.ActiveUsers) >= 0.8*r.State.Seats
+		}
+		fields := map[string]any{}
+		for k, raw := range tr {
+			var v any
+			if json.Unmarshal(raw, &v) == nil {
+				fields[k] = v
+			}
+		}
+		if st, err := structpb.NewStruct(fields); err == nil {
+			a.Traits = st
+		}
+		out[i] = a
+	}
+	return out, nil
+}
+
+type onboarding struct {
+	start           time.Time
+	journey, status string
+}
+
+// onboardingOf reads the accounts' start and journey from milestone
+// tracking's latest evaluation.
+func onboardingOf(ctx context.Context, db chstore.Store, tenant string, ids []string) (map[string]onboarding, error) {
+	rows, err := db.Query(ctx, `SELECT account_id, start, journey_id, status FROM account_onboarding FINAL WHERE tenant_id = ? AND account_id IN ?`, tenant, chstore.In(ids))
+	if err != nil {
+		return nil, fmt.Errorf("read onboarding: %w", err)
+	}
+	out := map[string]onboarding{}
+	for rows.Next() {
+		var id string
+		var o onboarding
+		if err := rows.Scan(&id, &o.start, &o.journey, &o.status); err != nil {
+			return nil, err
+		}
+		out[id] = o
+	}
+	return out, nil
+}
+
+// successVectors reads each account's milestones reached in the last 30
+// days and the 30 before (from the milestone signals), and its health
+// slope over the last 30 days (least squares over the history).
+func successVectors(ctx context.Context, db chstore.Store, tenant string, ids []string, now time.Time) (map[string]*accountsv1.SuccessVector, error) {
+	month := 30 * specfile.Day
+	out := map[string]*accountsv1.SuccessVector{}
+	for _, id := range ids {
+		out[id] = &accountsv1.SuccessVector{}
+	}
+	rows, err := db.Query(ctx, `SELECT account_id, countIf(occurred_at > ?), countIf(occurred_at <= ?) FROM signals FINAL
+		WHERE tenant_id = ? AND account_id IN ? AND kind = 'milestone_reached' AND occurred_at > ? AND occurred_at <= ? GROUP BY account_id`,
+		now.Add(-month), now.Add(-month), tenant, chstore.In(ids), now.Add(-2*month), now)
+	if err != nil {
+		return nil, fmt.Errorf("read milestones reached: %w", err)
+	}
+	for rows.Next() {
+		var id string
+		var last, prev uint64
+		if err := rows.Scan(&id, &last, &prev); err != nil {
+			return nil, err
+		}
+		out[id].MilestonesLast_30D, out[id].MilestonesPrevious_30D = int32(last), int32(prev)
+		out[id].MilestonesChange = int32(last) - int32(prev)
+	}
+	hist, err := db.Query(ctx, `SELECT account_id, toUnixTimestamp(at), score FROM health_history FINAL
+		WHERE tenant_id = ? AND account_id IN ? AND at > ? ORDER BY account_id, at`, tenant, chstore.In(ids), now.Add(-month))
+	if err != nil {
+		return nil, fmt.Errorf("read health history: %w", err)
+	}
+	points := map[string][][2]float64{}
+	for hist.Next() {
+		var id string
+		var at, sc uint64
+		if err := hist.Scan(&id, &at, &sc); err != nil {
+			return nil, err
+		}
+		points[id] = append(points[id], [2]float64{float64(at) / 86400, float64(sc)})
+	}
+	for id, v := range out {
+		v.HealthSlope = math.Round(slope(points[id])*100) / 100
+		v.Positive = (v.MilestonesChange > 0 || v.HealthSlope > 0) && v.MilestonesChange >= 0 && v.HealthSlope >= 0
+	}
+	return out, nil
+}
+
+// slope is the least-squares slope of (day, score) points; 0 for fewer
+// than two.
+func slope(ps [][2]float64) float64 {
+	if len(ps) < 2 {
+		return 0
+	}
+	var sx, sy, sxx, sxy float64
+	for _, p := range ps {
+		sx += p[0]
+		sy += p[1]
+		sxx += p[0] * p[0]
+		sxy += p[0] * p[1]
+	}
+	n := float64(len(ps))
+	d := n*sxx - sx*sx
+	if d == 0 {
+		return 0
+	}
+	return (n*sxy - sx*sy) / d
+}
+
+// Usage returns an account's usage per UTC day.
+func (s *Accounts) Usage(ctx context.Context, req *accountsv1.UsageRequest) (*accountsv1.UsageResponse, error) {
+	tenant, err := tenancy.CallerTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	days := req.GetDays()
+	switch {
+	case days == 0:
+		days = 30
+	case days < 0 || days > 400:
+		return nil, status.Errorf(codes.InvalidArgument, "days %d is not between 1 and 400", days)
+	}
+	since := time.Now().UTC().Truncate(specfile.Day).Add(-time.Duration(days-1) * specfile.Day)
+	rows, err := s.db.Query(ctx, `SELECT toDateTime(day), type, name, argMax(events, version), argMax(users, version) FROM account_day_usage
+		WHERE tenant_id = ? AND account_id = ? AND day >= toDate(?) GROUP BY day, type, name ORDER BY day`, tenant, req.GetAccountId(), since)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out := &accountsv1.UsageResponse{}
+	users := map[int]map[string]bool{}
+	for rows.Next() {
+		var day time.Time
+		var typ, name string
+		var events uint64
+		var us []string
+		if err := rows.Scan(&day, &typ, &name, &events, &us); err != nil {
+			return nil, unavailable(err)
+		}
+		n := len(out.Days)
+		if n == 0 || !out.Days[n-1].GetDay().AsTime().Equal(day) {
+			out.Days = append(out.Days, &accountsv1.UsageDay{Day: timestamppb.New(day), ByEvent: map[string]int64{}})
+			n++
+			users[n-1] = map[string]bool{}
+		}
+		d := out.Days[n-1]
+		d.Events += int64(events)
+		key := name
+		if typ != "track" {
+			key = typ + ":" + name
+		}
+		d.ByEvent[key] += int64(events)
+		for _, u := range us {
+			users[n-1][u] = true
+		}
+		d.ActiveUsers = int32(len(users[n-1]))
+	}
+	return out, nil
+}

@@ -1,0 +1,647 @@
+// Package scorer turns stored events into each account's health, cancel
+// intent and churn record, as DESIGN.md "Detection" lays out:
+//
+//  1. The writer's notices name the accounts and the span of event times
+//     it stored. The scorer rebuilds those accounts' usage rollups for the
+//     days in the span, from the deduplicated events, then scores them from
+//     the rollups, a chunk at a time, with a few set-based queries.
+//  2. Cancel intent is read from the few events the model's signals match,
+//     each messageId once; the matched events are kept in the state so the
+//     sweep can decay them without reading events again.
+//  3. Transitions (a band change, a drop, cancel intent crossing its
+//     threshold, a cancellation request, a churn) are emitted as signals
+//     with ids derived from the transition, then the new state is stored.
+//  4. A sweep rescores every account from the rollups and stored states,
+//     for decay and the passage of time; a new model rescores them all with
+//     the same code.
+package scorer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/stickpoint/stickpoint/pkg/accounts"
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/signals"
+	"github.com/stickpoint/stickpoint/pkg/specfile"
+	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
+	"github.com/stickpoint/stickpoint/services/health/internal/model"
+	"github.com/stickpoint/stickpoint/services/health/internal/models"
+	"github.com/stickpoint/stickpoint/services/health/internal/score"
+)
+
+const scope = "github.com/stickpoint/stickpoint/services/health/internal/scorer"
+
+// ChunkSize is how many accounts one round of queries covers.
+const ChunkSize = 1000
+
+// pageSize is how many accounts the sweep takes at a time.
+const pageSize = 10 * ChunkSize
+
+// normsTTL is how long a tenant's norms serve live scoring; the sweep
+// refreshes them.
+const normsTTL = 30 * time.Second
+
+// State is what the scorer keeps of an account between scores.
+type State struct {
+	Health       score.Health `json:"health"`
+	ModelVersion int64        `json:"model_version"`
+	FirstEvent   time.Time    `json:"first_event"`
+	Seats        float64      `json:"seats,omitempty"`
+	// Hits are the events the cancel-intent signals matched, in the
+	// lookback: the sweep decays them without reading events.
+	Hits []score.Hit `json:"hits,omitempty"`
+	// Peaks are the day's highest scores within changed.within, for the
+	// drop rule; DropFrom is the peak a drop signal last fired for.
+	Peaks    []Peak    `json:"peaks,omitempty"`
+	DropFrom time.Time `json:"drop_from,omitzero"`
+	// CancelRequestedAt is the latest cancellation request signalled.
+	CancelRequestedAt time.Time `json:"cancel_requested_at,omitzero"`
+	Churn             *Churn    `json:"churn,omitempty"`
+	// ScoreChanged marks a row whose score or components changed, for the
+	// history (not compared).
+	ScoreChanged bool `json:"-"`
+}
+
+// Peak is a day's highest score.
+type Peak struct {
+	Day   time.Time `json:"day"`
+	Score int       `json:"score"`
+}
+
+// Churn is an account's churn, as recorded.
+type Churn struct {
+	At            time.Time `json:"at"`
+	Source        string    `json:"source"`
+	Reason        string    `json:"reason,omitempty"`
+	Fit           string    `json:"fit"`
+	Foreseen      bool      `json:"foreseen"`
+	FirstRiskKind string    `json:"first_risk_kind,omitempty"`
+	FirstRiskAt   time.Time `json:"first_risk_at,omitzero"`
+}
+
+// Scorer scores accounts.
+type Scorer struct {
+	db      chstore.Store
+	models  *models.Store
+	traits  *accounts.Reader
+	emitter *signals.Emitter
+	log     *slog.Logger
+	// Now is the clock; tests set it.
+	Now func() time.Time
+
+	mu    sync.Mutex
+	norms map[string]cachedNorms
+
+	scored   metric.Int64Counter
+	emitted  metric.Int64Counter
+	duration metric.Float64Histogram
+}
+
+type cachedNorms struct {
+	norms score.Norms
+	at    time.Time
+}
+
+// New returns a scorer over a migrated store.
+func New(db chstore.Store, ms *models.Store, emitter *signals.Emitter, log *slog.Logger) (*Scorer, error) {
+	s := &Scorer{db: db, models: ms, traits: accounts.NewReader(db), emitter: emitter, log: log, Now: time.Now, norms: map[string]cachedNorms{}}
+	meter := otel.GetMeterProvider().Meter(scope)
+	var err error
+	if s.scored, err = meter.Int64Counter("stickpoint.health.accounts.scored",
+		metric.WithDescription("Accounts scored, by tenant and trigger (events, sweep, model, sentiment).")); err != nil {
+		return nil, err
+	}
+	if s.emitted, err = meter.Int64Counter("stickpoint.health.signals",
+		metric.WithDescription("Signals emitted, by tenant and kind.")); err != nil {
+		return nil, err
+	}
+	if s.duration, err = meter.Float64Histogram("stickpoint.health.scoring.duration",
+		metric.WithDescription("Time to score one chunk of up to 1,000 accounts."), metric.WithUnit("s")); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Result counts what a scoring did.
+type Result struct {
+	Accounts int
+	Changed  int
+	Signals  int
+}
+
+func (r *Result) add(o Result) {
+	r.Accounts += o.Accounts
+	r.Changed += o.Changed
+	r.Signals += o.Signals
+}
+
+// Span is the event times a notice stored: the days whose rollups change.
+type Span struct{ From, To time.Time }
+
+// Score rebuilds the rollups of the accounts' days in span (none when
+// span is zero) and rescores them. trigger labels the metrics.
+func (s *Scorer) Score(ctx context.Context, tenant string, ids []string, span Span, trigger string) (Result, error) {
+	var total Result
+	for start := 0; start < len(ids); start += ChunkSize {
+		chunk := ids[start:min(start+ChunkSize, len(ids))]
+		if !span.From.IsZero() {
+			if err := rebuildUsage(ctx, s.db, tenant, chunk, span.From, span.To); err != nil {
+				return total, err
+			}
+		}
+		r, err := s.score(ctx, tenant, accountSet{ids: chunk}, trigger, true)
+		total.add(r)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// Sweep rescores every scored account of the tenants from the rollups and
+// the stored states, without reading events: decay, and time passing.
+func (s *Scorer) Sweep(ctx context.Context, tenants []string) (Result, error) {
+	var total Result
+	for _, t := range tenants {
+		s.mu.Lock()
+		delete(s.norms, t)
+		s.mu.Unlock()
+		after := ""
+		for {
+			page, err := s.scoredPage(ctx, t, after)
+			if err != nil || len(page) == 0 {
+				if err != nil {
+					return total, err
+				}
+				break
+			}
+			r, err := s.score(ctx, t, accountSet{ids: page, contiguous: true}, "sweep", false)
+			total.add(r)
+			if err != nil {
+				return total, err
+			}
+			after = page[len(page)-1]
+		}
+	}
+	return total, nil
+}
+
+// RescoreAll rescores every account of tenant that has events, reading
+// them again: after a model change.
+func (s *Scorer) RescoreAll(ctx context.Context, tenant, trigger string) (Result, error) {
+	var total Result
+	after := ""
+	for {
+		rows, err := s.db.Query(ctx, `SELECT DISTINCT account_id FROM events WHERE tenant_id = ? AND account_id > ? ORDER BY account_id LIMIT ?`, tenant, after, ChunkSize)
+		if err != nil {
+			return total, fmt.Errorf("list accounts: %w", err)
+		}
+		var page []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return total, err
+			}
+			page = append(page, id)
+		}
+		if len(page) == 0 {
+			return total, nil
+		}
+		r, err := s.Score(ctx, tenant, page, Span{From: time.Unix(0, 0), To: s.Now()}, trigger)
+		total.add(r)
+		if err != nil {
+			return total, err
+		}
+		after = page[len(page)-1]
+	}
+}
+
+func (s *Scorer) scoredPage(ctx context.Context, tenant, after string) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT DISTINCT account_id FROM account_health WHERE tenant_id = ? AND account_id > ? ORDER BY account_id LIMIT ?`, tenant, after, pageSize)
+	if err != nil {
+		return nil, fmt.Errorf("list scored accounts: %w", err)
+	}
+	out := make([]string, 0, rows.Len())
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, nil
+}
+
+func (s *Scorer) tenantNorms(ctx context.Context, tenant string, since time.Time) (score.Norms, error) {
+	s.mu.Lock()
+	c, ok := s.norms[tenant]
+	s.mu.Unlock()
+	if ok && time.Since(c.at) < normsTTL {
+		return c.norms, nil
+	}
+	n, err := readNorms(ctx, s.db, tenant, since)
+	if err != nil {
+		return n, err
+	}
+	s.mu.Lock()
+	s.norms[tenant] = cachedNorms{norms: n, at: time.Now()}
+	s.mu.Unlock()
+	return n, nil
+}
+
+// lookback is how far back cancel-intent events still count: eight
+// half-lives of the slowest signal leave under 0.4% of its weight.
+func lookback(m model.Model) time.Duration {
+	var longest time.Duration
+	for _, sig := range m.CancelIntent.Signals {
+		longest = max(longest, sig.HalfLife)
+	}
+	return max(8*longest, m.Health.Window)
+}
+
+// score scores one set of accounts; withEvents reads their cancel-intent
+// and churn events (a notice or a model change), else the stored hits
+// serve (the sweep).
+func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigger string, withEvents bool) (Result, error) {
+	began := time.Now()
+	stored, err := s.models.Get(ctx, tenant)
+	if err != nil {
+		return Result{}, err
+	}
+	m := stored.Model
+	now := s.Now().UTC()
+	today := now.Truncate(specfile.Day)
+	span := max(m.Health.Window, m.Health.Recent+m.Health.Baseline)
+	usageSince := today.Add(-span)
+
+	cond, args := set.where()
+	prevRows, err := ReadRows(ctx, s.db, tenant, "AND "+cond, args...)
+	if err != nil {
+		return Result{}, err
+	}
+	prev := make(map[string]Row, len(prevRows))
+	for _, r := range prevRows {
+		prev[r.AccountID] = r
+	}
+	ids := set.ids
+	if set.contiguous { // a sweep page: the scored accounts in the range
+		ids = make([]string, 0, len(prevRows))
+		for _, r := range prevRows {
+			ids = append(ids, r.AccountID)
+		}
+		set = accountSet{ids: ids, contiguous: true}
+	}
+	if len(ids) == 0 {
+		return Result{}, nil
+	}
+	usage, err := readUsage(ctx, s.db, tenant, set, usageSince, m.Health.KeyFeatures)
+	if err != nil {
+		return Result{}, err
+	}
+	norms, err := s.tenantNorms(ctx, tenant, today.Add(-(m.Health.Window - specfile.Day)))
+	if err != nil {
+		return Result{}, err
+	}
+	var traits map[string]accounts.Traits
+	if set.contiguous {
+		traits, err = s.traits.TraitsBetween(ctx, tenant, ids[0], ids[len(ids)-1])
+	} else {
+		traits, err = s.traits.Traits(ctx, tenant, ids)
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	onboarding, err := readOnboarding(ctx, s.db, tenant, set)
+	if err != nil {
+		return Result{}, err
+	}
+	sentiments, err := readSentiment(ctx, s.db, tenant, set)
+	if err != nil {
+		return Result{}, err
+	}
+	var evs map[string][]event
+	var firsts map[string]time.Time
+	if withEvents {
+		all, err := readRuleEvents(ctx, s.db, tenant, ids, m, now.Add(-lookback(m)), now)
+		if err != nil {
+			return Result{}, err
+		}
+		evs = map[string][]event{}
+		for _, e := range all {
+			evs[e.account] = append(evs[e.account], e)
+		}
+		if firsts, err = firstEvents(ctx, s.db, tenant, ids); err != nil {
+			return Result{}, err
+		}
+	}
+
+	var sigs []*signalsv1.Signal
+	var changed []Row
+	var churned []Row
+	for _, id := range ids {
+		old, seen := prev[id]
+		tr := decode(traits[id])
+		st := State{ModelVersion: stored.Version, Seats: number(tr[m.Health.SeatsTrait])}
+		if seen {
+			st.FirstEvent, st.Hits, st.Peaks, st.DropFrom = old.State.FirstEvent, old.State.Hits, old.State.Peaks, old.State.DropFrom
+			st.CancelRequestedAt, st.Churn = old.State.CancelRequestedAt, old.State.Churn
+		}
+		var requests []score.Hit
+		var churnEvent *event
+		if withEvents {
+			st.FirstEvent = firsts[id]
+			st.Hits, requests, churnEvent = classify(m, evs[id])
+		}
+		in := score.Inputs{Usage: usage[id], FirstEvent: st.FirstEvent, Seats: st.Seats, Onboarding: onboarding[id], Hits: st.Hits, Sentiment: sentiments[id], Norms: norms}
+		st.Health = score.Compute(m, in, now)
+		row := Row{AccountID: id, Score: st.Health.Score, Band: st.Health.Band, Fit: m.Fit.FitOf(tr), Onboarding: onboarding[id],
+			Intent: st.Health.Intent.Score, EvaluatedAt: now, Version: uint64(now.UnixNano())}
+		st.Peaks = peaks(st.Peaks, today, st.Health.Score, m.Health.ChangedWithin)
+		row.Change = st.Health.Score - st.Peaks[0].Score // against the oldest day kept
+		row.AtRisk = len(AtRiskBecause(row.Band, st.Health.Intent.Over(), row.Onboarding)) > 0
+
+		var oldState *State
+		var oldVersion uint64
+		if seen {
+			oldState, oldVersion = &old.State, old.Version
+		}
+		sigs = append(sigs, s.transitions(tenant, id, m, oldState, oldVersion, &st, now)...)
+		for _, r := range requests {
+			if r.At.After(st.CancelRequestedAt) {
+				sigs = append(sigs, requestSignal(tenant, id, st.Health.Intent, r, now))
+			}
+		}
+		for _, r := range requests {
+			st.CancelRequestedAt = maxTime(st.CancelRequestedAt, r.At)
+		}
+		if st.Churn == nil {
+			if c := churnOf(m, tr, churnEvent, traits[id]); c != nil {
+				c.Fit = row.Fit
+				st.Churn = c
+				churned = append(churned, row)
+			}
+		}
+		if st.Churn != nil {
+			row.ChurnedAt = st.Churn.At
+		}
+		st.ScoreChanged = !seen || old.Score != row.Score || !sameComponents(old.State.Health, st.Health)
+		row.State = st
+		if seen && !st.ScoreChanged && sameRow(old, row) {
+			continue
+		}
+		changed = append(changed, row)
+	}
+	if err := s.emit(ctx, tenant, sigs); err != nil {
+		return Result{}, err
+	}
+	// Churns are classified after this round's risk signals are stored, so
+	// a risk seen in the same round as the churn counts if it came first.
+	if len(churned) > 0 {
+		var churnSigs []*signalsv1.Signal
+		for i := range changed {
+			c := changed[i].State.Churn
+			if c == nil || !slices.ContainsFunc(churned, func(r Row) bool { return r.AccountID == changed[i].AccountID }) {
+				continue
+			}
+			if err := s.classify(ctx, tenant, changed[i].AccountID, c); err != nil {
+				return Result{}, err
+			}
+			churnSigs = append(churnSigs, churnSignal(tenant, changed[i].AccountID, c, now))
+		}
+		if err := s.emit(ctx, tenant, churnSigs); err != nil {
+			return Result{}, err
+		}
+		if err := insertChurns(ctx, s.db, tenant, changed, now); err != nil {
+			return Result{}, err
+		}
+		sigs = append(sigs, churnSigs...)
+	}
+	if err := insertRows(ctx, s.db, tenant, changed); err != nil {
+		return Result{}, err
+	}
+	s.duration.Record(ctx, time.Since(began).Seconds())
+	s.scored.Add(ctx, int64(len(ids)), metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("trigger", trigger)))
+	return Result{Accounts: len(ids), Changed: len(changed), Signals: len(sigs)}, nil
+}
+
+// AtRiskBecause says why an account is at risk: band red, cancel intent
+// over the threshold, onboarding late or stalled. Empty when it is not.
+func AtRiskBecause(band string, intentOver bool, onboarding string) []string {
+	var out []string
+	if band == model.Red {
+		out = append(out, "health red")
+	}
+	if intentOver {
+		out = append(out, "cancel intent")
+	}
+	if onboarding == "late" || onboarding == "stalled" {
+		out = append(out, "onboarding "+onboarding)
+	}
+	return out
+}
+
+func (s *Scorer) emit(ctx context.Context, tenant string, sigs []*signalsv1.Signal) error {
+	if len(sigs) == 0 {
+		return nil
+	}
+	if err := s.emitter.Emit(ctx, sigs); err != nil {
+		return err
+	}
+	for _, sig := range sigs {
+		s.emitted.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("kind", sig.GetKind())))
+	}
+	return nil
+}
+
+// firstEvents is each account's first event time.
+func firstEvents(ctx context.Context, db chstore.Store, tenant string, ids []string) (map[string]time.Time, error) {
+	rows, err := db.Query(ctx, `SELECT account_id, min(timestamp) FROM events WHERE tenant_id = ? AND account_id IN ? GROUP BY account_id`, tenant, chstore.In(ids))
+	if err != nil {
+		return nil, fmt.Errorf("read first events: %w", err)
+	}
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var id string
+		var at time.Time
+		if err := rows.Scan(&id, &at); err != nil {
+			return nil, err
+		}
+		out[id] = at
+	}
+	return out, nil
+}
+
+// classify sorts an account's events into cancel-intent hits, the
+// cancellation requests, and its first churn event.
+func classify(m model.Model, evs []event) (hits, requests []score.Hit, churn *event) {
+	for i, e := range evs {
+		for _, sig := range m.CancelIntent.Signals {
+			if sig.Match != nil && matchesEvent(*sig.Match, e) {
+				hits = append(hits, score.Hit{Signal: sig.ID, At: e.at, User: e.user, MessageID: e.messageID})
+			}
+		}
+		if matchesEvent(m.CancelIntent.CancellationRequested, e) {
+			requests = append(requests, score.Hit{Signal: "cancellation_requested", At: e.at, User: e.user, MessageID: e.messageID})
+		}
+		if e.typ == "track" && e.name == m.Churn.Event && (churn == nil || e.at.Before(churn.at)) {
+			churn = &evs[i]
+		}
+	}
+	slices.SortFunc(hits, func(a, b score.Hit) int { return a.At.Compare(b.At) })
+	return hits, requests, churn
+}
+
+// churnOf is the account's churn, by the churn event or the trait.
+func churnOf(m model.Model, tr map[string]any, e *event, raw accounts.Traits) *Churn {
+	if e != nil {
+		c := &Churn{At: e.at, Source: "event"}
+		if r, ok := e.props[m.Churn.ReasonProperty].(string); ok {
+			c.Reason = r
+		}
+		return c
+	}
+	if m.Churn.TraitName == "" || raw.Text(m.Churn.TraitName) != m.Churn.TraitValue {
+		return nil
+	}
+	return &Churn{Source: "trait", Reason: raw.Text(m.Churn.ReasonProperty)}
+}
+
+// riskKinds are the signals that foresee a churn.
+var riskKinds = []string{"onboarding_late", "onboarding_stalled", KindHealthRed, KindCancelIntent}
+
+// classify finds the first risk signal before the churn. A churn by trait
+// takes its time from the group call that set it.
+func (s *Scorer) classify(ctx context.Context, tenant, account string, c *Churn) error {
+	if c.At.IsZero() {
+		rows, err := s.db.Query(ctx, `SELECT min(updated_at) FROM account_traits WHERE tenant_id = ? AND account_id = ?`, tenant, account)
+		if err != nil {
+			return fmt.Errorf("read churn time: %w", err)
+		}
+		for rows.Next() {
+			if err := rows.Scan(&c.At); err != nil {
+				return err
+			}
+		}
+		if c.At.IsZero() {
+			c.At = s.Now().UTC()
+		}
+	}
+	rows, err := s.db.Query(ctx, `SELECT kind, occurred_at FROM signals WHERE tenant_id = ? AND account_id = ? AND kind IN ? AND occurred_at <= ?
+		ORDER BY occurred_at LIMIT 1`, tenant, account, chstore.In(riskKinds), c.At)
+	if err != nil {
+		return fmt.Errorf("read risk signals: %w", err)
+	}
+	for rows.Next() {
+		if err := rows.Scan(&c.FirstRiskKind, &c.FirstRiskAt); err != nil {
+			return err
+		}
+		c.Foreseen = true
+	}
+	return nil
+}
+
+func insertChurns(ctx context.Context, db chstore.Store, tenant string, rows []Row, now time.Time) error {
+	var out [][]any
+	for _, r := range rows {
+		c := r.State.Churn
+		if c == nil || c.At.IsZero() {
+			continue
+		}
+		lead := int64(0)
+		if c.Foreseen {
+			lead = int64(c.At.Sub(c.FirstRiskAt).Seconds())
+		}
+		out = append(out, []any{tenant, r.AccountID, c.At.UTC(), c.Source, c.Reason, c.Fit, c.Foreseen, c.FirstRiskKind, c.FirstRiskAt.UTC(), lead, now})
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	if err := db.Insert(ctx, "churn_records", []string{"tenant_id", "account_id", "churned_at", "source", "reason", "fit", "foreseen", "first_risk_kind", "first_risk_at", "lead_seconds", "recorded_at"}, out); err != nil {
+		return fmt.Errorf("store churn records: %w", err)
+	}
+	return nil
+}
+
+// peaks keeps each day's highest score within the last within.
+func peaks(ps []Peak, today time.Time, score int, within time.Duration) []Peak {
+	var out []Peak
+	for _, p := range ps {
+		if !p.Day.Before(today.Add(-within)) {
+			out = append(out, p)
+		}
+	}
+	if n := len(out); n > 0 && out[n-1].Day.Equal(today) {
+		out[n-1].Score = max(out[n-1].Score, score)
+	} else {
+		out = append(out, Peak{Day: today, Score: score})
+	}
+	return out
+}
+
+func highest(ps []Peak) Peak {
+	h := ps[0]
+	for _, p := range ps[1:] {
+		if p.Score > h.Score {
+			h = p
+		}
+	}
+	return h
+}
+
+func sameComponents(a, b score.Health) bool {
+	x, _ := json.Marshal(a.Components)
+	y, _ := json.Marshal(b.Components)
+	return a.Score == b.Score && string(x) == string(y)
+}
+
+// sameRow reports whether b would store nothing new over a.
+func sameRow(a, b Row) bool {
+	x, _ := json.Marshal(a.State)
+	y, _ := json.Marshal(b.State)
+	return a.Band == b.Band && a.Fit == b.Fit && a.Onboarding == b.Onboarding && a.Intent == b.Intent && a.AtRisk == b.AtRisk &&
+		a.Change == b.Change && a.ChurnedAt.Equal(b.ChurnedAt) && string(x) == string(y)
+}
+
+func decode(tr accounts.Traits) map[string]any {
+	out := make(map[string]any, len(tr))
+	for k, raw := range tr {
+		var v any
+		if json.Unmarshal(raw, &v) == nil {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// number reads a trait holding a number, or a number as text.
+func number(v any) float64 {
+	switch x := v.(type) {
+	case float64:
+		return x
+	case string:
+		f, err := strconv.ParseFloat(x, 64)
+		if err == nil && !math.IsNaN(f) {
+			return f
+		}
+	}
+	return 0
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}

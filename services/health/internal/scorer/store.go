@@ -1,0 +1,272 @@
+package scorer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/specfile"
+	"github.com/stickpoint/stickpoint/services/health/internal/model"
+	"github.com/stickpoint/stickpoint/services/health/internal/score"
+)
+
+// accountSet is the accounts one round of queries covers: a list, or a
+// contiguous page of the tenant's accounts, selected by its id range.
+type accountSet struct {
+	ids        []string
+	contiguous bool
+}
+
+func (s accountSet) where() (string, []any) {
+	if s.contiguous {
+		return "account_id >= ? AND account_id <= ?", []any{s.ids[0], s.ids[len(s.ids)-1]}
+	}
+	return "account_id IN ?", []any{chstore.In(s.ids)}
+}
+
+// rebuildUsage rewrites the rollup rows of the accounts' UTC days from
+// from to to, from the events, each messageId once.
+func rebuildUsage(ctx context.Context, db chstore.Store, tenant string, ids []string, from, to time.Time) error {
+	first, last := from.UTC().Truncate(specfile.Day), to.UTC().Truncate(specfile.Day).Add(specfile.Day)
+	err := db.Exec(ctx, `INSERT INTO account_day_usage (tenant_id, account_id, day, type, name, events, users, version)
+		SELECT tenant_id, account_id, toDate(timestamp), type, name, uniqExact(message_id), groupUniqArrayIf(user_id, user_id != ''), ?
+		FROM events
+		WHERE tenant_id = ? AND account_id IN ? AND timestamp >= ? AND timestamp < ? AND type IN ('track', 'page', 'screen')
+		GROUP BY tenant_id, account_id, toDate(timestamp), type, name`,
+		uint64(time.Now().UnixNano()), tenant, chstore.In(ids), first, last)
+	if err != nil {
+		return fmt.Errorf("rebuild usage rollups: %w", err)
+	}
+	return nil
+}
+
+// readUsage reads the accounts' rollups from the day since, by account.
+// Event names that are not key features are summed per day (the score
+// needs only their totals), which keeps a sweep's rows few.
+func readUsage(ctx context.Context, db chstore.Store, tenant string, set accountSet, since time.Time, keys []string) (map[string][]score.DayUsage, error) {
+	cond, args := set.where()
+	rows, err := db.Query(ctx, `SELECT account_id, toDateTime(day), if(type = 'track' AND name IN ?, name, '') AS n, sum(ev), groupUniqArrayArray(us)
+		FROM (SELECT account_id, day, type, name, argMax(events, version) AS ev, argMax(users, version) AS us
+			FROM account_day_usage WHERE tenant_id = ? AND `+cond+` AND day >= toDate(?)
+			GROUP BY account_id, day, type, name)
+		GROUP BY account_id, day, n`, append(append([]any{chstore.In(keys), tenant}, args...), since)...)
+	if err != nil {
+		return nil, fmt.Errorf("read usage rollups: %w", err)
+	}
+	out := map[string][]score.DayUsage{}
+	for rows.Next() {
+		var id string
+		var u score.DayUsage
+		var events uint64
+		if err := rows.Scan(&id, &u.Day, &u.Name, &events, &u.Users); err != nil {
+			return nil, err
+		}
+		u.Events, u.Type = int(events), "track"
+		out[id] = append(out[id], u)
+	}
+	return out, nil
+}
+
+// readNorms is the tenant's median active account over the window.
+func readNorms(ctx context.Context, db chstore.Store, tenant string, since time.Time) (score.Norms, error) {
+	rows, err := db.Query(ctx, `SELECT median(d), median(e) FROM (
+			SELECT account_id, uniqExact(day) AS d, sum(ev) AS e FROM (
+				SELECT account_id, day, type, name, argMax(events, version) AS ev
+				FROM account_day_usage WHERE tenant_id = ? AND day >= toDate(?)
+				GROUP BY account_id, day, type, name)
+			GROUP BY account_id)`, tenant, since)
+	if err != nil {
+		return score.Norms{}, fmt.Errorf("read the tenant's norms: %w", err)
+	}
+	var n score.Norms
+	for rows.Next() {
+		if err := rows.Scan(&n.ActiveDays, &n.Events); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// event is a stored event the cancel-intent and churn rules look at.
+type event struct {
+	account, messageID, typ, name, user string
+	at                                  time.Time
+	props                               map[string]any
+}
+
+// readRuleEvents reads the accounts' events that a cancel-intent signal,
+// the cancellation request or the churn event could match, each
+// messageId once: those since lookback, and churn events of any time.
+func readRuleEvents(ctx context.Context, db chstore.Store, tenant string, ids []string, m model.Model, lookback, until time.Time) ([]event, error) {
+	var names []string
+	pages := false
+	for _, match := range matches(m) {
+		if match.Event != "" {
+			names = append(names, match.Event)
+		} else {
+			pages = true // a match by type alone: every page or screen
+		}
+	}
+	rows, err := db.Query(ctx, `SELECT account_id, message_id, type, name, user_id, timestamp, properties FROM events
+		WHERE tenant_id = ? AND account_id IN ? AND timestamp <= ?
+			AND ((timestamp >= ? AND (name IN ? OR (? AND type IN ('page', 'screen')))) OR (type = 'track' AND name = ?))
+		LIMIT 1 BY account_id, message_id`,
+		tenant, chstore.In(ids), until, lookback, chstore.In(names), pages, m.Churn.Event)
+	if err != nil {
+		return nil, fmt.Errorf("read cancel-intent events: %w", err)
+	}
+	var out []event
+	for rows.Next() {
+		var e event
+		var props string
+		if err := rows.Scan(&e.account, &e.messageID, &e.typ, &e.name, &e.user, &e.at, &props); err != nil {
+			return nil, err
+		}
+		if props != "" {
+			_ = json.Unmarshal([]byte(props), &e.props) // properties were checked as JSON at ingest
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// matches is every event match of the model: the signals', then the
+// cancellation request's.
+func matches(m model.Model) []model.Match {
+	var out []model.Match
+	for _, s := range m.CancelIntent.Signals {
+		if s.Match != nil {
+			out = append(out, *s.Match)
+		}
+	}
+	return append(out, m.CancelIntent.CancellationRequested)
+}
+
+// matchesEvent reports whether an event satisfies a match.
+func matchesEvent(match model.Match, e event) bool {
+	return (match.Type == "" || match.Type == e.typ) && (match.Event == "" || match.Event == e.name) && specfile.Matches(match.Where, e.props)
+}
+
+// readOnboarding reads the accounts' onboarding status from milestone
+// tracking's latest evaluation.
+func readOnboarding(ctx context.Context, db chstore.Store, tenant string, set accountSet) (map[string]string, error) {
+	cond, args := set.where()
+	rows, err := db.Query(ctx, `SELECT account_id, status FROM account_onboarding FINAL WHERE tenant_id = ? AND `+cond, append([]any{tenant}, args...)...)
+	if err != nil {
+		return nil, fmt.Errorf("read onboarding status: %w", err)
+	}
+	out := map[string]string{}
+	for rows.Next() {
+		var id, st string
+		if err := rows.Scan(&id, &st); err != nil {
+			return nil, err
+		}
+		out[id] = st
+	}
+	return out, nil
+}
+
+// readSentiment reads the accounts' latest CSM sentiment.
+func readSentiment(ctx context.Context, db chstore.Store, tenant string, set accountSet) (map[string]*score.Sentiment, error) {
+	cond, args := set.where()
+	rows, err := db.Query(ctx, `SELECT account_id, score, note, author, set_at, expires_at FROM health_sentiment FINAL WHERE tenant_id = ? AND `+cond, append([]any{tenant}, args...)...)
+	if err != nil {
+		return nil, fmt.Errorf("read sentiment: %w", err)
+	}
+	out := map[string]*score.Sentiment{}
+	for rows.Next() {
+		var id string
+		var s score.Sentiment
+		var sc uint64
+		if err := rows.Scan(&id, &sc, &s.Note, &s.Author, &s.SetAt, &s.ExpiresAt); err != nil {
+			return nil, err
+		}
+		s.Score = int(sc)
+		out[id] = &s
+	}
+	return out, nil
+}
+
+// PutSentiment stores a CSM's sentiment about an account.
+func PutSentiment(ctx context.Context, db chstore.Store, tenant, account string, s score.Sentiment) error {
+	err := db.Insert(ctx, "health_sentiment", []string{"tenant_id", "account_id", "score", "note", "author", "set_at", "expires_at", "version"},
+		[][]any{{tenant, account, uint8(s.Score), s.Note, s.Author, s.SetAt.UTC(), s.ExpiresAt.UTC(), uint64(s.SetAt.UnixNano())}})
+	if err != nil {
+		return fmt.Errorf("store sentiment: %w", err)
+	}
+	return nil
+}
+
+// Row is an account's latest score as stored in account_health.
+type Row struct {
+	AccountID   string
+	Score       int
+	Band        string
+	Change      int
+	Fit         string
+	Onboarding  string
+	Intent      float64
+	AtRisk      bool
+	ChurnedAt   time.Time
+	State       State
+	EvaluatedAt time.Time
+	Version     uint64
+}
+
+// RowColumns are account_health's columns in Row's order.
+const RowColumns = "account_id, score, band, change, fit, onboarding_status, intent_score, at_risk, churned_at, state, evaluated_at, version"
+
+// ReadRows reads the tenant's account_health rows matching where (SQL
+// after the tenant condition, with its args).
+func ReadRows(ctx context.Context, db chstore.Store, tenant, where string, args ...any) ([]Row, error) {
+	rows, err := db.Query(ctx, "SELECT "+RowColumns+" FROM account_health FINAL WHERE tenant_id = ? "+where, append([]any{tenant}, args...)...)
+	if err != nil {
+		return nil, fmt.Errorf("read account health: %w", err)
+	}
+	out := make([]Row, 0, rows.Len())
+	for rows.Next() {
+		var r Row
+		var sc, atRisk uint64
+		var change int64
+		var state string
+		if err := rows.Scan(&r.AccountID, &sc, &r.Band, &change, &r.Fit, &r.Onboarding, &r.Intent, &atRisk, &r.ChurnedAt, &state, &r.EvaluatedAt, &r.Version); err != nil {
+			return nil, err
+		}
+		r.Score, r.Change, r.AtRisk = int(sc), int(change), atRisk == 1
+		if err := json.Unmarshal([]byte(state), &r.State); err != nil {
+			return nil, fmt.Errorf("account %s: stored health state: %w", r.AccountID, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func insertRows(ctx context.Context, db chstore.Store, tenant string, rs []Row) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	rows := make([][]any, len(rs))
+	hist := make([][]any, 0, len(rs))
+	for i, r := range rs {
+		state, _ := json.Marshal(r.State)
+		rows[i] = []any{tenant, r.AccountID, uint8(r.Score), r.Band, int16(r.Change), r.Fit, r.Onboarding, r.Intent, r.AtRisk, r.ChurnedAt.UTC(),
+			string(state), r.EvaluatedAt.UTC(), r.Version}
+		if r.State.ScoreChanged {
+			comps, _ := json.Marshal(r.State.Health.Components)
+			hist = append(hist, []any{tenant, r.AccountID, r.EvaluatedAt.UTC(), uint8(r.Score), r.Band, r.Intent, string(comps)})
+		}
+	}
+	// History first: a crash between the two rewrites it with the same key.
+	if len(hist) > 0 {
+		if err := db.Insert(ctx, "health_history", []string{"tenant_id", "account_id", "at", "score", "band", "intent_score", "components"}, hist); err != nil {
+			return fmt.Errorf("store health history: %w", err)
+		}
+	}
+	if err := db.Insert(ctx, "account_health", append([]string{"tenant_id"}, strings.Split(RowColumns, ", ")...), rows); err != nil {
+		return fmt.Errorf("store account health: %w", err)
+	}
+	return nil
+}
