@@ -6,6 +6,8 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/stickpoint/stickpoint/pkg v0.0.0
 	github.com/stickpoint/stickpoint/proto v0.0.0
+	github.com/stickpoint/stickpoint/services/ingest v0.0.0
+	github.com/stickpoint/stickpoint/services/milestones v0.0.0-00010101000000-000000000000
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/metric v1.47.0
 	go.yaml.in/yaml/v3 v3.0.5
@@ -57,6 +59,7 @@ require (
 	go.opentelemetry.io/otel/sdk/metric v1.47.0 // indirect
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
 	go.opentelemetry.io/proto/otlp v1.11.0 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/net v0.61.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect

@@ -267,6 +267,9 @@ func (p parser) cancelIntent(n *yaml.Node) CancelIntent {
 	}
 	ci.Threshold = float64(p.Int(f["threshold"], "cancel_intent.threshold", 1, 100_000, 50))
 	seen := map[string]int{}
+	if f["signals"] == nil {
+		ci.Signals = defaultSignals()
+	}
 	if s := f["signals"]; s != nil {
 		for i, item := range p.List(s, "cancel_intent.signals", MaxSignals) {
 			path := fmt.Sprintf("cancel_intent.signals[%d]", i)
@@ -311,11 +314,24 @@ func (p parser) signal(n *yaml.Node, path string) Signal {
 			p.Fail(f["computed"], path+".computed", "unknown computed signal %q (known: %s)", s.Computed, ComputedUsageDrop)
 		}
 		s.Drop = p.Percent(f["drop"], path+".drop", 0.5)
+		s.HalfLife = 0
 		if f["half_life"] != nil {
 			p.Fail(f["half_life"], path+".half_life", "a computed signal counts while it is on; it has no half-life")
 		}
 	}
 	return s
+}
+
+// defaultSignals are the signals of a model that lists none: the
+// template's.
+func defaultSignals() []Signal {
+	return []Signal{
+		{ID: "billing_page", Name: "Viewed the billing or cancel page", Weight: 15, HalfLife: 7 * specfile.Day,
+			Match: &Match{Type: "page", Where: []specfile.Condition{{Path: []string{"path"}, Op: specfile.OpPrefix, Value: "/settings/billing"}}}},
+		{ID: "export", Name: "Bulk data export", Weight: 30, HalfLife: 14 * specfile.Day, Match: &Match{Event: "Data Exported"}},
+		{ID: "seats_removed", Name: "Seats removed", Weight: 20, HalfLife: 14 * specfile.Day, Match: &Match{Event: "Seats Removed"}},
+		{ID: "usage_drop", Name: "Usage dropped against the account's baseline", Weight: 55, Computed: ComputedUsageDrop, Drop: 0.5},
+	}
 }
 
 // Types of event a match can name.
@@ -346,7 +362,7 @@ func (p parser) match(n *yaml.Node, path string) Match {
 }
 
 func (p parser) churn(n *yaml.Node) Churn {
-	c := Churn{Event: "Subscription Cancelled", ReasonProperty: "reason"}
+	c := Churn{Event: "Subscription Cancelled", TraitName: "status", TraitValue: "cancelled", ReasonProperty: "reason"}
 	f := p.Fields(specfile.OrNode(n, empty), "churn", []string{"event", "trait", "reason_property"})
 	if f == nil {
 		return c

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -107,6 +108,9 @@ func TestTheDefaultIsTheTemplateAndOmittedFieldsDefaultToIt(t *testing.T) {
 	empty, err := Parse([]byte("{}"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(empty, d) {
+		t.Errorf("an empty model is not the default:\n%+v\n%+v", empty, d)
 	}
 	if empty.Health.Window != d.Health.Window || empty.Health.Weights[Adoption] != 20 || empty.CancelIntent.Threshold != 50 || empty.Churn.Event != d.Churn.Event {
 		t.Errorf("an empty model does not take the defaults: %+v", empty)

@@ -1,0 +1,327 @@
+package scorer
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/signals"
+	"github.com/stickpoint/stickpoint/pkg/specfile"
+	"github.com/stickpoint/stickpoint/pkg/testutil"
+	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
+	"github.com/stickpoint/stickpoint/services/health/internal/model"
+	"github.com/stickpoint/stickpoint/services/health/internal/models"
+	"github.com/stickpoint/stickpoint/services/health/internal/score"
+	"github.com/stickpoint/stickpoint/services/health/migrations"
+	ingest "github.com/stickpoint/stickpoint/services/ingest/migrations"
+	milestones "github.com/stickpoint/stickpoint/services/milestones/migrations"
+)
+
+func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
+
+const day = specfile.Day
+
+// now0 is a Wednesday noon.
+var now0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+// testModel is the health issue's model, with the four key features.
+const testModel = `health:
+  key_features: [Report Built, Dashboard Shared, Alert Created, Source Connected]
+fit:
+  rules:
+    - fit: bad
+      when: [{trait: employees, op: lt, value: 5}]
+    - fit: good
+      when: [{trait: industry, op: in, value: [software, agency]}, {trait: employees, op: gte, value: 20}]
+`
+
+type env struct {
+	t      *testing.T
+	db     chstore.Store
+	models *models.Store
+	sc     *Scorer
+	now    time.Time
+}
+
+func newEnv(t *testing.T, db chstore.Store) *env {
+	t.Helper()
+	ctx := t.Context()
+	if _, err := chstore.Migrate(ctx, db, "ingest", ingest.FS); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chstore.Migrate(ctx, db, signals.Component, signals.Migrations); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chstore.Migrate(ctx, db, "milestones", milestones.FS); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chstore.Migrate(ctx, db, "health", migrations.FS); err != nil {
+		t.Fatal(err)
+	}
+	bus := testutil.NATS(t)
+	ms, err := models.Open(ctx, bus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, db: db, models: ms, now: now0}
+	if e.sc, err = New(db, ms, signals.NewEmitter(bus, db), testutil.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	e.sc.Now = func() time.Time { return e.now }
+	return e
+}
+
+func (e *env) putModel(tenant, src string) {
+	e.t.Helper()
+	if _, _, err := e.models.Put(e.t.Context(), tenant, []byte(src)); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// score scores accounts as a notice of events of the last 60 days would.
+func (e *env) score(tenant string, ids ...string) Result {
+	e.t.Helper()
+	r, err := e.sc.Score(e.t.Context(), tenant, ids, Span{From: e.now.Add(-60 * day), To: e.now}, "events")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+func (e *env) row(tenant, id string) Row {
+	e.t.Helper()
+	rows, err := ReadRows(e.t.Context(), e.db, tenant, "AND account_id = ?", id)
+	if err != nil || len(rows) != 1 {
+		e.t.Fatalf("row of %s: %v %v", id, rows, err)
+	}
+	return rows[0]
+}
+
+func (e *env) signals(tenant, kind string) []*signalsv1.Signal {
+	e.t.Helper()
+	out, err := signals.List(e.t.Context(), e.db, tenant, signals.Filter{Kind: kind, Limit: 1000})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// use stores an account's use of the four key features by two users on
+// every weekday from first to last days ago.
+func (e *env) use(tenant, account string, first, last int) {
+	var evs []testutil.StoredEvent
+	for ago := first; ago >= last; ago-- {
+		d := e.now.Truncate(day).Add(-time.Duration(ago) * day)
+		if wd := d.Weekday(); wd == time.Saturday || wd == time.Sunday {
+			continue
+		}
+		for _, u := range []string{"u1", "u2"} {
+			for _, f := range []string{"Report Built", "Dashboard Shared", "Alert Created", "Source Connected"} {
+				evs = append(evs, testutil.StoredEvent{Tenant: tenant, Account: account, Name: f, User: account + "-" + u, At: d.Add(10 * time.Hour)})
+			}
+		}
+	}
+	testutil.InsertEvents(e.t, e.db, evs...)
+}
+
+func (e *env) group(tenant, account string, traits map[string]any) {
+	testutil.InsertGroup(e.t, e.db, tenant, account, e.now.Add(-31*day), traits)
+}
+
+func TestTheDoneWhenAccountsAndTheirSignals(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.putModel("t1", testModel)
+		traits := map[string]any{"seats": 2, "industry": "software", "employees": 50}
+		for _, a := range []string{"healthy-co", "collapsing-co", "leaving-co"} {
+			e.group("t1", a, traits)
+		}
+		e.use("t1", "healthy-co", 30, 1)
+		e.use("t1", "collapsing-co", 30, 8)
+		e.use("t1", "leaving-co", 30, 1)
+		var billing []testutil.StoredEvent
+		for _, h := range []int{70, 50, 26, 5} {
+			billing = append(billing, testutil.StoredEvent{Tenant: "t1", Account: "leaving-co", Type: "page", Name: "Billing", User: "leaving-co-u2",
+				At: e.now.Add(-time.Duration(h) * time.Hour), Properties: `{"path":"/settings/billing/plans"}`})
+		}
+		testutil.InsertEvents(t, db, billing...)
+		testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: "leaving-co", Name: "Data Exported", User: "leaving-co-u1", At: e.now.Add(-4 * time.Hour), MessageID: "export-1"})
+
+		ids := []string{"healthy-co", "collapsing-co", "leaving-co"}
+		if r := e.score("t1", ids...); r.Accounts != 3 || r.Changed != 3 {
+			t.Fatalf("first score: %+v", r)
+		}
+		healthy, collapsing, leaving := e.row("t1", "healthy-co"), e.row("t1", "collapsing-co"), e.row("t1", "leaving-co")
+		if healthy.AtRisk || !collapsing.AtRisk || !leaving.AtRisk {
+			t.Fatalf("at risk: healthy %v collapsing %v leaving %v", healthy.AtRisk, collapsing.AtRisk, leaving.AtRisk)
+		}
+		if healthy.Band != model.Green || healthy.Fit != model.FitGood {
+			t.Errorf("healthy: %d %s %s: %+v", healthy.Score, healthy.Band, healthy.Fit, healthy.State.Health.Components)
+		}
+		// Collapsing: nothing in the 7 days before today against its
+		// baseline: trend 0 and usage_drop on (55 of 50).
+		if c, _ := collapsing.State.Health.Component(model.Trend); c.Score != 0 || collapsing.Intent != 55 {
+			t.Errorf("collapsing: trend %+v, intent %v", c, collapsing.Intent)
+		}
+		// Leaving: four views (capped at 30) and an export 4 hours ago.
+		li := leaving.State.Health.Intent
+		if len(li.Signals) != 2 || li.Signals[0].ID != "billing_page" || li.Signals[0].Contribution != 30 || len(li.Signals[0].Hits) != 4 || li.Signals[1].ID != "export" {
+			t.Fatalf("leaving intent: %+v", li)
+		}
+		if w := li.Signals[0].Words(); !strings.Contains(w, "4 times") || !strings.Contains(w, "by leaving-co-u2") {
+			t.Errorf("evidence words: %s", w)
+		}
+		intent := e.signals("t1", KindCancelIntent)
+		if len(intent) != 2 {
+			t.Fatalf("cancel_intent signals: %v", intent)
+		}
+		for _, s := range intent {
+			if s.GetAccountId() == "leaving-co" && !s.GetOccurredAt().AsTime().Equal(e.now.Add(-4*time.Hour)) {
+				t.Errorf("leaving's intent occurred at %v, want the export's time", s.GetOccurredAt().AsTime())
+			}
+		}
+
+		// A redelivered notice, or a rescore, signals nothing new.
+		e.score("t1", ids...)
+		if got := len(e.signals("t1", "")); got != 2 {
+			t.Errorf("a rescore signalled again: %d signals", got)
+		}
+
+		// A cancellation request is an immediate signal, once.
+		e.now = e.now.Add(time.Minute)
+		testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: "healthy-co", Name: "Cancellation Requested", User: "healthy-co-u1", At: e.now.Add(-time.Second), MessageID: "cancel-1"})
+		e.score("t1", "healthy-co")
+		e.score("t1", "healthy-co")
+		reqs := e.signals("t1", KindCancellationRequested)
+		if len(reqs) != 1 || reqs[0].GetCancelIntent().GetRequest().GetMessageId() != "cancel-1" || reqs[0].GetSeverity() != signalsv1.Severity_SEVERITY_HIGH {
+			t.Fatalf("cancellation requested: %v", reqs)
+		}
+
+		// Leaving churns: foreseen by its cancel intent, 4 hours and a bit
+		// ahead; healthy churns by trait, unforeseen.
+		testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: "leaving-co", Name: "Subscription Cancelled", User: "leaving-co-u1", At: e.now, Properties: `{"reason":"too expensive"}`})
+		testutil.InsertGroup(t, db, "t1", "healthy-co", e.now, map[string]any{"status": "cancelled", "reason": "merged"})
+		e.score("t1", "leaving-co", "healthy-co")
+		churns := e.signals("t1", KindChurnRecorded)
+		if len(churns) != 2 {
+			t.Fatalf("churn signals: %v", churns)
+		}
+		for _, s := range churns {
+			c := s.GetChurn()
+			switch s.GetAccountId() {
+			case "leaving-co":
+				if !c.GetForeseen() || c.GetReason() != "too expensive" || c.GetFit() != model.FitGood || c.GetFirstRiskKind() != KindCancelIntent ||
+					c.GetLeadTimeSeconds() != int64((4*time.Hour+time.Minute)/time.Second) || c.GetSource() != "event" {
+					t.Errorf("leaving's churn: %v", c)
+				}
+			case "healthy-co":
+				if c.GetForeseen() || c.GetSource() != "trait" || c.GetReason() != "merged" {
+					t.Errorf("healthy's churn: %v", c)
+				}
+			}
+		}
+		rows, err := db.Query(t.Context(), "SELECT account_id, foreseen, lead_seconds FROM churn_records FINAL WHERE tenant_id = 't1' ORDER BY account_id")
+		if err != nil || rows.Len() != 2 {
+			t.Fatalf("churn records: %v", err)
+		}
+	})
+}
+
+func TestTheSweepDecaysWithoutReadingEventsAndSentimentExpires(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		// Exports alone: the account stops using the product as the clock
+		// moves on, and usage_drop would hold the intent up.
+		e.putModel("t1", "cancel_intent: {signals: [{id: export, match: {event: Data Exported}, weight: 30, half_life: 14d}]}")
+		e.group("t1", "a-co", map[string]any{"seats": 2})
+		e.use("t1", "a-co", 30, 1)
+		testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: "a-co", Name: "Data Exported", User: "u1", At: e.now.Add(-time.Hour)},
+			testutil.StoredEvent{Tenant: "t1", Account: "a-co", Name: "Data Exported", User: "u1", At: e.now.Add(-time.Hour)})
+		e.score("t1", "a-co")
+		// Two exports within the hour: 2 x 30, capped at 60, over 50.
+		if r := e.row("t1", "a-co"); r.Intent < 59.9 || !r.AtRisk {
+			t.Fatalf("intent %v at risk %v", r.Intent, r.AtRisk)
+		}
+		if err := PutSentiment(t.Context(), db, "t1", "a-co", score.Sentiment{Score: 20, Note: "champion left", Author: "ann", SetAt: e.now, ExpiresAt: e.now.Add(3 * day)}); err != nil {
+			t.Fatal(err)
+		}
+		// The events are gone from the store's view: the sweep must not
+		// need them.
+		if err := db.Exec(t.Context(), "ALTER TABLE events DELETE WHERE name = 'Data Exported'"); err != nil {
+			t.Fatal(err)
+		}
+		e.now = e.now.Add(day)
+		if _, err := e.sc.Sweep(t.Context(), []string{"t1"}); err != nil {
+			t.Fatal(err)
+		}
+		r := e.row("t1", "a-co")
+		// A day of a 14-day half-life: 60 * 0.5^(25/336) = 56.9.
+		if r.Intent < 56.5 || r.Intent > 57.2 {
+			t.Errorf("decayed intent %v", r.Intent)
+		}
+		if c, _ := r.State.Health.Component(model.Sentiment); !c.Present || c.Score != 20 {
+			t.Errorf("sentiment: %+v", c)
+		}
+		// 15 days on: 2 half-lives and more; the intent clears, once, and
+		// the sentiment expired.
+		e.now = e.now.Add(15 * day)
+		for range 2 {
+			if _, err := e.sc.Sweep(t.Context(), []string{"t1"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r = e.row("t1", "a-co")
+		if r.Intent >= 50 || len(e.signals("t1", KindCancelIntentCleared)) != 1 {
+			t.Errorf("intent %v, cleared signals %v", r.Intent, e.signals("t1", KindCancelIntentCleared))
+		}
+		if c, _ := r.State.Health.Component(model.Sentiment); c.Present || !strings.Contains(c.Inputs, "expired") {
+			t.Errorf("expired sentiment: %+v", c)
+		}
+		hist, err := db.Query(t.Context(), "SELECT count() FROM health_history FINAL WHERE tenant_id = 't1' AND account_id = 'a-co'")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n uint64
+		for hist.Next() {
+			_ = hist.Scan(&n)
+		}
+		if n < 3 {
+			t.Errorf("history has %d entries; every score change is kept", n)
+		}
+	})
+}
+
+func TestTenantsAreIsolatedAndDuplicateRowsCountOnce(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.putModel("t1", testModel)
+		e.use("t1", "same-co", 30, 1)
+		testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: "same-co", Name: "Data Exported", User: "u1", At: e.now.Add(-time.Hour), MessageID: "dup"},
+			testutil.StoredEvent{Tenant: "t1", Account: "same-co", Name: "Data Exported", User: "u1", At: e.now.Add(-30 * time.Minute), MessageID: "dup"})
+		testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t2", Account: "same-co", Name: "Logged In", User: "x", At: e.now.Add(-time.Hour)})
+		e.score("t1", "same-co")
+		e.score("t2", "same-co")
+		// The export is one messageId in two rows: it counts once.
+		if r := e.row("t1", "same-co"); r.Intent < 29 || r.Intent > 30 {
+			t.Errorf("t1 intent %v: a duplicate row counted twice", r.Intent)
+		}
+		rows, err := db.Query(t.Context(), `SELECT sum(events) FROM account_day_usage FINAL WHERE tenant_id = 't1' AND name = 'Data Exported'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n uint64
+		for rows.Next() {
+			_ = rows.Scan(&n)
+		}
+		if n != 1 {
+			t.Errorf("rollup counts %d exports, want 1", n)
+		}
+		// t2 sees only its own event: no key feature, no intent.
+		r2 := e.row("t2", "same-co")
+		if c, _ := r2.State.Health.Component(model.Adoption); c.Score != 0 || r2.Intent != 0 || len(e.signals("t2", "")) != 0 {
+			t.Errorf("t2 saw t1's events: %+v intent %v", c, r2.Intent)
+		}
+	})
+}
