@@ -398,11 +398,10 @@ func (s IntentSignal) Words() string {
 			who = append(who, h.User)
 		}
 	}
-	times := "once"
+	words := fmt.Sprintf("%s once, on %s", s.Name, s.Hits[0].At.UTC().Format("2006-01-02 15:04"))
 	if len(s.Hits) > 1 {
-		times = fmt.Sprintf("%d times", len(s.Hits))
+		words = fmt.Sprintf("%s %d times, last on %s", s.Name, len(s.Hits), s.Hits[0].At.UTC().Format("2006-01-02 15:04"))
 	}
-	words := fmt.Sprintf("%s %s, last on %s", s.Name, times, s.Hits[0].At.UTC().Format("2006-01-02 15:04"))
 	if len(who) > 0 {
 		words += " by " + strings.Join(who, ", ")
 	}
