@@ -156,12 +156,13 @@ func (s *Scorer) Score(ctx context.Context, tenant string, ids []string, span Sp
 	var total Result
 	for start := 0; start < len(ids); start += ChunkSize {
 		chunk := ids[start:min(start+ChunkSize, len(ids))]
+		set := accountSet{ids: chunk}
 		if !span.From.IsZero() {
-			if err := rebuildUsage(ctx, s.db, tenant, chunk, span.From, span.To); err != nil {
+			if err := rebuildUsage(ctx, s.db, tenant, set, span.From, span.To); err != nil {
 				return total, err
 			}
 		}
-		r, err := s.score(ctx, tenant, accountSet{ids: chunk}, trigger, true)
+		r, err := s.score(ctx, tenant, set, trigger, true)
 		total.add(r)
 		if err != nil {
 			return total, err
@@ -187,7 +188,7 @@ func (s *Scorer) Sweep(ctx context.Context, tenants []string) (Result, error) {
 				}
 				break
 			}
-			r, err := s.score(ctx, t, accountSet{ids: page, contiguous: true}, "sweep", false)
+			r, err := s.score(ctx, t, accountSet{ids: page, contiguous: true, scoredOnly: true}, "sweep", false)
 			total.add(r)
 			if err != nil {
 				return total, err
@@ -198,31 +199,57 @@ func (s *Scorer) Sweep(ctx context.Context, tenants []string) (Result, error) {
 	return total, nil
 }
 
-// RescoreAll rescores every account of tenant that has events, reading
-// them again: after a model change.
+// RescoreAll rebuilds the usage rollups of every account of tenant that
+// has events, then rescores them reading their events again: after a
+// model change, or to score accounts stored before the service ran.
 func (s *Scorer) RescoreAll(ctx context.Context, tenant, trigger string) (Result, error) {
+	if err := s.RebuildAll(ctx, tenant); err != nil {
+		return Result{}, err
+	}
+	return s.ScoreAll(ctx, tenant, trigger)
+}
+
+// RebuildAll rebuilds the usage rollups of every account of tenant from
+// all its events, a page of accounts (a range of the sort key) at a time.
+func (s *Scorer) RebuildAll(ctx context.Context, tenant string) error {
+	return s.eachPage(ctx, tenant, func(set accountSet) error {
+		return rebuildUsage(ctx, s.db, tenant, set, time.Unix(0, 0), s.Now())
+	})
+}
+
+// ScoreAll rescores every account of tenant that has events, from the
+// rollups and the events its rules match.
+func (s *Scorer) ScoreAll(ctx context.Context, tenant, trigger string) (Result, error) {
 	var total Result
+	err := s.eachPage(ctx, tenant, func(set accountSet) error {
+		r, err := s.score(ctx, tenant, set, trigger, true)
+		total.add(r)
+		return err
+	})
+	return total, err
+}
+
+// eachPage calls f with each page of the tenant's accounts with events.
+func (s *Scorer) eachPage(ctx context.Context, tenant string, f func(accountSet) error) error {
 	after := ""
 	for {
-		rows, err := s.db.Query(ctx, `SELECT DISTINCT account_id FROM events WHERE tenant_id = ? AND account_id > ? ORDER BY account_id LIMIT ?`, tenant, after, ChunkSize)
+		rows, err := s.db.Query(ctx, `SELECT DISTINCT account_id FROM events WHERE tenant_id = ? AND account_id > ? ORDER BY account_id LIMIT ?`, tenant, after, pageSize)
 		if err != nil {
-			return total, fmt.Errorf("list accounts: %w", err)
+			return fmt.Errorf("list accounts: %w", err)
 		}
-		var page []string
+		page := make([]string, 0, rows.Len())
 		for rows.Next() {
 			var id string
 			if err := rows.Scan(&id); err != nil {
-				return total, err
+				return err
 			}
 			page = append(page, id)
 		}
 		if len(page) == 0 {
-			return total, nil
+			return nil
 		}
-		r, err := s.Score(ctx, tenant, page, Span{From: time.Unix(0, 0), To: s.Now()}, trigger)
-		total.add(r)
-		if err != nil {
-			return total, err
+		if err := f(accountSet{ids: page, contiguous: true}); err != nil {
+			return err
 		}
 		after = page[len(page)-1]
 	}
@@ -296,7 +323,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		prev[r.AccountID] = r
 	}
 	ids := set.ids
-	if set.contiguous { // a sweep page: the scored accounts in the range
+	if set.scoredOnly { // a sweep page: the scored accounts in the range
 		ids = make([]string, 0, len(prevRows))
 		for _, r := range prevRows {
 			ids = append(ids, r.AccountID)
@@ -334,7 +361,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	var evs map[string][]event
 	var firsts map[string]time.Time
 	if withEvents {
-		all, err := readRuleEvents(ctx, s.db, tenant, ids, m, now.Add(-lookback(m)), now)
+		all, err := readRuleEvents(ctx, s.db, tenant, set, m, now.Add(-lookback(m)), now)
 		if err != nil {
 			return Result{}, err
 		}
@@ -342,7 +369,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		for _, e := range all {
 			evs[e.account] = append(evs[e.account], e)
 		}
-		if firsts, err = firstEvents(ctx, s.db, tenant, ids); err != nil {
+		if firsts, err = firstEvents(ctx, s.db, tenant, set); err != nil {
 			return Result{}, err
 		}
 	}
@@ -466,8 +493,9 @@ func (s *Scorer) emit(ctx context.Context, tenant string, sigs []*signalsv1.Sign
 }
 
 // firstEvents is each account's first event time.
-func firstEvents(ctx context.Context, db chstore.Store, tenant string, ids []string) (map[string]time.Time, error) {
-	rows, err := db.Query(ctx, `SELECT account_id, min(timestamp) FROM events WHERE tenant_id = ? AND account_id IN ? GROUP BY account_id`, tenant, chstore.In(ids))
+func firstEvents(ctx context.Context, db chstore.Store, tenant string, set accountSet) (map[string]time.Time, error) {
+	cond, args := set.where()
+	rows, err := db.Query(ctx, `SELECT account_id, min(timestamp) FROM events WHERE tenant_id = ? AND `+cond+` GROUP BY account_id`, append([]any{tenant}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("read first events: %w", err)
 	}

@@ -38,14 +38,14 @@ fit:
 `
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	db     chstore.Store
 	models *models.Store
 	sc     *Scorer
 	now    time.Time
 }
 
-func newEnv(t *testing.T, db chstore.Store) *env {
+func newEnv(t testing.TB, db chstore.Store) *env {
 	t.Helper()
 	ctx := t.Context()
 	if _, err := chstore.Migrate(ctx, db, "ingest", ingest.FS); err != nil {

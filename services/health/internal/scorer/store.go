@@ -18,6 +18,9 @@ import (
 type accountSet struct {
 	ids        []string
 	contiguous bool
+	// scoredOnly narrows a contiguous set to the accounts already scored
+	// (the sweep's).
+	scoredOnly bool
 }
 
 func (s accountSet) where() (string, []any) {
@@ -29,14 +32,15 @@ func (s accountSet) where() (string, []any) {
 
 // rebuildUsage rewrites the rollup rows of the accounts' UTC days from
 // from to to, from the events, each messageId once.
-func rebuildUsage(ctx context.Context, db chstore.Store, tenant string, ids []string, from, to time.Time) error {
+func rebuildUsage(ctx context.Context, db chstore.Store, tenant string, set accountSet, from, to time.Time) error {
 	first, last := from.UTC().Truncate(specfile.Day), to.UTC().Truncate(specfile.Day).Add(specfile.Day)
+	cond, args := set.where()
 	err := db.Exec(ctx, `INSERT INTO account_day_usage (tenant_id, account_id, day, type, name, events, users, version)
 		SELECT tenant_id, account_id, toDate(timestamp), type, name, uniqExact(message_id), groupUniqArrayIf(user_id, user_id != ''), ?
 		FROM events
-		WHERE tenant_id = ? AND account_id IN ? AND timestamp >= ? AND timestamp < ? AND type IN ('track', 'page', 'screen')
+		WHERE tenant_id = ? AND `+cond+` AND timestamp >= ? AND timestamp < ? AND type IN ('track', 'page', 'screen')
 		GROUP BY tenant_id, account_id, toDate(timestamp), type, name`,
-		uint64(time.Now().UnixNano()), tenant, chstore.In(ids), first, last)
+		append(append([]any{uint64(time.Now().UnixNano()), tenant}, args...), first, last)...)
 	if err != nil {
 		return fmt.Errorf("rebuild usage rollups: %w", err)
 	}
@@ -100,7 +104,7 @@ type event struct {
 // readRuleEvents reads the accounts' events that a cancel-intent signal,
 // the cancellation request or the churn event could match, each
 // messageId once: those since lookback, and churn events of any time.
-func readRuleEvents(ctx context.Context, db chstore.Store, tenant string, ids []string, m model.Model, lookback, until time.Time) ([]event, error) {
+func readRuleEvents(ctx context.Context, db chstore.Store, tenant string, set accountSet, m model.Model, lookback, until time.Time) ([]event, error) {
 	var names []string
 	pages := false
 	for _, match := range matches(m) {
@@ -110,11 +114,12 @@ func readRuleEvents(ctx context.Context, db chstore.Store, tenant string, ids []
 			pages = true // a match by type alone: every page or screen
 		}
 	}
+	cond, args := set.where()
 	rows, err := db.Query(ctx, `SELECT account_id, message_id, type, name, user_id, timestamp, properties FROM events
-		WHERE tenant_id = ? AND account_id IN ? AND timestamp <= ?
+		WHERE tenant_id = ? AND `+cond+` AND timestamp <= ?
 			AND ((timestamp >= ? AND (name IN ? OR (? AND type IN ('page', 'screen')))) OR (type = 'track' AND name = ?))
 		LIMIT 1 BY account_id, message_id`,
-		tenant, chstore.In(ids), until, lookback, chstore.In(names), pages, m.Churn.Event)
+		append(append([]any{tenant}, args...), until, lookback, chstore.In(names), pages, m.Churn.Event)...)
 	if err != nil {
 		return nil, fmt.Errorf("read cancel-intent events: %w", err)
 	}

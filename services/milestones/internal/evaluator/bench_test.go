@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -37,28 +36,9 @@ func generate(b *testing.B, db chstore.Store, tenant string, events, accounts in
 	for i := len(names); i < 20; i++ {
 		names = append(names, fmt.Sprintf("Other %d", i))
 	}
-	quoted := make([]string, len(names))
-	for i, n := range names {
-		quoted[i] = "'" + n + "'"
-	}
 	start := end.Add(-90 * journey.Day).Unix()
-	span := int64(90 * 86400)
 	began := time.Now()
-	chunk := (events + 9) / 10
-	for off := 0; off < events; off += chunk {
-		n := min(chunk, events-off)
-		q := fmt.Sprintf(`INSERT INTO events (tenant_id, account_id, message_id, type, name, user_id, anonymous_id, source_id,
-			timestamp, timestamp_ms, original_timestamp, sent_at, received_at, properties, traits, context, previous_id)
-			SELECT ?, concat('acc-', toString(number %% %d)), concat('m-', toString(number)), 'track',
-				arrayElement([%s], intHash32(number) %% 20 + 1), concat('u', toString(intHash32(number + 1) %% 7)), '', 'src',
-				toDateTime(%d + intHash64(number) %% %d, 'UTC') AS ts, toUInt16(number %% 1000), ts, ts, ts,
-				if(number %% 3 = 0, '{"kind":"chart"}', '{"kind":"pie"}'), '', '', ''
-			FROM (SELECT number + %d AS number FROM numbers(%d))`,
-			accounts, strings.Join(quoted, ","), start, span, off, n)
-		if err := db.Exec(b.Context(), q, tenant); err != nil {
-			b.Fatal(err)
-		}
-	}
+	testutil.GenerateEvents(b, db, tenant, events, accounts, end.Add(-90*journey.Day), end, names)
 	// Every account is on the pro plan, created at its first day.
 	q := fmt.Sprintf(`INSERT INTO account_traits (tenant_id, account_id, traits, traits_hash, updated_at, message_id)
 		SELECT ?, concat('acc-', toString(number)), concat('{"plan":"pro","created_at":"', toString(toDate(toDateTime(%d, 'UTC'))), '"}') AS t,
