@@ -50,11 +50,75 @@ type Sentiment struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
+// Usage is an account's usage as the score needs it, from its rollups
+// (Aggregate here, or the same sums in SQL): over the window, and over
+// the trend's two spans.
+type Usage struct {
+	ActiveDays int
+	Events     int
+	Users      int
+	// Features are the key features used in the window.
+	Features []string
+	// Recent and Baseline are the events in the trend's spans.
+	Recent, Baseline int
+}
+
+// Spans are the UTC days, midnight to midnight, each part of Usage covers.
+type Spans struct{ Window, Recent, Baseline Days }
+
+// Days is the UTC days From to To, both included.
+type Days struct{ From, To time.Time }
+
+func (d Days) has(t time.Time) bool { return !t.Before(d.From) && !t.After(d.To) }
+
+// count is the number of days in the span.
+func (d Days) count() float64 { return float64(d.To.Sub(d.From)/specfile.Day) + 1 }
+
+// lastDays is the n UTC days ending with last.
+func lastDays(last time.Time, n time.Duration) Days {
+	return Days{From: last.Add(-(n/specfile.Day - 1) * specfile.Day), To: last}
+}
+
+// SpansOf is the spans of a model at now: the window ends today; the
+// trend compares whole days, the Recent days before today against the
+// Baseline days before them (today is partial, and would read as a drop
+// every morning).
+func SpansOf(h model.Health, now time.Time) Spans {
+	today := now.UTC().Truncate(specfile.Day)
+	recent := lastDays(today.Add(-specfile.Day), h.Recent)
+	return Spans{Window: lastDays(today, h.Window), Recent: recent,
+		Baseline: Days{From: recent.From.Add(-h.Baseline), To: recent.From.Add(-specfile.Day)}}
+}
+
+// Aggregate sums rollup rows into Usage.
+func Aggregate(rows []DayUsage, keys []string, s Spans) Usage {
+	var u Usage
+	active, users := map[time.Time]bool{}, map[string]bool{}
+	for _, r := range rows {
+		if s.Window.has(r.Day) {
+			active[r.Day] = true
+			u.Events += r.Events
+			for _, id := range r.Users {
+				users[id] = true
+			}
+			if r.Type == "track" && r.Events > 0 && slices.Contains(keys, r.Name) && !slices.Contains(u.Features, r.Name) {
+				u.Features = append(u.Features, r.Name)
+			}
+		}
+		switch {
+		case s.Recent.has(r.Day):
+			u.Recent += r.Events
+		case s.Baseline.has(r.Day):
+			u.Baseline += r.Events
+		}
+	}
+	u.ActiveDays, u.Users = len(active), len(users)
+	return u
+}
+
 // Inputs are everything an account's health depends on.
 type Inputs struct {
-	// Usage is the account's rollup rows; rows outside the spans the
-	// model looks at are ignored.
-	Usage []DayUsage
+	Usage Usage
 	// FirstEvent bounds the baseline: days before it are not "no usage".
 	FirstEvent time.Time
 	// Seats is the licensed seats trait; 0 when unknown.
@@ -118,25 +182,11 @@ func (h Health) Component(name string) (Component, bool) {
 	return Component{}, false
 }
 
-// days is the UTC days [from, to], midnight to midnight.
-type days struct{ from, to time.Time }
-
-func (d days) has(t time.Time) bool { return !t.Before(d.from) && !t.After(d.to) }
-
-// count is the number of days in the span.
-func (d days) count() float64 { return float64(d.to.Sub(d.from)/specfile.Day) + 1 }
-
-// lastDays is the n UTC days ending with today.
-func lastDays(today time.Time, n time.Duration) days {
-	return days{from: today.Add(-(n/specfile.Day - 1) * specfile.Day), to: today}
-}
-
 // Compute scores an account at now.
 func Compute(m model.Model, in Inputs, now time.Time) Health {
 	h := m.Health
-	today := now.UTC().Truncate(specfile.Day)
-	window := lastDays(today, h.Window)
-	trend := trendOf(h, in, today)
+	spans := SpansOf(h, now)
+	trend := trendOf(h, in, spans)
 	intent := intentOf(m, in, trend, now)
 	comps := make([]Component, 0, len(model.ComponentNames))
 	for _, name := range model.ComponentNames {
@@ -146,11 +196,11 @@ func Compute(m model.Model, in Inputs, now time.Time) Health {
 		c := Component{Name: name, Weight: h.Weights[name]}
 		switch name {
 		case model.Adoption:
-			c.Score, c.Present, c.Inputs = adoption(h.KeyFeatures, in.Usage, window)
+			c.Score, c.Present, c.Inputs = adoption(h.KeyFeatures, in.Usage, h.Window)
 		case model.Engagement:
-			c.Score, c.Present, c.Inputs = engagement(in.Usage, window, in.Norms)
+			c.Score, c.Present, c.Inputs = engagement(in.Usage, spans.Window, in.Norms)
 		case model.Users:
-			c.Score, c.Present, c.Inputs = users(in.Usage, window, in.Seats, h.SeatsTrait)
+			c.Score, c.Present, c.Inputs = users(in.Usage, in.Seats, h.SeatsTrait)
 		case model.Trend:
 			c.Score, c.Present, c.Inputs = trend.score, trend.present, trend.words
 		case model.Milestones:
@@ -169,7 +219,7 @@ func Compute(m model.Model, in Inputs, now time.Time) Health {
 			weights += c.Weight
 		}
 	}
-	out := Health{Components: comps, Intent: intent, ActiveUsers: len(activeUsers(in.Usage, window))}
+	out := Health{Components: comps, Intent: intent, ActiveUsers: in.Usage.Users}
 	if weights > 0 {
 		out.Score = int(math.Round(total / float64(weights)))
 	}
@@ -190,19 +240,19 @@ func Band(h model.Health, score int) string {
 
 func percent(x float64) int { return int(math.Round(100 * math.Min(1, math.Max(0, x)))) }
 
-func adoption(features []string, usage []DayUsage, window days) (int, bool, string) {
+func adoption(features []string, u Usage, window time.Duration) (int, bool, string) {
 	if len(features) == 0 {
 		return 0, false, "no key features in the model"
 	}
 	var used, unused []string
 	for _, f := range features {
-		if slices.ContainsFunc(usage, func(u DayUsage) bool { return u.Name == f && u.Type == "track" && u.Events > 0 && window.has(u.Day) }) {
+		if slices.Contains(u.Features, f) {
 			used = append(used, f)
 		} else {
 			unused = append(unused, f)
 		}
 	}
-	words := fmt.Sprintf("used %d of %d key features in %s", len(used), len(features), specfile.FormatDuration(window.to.Sub(window.from)+specfile.Day))
+	words := fmt.Sprintf("used %d of %d key features in %s", len(used), len(features), specfile.FormatDuration(window))
 	if len(used) > 0 {
 		words += ": " + strings.Join(used, ", ")
 	}
@@ -212,43 +262,22 @@ func adoption(features []string, usage []DayUsage, window days) (int, bool, stri
 	return percent(float64(len(used)) / float64(len(features))), true, words
 }
 
-func engagement(usage []DayUsage, window days, norms Norms) (int, bool, string) {
+func engagement(u Usage, window Days, norms Norms) (int, bool, string) {
 	if norms.ActiveDays <= 0 || norms.Events <= 0 {
 		return 0, false, "no active account in the tenant to compare with"
 	}
-	active := map[time.Time]bool{}
-	events := 0
-	for _, u := range usage {
-		if window.has(u.Day) {
-			active[u.Day] = true
-			events += u.Events
-		}
-	}
-	s := percent((math.Min(1, float64(len(active))/norms.ActiveDays) + math.Min(1, float64(events)/norms.Events)) / 2)
+	s := percent((math.Min(1, float64(u.ActiveDays)/norms.ActiveDays) + math.Min(1, float64(u.Events)/norms.Events)) / 2)
 	return s, true, fmt.Sprintf("active %d of %d days with %d events; the tenant's median account: %s days, %s events",
-		len(active), int(window.count()), events, trim(norms.ActiveDays), trim(norms.Events))
+		u.ActiveDays, int(window.count()), u.Events, trim(norms.ActiveDays), trim(norms.Events))
 }
 
 func trim(f float64) string { return strings.TrimSuffix(fmt.Sprintf("%.1f", f), ".0") }
 
-func activeUsers(usage []DayUsage, window days) map[string]bool {
-	out := map[string]bool{}
-	for _, u := range usage {
-		if window.has(u.Day) {
-			for _, id := range u.Users {
-				out[id] = true
-			}
-		}
-	}
-	return out
-}
-
-func users(usage []DayUsage, window days, seats float64, trait string) (int, bool, string) {
+func users(u Usage, seats float64, trait string) (int, bool, string) {
 	if seats <= 0 {
 		return 0, false, fmt.Sprintf("no seats: the account has no %q trait above 0", trait)
 	}
-	n := len(activeUsers(usage, window))
-	return percent(float64(n) / seats), true, fmt.Sprintf("%d active users of %s seats", n, trim(seats))
+	return percent(float64(u.Users) / seats), true, fmt.Sprintf("%d active users of %s seats", u.Users, trim(seats))
 }
 
 // trendResult is recent usage against the account's own baseline.
@@ -262,29 +291,18 @@ type trendResult struct {
 // minBaselineDays is the least history a baseline needs.
 const minBaselineDays = 7
 
-// trendOf compares whole UTC days: the Recent days before today against
-// the Baseline days before them (today is partial, and would read as a
-// drop every morning).
-func trendOf(h model.Health, in Inputs, today time.Time) trendResult {
-	recent := lastDays(today.Add(-specfile.Day), h.Recent)
-	base := days{from: recent.from.Add(-h.Baseline), to: recent.from.Add(-specfile.Day)}
+// trendOf compares the events per day of the trend's spans. The baseline
+// starts no earlier than the account's first event.
+func trendOf(h model.Health, in Inputs, s Spans) trendResult {
+	recent, base := s.Recent, s.Baseline
 	first := in.FirstEvent.UTC().Truncate(specfile.Day)
-	if !in.FirstEvent.IsZero() && first.After(base.from) {
-		base.from = first
+	if !in.FirstEvent.IsZero() && first.After(base.From) {
+		base.From = first
 	}
-	if base.to.Before(base.from) || base.count() < minBaselineDays {
+	if base.To.Before(base.From) || base.count() < minBaselineDays {
 		return trendResult{words: fmt.Sprintf("no baseline yet: under %d days of usage before the %s before today", minBaselineDays, specfile.FormatDuration(h.Recent))}
 	}
-	var r, b float64
-	for _, u := range in.Usage {
-		switch {
-		case recent.has(u.Day):
-			r += float64(u.Events)
-		case base.has(u.Day):
-			b += float64(u.Events)
-		}
-	}
-	t := trendResult{recent: r / recent.count(), baseline: b / base.count(), present: true}
+	t := trendResult{recent: float64(in.Usage.Recent) / recent.count(), baseline: float64(in.Usage.Baseline) / base.count(), present: true}
 	if t.baseline == 0 {
 		return trendResult{words: fmt.Sprintf("no baseline: no usage in the %d days before the %s before today", int(base.count()), specfile.FormatDuration(h.Recent))}
 	}

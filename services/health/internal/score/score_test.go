@@ -40,6 +40,11 @@ func daily(name string, n, from, to int, users ...string) []DayUsage {
 	return out
 }
 
+// agg sums rollup rows as the scorer's query does.
+func agg(m model.Model, rows []DayUsage) Usage {
+	return Aggregate(rows, m.Health.KeyFeatures, SpansOf(m.Health, now))
+}
+
 func component(t *testing.T, h Health, name string) Component {
 	t.Helper()
 	c, ok := h.Component(name)
@@ -60,7 +65,7 @@ func TestEachComponentsArithmetic(t *testing.T) {
 	// today, 2 a day in the 28 before them; the first event 40 days ago.
 	usage = append(usage, daily("Other", 2, 8, 36, "u1")...)
 	usage = append(usage, daily("Other", 1, 1, 8, "u1")...)
-	in := Inputs{Usage: usage, FirstEvent: today.Add(-40 * day), Seats: 5, Norms: Norms{ActiveDays: 46, Events: 100}}
+	in := Inputs{Usage: agg(m, usage), FirstEvent: today.Add(-40 * day), Seats: 5, Norms: Norms{ActiveDays: 46, Events: 100}}
 	h := Compute(m, in, now)
 
 	// A, B and C in the window; D 30 days ago is out.
@@ -91,7 +96,7 @@ func TestEachComponentsArithmetic(t *testing.T) {
 
 func TestMissingInputsAreLeftOutAndTheRestReNormalised(t *testing.T) {
 	m := onlyWeights(t, "adoption: {weight: 20}, users: {weight: 15}, trend: {weight: 15}, milestones: {weight: 15}, sentiment: {weight: 10}")
-	in := Inputs{Usage: daily("A", 1, 0, 1, "u1"), FirstEvent: today}
+	in := Inputs{Usage: agg(m, daily("A", 1, 0, 1, "u1")), FirstEvent: today}
 	h := Compute(m, in, now)
 	// Only adoption (1 of 4: 25) has inputs: no seats, no baseline, no
 	// journey, no sentiment. 25, not 20*25/75.
@@ -113,7 +118,7 @@ func TestMissingInputsAreLeftOutAndTheRestReNormalised(t *testing.T) {
 func TestSentimentCountsUntilItExpires(t *testing.T) {
 	m := onlyWeights(t, "adoption: {weight: 10}, sentiment: {weight: 10}")
 	s := &Sentiment{Score: 30, Note: "champion left", Author: "ann@vendor.example", SetAt: now.Add(-day), ExpiresAt: now.Add(day)}
-	in := Inputs{Usage: daily("A", 1, 0, 1), Sentiment: s}
+	in := Inputs{Usage: agg(m, daily("A", 1, 0, 1)), Sentiment: s}
 	h := Compute(m, in, now)
 	if c := component(t, h, model.Sentiment); !c.Present || c.Score != 30 || !strings.Contains(c.Inputs, `by ann@vendor.example, until 2026-12-01: "champion left"`) {
 		t.Errorf("sentiment: %+v", c)
@@ -158,7 +163,7 @@ func TestCancelIntentDecaysCapsAndShowsItsEvidence(t *testing.T) {
 func TestUsageDropIsComputedFromTheAccountsOwnBaseline(t *testing.T) {
 	m := testModel(t, model.Template)
 	busy := daily("A", 10, 8, 35, "u1") // 10 a day until 8 days ago
-	in := Inputs{Usage: busy, FirstEvent: today.Add(-34 * day), Seats: 5}
+	in := Inputs{Usage: agg(m, busy), FirstEvent: today.Add(-34 * day), Seats: 5}
 	h := Compute(m, in, now)
 	if len(h.Intent.Signals) != 1 || h.Intent.Signals[0].ID != "usage_drop" || h.Intent.Score != 55 || !h.Intent.Over() {
 		t.Fatalf("intent: %+v", h.Intent)
@@ -172,7 +177,7 @@ func TestUsageDropIsComputedFromTheAccountsOwnBaseline(t *testing.T) {
 	}
 	// Half the baseline's rate is still on (50% drop); above it is off.
 	steady := append(daily("A", 10, 7, 35, "u1"), daily("A", 6, 0, 7, "u1")...)
-	if h := Compute(m, Inputs{Usage: steady, FirstEvent: today.Add(-34 * day)}, now); len(h.Intent.Signals) != 0 {
+	if h := Compute(m, Inputs{Usage: agg(m, steady), FirstEvent: today.Add(-34 * day)}, now); len(h.Intent.Signals) != 0 {
 		t.Errorf("a 40%% drop turned usage_drop on: %+v", h.Intent)
 	}
 }

@@ -310,8 +310,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	m := stored.Model
 	now := s.Now().UTC()
 	today := now.Truncate(specfile.Day)
-	span := max(m.Health.Window, m.Health.Recent+m.Health.Baseline)
-	usageSince := today.Add(-span)
+	spans := score.SpansOf(m.Health, now)
 
 	cond, args := set.where()
 	prevRows, err := ReadRows(ctx, s.db, tenant, "AND "+cond, args...)
@@ -333,7 +332,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	if len(ids) == 0 {
 		return Result{}, nil
 	}
-	usage, err := readUsage(ctx, s.db, tenant, set, usageSince, m.Health.KeyFeatures)
+	usage, err := readUsage(ctx, s.db, tenant, set, spans, m.Health.KeyFeatures)
 	if err != nil {
 		return Result{}, err
 	}

@@ -1,7 +1,11 @@
 package scorer
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -322,6 +326,62 @@ func TestTenantsAreIsolatedAndDuplicateRowsCountOnce(t *testing.T) {
 		r2 := e.row("t2", "same-co")
 		if c, _ := r2.State.Health.Component(model.Adoption); c.Score != 0 || r2.Intent != 0 || len(e.signals("t2", "")) != 0 {
 			t.Errorf("t2 saw t1's events: %+v intent %v", c, r2.Intent)
+		}
+	})
+}
+
+// TestTheUsageQuerySumsAsAggregateDoes checks the SQL sums of the rollups
+// against score.Aggregate over the same rows, on random usage.
+func TestTheUsageQuerySumsAsAggregateDoes(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		m, err := model.Parse([]byte(testModel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rand.New(rand.NewPCG(7, 7))
+		names := []string{"Report Built", "Dashboard Shared", "Other", "Logged In"}
+		var evs []testutil.StoredEvent
+		for i := range 600 {
+			evs = append(evs, testutil.StoredEvent{Tenant: "t1", Account: fmt.Sprintf("a%d", r.IntN(5)), Name: names[r.IntN(len(names))],
+				Type: []string{"track", "track", "page"}[r.IntN(3)], User: fmt.Sprintf("u%d", r.IntN(6)),
+				At: e.now.Add(-time.Duration(r.IntN(45*24)) * time.Hour), MessageID: fmt.Sprintf("m%d", i%550)}) // some repeat
+		}
+		testutil.InsertEvents(t, db, evs...)
+		ids := []string{"a0", "a1", "a2", "a3", "a4"}
+		set := accountSet{ids: ids}
+		if err := rebuildUsage(t.Context(), db, "t1", set, e.now.Add(-60*day), e.now); err != nil {
+			t.Fatal(err)
+		}
+		sp := score.SpansOf(m.Health, e.now)
+		got, err := readUsage(t.Context(), db, "t1", set, sp, m.Health.KeyFeatures)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := db.Query(t.Context(), `SELECT account_id, toDateTime(day), type, name, argMax(events, version), argMax(users, version)
+			FROM account_day_usage WHERE tenant_id = 't1' GROUP BY account_id, day, type, name`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byAccount := map[string][]score.DayUsage{}
+		for rows.Next() {
+			var id string
+			var u score.DayUsage
+			var n uint64
+			if err := rows.Scan(&id, &u.Day, &u.Type, &u.Name, &n, &u.Users); err != nil {
+				t.Fatal(err)
+			}
+			u.Events = int(n)
+			byAccount[id] = append(byAccount[id], u)
+		}
+		for _, id := range ids {
+			want := score.Aggregate(byAccount[id], m.Health.KeyFeatures, sp)
+			g := got[id]
+			slices.Sort(g.Features)
+			slices.Sort(want.Features)
+			if !reflect.DeepEqual(g, want) {
+				t.Errorf("%s: query %+v, Aggregate %+v", id, g, want)
+			}
 		}
 	})
 }

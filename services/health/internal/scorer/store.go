@@ -47,31 +47,45 @@ func rebuildUsage(ctx context.Context, db chstore.Store, tenant string, set acco
 	return nil
 }
 
-// readUsage reads the accounts' rollups from the day since, by account.
-// Event names that are not key features are summed per day (the score
-// needs only their totals), which keeps a sweep's rows few.
-func readUsage(ctx context.Context, db chstore.Store, tenant string, set accountSet, since time.Time, keys []string) (map[string][]score.DayUsage, error) {
+// readUsage sums the accounts' rollups as score.Aggregate does, in one
+// query per set: one row per account, whatever the number of days and
+// event names (a sweep of 100,000 accounts reads tens of millions of
+// rollup rows, and only their sums leave ClickHouse).
+func readUsage(ctx context.Context, db chstore.Store, tenant string, set accountSet, sp score.Spans, keys []string) (map[string]score.Usage, error) {
 	cond, args := set.where()
-	rows, err := db.Query(ctx, `SELECT account_id, toDateTime(day), if(type = 'track' AND name IN ?, name, '') AS n, sum(ev), groupUniqArrayArray(us)
+	w0 := sp.Window.From
+	q := `SELECT account_id, uniqExactIf(day, day >= toDate(?)), sumIf(ev, day >= toDate(?)), uniqExactArrayIf(us, day >= toDate(?)),
+			groupUniqArrayIf(name, day >= toDate(?) AND type = 'track' AND ev > 0 AND name IN ?),
+			sumIf(ev, day >= toDate(?) AND day <= toDate(?)), sumIf(ev, day >= toDate(?) AND day <= toDate(?))
 		FROM (SELECT account_id, day, type, name, argMax(events, version) AS ev, argMax(users, version) AS us
-			FROM account_day_usage WHERE tenant_id = ? AND `+cond+` AND day >= toDate(?)
+			FROM account_day_usage WHERE tenant_id = ? AND ` + cond + ` AND day >= toDate(?) AND day <= toDate(?)
 			GROUP BY account_id, day, type, name)
-		GROUP BY account_id, day, n`, append(append([]any{chstore.In(keys), tenant}, args...), since)...)
+		GROUP BY account_id`
+	all := []any{w0, w0, w0, w0, chstore.In(keys), sp.Recent.From, sp.Recent.To, sp.Baseline.From, sp.Baseline.To, tenant}
+	all = append(append(all, args...), minTime(w0, sp.Baseline.From), sp.Window.To)
+	rows, err := db.Query(ctx, q, all...)
 	if err != nil {
 		return nil, fmt.Errorf("read usage rollups: %w", err)
 	}
-	out := map[string][]score.DayUsage{}
+	out := make(map[string]score.Usage, rows.Len())
 	for rows.Next() {
 		var id string
-		var u score.DayUsage
-		var events uint64
-		if err := rows.Scan(&id, &u.Day, &u.Name, &events, &u.Users); err != nil {
+		var days, events, users, recent, baseline uint64
+		var u score.Usage
+		if err := rows.Scan(&id, &days, &events, &users, &u.Features, &recent, &baseline); err != nil {
 			return nil, err
 		}
-		u.Events, u.Type = int(events), "track"
-		out[id] = append(out[id], u)
+		u.ActiveDays, u.Events, u.Users, u.Recent, u.Baseline = int(days), int(events), int(users), int(recent), int(baseline)
+		out[id] = u
 	}
 	return out, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // readNorms is the tenant's median active account over the window.
