@@ -248,11 +248,15 @@ func (s *Accounts) protos(ctx context.Context, tenant string, rows []scorer.Row,
 			return nil, err
 		}
 	}
+	stored, err := s.models.Get(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
 	owner := s.ownerTrait(tenant)
 	out := make([]*accountsv1.Account, len(rows))
 	for i, r := range rows {
 		tr := traits[r.AccountID]
-		h := r.State.Health
+		h := r.Health(stored.Model)
 		a := &accountsv1.Account{Id: r.AccountID, Owner: tr.Text(owner), OnboardingStatus: starts[r.AccountID].status, Fit: r.Fit,
 			FirstEventAt: timestamppb.New(acts[r.AccountID][0]), LastEventAt: timestamppb.New(acts[r.AccountID][1]),
 			Health: &accountsv1.AccountHealth{Score: int32(r.Score), Band: r.Band, Components: scorer.Components(h.Components),

@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -53,15 +54,24 @@ const pageSize = 10 * ChunkSize
 // refreshes them.
 const normsTTL = 30 * time.Second
 
-// State is what the scorer keeps of an account between scores.
+// State is what the scorer keeps of an account between scores: the
+// score's inputs (its health is score.Compute of them at the time it was
+// evaluated, see Row.Health), and what the transitions need. Keeping the
+// inputs, not the worded components, keeps a row small: a sweep rewrites
+// every account's.
 type State struct {
-	Health       score.Health `json:"health"`
-	ModelVersion int64        `json:"model_version"`
-	FirstEvent   time.Time    `json:"first_event"`
-	Seats        float64      `json:"seats,omitempty"`
+	ModelVersion int64            `json:"model_version"`
+	FirstEvent   time.Time        `json:"first_event"`
+	Seats        float64          `json:"seats,omitempty"`
+	Usage        score.Usage      `json:"usage"`
+	Norms        score.Norms      `json:"norms"`
+	Onboarding   string           `json:"onboarding,omitempty"`
+	Sentiment    *score.Sentiment `json:"sentiment,omitempty"`
 	// Hits are the events the cancel-intent signals matched, in the
 	// lookback: the sweep decays them without reading events.
 	Hits []score.Hit `json:"hits,omitempty"`
+	// IntentOver: the cancel intent was at or over the threshold.
+	IntentOver bool `json:"intent_over,omitempty"`
 	// Peaks are the day's highest scores within changed.within, for the
 	// drop rule; DropFrom is the peak a drop signal last fired for.
 	Peaks    []Peak    `json:"peaks,omitempty"`
@@ -69,9 +79,11 @@ type State struct {
 	// CancelRequestedAt is the latest cancellation request signalled.
 	CancelRequestedAt time.Time `json:"cancel_requested_at,omitzero"`
 	Churn             *Churn    `json:"churn,omitempty"`
-	// ScoreChanged marks a row whose score or components changed, for the
-	// history (not compared).
-	ScoreChanged bool `json:"-"`
+}
+
+// Inputs are the state's score inputs.
+func (st State) Inputs() score.Inputs {
+	return score.Inputs{Usage: st.Usage, FirstEvent: st.FirstEvent, Seats: st.Seats, Onboarding: st.Onboarding, Hits: st.Hits, Sentiment: st.Sentiment, Norms: st.Norms}
 }
 
 // Peak is a day's highest score.
@@ -103,6 +115,8 @@ type Scorer struct {
 
 	mu    sync.Mutex
 	norms map[string]cachedNorms
+	// trace, when set (benchmarks), adds up the time of each phase.
+	trace map[string]time.Duration
 
 	scored   metric.Int64Counter
 	emitted  metric.Int64Counter
@@ -308,11 +322,19 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		return Result{}, err
 	}
 	m := stored.Model
-	now := s.Now().UTC()
+	// Whole seconds, as stored: Row.Health recomputes at the stored time.
+	now := s.Now().UTC().Truncate(time.Second)
 	today := now.Truncate(specfile.Day)
 	spans := score.SpansOf(m.Health, now)
 
 	cond, args := set.where()
+	lapAt := time.Now()
+	lap := func(phase string) {
+		if s.trace != nil {
+			s.trace[phase] += time.Since(lapAt)
+		}
+		lapAt = time.Now()
+	}
 	prevRows, err := ReadRows(ctx, s.db, tenant, "AND "+cond, args...)
 	if err != nil {
 		return Result{}, err
@@ -332,14 +354,17 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	if len(ids) == 0 {
 		return Result{}, nil
 	}
+	lap("rows")
 	usage, err := readUsage(ctx, s.db, tenant, set, spans, m.Health.KeyFeatures)
 	if err != nil {
 		return Result{}, err
 	}
+	lap("usage")
 	norms, err := s.tenantNorms(ctx, tenant, today.Add(-(m.Health.Window - specfile.Day)))
 	if err != nil {
 		return Result{}, err
 	}
+	lap("norms")
 	var traits map[string]accounts.Traits
 	if set.contiguous {
 		traits, err = s.traits.TraitsBetween(ctx, tenant, ids[0], ids[len(ids)-1])
@@ -349,6 +374,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	if err != nil {
 		return Result{}, err
 	}
+	lap("traits")
 	onboarding, err := readOnboarding(ctx, s.db, tenant, set)
 	if err != nil {
 		return Result{}, err
@@ -357,6 +383,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	if err != nil {
 		return Result{}, err
 	}
+	lap("onboarding+sentiment")
 	var evs map[string][]event
 	var firsts map[string]time.Time
 	if withEvents {
@@ -373,13 +400,15 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		}
 	}
 
+	lap("events")
 	var sigs []*signalsv1.Signal
 	var changed []Row
 	var churned []Row
 	for _, id := range ids {
 		old, seen := prev[id]
 		tr := decode(traits[id])
-		st := State{ModelVersion: stored.Version, Seats: number(tr[m.Health.SeatsTrait])}
+		st := State{ModelVersion: stored.Version, Seats: number(tr[m.Health.SeatsTrait]), Usage: usage[id], Norms: norms,
+			Onboarding: onboarding[id], Sentiment: sentiments[id]}
 		if seen {
 			st.FirstEvent, st.Hits, st.Peaks, st.DropFrom = old.State.FirstEvent, old.State.Hits, old.State.Peaks, old.State.DropFrom
 			st.CancelRequestedAt, st.Churn = old.State.CancelRequestedAt, old.State.Churn
@@ -390,23 +419,23 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 			st.FirstEvent = firsts[id]
 			st.Hits, requests, churnEvent = classify(m, evs[id])
 		}
-		in := score.Inputs{Usage: usage[id], FirstEvent: st.FirstEvent, Seats: st.Seats, Onboarding: onboarding[id], Hits: st.Hits, Sentiment: sentiments[id], Norms: norms}
-		st.Health = score.Compute(m, in, now)
-		row := Row{AccountID: id, Score: st.Health.Score, Band: st.Health.Band, Fit: m.Fit.FitOf(tr), Onboarding: onboarding[id],
-			Intent: st.Health.Intent.Score, EvaluatedAt: now, Version: uint64(now.UnixNano())}
-		st.Peaks = peaks(st.Peaks, today, st.Health.Score, m.Health.ChangedWithin)
-		row.Change = st.Health.Score - st.Peaks[0].Score // against the oldest day kept
-		row.AtRisk = len(AtRiskBecause(row.Band, st.Health.Intent.Over(), row.Onboarding)) > 0
+		h := score.Compute(m, st.Inputs(), now)
+		st.IntentOver = h.Intent.Over()
+		row := Row{AccountID: id, Score: h.Score, Band: h.Band, Fit: m.Fit.FitOf(tr), Onboarding: onboarding[id],
+			Intent: h.Intent.Score, EvaluatedAt: now, Version: version(), health: &h}
+		st.Peaks = peaks(st.Peaks, today, h.Score, m.Health.ChangedWithin)
+		row.Change = h.Score - st.Peaks[0].Score // against the oldest day kept
+		row.AtRisk = len(AtRiskBecause(row.Band, h.Intent.Over(), row.Onboarding)) > 0
 
-		var oldState *State
-		var oldVersion uint64
+		var before *Row
 		if seen {
-			oldState, oldVersion = &old.State, old.Version
+			before = &old
 		}
-		sigs = append(sigs, s.transitions(tenant, id, m, oldState, oldVersion, &st, now)...)
+		sigs = append(sigs, s.transitions(tenant, id, m, before, &st, h, now)...)
+		lap("compute")
 		for _, r := range requests {
 			if r.At.After(st.CancelRequestedAt) {
-				sigs = append(sigs, requestSignal(tenant, id, st.Health.Intent, r, now))
+				sigs = append(sigs, requestSignal(tenant, id, h.Intent, r, now))
 			}
 		}
 		for _, r := range requests {
@@ -422,9 +451,11 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		if st.Churn != nil {
 			row.ChurnedAt = st.Churn.At
 		}
-		st.ScoreChanged = !seen || old.Score != row.Score || !sameComponents(old.State.Health, st.Health)
 		row.State = st
-		if seen && !st.ScoreChanged && sameRow(old, row) {
+		raw, _ := json.Marshal(st)
+		row.state = string(raw)
+		row.scoreChanged = !seen || old.Score != row.Score || old.Band != row.Band || old.Intent != row.Intent
+		if seen && !row.scoreChanged && sameRow(old, row) {
 			continue
 		}
 		changed = append(changed, row)
@@ -454,9 +485,11 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		}
 		sigs = append(sigs, churnSigs...)
 	}
+	lap("emit+churn")
 	if err := insertRows(ctx, s.db, tenant, changed); err != nil {
 		return Result{}, err
 	}
+	lap("insert")
 	s.duration.Record(ctx, time.Since(began).Seconds())
 	s.scored.Add(ctx, int64(len(ids)), metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("trigger", trigger)))
 	return Result{Accounts: len(ids), Changed: len(changed), Signals: len(sigs)}, nil
@@ -627,18 +660,26 @@ func highest(ps []Peak) Peak {
 	return h
 }
 
-func sameComponents(a, b score.Health) bool {
-	x, _ := json.Marshal(a.Components)
-	y, _ := json.Marshal(b.Components)
-	return a.Score == b.Score && string(x) == string(y)
-}
-
 // sameRow reports whether b would store nothing new over a.
 func sameRow(a, b Row) bool {
-	x, _ := json.Marshal(a.State)
-	y, _ := json.Marshal(b.State)
 	return a.Band == b.Band && a.Fit == b.Fit && a.Onboarding == b.Onboarding && a.Intent == b.Intent && a.AtRisk == b.AtRisk &&
-		a.Change == b.Change && a.ChurnedAt.Equal(b.ChurnedAt) && string(x) == string(y)
+		a.Change == b.Change && a.ChurnedAt.Equal(b.ChurnedAt) && a.state == b.state
+}
+
+var lastVersion atomic.Uint64
+
+// version is a row version: the clock in nanoseconds, rising strictly
+// within the process, so a later score of an account always wins.
+func version() uint64 {
+	for {
+		last, now := lastVersion.Load(), uint64(time.Now().UnixNano())
+		if now <= last {
+			now = last + 1
+		}
+		if lastVersion.CompareAndSwap(last, now) {
+			return now
+		}
+	}
 }
 
 func decode(tr accounts.Traits) map[string]any {

@@ -103,6 +103,16 @@ func (e *env) row(tenant, id string) Row {
 	return rows[0]
 }
 
+// health is a row's health under the tenant's model.
+func (e *env) health(tenant string, r Row) score.Health {
+	e.t.Helper()
+	st, err := e.models.Get(e.t.Context(), tenant)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r.Health(st.Model)
+}
+
 func (e *env) signals(tenant, kind string) []*signalsv1.Signal {
 	e.t.Helper()
 	out, err := signals.List(e.t.Context(), e.db, tenant, signals.Filter{Kind: kind, Limit: 1000})
@@ -162,15 +172,15 @@ func TestTheDoneWhenAccountsAndTheirSignals(t *testing.T) {
 			t.Fatalf("at risk: healthy %v collapsing %v leaving %v", healthy.AtRisk, collapsing.AtRisk, leaving.AtRisk)
 		}
 		if healthy.Band != model.Green || healthy.Fit != model.FitGood {
-			t.Errorf("healthy: %d %s %s: %+v", healthy.Score, healthy.Band, healthy.Fit, healthy.State.Health.Components)
+			t.Errorf("healthy: %d %s %s: %+v", healthy.Score, healthy.Band, healthy.Fit, e.health("t1", healthy).Components)
 		}
 		// Collapsing: nothing in the 7 days before today against its
 		// baseline: trend 0 and usage_drop on (55 of 50).
-		if c, _ := collapsing.State.Health.Component(model.Trend); c.Score != 0 || collapsing.Intent != 55 {
+		if c, _ := e.health("t1", collapsing).Component(model.Trend); c.Score != 0 || collapsing.Intent != 55 {
 			t.Errorf("collapsing: trend %+v, intent %v", c, collapsing.Intent)
 		}
 		// Leaving: four views (capped at 30) and an export 4 hours ago.
-		li := leaving.State.Health.Intent
+		li := e.health("t1", leaving).Intent
 		if len(li.Signals) != 2 || li.Signals[0].ID != "billing_page" || li.Signals[0].Contribution != 30 || len(li.Signals[0].Hits) != 4 || li.Signals[1].ID != "export" {
 			t.Fatalf("leaving intent: %+v", li)
 		}
@@ -265,7 +275,7 @@ func TestTheSweepDecaysWithoutReadingEventsAndSentimentExpires(t *testing.T) {
 		if r.Intent < 56.5 || r.Intent > 57.2 {
 			t.Errorf("decayed intent %v", r.Intent)
 		}
-		if c, _ := r.State.Health.Component(model.Sentiment); !c.Present || c.Score != 20 {
+		if c, _ := e.health("t1", r).Component(model.Sentiment); !c.Present || c.Score != 20 {
 			t.Errorf("sentiment: %+v", c)
 		}
 		// 15 days on: 2 half-lives and more; the intent clears, once, and
@@ -280,7 +290,7 @@ func TestTheSweepDecaysWithoutReadingEventsAndSentimentExpires(t *testing.T) {
 		if r.Intent >= 50 || len(e.signals("t1", KindCancelIntentCleared)) != 1 {
 			t.Errorf("intent %v, cleared signals %v", r.Intent, e.signals("t1", KindCancelIntentCleared))
 		}
-		if c, _ := r.State.Health.Component(model.Sentiment); c.Present || !strings.Contains(c.Inputs, "expired") {
+		if c, _ := e.health("t1", r).Component(model.Sentiment); c.Present || !strings.Contains(c.Inputs, "expired") {
 			t.Errorf("expired sentiment: %+v", c)
 		}
 		hist, err := db.Query(t.Context(), "SELECT count() FROM health_history FINAL WHERE tenant_id = 't1' AND account_id = 'a-co'")
@@ -324,7 +334,7 @@ func TestTenantsAreIsolatedAndDuplicateRowsCountOnce(t *testing.T) {
 		}
 		// t2 sees only its own event: no key feature, no intent.
 		r2 := e.row("t2", "same-co")
-		if c, _ := r2.State.Health.Component(model.Adoption); c.Score != 0 || r2.Intent != 0 || len(e.signals("t2", "")) != 0 {
+		if c, _ := e.health("t2", r2).Component(model.Adoption); c.Score != 0 || r2.Intent != 0 || len(e.signals("t2", "")) != 0 {
 			t.Errorf("t2 saw t1's events: %+v intent %v", c, r2.Intent)
 		}
 	})

@@ -28,40 +28,46 @@ const (
 // signals; it records on st the drop it signalled. Ids derive from the
 // previous state's version (or the peak, or the event), so scoring again
 // after a crash, before the new state was stored, finds the same ids.
-func (s *Scorer) transitions(tenant, account string, m model.Model, old *State, oldVersion uint64, st *State, now time.Time) []*signalsv1.Signal {
+func (s *Scorer) transitions(tenant, account string, m model.Model, old *Row, st *State, h score.Health, now time.Time) []*signalsv1.Signal {
 	var out []*signalsv1.Signal
-	h := st.Health
-	before := score.Health{}
-	if old != nil {
-		before = old.Health
-	}
 	identity := "first"
 	if old != nil {
-		identity = fmt.Sprint(oldVersion)
+		identity = fmt.Sprint(old.Version)
 	}
-	bandChanged := old != nil && before.Band != h.Band
+	// before is the last score, recomputed from its inputs only when a
+	// health signal needs its components.
+	before := func() score.Health {
+		if old == nil {
+			return score.Health{}
+		}
+		return old.Health(m)
+	}
+	// A first score is not a change: a new account starts red until it
+	// uses the product (onboarding signals speak for it), and an import
+	// of history would otherwise signal every red account at once.
+	bandChanged := old != nil && old.Band != h.Band
 	switch {
-	case bandChanged || (old == nil && h.Band == model.Red):
+	case bandChanged:
 		kind, sev := KindHealthChanged, signalsv1.Severity_SEVERITY_LOW
 		if h.Band == model.Red {
 			kind, sev = KindHealthRed, signalsv1.Severity_SEVERITY_MEDIUM
 		}
-		summary := fmt.Sprintf("%s health %s: %d (%s)", account, h.Band, h.Score, strings.Join(h.Summary()[1:], "; "))
-		if old != nil {
-			summary = fmt.Sprintf("%s health went from %s (%d) to %s (%d)", account, before.Band, before.Score, h.Band, h.Score)
+		summary := fmt.Sprintf("%s health went from %s (%d) to %s (%d)", account, old.Band, old.Score, h.Band, h.Score)
+		if why := h.Summary()[1:]; len(why) > 0 {
+			summary += ": " + strings.Join(why, "; ")
 		}
-		out = append(out, healthSignal(tenant, account, kind, identity+"/"+h.Band, sev, summary, before, h, 0, now))
+		out = append(out, healthSignal(tenant, account, kind, identity+"/"+h.Band, sev, summary, before(), h, 0, now))
 		st.DropFrom = highest(st.Peaks).Day
 	default:
 		peak := highest(st.Peaks)
 		if old != nil && peak.Score-h.Score >= m.Health.ChangedDrop && !peak.Day.Equal(st.DropFrom) {
 			summary := fmt.Sprintf("%s health dropped %d points within %s, to %d (%s)", account, peak.Score-h.Score,
 				specfile.FormatDuration(m.Health.ChangedWithin), h.Score, h.Band)
-			out = append(out, healthSignal(tenant, account, KindHealthChanged, "drop/"+peak.Day.Format(time.DateOnly), signalsv1.Severity_SEVERITY_LOW, summary, before, h, peak.Score, now))
+			out = append(out, healthSignal(tenant, account, KindHealthChanged, "drop/"+peak.Day.Format(time.DateOnly), signalsv1.Severity_SEVERITY_LOW, summary, before(), h, peak.Score, now))
 			st.DropFrom = peak.Day
 		}
 	}
-	wasOver := old != nil && old.Health.Intent.Over()
+	wasOver := old != nil && old.State.IntentOver
 	switch {
 	case h.Intent.Over() && !wasOver:
 		out = append(out, intentSignal(tenant, account, KindCancelIntent, identity, signalsv1.Severity_SEVERITY_HIGH, h.Intent, nil, intentAt(h.Intent, now), now))

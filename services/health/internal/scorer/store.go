@@ -233,6 +233,20 @@ type Row struct {
 	State       State
 	EvaluatedAt time.Time
 	Version     uint64
+
+	state        string        // State as stored (JSON)
+	health       *score.Health // as scored, before it is stored
+	scoreChanged bool          // a new score for the history
+}
+
+// Health is the account's health as it was scored: score.Compute of the
+// stored inputs at the stored time, under m (the model of the score, or
+// the one in force while a new one rescores the tenant).
+func (r Row) Health(m model.Model) score.Health {
+	if r.health != nil {
+		return *r.health
+	}
+	return score.Compute(m, r.State.Inputs(), r.EvaluatedAt)
 }
 
 // RowColumns are account_health's columns in Row's order.
@@ -255,6 +269,7 @@ func ReadRows(ctx context.Context, db chstore.Store, tenant, where string, args 
 			return nil, err
 		}
 		r.Score, r.Change, r.AtRisk = int(sc), int(change), atRisk == 1
+		r.state = state
 		if err := json.Unmarshal([]byte(state), &r.State); err != nil {
 			return nil, fmt.Errorf("account %s: stored health state: %w", r.AccountID, err)
 		}
@@ -270,11 +285,10 @@ func insertRows(ctx context.Context, db chstore.Store, tenant string, rs []Row) 
 	rows := make([][]any, len(rs))
 	hist := make([][]any, 0, len(rs))
 	for i, r := range rs {
-		state, _ := json.Marshal(r.State)
 		rows[i] = []any{tenant, r.AccountID, uint8(r.Score), r.Band, int16(r.Change), r.Fit, r.Onboarding, r.Intent, r.AtRisk, r.ChurnedAt.UTC(),
-			string(state), r.EvaluatedAt.UTC(), r.Version}
-		if r.State.ScoreChanged {
-			comps, _ := json.Marshal(r.State.Health.Components)
+			r.state, r.EvaluatedAt.UTC(), r.Version}
+		if r.scoreChanged && r.health != nil {
+			comps, _ := json.Marshal(r.health.Components)
 			hist = append(hist, []any{tenant, r.AccountID, r.EvaluatedAt.UTC(), uint8(r.Score), r.Band, r.Intent, string(comps)})
 		}
 	}
