@@ -1,21 +1,23 @@
--- Per account, UTC day, type and event name: the events (each messageId
--- once) and the users who sent them. The scorer rebuilds the rows of the
--- (account, day) pairs each stored notice names, from the deduplicated
--- events (DESIGN.md "Detection", point 6): a materialized view would see
--- a duplicate row before any dedup. The latest version wins; reads take
+-- Per account and UTC day: its events (each messageId once), the names
+-- it used (track events by name, pages and screens as "page:<name>" and
+-- "screen:<name>"), and the users who sent them. One row per account and
+-- day, not per event name: a score reads 30-odd rows per account, and
+-- real usage repeats the same names every day. The scorer rebuilds the
+-- rows of the (account, day) pairs each stored notice names, from the
+-- events (DESIGN.md "Detection", point 6): a materialized view would see a
+-- duplicate row before any dedup. The latest version wins; reads take
 -- argMax by version, so answers never depend on merges.
 CREATE TABLE IF NOT EXISTS account_day_usage (
     tenant_id  String,
     account_id String,
     day        Date,
-    type       String,
-    name       String,
     events     UInt64,
+    names      Array(String),
     users      Array(String),
     version    UInt64
 ) ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(day)
-ORDER BY (tenant_id, account_id, day, type, name);
+ORDER BY (tenant_id, account_id, day);
 
 -- Each account's latest score: what the accounts API answers and what the
 -- scorer compares a new score with. state is the scorer's JSON (the

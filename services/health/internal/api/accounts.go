@@ -399,8 +399,12 @@ func (s *Accounts) Usage(ctx context.Context, req *accountsv1.UsageRequest) (*ac
 		return nil, status.Errorf(codes.InvalidArgument, "days %d is not between 1 and 400", days)
 	}
 	since := time.Now().UTC().Truncate(specfile.Day).Add(-time.Duration(days-1) * specfile.Day)
-	rows, err := s.db.Query(ctx, `SELECT toDateTime(day), type, name, argMax(events, version), argMax(users, version) FROM account_day_usage
-		WHERE tenant_id = ? AND account_id = ? AND day >= toDate(?) GROUP BY day, type, name ORDER BY day`, tenant, req.GetAccountId(), since)
+	// One account's events: read them (each messageId once), for counts
+	// by name that the rollup does not keep.
+	rows, err := s.db.Query(ctx, `SELECT toDateTime(toDate(timestamp)) AS d, if(type = 'track', name, concat(type, ':', name)) AS n,
+			uniqExact(message_id), groupUniqArrayIf(user_id, user_id != '')
+		FROM events WHERE tenant_id = ? AND account_id = ? AND timestamp >= ? AND type IN ('track', 'page', 'screen')
+		GROUP BY d, n ORDER BY d`, tenant, req.GetAccountId(), since)
 	if err != nil {
 		return nil, unavailable(err)
 	}
@@ -408,10 +412,10 @@ func (s *Accounts) Usage(ctx context.Context, req *accountsv1.UsageRequest) (*ac
 	users := map[int]map[string]bool{}
 	for rows.Next() {
 		var day time.Time
-		var typ, name string
+		var name string
 		var events uint64
 		var us []string
-		if err := rows.Scan(&day, &typ, &name, &events, &us); err != nil {
+		if err := rows.Scan(&day, &name, &events, &us); err != nil {
 			return nil, unavailable(err)
 		}
 		n := len(out.Days)
@@ -422,11 +426,7 @@ func (s *Accounts) Usage(ctx context.Context, req *accountsv1.UsageRequest) (*ac
 		}
 		d := out.Days[n-1]
 		d.Events += int64(events)
-		key := name
-		if typ != "track" {
-			key = typ + ":" + name
-		}
-		d.ByEvent[key] += int64(events)
+		d.ByEvent[name] += int64(events)
 		for _, u := range us {
 			users[n-1][u] = true
 		}

@@ -17,13 +17,13 @@ import (
 	"github.com/stickpoint/stickpoint/services/health/internal/model"
 )
 
-// DayUsage is one rollup row: an account's events of one type and name on
-// one UTC day, each messageId once, and the users who sent them.
+// DayUsage is one rollup row: an account's events on one UTC day, each
+// messageId once; the names used (track events by name, pages and screens
+// as "page:Name" and "screen:Name"); and the users who sent them.
 type DayUsage struct {
 	Day    time.Time
-	Type   string
-	Name   string
 	Events int
+	Names  []string
 	Users  []string
 }
 
@@ -101,8 +101,10 @@ func Aggregate(rows []DayUsage, keys []string, s Spans) Usage {
 			for _, id := range r.Users {
 				users[id] = true
 			}
-			if r.Type == "track" && r.Events > 0 && slices.Contains(keys, r.Name) && !slices.Contains(u.Features, r.Name) {
-				u.Features = append(u.Features, r.Name)
+			for _, n := range r.Names {
+				if slices.Contains(keys, n) && !slices.Contains(u.Features, n) {
+					u.Features = append(u.Features, n)
+				}
 			}
 		}
 		switch {

@@ -35,7 +35,7 @@ func onlyWeights(t *testing.T, comps string) model.Model {
 func daily(name string, n, from, to int, users ...string) []DayUsage {
 	var out []DayUsage
 	for ago := from; ago < to; ago++ {
-		out = append(out, DayUsage{Day: today.Add(-time.Duration(ago) * day), Type: "track", Name: name, Events: n, Users: users})
+		out = append(out, DayUsage{Day: today.Add(-time.Duration(ago) * day), Names: []string{name}, Events: n, Users: users})
 	}
 	return out
 }

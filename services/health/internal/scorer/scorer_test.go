@@ -321,7 +321,7 @@ func TestTenantsAreIsolatedAndDuplicateRowsCountOnce(t *testing.T) {
 		if r := e.row("t1", "same-co"); r.Intent < 29 || r.Intent > 30 {
 			t.Errorf("t1 intent %v: a duplicate row counted twice", r.Intent)
 		}
-		rows, err := db.Query(t.Context(), `SELECT sum(events) FROM account_day_usage FINAL WHERE tenant_id = 't1' AND name = 'Data Exported'`)
+		rows, err := db.Query(t.Context(), `SELECT sum(events) FROM account_day_usage FINAL WHERE tenant_id = 't1' AND has(names, 'Data Exported')`)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -368,8 +368,8 @@ func TestTheUsageQuerySumsAsAggregateDoes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rows, err := db.Query(t.Context(), `SELECT account_id, toDateTime(day), type, name, argMax(events, version), argMax(users, version)
-			FROM account_day_usage WHERE tenant_id = 't1' GROUP BY account_id, day, type, name`)
+		rows, err := db.Query(t.Context(), `SELECT account_id, toDateTime(day), argMax(events, version), argMax(names, version), argMax(users, version)
+			FROM account_day_usage WHERE tenant_id = 't1' GROUP BY account_id, day`)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -378,7 +378,7 @@ func TestTheUsageQuerySumsAsAggregateDoes(t *testing.T) {
 			var id string
 			var u score.DayUsage
 			var n uint64
-			if err := rows.Scan(&id, &u.Day, &u.Type, &u.Name, &n, &u.Users); err != nil {
+			if err := rows.Scan(&id, &u.Day, &n, &u.Names, &u.Users); err != nil {
 				t.Fatal(err)
 			}
 			u.Events = int(n)

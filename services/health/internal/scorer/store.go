@@ -35,11 +35,12 @@ func (s accountSet) where() (string, []any) {
 func rebuildUsage(ctx context.Context, db chstore.Store, tenant string, set accountSet, from, to time.Time) error {
 	first, last := from.UTC().Truncate(specfile.Day), to.UTC().Truncate(specfile.Day).Add(specfile.Day)
 	cond, args := set.where()
-	err := db.Exec(ctx, `INSERT INTO account_day_usage (tenant_id, account_id, day, type, name, events, users, version)
-		SELECT tenant_id, account_id, toDate(timestamp), type, name, uniqExact(message_id), groupUniqArrayIf(user_id, user_id != ''), ?
+	err := db.Exec(ctx, `INSERT INTO account_day_usage (tenant_id, account_id, day, events, names, users, version)
+		SELECT tenant_id, account_id, toDate(timestamp), uniqExact(message_id),
+			groupUniqArray(if(type = 'track', name, concat(type, ':', name))), groupUniqArrayIf(user_id, user_id != ''), ?
 		FROM events
 		WHERE tenant_id = ? AND `+cond+` AND timestamp >= ? AND timestamp < ? AND type IN ('track', 'page', 'screen')
-		GROUP BY tenant_id, account_id, toDate(timestamp), type, name`,
+		GROUP BY tenant_id, account_id, toDate(timestamp)`,
 		append(append([]any{uint64(time.Now().UnixNano()), tenant}, args...), first, last)...)
 	if err != nil {
 		return fmt.Errorf("rebuild usage rollups: %w", err)
@@ -54,14 +55,20 @@ func rebuildUsage(ctx context.Context, db chstore.Store, tenant string, set acco
 func readUsage(ctx context.Context, db chstore.Store, tenant string, set accountSet, sp score.Spans, keys []string) (map[string]score.Usage, error) {
 	cond, args := set.where()
 	w0 := sp.Window.From
-	q := `SELECT account_id, uniqExactIf(day, day >= toDate(?)), sumIf(ev, day >= toDate(?)), uniqExactArrayIf(us, day >= toDate(?)),
-			groupUniqArrayIf(name, day >= toDate(?) AND type = 'track' AND ev > 0 AND name IN ?),
+	// The key features used; an empty list literal has no element type on
+	// the 18.16 server, so none are asked without one.
+	features, fargs := "emptyArrayString()", []any{}
+	if len(keys) > 0 {
+		features, fargs = "arrayFilter(n -> has(?, n), groupUniqArrayArrayIf(ns, day >= toDate(?)))", []any{keys, w0}
+	}
+	q := `SELECT account_id, countIf(day >= toDate(?)), sumIf(ev, day >= toDate(?)), uniqExactArrayIf(us, day >= toDate(?)),
+			` + features + `,
 			sumIf(ev, day >= toDate(?) AND day <= toDate(?)), sumIf(ev, day >= toDate(?) AND day <= toDate(?))
-		FROM (SELECT account_id, day, type, name, argMax(events, version) AS ev, argMax(users, version) AS us
+		FROM (SELECT account_id, day, argMax(events, version) AS ev, argMax(names, version) AS ns, argMax(users, version) AS us
 			FROM account_day_usage WHERE tenant_id = ? AND ` + cond + ` AND day >= toDate(?) AND day <= toDate(?)
-			GROUP BY account_id, day, type, name)
+			GROUP BY account_id, day)
 		GROUP BY account_id`
-	all := []any{w0, w0, w0, w0, chstore.In(keys), sp.Recent.From, sp.Recent.To, sp.Baseline.From, sp.Baseline.To, tenant}
+	all := append(append([]any{w0, w0, w0}, fargs...), sp.Recent.From, sp.Recent.To, sp.Baseline.From, sp.Baseline.To, tenant)
 	all = append(append(all, args...), minTime(w0, sp.Baseline.From), sp.Window.To)
 	rows, err := db.Query(ctx, q, all...)
 	if err != nil {
@@ -91,10 +98,10 @@ func minTime(a, b time.Time) time.Time {
 // readNorms is the tenant's median active account over the window.
 func readNorms(ctx context.Context, db chstore.Store, tenant string, since time.Time) (score.Norms, error) {
 	rows, err := db.Query(ctx, `SELECT median(d), median(e) FROM (
-			SELECT account_id, uniqExact(day) AS d, sum(ev) AS e FROM (
-				SELECT account_id, day, type, name, argMax(events, version) AS ev
+			SELECT account_id, count() AS d, sum(ev) AS e FROM (
+				SELECT account_id, day, argMax(events, version) AS ev
 				FROM account_day_usage WHERE tenant_id = ? AND day >= toDate(?)
-				GROUP BY account_id, day, type, name)
+				GROUP BY account_id, day)
 			GROUP BY account_id)`, tenant, since)
 	if err != nil {
 		return score.Norms{}, fmt.Errorf("read the tenant's norms: %w", err)
