@@ -3,6 +3,7 @@ package testutil
 import (
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -82,6 +83,23 @@ func GenerateEvents(tb testing.TB, db chstore.Store, tenant string, n, accounts 
 			accounts, strings.Join(quoted, ","), len(names), start, span, off, min(chunk, n-off))
 		if err := db.Exec(tb.Context(), q, tenant); err != nil {
 			tb.Fatal(err)
+		}
+	}
+}
+
+// Migrations names a component's migrations, for Migrate.
+type Migrations struct {
+	Component string
+	FS        fs.FS
+}
+
+// Migrate applies the components' migrations in order, failing the test
+// on any error.
+func Migrate(tb testing.TB, db chstore.Store, ms ...Migrations) {
+	tb.Helper()
+	for _, m := range ms {
+		if _, err := chstore.Migrate(tb.Context(), db, m.Component, m.FS); err != nil {
+			tb.Fatalf("migrate %s: %v", m.Component, err)
 		}
 	}
 }

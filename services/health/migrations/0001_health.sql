@@ -5,8 +5,8 @@
 -- real usage repeats the same names every day. The scorer rebuilds the
 -- rows of the (account, day) pairs each stored notice names, from the
 -- events (DESIGN.md "Detection", point 6): a materialized view would see a
--- duplicate row before any dedup. The latest version wins; reads take
--- argMax by version, so answers never depend on merges.
+-- duplicate row before any dedup. The latest version wins; reads use
+-- FINAL, so answers never depend on merges.
 CREATE TABLE IF NOT EXISTS account_day_usage (
     tenant_id  String,
     account_id String,

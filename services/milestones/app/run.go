@@ -2,15 +2,9 @@ package app
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
-	"os"
-	"time"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
-	"github.com/stickpoint/stickpoint/pkg/config"
 	"github.com/stickpoint/stickpoint/pkg/grpcserver"
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/service"
@@ -48,37 +42,20 @@ func DefaultServiceConfig() ServiceConfig {
 }
 
 // Run runs the milestones binary: milestones [--config FILE] [--set key=value]...
-// Migrations are not run here: `stickpoint migrate` runs them once.
+// Migrations are not run here: `stickpoint migrate` runs them once, so
+// replicas don't race.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("milestones", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("config", os.Getenv("STICKPOINT_CONFIG"), "JSON config file")
-	var sets []string
-	fs.Func("set", "override a config key, key=value (repeatable)", func(v string) error { sets = append(sets, v); return nil })
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	cfg := DefaultServiceConfig()
-	if err := config.Load(&cfg, config.Sources{File: *file, EnvPrefix: "STICKPOINT", Env: os.Environ(), Set: sets}); err != nil {
-		return err
-	}
-	if err := cfg.Milestones.Validate(); err != nil {
-		return err
-	}
-	started := time.Now()
-	base, err := service.Start(ctx, cfg.Config, "stickpoint-milestones", Version, stderr)
-	if err != nil {
-		return err
-	}
-	svc, err := New(ctx, cfg.Milestones, base.Bus, base.Store, base.Registry, base.Log)
-	if err != nil {
-		base.Close(ctx)
-		return err
-	}
-	svc.Register(base.GRPC)
-	fmt.Fprintf(stdout, "grpc: %s\nhttp: http://%s\nstarted in %s\nready\n", base.GRPC.Addr(), base.HTTPAddr(), time.Since(started).Round(time.Millisecond))
-	return base.Serve(ctx, svc)
+	return service.RunBinary(ctx, service.Binary[ServiceConfig]{
+		Name: "stickpoint-milestones", Version: Version, Defaults: DefaultServiceConfig(),
+		Base:     func(c *ServiceConfig) service.Config { return c.Config },
+		Validate: func(c *ServiceConfig) error { return c.Milestones.Validate() },
+		Build: func(ctx context.Context, c *ServiceConfig, base *service.Base) (service.Service, error) {
+			svc, err := New(ctx, c.Milestones, base.Bus, base.Store, base.Registry, base.Log)
+			if err != nil {
+				return nil, err
+			}
+			svc.Register(base.GRPC)
+			return svc, nil
+		},
+	}, args, stdout, stderr)
 }

@@ -52,18 +52,8 @@ type env struct {
 func newEnv(t testing.TB, db chstore.Store) *env {
 	t.Helper()
 	ctx := t.Context()
-	if _, err := chstore.Migrate(ctx, db, "ingest", ingest.FS); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chstore.Migrate(ctx, db, signals.Component, signals.Migrations); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chstore.Migrate(ctx, db, "milestones", milestones.FS); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := chstore.Migrate(ctx, db, "health", migrations.FS); err != nil {
-		t.Fatal(err)
-	}
+	testutil.Migrate(t, db, testutil.Migrations{Component: "ingest", FS: ingest.FS}, testutil.Migrations{Component: signals.Component, FS: signals.Migrations},
+		testutil.Migrations{Component: "milestones", FS: milestones.FS}, testutil.Migrations{Component: "health", FS: migrations.FS})
 	bus := testutil.NATS(t)
 	ms, err := models.Open(ctx, bus)
 	if err != nil {

@@ -64,9 +64,8 @@ func readUsage(ctx context.Context, db chstore.Store, tenant string, set account
 	q := `SELECT account_id, countIf(day >= toDate(?)), sumIf(ev, day >= toDate(?)), uniqExactArrayIf(us, day >= toDate(?)),
 			` + features + `,
 			sumIf(ev, day >= toDate(?) AND day <= toDate(?)), sumIf(ev, day >= toDate(?) AND day <= toDate(?))
-		FROM (SELECT account_id, day, argMax(events, version) AS ev, argMax(names, version) AS ns, argMax(users, version) AS us
-			FROM account_day_usage WHERE tenant_id = ? AND ` + cond + ` AND day >= toDate(?) AND day <= toDate(?)
-			GROUP BY account_id, day)
+		FROM (SELECT account_id, day, events AS ev, names AS ns, users AS us
+			FROM account_day_usage FINAL WHERE tenant_id = ? AND ` + cond + ` AND day >= toDate(?) AND day <= toDate(?))
 		GROUP BY account_id`
 	all := append(append([]any{w0, w0, w0}, fargs...), sp.Recent.From, sp.Recent.To, sp.Baseline.From, sp.Baseline.To, tenant)
 	all = append(append(all, args...), minTime(w0, sp.Baseline.From), sp.Window.To)
@@ -98,10 +97,8 @@ func minTime(a, b time.Time) time.Time {
 // readNorms is the tenant's median active account over the window.
 func readNorms(ctx context.Context, db chstore.Store, tenant string, since time.Time) (score.Norms, error) {
 	rows, err := db.Query(ctx, `SELECT median(d), median(e) FROM (
-			SELECT account_id, count() AS d, sum(ev) AS e FROM (
-				SELECT account_id, day, argMax(events, version) AS ev
-				FROM account_day_usage WHERE tenant_id = ? AND day >= toDate(?)
-				GROUP BY account_id, day)
+			SELECT account_id, count() AS d, sum(events) AS e
+			FROM account_day_usage FINAL WHERE tenant_id = ? AND day >= toDate(?)
 			GROUP BY account_id)`, tenant, since)
 	if err != nil {
 		return score.Norms{}, fmt.Errorf("read the tenant's norms: %w", err)

@@ -1,0 +1,238 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/signals"
+	"github.com/stickpoint/stickpoint/pkg/tenancy"
+	"github.com/stickpoint/stickpoint/pkg/testutil"
+	accountsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/accounts/v1"
+	healthv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/health/v1"
+	"github.com/stickpoint/stickpoint/services/health/internal/models"
+	"github.com/stickpoint/stickpoint/services/health/internal/scorer"
+	"github.com/stickpoint/stickpoint/services/health/migrations"
+	ingest "github.com/stickpoint/stickpoint/services/ingest/migrations"
+	milestones "github.com/stickpoint/stickpoint/services/milestones/migrations"
+)
+
+func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
+
+const model = `health:
+  key_features: [A, B]
+fit:
+  rules:
+    - fit: good
+      when: [{trait: industry, op: eq, value: software}]
+    - fit: bad
+      when: [{trait: industry, op: eq, value: retail}]
+`
+
+// apis scores five accounts of t1 that use 0 to 4 key-feature events a
+// day with 1 to 5 users of 5 seats, and serves the APIs over them.
+func apis(t *testing.T, db chstore.Store) (*Accounts, *Health, context.Context) {
+	t.Helper()
+	ctx := t.Context()
+	testutil.Migrate(t, db, testutil.Migrations{Component: "ingest", FS: ingest.FS}, testutil.Migrations{Component: signals.Component, FS: signals.Migrations},
+		testutil.Migrations{Component: "milestones", FS: milestones.FS}, testutil.Migrations{Component: "health", FS: migrations.FS})
+	bus := testutil.NATS(t)
+	ms, err := models.Open(ctx, bus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ms.Put(ctx, "t1", []byte(model)); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := scorer.New(db, ms, signals.NewEmitter(bus, db), testutil.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	var ids []string
+	for i := range 5 {
+		id := fmt.Sprintf("acc-%d", i)
+		ids = append(ids, id)
+		industry := []string{"software", "retail", "media"}[i%3]
+		testutil.InsertGroup(t, db, "t1", id, now.Add(-40*24*time.Hour), map[string]any{"seats": 5, "industry": industry, "csm_email": fmt.Sprintf("csm%d@x", i%2)})
+		var evs []testutil.StoredEvent
+		for ago := 1; ago <= 35; ago++ {
+			for u := range i + 1 {
+				evs = append(evs, testutil.StoredEvent{Tenant: "t1", Account: id, Name: []string{"A", "B"}[u%2], User: fmt.Sprintf("u%d", u), At: now.Add(-time.Duration(ago) * 24 * time.Hour)})
+			}
+		}
+		if i == 0 { // acc-0 exports twice: cancel intent
+			evs = append(evs, testutil.StoredEvent{Tenant: "t1", Account: id, Name: "Data Exported", User: "u0", At: now.Add(-time.Hour)},
+				testutil.StoredEvent{Tenant: "t1", Account: id, Name: "Data Exported", User: "u0", At: now.Add(-2 * time.Hour)})
+		}
+		testutil.InsertEvents(t, db, evs...)
+	}
+	if _, err := sc.Score(ctx, "t1", ids, scorer.Span{From: now.Add(-60 * 24 * time.Hour), To: now}, "events"); err != nil {
+		t.Fatal(err)
+	}
+	owner := func(string) string { return "csm_email" }
+	caller := tenancy.WithPrincipal(ctx, tenancy.Principal{TenantID: "t1", TokenID: "tok-1"})
+	return NewAccounts(db, ms, owner), NewHealth(db, ms, sc, func(string, string) {}), caller
+}
+
+func list(t *testing.T, a *Accounts, ctx context.Context, req *accountsv1.ListRequest) []*accountsv1.Account {
+	t.Helper()
+	var out []*accountsv1.Account
+	for page := 0; ; page++ {
+		resp, err := a.List(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, resp.GetAccounts()...)
+		if resp.GetNextPageToken() == "" {
+			return out
+		}
+		if page > 10 {
+			t.Fatal("paging does not end")
+		}
+		req.PageToken = resp.GetNextPageToken()
+	}
+}
+
+func ids(as []*accountsv1.Account) string {
+	var out []string
+	for _, a := range as {
+		out = append(out, a.GetId())
+	}
+	return strings.Join(out, " ")
+}
+
+func TestListFiltersSortsAndPages(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		a, _, ctx := apis(t, db)
+		all := list(t, a, ctx, &accountsv1.ListRequest{PageSize: 2})
+		if ids(all) != "acc-0 acc-1 acc-2 acc-3 acc-4" {
+			t.Fatalf("by id: %s", ids(all))
+		}
+		// By health, lowest first, two a page: every account once, in
+		// order of score.
+		byHealth := list(t, a, ctx, &accountsv1.ListRequest{PageSize: 2, Sort: accountsv1.Sort_SORT_HEALTH})
+		if len(byHealth) != 5 {
+			t.Fatalf("by health: %s", ids(byHealth))
+		}
+		scores := make([]int32, len(byHealth))
+		for i, acc := range byHealth {
+			scores[i] = acc.GetHealth().GetScore()
+		}
+		if !slices.IsSorted(scores) {
+			t.Errorf("scores not ascending: %v", scores)
+		}
+		// acc-0 has cancel intent (two exports); more users score higher.
+		if got := ids(list(t, a, ctx, &accountsv1.ListRequest{CancelIntent: true})); got != "acc-0" {
+			t.Errorf("cancel intent: %s", got)
+		}
+		if got := ids(list(t, a, ctx, &accountsv1.ListRequest{AtRisk: true})); !strings.Contains(got, "acc-0") || strings.Contains(got, "acc-4") {
+			t.Errorf("at risk: %s", got)
+		}
+		if got := ids(list(t, a, ctx, &accountsv1.ListRequest{Fit: "good"})); got != "acc-0 acc-3" {
+			t.Errorf("good fit: %s", got)
+		}
+		if got := ids(list(t, a, ctx, &accountsv1.ListRequest{Owner: "csm1@x"})); got != "acc-1 acc-3" {
+			t.Errorf("owner: %s", got)
+		}
+		for _, band := range []string{"red", "yellow", "green"} {
+			for _, acc := range list(t, a, ctx, &accountsv1.ListRequest{Band: band}) {
+				if acc.GetHealth().GetBand() != band {
+					t.Errorf("band %s lists %s (%s)", band, acc.GetId(), acc.GetHealth().GetBand())
+				}
+			}
+		}
+		if _, err := a.List(ctx, &accountsv1.ListRequest{Band: "blue"}); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("band blue: %v", err)
+		}
+		got, err := a.Get(ctx, &accountsv1.GetRequest{AccountId: "acc-4"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := got.GetAccount().GetHealth()
+		if h.GetActiveUsers() != 5 || h.GetSeats() != 5 || len(h.GetComponents()) != 7 || got.GetAccount().GetFit() != "stretch" || got.GetAccount().GetOwner() != "csm0@x" {
+			t.Errorf("acc-4: %v", got.GetAccount())
+		}
+		if _, err := a.Get(ctx, &accountsv1.GetRequest{AccountId: "nope"}); status.Code(err) != codes.NotFound {
+			t.Errorf("unknown account: %v", err)
+		}
+		usage, err := a.Usage(ctx, &accountsv1.UsageRequest{AccountId: "acc-4", Days: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(usage.GetDays()) != 2 || usage.GetDays()[0].GetEvents() != 5 || usage.GetDays()[0].GetActiveUsers() != 5 || usage.GetDays()[0].GetByEvent()["A"] != 3 {
+			t.Errorf("usage: %v", usage)
+		}
+	})
+}
+
+func TestChurnReportAndSentimentAndModelErrors(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		_, h, ctx := apis(t, db)
+		now := time.Now().UTC().Truncate(time.Second)
+		var rows [][]any
+		for i, c := range []struct {
+			fit      string
+			foreseen bool
+			lead     time.Duration
+		}{{"good", true, 2 * time.Hour}, {"good", false, 0}, {"bad", true, 6 * time.Hour}, {"stretch", true, 4 * time.Hour}} {
+			rows = append(rows, []any{"t1", fmt.Sprintf("gone-%d", i), now.Add(-time.Duration(i+1) * time.Hour), "event", "price", c.fit, c.foreseen, "cancel_intent",
+				now.Add(-time.Duration(i+1)*time.Hour - c.lead), int64(c.lead / time.Second), now})
+		}
+		rows = append(rows, []any{"t1", "old", now.Add(-200 * 24 * time.Hour), "event", "", "good", false, "", time.Unix(0, 0), int64(0), now})
+		if err := db.Insert(ctx, "churn_records", []string{"tenant_id", "account_id", "churned_at", "source", "reason", "fit", "foreseen", "first_risk_kind", "first_risk_at", "lead_seconds", "recorded_at"}, rows); err != nil {
+			t.Fatal(err)
+		}
+		r, err := h.ChurnReport(ctx, &healthv1.ChurnReportRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 90 days: four churns, three foreseen, leads 2h, 4h, 6h: median 4h.
+		if o := r.GetOverall(); o.GetChurns() != 4 || o.GetForeseen() != 3 || o.GetMedianLeadTimeSeconds() != 4*3600 || o.GetForeseenShare() != 0.75 {
+			t.Errorf("overall: %v", o)
+		}
+		if g := r.GetByFit()["good"]; g.GetChurns() != 2 || g.GetForeseen() != 1 || g.GetMedianLeadTimeSeconds() != 2*3600 {
+			t.Errorf("good fit: %v", g)
+		}
+		if len(r.GetWorst()) != 1 || r.GetWorst()[0].GetAccountId() != "gone-1" {
+			t.Errorf("worst: %v", r.GetWorst())
+		}
+
+		if _, err := h.PutSentiment(ctx, &healthv1.PutSentimentRequest{AccountId: "acc-1", Score: 101}); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("score 101: %v", err)
+		}
+		if _, err := h.PutSentiment(ctx, &healthv1.PutSentimentRequest{AccountId: "acc-1", Score: 10, Note: "budget cut"}); err != nil {
+			t.Fatal(err)
+		}
+		hist, err := h.History(ctx, &healthv1.HistoryRequest{AccountId: "acc-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sentiment string
+		for _, c := range hist.GetEntries()[0].GetComponents() {
+			if c.GetName() == "sentiment" && c.GetPresent() {
+				sentiment = c.GetInputs()
+			}
+		}
+		if len(hist.GetEntries()) != 2 || !strings.Contains(sentiment, `CSM sentiment 10 by token tok-1`) || !strings.Contains(sentiment, "budget cut") {
+			t.Errorf("history after sentiment: %v", hist)
+		}
+
+		_, err = h.PutModel(ctx, &healthv1.PutModelRequest{Source: "health:\n  window: 1x\n"})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `line 2: health.window: "1x" is not a duration`) {
+			t.Errorf("bad model: %v", err)
+		}
+		got, err := h.GetModel(ctx, &healthv1.GetModelRequest{})
+		if err != nil || got.GetVersion() != 1 || got.GetSource() != model {
+			t.Errorf("model: %v %v", got, err)
+		}
+	})
+}
