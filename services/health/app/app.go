@@ -261,6 +261,21 @@ func (s *Service) sweep(ctx context.Context) {
 	s.log.DebugContext(ctx, "health sweep done", "accounts", r.Accounts, "changed", r.Changed, "signals", r.Signals, "took_ms", time.Since(began).Milliseconds())
 }
 
+// backfill builds the rollups of each tenant that has events but none,
+// and scores its accounts: events stored before the service first ran.
+func (s *Service) backfill(ctx context.Context) {
+	for _, t := range s.reg.Tenants() {
+		began := time.Now()
+		ran, err := s.Scorer.Backfill(ctx, t.ID)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.log.WarnContext(ctx, "health backfill failed; the next start retries", "tenant", t.ID, "error", err)
+		case ran:
+			s.log.InfoContext(ctx, "built the usage rollups of events stored before health scoring ran, and scored the accounts", "tenant", t.ID, "took_ms", time.Since(began).Milliseconds())
+		}
+	}
+}
+
 func (s *Service) runRescores(ctx context.Context) {
 	for {
 		s.mu.Lock()

@@ -24,9 +24,10 @@ func benchScale() (events, accounts int) {
 	return events, accounts
 }
 
-// BenchmarkFullRecompute scores every account of a tenant from scratch
-// (target: 100,000 accounts over 100 million events in under 30 s, the
-// rollup build reported apart), then sweeps them all from the rollups.
+// BenchmarkFullRecompute builds the rollups of a tenant's events from
+// scratch (reported apart), scores every account (target: 100,000
+// accounts over 100 million events in under 30 s), then sweeps them all
+// from the rollups a day later.
 // The events are spread evenly over 90 days and 20 names, 4 of them key
 // features; none is a cancel-intent signal (real ones are rare; here one
 // name would be 5% of all events).

@@ -213,20 +213,41 @@ func (s *Scorer) Sweep(ctx context.Context, tenants []string) (Result, error) {
 	return total, nil
 }
 
-// RescoreAll rebuilds the usage rollups of every account of tenant that
-// has events, then rescores them reading their events again: after a
-// model change, or to score accounts stored before the service ran.
+// RescoreAll rescores every account of tenant: after a model change. The
+// rollups do not depend on the model, so they are not rebuilt.
 func (s *Scorer) RescoreAll(ctx context.Context, tenant, trigger string) (Result, error) {
-	if err := s.RebuildAll(ctx, tenant); err != nil {
-		return Result{}, err
-	}
 	return s.ScoreAll(ctx, tenant, trigger)
+}
+
+// Backfill rebuilds the tenant's rollups from all its events and rescores
+// every account, when it has events but no rollups: events stored before
+// the health service first ran. It reports whether it ran.
+func (s *Scorer) Backfill(ctx context.Context, tenant string) (bool, error) {
+	rows, err := s.db.Query(ctx, `SELECT (SELECT count() FROM (SELECT 1 FROM account_day_usage WHERE tenant_id = ? LIMIT 1)),
+		(SELECT count() FROM (SELECT 1 FROM events WHERE tenant_id = ? AND type IN ('track', 'page', 'screen') LIMIT 1))`, tenant, tenant)
+	if err != nil {
+		return false, fmt.Errorf("look for rollups: %w", err)
+	}
+	var rollups, evs uint64
+	for rows.Next() {
+		if err := rows.Scan(&rollups, &evs); err != nil {
+			return false, err
+		}
+	}
+	if rollups > 0 || evs == 0 {
+		return false, nil
+	}
+	if err := s.RebuildAll(ctx, tenant); err != nil {
+		return false, err
+	}
+	_, err = s.ScoreAll(ctx, tenant, "backfill")
+	return true, err
 }
 
 // RebuildAll rebuilds the usage rollups of every account of tenant from
 // all its events, a page of accounts (a range of the sort key) at a time.
 func (s *Scorer) RebuildAll(ctx context.Context, tenant string) error {
-	return s.eachPage(ctx, tenant, func(set accountSet) error {
+	return s.eachPage(ctx, tenant, true, func(set accountSet) error {
 		return rebuildUsage(ctx, s.db, tenant, set, time.Unix(0, 0), s.Now())
 	})
 }
@@ -235,7 +256,7 @@ func (s *Scorer) RebuildAll(ctx context.Context, tenant string) error {
 // rollups and the events its rules match.
 func (s *Scorer) ScoreAll(ctx context.Context, tenant, trigger string) (Result, error) {
 	var total Result
-	err := s.eachPage(ctx, tenant, func(set accountSet) error {
+	err := s.eachPage(ctx, tenant, false, func(set accountSet) error {
 		r, err := s.score(ctx, tenant, set, trigger, true)
 		total.add(r)
 		return err
@@ -243,11 +264,22 @@ func (s *Scorer) ScoreAll(ctx context.Context, tenant, trigger string) (Result, 
 	return total, err
 }
 
-// eachPage calls f with each page of the tenant's accounts with events.
-func (s *Scorer) eachPage(ctx context.Context, tenant string, f func(accountSet) error) error {
+// eachPage calls f with each page of the tenant's accounts: those with
+// usage or traits, from the rollups and account_traits (tens of times
+// fewer rows to page through than the events), or fromEvents, those with
+// events (to build the rollups).
+func (s *Scorer) eachPage(ctx context.Context, tenant string, fromEvents bool, f func(accountSet) error) error {
 	after := ""
 	for {
-		rows, err := s.db.Query(ctx, `SELECT DISTINCT account_id FROM events WHERE tenant_id = ? AND account_id > ? ORDER BY account_id LIMIT ?`, tenant, after, pageSize)
+		q, args := `SELECT account_id FROM (
+				SELECT account_id FROM (SELECT DISTINCT account_id FROM account_day_usage WHERE tenant_id = ? AND account_id > ? ORDER BY account_id LIMIT ?)
+				UNION ALL
+				SELECT account_id FROM (SELECT DISTINCT account_id FROM account_traits WHERE tenant_id = ? AND account_id > ? ORDER BY account_id LIMIT ?))
+			GROUP BY account_id ORDER BY account_id LIMIT ?`, []any{tenant, after, pageSize, tenant, after, pageSize, pageSize}
+		if fromEvents {
+			q, args = `SELECT DISTINCT account_id FROM events WHERE tenant_id = ? AND account_id > ? ORDER BY account_id LIMIT ?`, []any{tenant, after, pageSize}
+		}
+		rows, err := s.db.Query(ctx, q, args...)
 		if err != nil {
 			return fmt.Errorf("list accounts: %w", err)
 		}

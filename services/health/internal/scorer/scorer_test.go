@@ -385,3 +385,28 @@ func TestTheUsageQuerySumsAsAggregateDoes(t *testing.T) {
 		}
 	})
 }
+
+// TestBackfillScoresEventsStoredBeforeTheServiceRan: events with no
+// rollups are rolled up and scored once; a second start does nothing.
+func TestBackfillScoresEventsStoredBeforeTheServiceRan(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.putModel("t1", testModel)
+		e.use("t1", "old-co", 30, 1)
+		testutil.InsertGroup(t, db, "t1", "traits-only-co", e.now.Add(-day), map[string]any{"seats": 3})
+		ran, err := e.sc.Backfill(t.Context(), "t1")
+		if err != nil || !ran {
+			t.Fatalf("backfill: %v %v", ran, err)
+		}
+		if r := e.row("t1", "old-co"); r.Band != model.Green {
+			t.Errorf("old-co: %d %s", r.Score, r.Band)
+		}
+		// An account with traits and no usage is scored too: it is red.
+		if r := e.row("t1", "traits-only-co"); r.Band != model.Red {
+			t.Errorf("traits-only-co: %d %s", r.Score, r.Band)
+		}
+		if ran, err := e.sc.Backfill(t.Context(), "t1"); err != nil || ran {
+			t.Errorf("second backfill ran: %v %v", ran, err)
+		}
+	})
+}
