@@ -40,6 +40,10 @@ var Migrations fs.FS = migrations.FS
 const (
 	ScorerDurable     = "health-scorer"
 	OnboardingDurable = "health-onboarding"
+	// RequestsDurable is the immediate path for cancellation requests: it
+	// reads the events as they arrive on EVENTS, before the writer stores
+	// them, and looks for requests only (see Scorer.SignalRequests).
+	RequestsDurable = "health-requests"
 )
 
 // Config configures the health-scoring service.
@@ -81,6 +85,7 @@ type Service struct {
 	reg        *tenancy.Registry
 	Scorer     *scorer.Scorer
 	notices    *natsjs.Consumer
+	requests   *natsjs.Consumer
 	onboarding *natsjs.Consumer
 	accounts   *api.Accounts
 	health     *api.Health
@@ -111,6 +116,13 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg
 		Stream: natsjs.StoredStream, Durable: ScorerDurable, FilterSubjects: []string{"stored.>"},
 		MaxBatch: 500, MaxWait: cfg.ScoreWait, AckWait: time.Minute, Healthy: healthy,
 	}, s.handleNotices, log.With("component", ScorerDurable))
+	if err != nil {
+		return nil, err
+	}
+	s.requests, err = natsjs.NewConsumer(bus, natsjs.ConsumerConfig{
+		Stream: natsjs.EventsStream, Durable: RequestsDurable, FilterSubjects: []string{"events.*.*.track", "events.*.*.page", "events.*.*.screen"},
+		MaxBatch: 200, MaxBatchBytes: 8 << 20, MaxWait: 20 * time.Millisecond, AckWait: time.Minute, Healthy: healthy,
+	}, s.handleRequests, log.With("component", RequestsDurable))
 	if err != nil {
 		return nil, err
 	}
@@ -147,16 +159,42 @@ func (s *Service) Register(srv *grpcserver.Server) {
 
 // handleNotices rescores the accounts a batch of notices names, per
 // tenant, after rebuilding their rollups for the days stored.
+//
+// Under sustained load rounds run back to back, each rebuilding the same
+// busy accounts' day; so after a round the scorer rests as long as the
+// round took (at most 5 s). It then uses at most half a core, leaving the
+// rest to ingest and to the immediate path for cancellation requests, and
+// the next round takes in all the notices that came meanwhile. Idle, a
+// round takes milliseconds and so does the rest.
 func (s *Service) handleNotices(ctx context.Context, msgs []jetstream.Msg) error {
-	type dirty struct {
-		accounts map[string]bool
-		span     scorer.Span
+	began := time.Now()
+	for tenant, d := range dirtyOf(ctx, s.log, msgs) {
+		if _, err := s.Scorer.Score(ctx, tenant, keys(d.accounts), d.span, "events"); err != nil {
+			return fmt.Errorf("score %d accounts of %s: %w", len(d.accounts), tenant, err)
+		}
 	}
+	rest := time.NewTimer(min(time.Since(began), 5*time.Second))
+	defer rest.Stop()
+	select {
+	case <-rest.C:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// dirty is what a batch of notices names for one tenant.
+type dirty struct {
+	accounts map[string]bool
+	span     scorer.Span
+}
+
+// dirtyOf merges a batch of notices by tenant.
+func dirtyOf(ctx context.Context, log *slog.Logger, msgs []jetstream.Msg) map[string]*dirty {
 	byTenant := map[string]*dirty{}
 	for _, m := range msgs {
 		n, err := events.DecodeStoredNotice(m.Data())
 		if err != nil {
-			s.log.WarnContext(ctx, "skipping a bad stored notice", "subject", m.Subject(), "error", err)
+			log.WarnContext(ctx, "skipping a bad stored notice", "subject", m.Subject(), "error", err)
 			continue
 		}
 		d := byTenant[n.TenantID]
@@ -174,9 +212,25 @@ func (s *Service) handleNotices(ctx context.Context, msgs []jetstream.Msg) error
 			d.span.To = n.To
 		}
 	}
-	for tenant, d := range byTenant {
-		if _, err := s.Scorer.Score(ctx, tenant, keys(d.accounts), d.span, "events"); err != nil {
-			return fmt.Errorf("score %d accounts of %s: %w", len(d.accounts), tenant, err)
+	return byTenant
+}
+
+// handleRequests signals the cancellation requests among arriving events.
+func (s *Service) handleRequests(ctx context.Context, msgs []jetstream.Msg) error {
+	byTenant := map[string][]events.Event{}
+	for _, m := range msgs {
+		evs, err := events.Decode(m.Data())
+		if err != nil {
+			s.log.WarnContext(ctx, "skipping an event message it can't read", "subject", m.Subject(), "error", err)
+			continue
+		}
+		for _, e := range evs {
+			byTenant[e.TenantID] = append(byTenant[e.TenantID], e)
+		}
+	}
+	for tenant, evs := range byTenant {
+		if _, err := s.Scorer.SignalRequests(ctx, tenant, evs); err != nil {
+			return fmt.Errorf("cancellation requests of %s: %w", tenant, err)
 		}
 	}
 	return nil
@@ -230,7 +284,9 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.notices.Run(gctx) })
 	g.Go(func() error { return s.onboarding.Run(gctx) })
+	g.Go(func() error { return s.requests.Run(gctx) })
 	g.Go(func() error {
+		s.backfill(gctx)
 		sweep := time.NewTicker(s.cfg.SweepInterval)
 		defer sweep.Stop()
 		for {
@@ -303,6 +359,9 @@ func (s *Service) runRescores(ctx context.Context) {
 func (s *Service) Ready(context.Context) error {
 	if err := s.notices.Err(); err != nil {
 		return fmt.Errorf("health scorer: %w", err)
+	}
+	if err := s.requests.Err(); err != nil {
+		return fmt.Errorf("health cancellation requests: %w", err)
 	}
 	return s.onboarding.Err()
 }

@@ -187,10 +187,12 @@ func BenchmarkHealthLatency(b *testing.B) {
 	p := startPipeline(b, chstore.EngineEmbedded)
 	var mu sync.Mutex
 	arrived := map[string]time.Time{}
+	detected := map[string]time.Time{}
 	sub, err := p.nc.Subscribe("signals.bench.cancellation_requested", func(m *nats.Msg) {
 		if s, err := signals.Decode(m.Data); err == nil {
 			mu.Lock()
 			arrived[s.GetAccountId()] = time.Now()
+			detected[s.GetAccountId()] = s.GetDetectedAt().AsTime()
 			mu.Unlock()
 		}
 	})
@@ -203,8 +205,10 @@ func BenchmarkHealthLatency(b *testing.B) {
 	for b.Loop() {
 		// Idle: an event for a new account, until its score is stored.
 		var scored []time.Duration
+		var known string // an account scored, for the Gets
 		for i, deadline := 0, time.Now().Add(duration); time.Now().Before(deadline); i++ {
 			account := fmt.Sprintf("score-%d-%d", time.Now().UnixNano(), i)
+			known = account
 			sent := time.Now()
 			p.post(b, fmt.Sprintf(`{"userId":"u","event":"Report Built","context":{"groupId":"%s"}}`, account))
 			for {
@@ -250,12 +254,17 @@ func BenchmarkHealthLatency(b *testing.B) {
 			}
 		}
 		report(b, "cancel-to-signal-loaded", cancels)
+		var det []time.Duration
+		for a, at := range sent {
+			det = append(det, detected[a].Sub(at))
+		}
+		report(b, "cancel-to-detected", det) // the signal's detected_at: how much is before the service saw it
 
 		var gets []time.Duration
 		p.underLoad(b, rate, duration, func() {
 			for deadline := time.Now().Add(duration); time.Now().Before(deadline); {
 				began := time.Now()
-				if _, err := p.accounts.Get(ctx, &accountsv1.GetRequest{AccountId: "score-0"}); err != nil && !strings.Contains(err.Error(), "NotFound") {
+				if _, err := p.accounts.Get(ctx, &accountsv1.GetRequest{AccountId: known}); err != nil {
 					b.Fatal(err)
 				}
 				gets = append(gets, time.Since(began))

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -230,26 +231,27 @@ func (s *Accounts) protos(ctx context.Context, tenant string, rows []scorer.Row,
 	for i, r := range rows {
 		ids[i] = r.AccountID
 	}
-	traits, err := s.traits.Traits(ctx, tenant, ids)
-	if err != nil {
-		return nil, err
-	}
-	acts, err := s.traits.Activity(ctx, tenant, ids)
-	if err != nil {
-		return nil, err
-	}
-	starts, err := onboardingOf(ctx, s.db, tenant, ids)
-	if err != nil {
-		return nil, err
-	}
-	var vectors map[string]*accountsv1.SuccessVector
+	// The reads are independent: run them at once (a Get's latency is
+	// the slowest, not the sum).
+	var (
+		traits  map[string]accounts.Traits
+		acts    map[string][2]time.Time
+		starts  map[string]onboarding
+		vectors map[string]*accountsv1.SuccessVector
+		stored  models.Stored
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) { traits, err = s.traits.Traits(gctx, tenant, ids); return err })
+	g.Go(func() (err error) { acts, err = s.traits.Activity(gctx, tenant, ids); return err })
+	g.Go(func() (err error) { starts, err = onboardingOf(gctx, s.db, tenant, ids); return err })
+	g.Go(func() (err error) { stored, err = s.models.Get(gctx, tenant); return err })
 	if vector {
-		if vectors, err = successVectors(ctx, s.db, tenant, ids, time.Now().UTC()); err != nil {
-			return nil, err
-		}
+		g.Go(func() (err error) {
+			vectors, err = successVectors(gctx, s.db, tenant, ids, time.Now().UTC())
+			return err
+		})
 	}
-	stored, err := s.models.Get(ctx, tenant)
-	if err != nil {
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	owner := s.ownerTrait(tenant)

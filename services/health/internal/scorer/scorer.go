@@ -34,6 +34,7 @@ import (
 
 	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/pkg/specfile"
 	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
@@ -172,8 +173,12 @@ func (s *Scorer) Score(ctx context.Context, tenant string, ids []string, span Sp
 		chunk := ids[start:min(start+ChunkSize, len(ids))]
 		set := accountSet{ids: chunk}
 		if !span.From.IsZero() {
+			began := time.Now()
 			if err := rebuildUsage(ctx, s.db, tenant, set, span.From, span.To); err != nil {
 				return total, err
+			}
+			if s.trace != nil {
+				s.trace["rebuild"] += time.Since(began)
 			}
 		}
 		r, err := s.score(ctx, tenant, set, trigger, true)
@@ -525,6 +530,38 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	s.duration.Record(ctx, time.Since(began).Seconds())
 	s.scored.Add(ctx, int64(len(ids)), metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("trigger", trigger)))
 	return Result{Accounts: len(ids), Changed: len(changed), Signals: len(sigs)}, nil
+}
+
+// SignalRequests signals the cancellation requests among a tenant's
+// events as they arrive on EVENTS, before they are stored: the immediate
+// path, apart from scoring. It is best effort: an event without an
+// account yet (attributed by the writer), or one the writer stored and
+// purged before this path read it, is signalled by the scorer instead,
+// which keeps the exactly-once bookkeeping. Both derive the signal's id
+// from the messageId, so the second is the same message, dropped as a
+// duplicate.
+func (s *Scorer) SignalRequests(ctx context.Context, tenant string, evs []events.Event) (int, error) {
+	stored, err := s.models.Get(ctx, tenant)
+	if err != nil {
+		return 0, err
+	}
+	match := stored.Model.CancelIntent.CancellationRequested
+	now := s.Now().UTC()
+	var sigs []*signalsv1.Signal
+	for _, e := range evs {
+		if e.AccountID == "" || e.Timestamp.After(now) || (match.Event != "" && e.Name != match.Event) || (match.Type != "" && e.Type != match.Type) {
+			continue
+		}
+		ev := event{account: e.AccountID, messageID: e.MessageID, typ: e.Type, name: e.Name, user: e.UserID, at: e.Timestamp}
+		if len(match.Where) > 0 && len(e.Properties) > 0 {
+			_ = json.Unmarshal(e.Properties, &ev.props) // properties were checked as JSON at ingest
+		}
+		if matchesEvent(match, ev) {
+			sigs = append(sigs, requestSignal(tenant, ev.account, score.Intent{Threshold: stored.Model.CancelIntent.Threshold},
+				score.Hit{Signal: "cancellation_requested", At: ev.at, User: ev.user, MessageID: ev.messageID}, now))
+		}
+	}
+	return len(sigs), s.emit(ctx, tenant, sigs)
 }
 
 // AtRiskBecause says why an account is at risk: band red, cancel intent

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
@@ -196,6 +197,20 @@ func TestTheDoneWhenAccountsAndTheirSignals(t *testing.T) {
 		// A cancellation request is an immediate signal, once.
 		e.now = e.now.Add(time.Minute)
 		testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: "healthy-co", Name: "Cancellation Requested", User: "healthy-co-u1", At: e.now.Add(-time.Second), MessageID: "cancel-1"})
+		// The immediate path signals it from the event as it arrives (one
+		// without an account is left to the scorer); the scorer's own
+		// signal of it is the same one.
+		arriving := []events.Event{
+			{TenantID: "t1", AccountID: "healthy-co", Type: "track", Name: "Cancellation Requested", UserID: "healthy-co-u1", MessageID: "cancel-1", Timestamp: e.now.Add(-time.Second)},
+			{TenantID: "t1", Type: "track", Name: "Cancellation Requested", UserID: "someone", MessageID: "cancel-2", Timestamp: e.now.Add(-time.Second)},
+			{TenantID: "t1", AccountID: "leaving-co", Type: "track", Name: "Report Built", MessageID: "other", Timestamp: e.now.Add(-time.Second)},
+		}
+		if n, err := e.sc.SignalRequests(t.Context(), "t1", arriving); err != nil || n != 1 {
+			t.Fatalf("immediate path: %d %v", n, err)
+		}
+		if reqs := e.signals("t1", KindCancellationRequested); len(reqs) != 1 || reqs[0].GetSummary() != "healthy-co requested cancellation (by healthy-co-u1)" {
+			t.Fatalf("immediate signal: %v", reqs)
+		}
 		e.score("t1", "healthy-co")
 		e.score("t1", "healthy-co")
 		reqs := e.signals("t1", KindCancellationRequested)
