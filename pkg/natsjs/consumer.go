@@ -345,16 +345,14 @@ func (c *Consumer) runOnce(ctx context.Context) (consumed bool, _ error) {
 	batch := &openBatch{max: c.cfg.MaxBatch, maxBytes: c.cfg.MaxBatchBytes}
 	flush := time.NewTimer(c.cfg.MaxWait)
 	defer flush.Stop()
-	poll := 5 * time.Second
-	if c.cfg.PurgeAcked {
-		poll = time.Second
-	}
-	lagPoll := time.NewTicker(poll)
+	lagPoll := time.NewTicker(time.Second)
 	defer lagPoll.Stop()
-	_ = c.pollLag(ctx, cons)
+	_, _ = c.pollLag(ctx, cons)
+	got := 0 // messages since the last poll
 	for {
 		select {
 		case m := <-msgs:
+			got++
 			if len(batch.msgs) == 0 {
 				flush.Reset(c.cfg.MaxWait)
 			}
@@ -368,9 +366,23 @@ func (c *Consumer) runOnce(ctx context.Context) (consumed bool, _ error) {
 		case <-lagPoll.C:
 			// The poll also catches a deletion that Consume missed (one
 			// made while no pull request was in flight is never reported).
-			if err := c.pollLag(ctx, cons); errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			info, err := c.pollLag(ctx, cons)
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 				return true, c.abandon(ctx, cc, msgs, batch, err)
 			}
+			// A pull consumer with messages waiting, none delivered and
+			// unacked, no pull request at the server and nothing received
+			// for a second has stopped pulling: the client's refill of
+			// byte-capped pulls has been seen to stall (TestConsumerBatchesByBytes
+			// in CI, twice). Pull again.
+			if info != nil && info.NumPending > 0 && info.NumAckPending == 0 && info.NumWaiting == 0 && got == 0 && len(batch.msgs) == 0 {
+				c.log.WarnContext(ctx, "consumer stopped pulling with messages waiting; pulling again", "pending", info.NumPending)
+				cc.Stop()
+				if cc, err = cons.Consume(func(m jetstream.Msg) { c.inHand.Add(1); msgs <- received{m, time.Now()} }, consumeOpts...); err != nil {
+					return true, c.abandon(ctx, nil, msgs, batch, fmt.Errorf("consume %s again: %w", c.cfg.Durable, err))
+				}
+			}
+			got = 0
 		case err := <-fatal:
 			return true, c.abandon(ctx, cc, msgs, batch, err)
 		case <-ctx.Done():
@@ -389,7 +401,9 @@ type received struct {
 // abandon stops consuming after the consumer was lost. Its messages can't
 // be acked any more; the next consumer gets them again.
 func (c *Consumer) abandon(ctx context.Context, cc jetstream.ConsumeContext, msgs chan received, batch *openBatch, err error) error {
-	cc.Stop()
+	if cc != nil {
+		cc.Stop()
+	}
 	for more := true; more; {
 		select {
 		case <-msgs:
@@ -405,18 +419,18 @@ func (c *Consumer) abandon(ctx context.Context, cc jetstream.ConsumeContext, msg
 	return fmt.Errorf("consumer %s stopped: %w", c.cfg.Durable, err)
 }
 
-func (c *Consumer) pollLag(ctx context.Context, cons jetstream.Consumer) error {
+func (c *Consumer) pollLag(ctx context.Context, cons jetstream.Consumer) (*jetstream.ConsumerInfo, error) {
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	info, err := cons.Info(ictx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	c.pending.Store(int64(info.NumPending))
 	if c.cfg.PurgeAcked && info.AckFloor.Stream > 0 {
 		c.purge(ictx, info.AckFloor.Stream)
 	}
-	return nil
+	return info, nil
 }
 
 // purge removes this consumer's messages up to and including floor, all of
