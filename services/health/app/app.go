@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,6 +18,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/grpcserver"
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
+	"github.com/stickpoint/stickpoint/pkg/service"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
 	accountsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/accounts/v1"
@@ -90,9 +90,7 @@ type Service struct {
 	accounts   *api.Accounts
 	health     *api.Health
 
-	mu      sync.Mutex
-	pending map[string]string // rescores asked for, by tenant: their reason
-	wake    chan struct{}
+	pending *service.Pending // rescores asked for (by tenant)
 }
 
 // New builds the service over a bus, a migrated store and the registry.
@@ -108,7 +106,7 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: log, reg: reg, Scorer: sc, pending: map[string]string{}, wake: make(chan struct{}, 1)}
+	s := &Service{cfg: cfg, log: log, reg: reg, Scorer: sc, pending: service.NewPending()}
 	s.accounts = api.NewAccounts(db, ms, ownerTrait(reg, cfg.OwnerTrait))
 	s.health = api.NewHealth(db, ms, sc, s.RescoreAll)
 	healthy := func(ctx context.Context) error { return db.Exec(ctx, "SELECT 1") }
@@ -269,13 +267,7 @@ func keys(m map[string]bool) []string {
 // RescoreAll queues a rescore of every account of tenant; Run carries it
 // out. Rescores asked for while one runs are merged into one.
 func (s *Service) RescoreAll(tenant, reason string) {
-	s.mu.Lock()
-	s.pending[tenant] = reason
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.pending.Add(tenant, reason)
 }
 
 // Run consumes the notices and signals, runs the sweep on schedule and the
@@ -293,7 +285,7 @@ func (s *Service) Run(ctx context.Context) error {
 			select {
 			case <-sweep.C:
 				s.sweep(gctx)
-			case <-s.wake:
+			case <-s.pending.Wake():
 				s.runRescores(gctx)
 			case <-gctx.Done():
 				return nil
@@ -334,15 +326,8 @@ func (s *Service) backfill(ctx context.Context) {
 
 func (s *Service) runRescores(ctx context.Context) {
 	for {
-		s.mu.Lock()
-		var tenant, reason string
-		for t, r := range s.pending {
-			tenant, reason = t, r
-			break
-		}
-		delete(s.pending, tenant)
-		s.mu.Unlock()
-		if tenant == "" || ctx.Err() != nil {
+		tenant, reason, ok := s.pending.Next()
+		if !ok || ctx.Err() != nil {
 			return
 		}
 		began := time.Now()

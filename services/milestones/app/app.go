@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,6 +18,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/grpcserver"
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
+	"github.com/stickpoint/stickpoint/pkg/service"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
 	milestonesv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/milestones/v1"
@@ -83,9 +83,7 @@ type Service struct {
 	api       *api.Milestones
 	signals   *signals.Server
 
-	mu      sync.Mutex
-	pending map[string]string // backfills asked for, by tenant: their reason
-	wake    chan struct{}
+	pending *service.Pending // backfills asked for (by tenant)
 }
 
 // New builds the service over a bus, a migrated store and the registry.
@@ -102,7 +100,7 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg
 		return nil, err
 	}
 	s := &Service{cfg: cfg, log: log, reg: reg, Evaluator: eval, signals: signals.NewServer(db),
-		pending: map[string]string{}, wake: make(chan struct{}, 1)}
+		pending: service.NewPending()}
 	s.api = api.NewMilestones(db, js, eval, s.StartBackfill)
 	s.notices, err = natsjs.NewConsumer(bus, natsjs.ConsumerConfig{
 		Stream:         natsjs.StoredStream,
@@ -167,13 +165,7 @@ func (s *Service) handleNotices(ctx context.Context, msgs []jetstream.Msg) error
 // StartBackfill queues a recompute of all of tenant's accounts; Run
 // carries it out. Backfills asked for while one runs are merged into one.
 func (s *Service) StartBackfill(tenant, reason string) {
-	s.mu.Lock()
-	s.pending[tenant] = reason
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.pending.Add(tenant, reason)
 }
 
 // Run consumes the notices, runs the sweep on schedule and the backfills
@@ -196,7 +188,7 @@ func (s *Service) Run(ctx context.Context) error {
 				if s.reconcile(gctx, reconciled.Add(-5*time.Minute)) {
 					reconciled = time.Now()
 				}
-			case <-s.wake:
+			case <-s.pending.Wake():
 				s.runBackfills(gctx)
 			case <-gctx.Done():
 				return nil
@@ -240,15 +232,8 @@ func (s *Service) reconcile(ctx context.Context, since time.Time) bool {
 
 func (s *Service) runBackfills(ctx context.Context) {
 	for {
-		s.mu.Lock()
-		var tenant, reason string
-		for t, r := range s.pending {
-			tenant, reason = t, r
-			break
-		}
-		delete(s.pending, tenant)
-		s.mu.Unlock()
-		if tenant == "" || ctx.Err() != nil {
+		tenant, reason, ok := s.pending.Next()
+		if !ok || ctx.Err() != nil {
 			return
 		}
 		_, _ = s.Evaluator.RunBackfill(ctx, tenant, reason)
