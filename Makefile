@@ -3,8 +3,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-MODULES   := pkg pkg/sdk proto services/ingest services/milestones services/health services/stickpoint
-BINARIES  := stickpoint ingest milestones health
+MODULES   := pkg pkg/sdk proto services/ingest services/milestones services/health services/alerting services/stickpoint
+BINARIES  := stickpoint ingest milestones health alerting
 TOOL      := GOWORK=off go tool -modfile=$(CURDIR)/scripts/tools/go.mod
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/stickpoint/stickpoint/services/stickpoint/app.Version=$(VERSION)

@@ -26,6 +26,12 @@ const (
 	// DeadLetterStream keeps what a consumer gave up on:
 	// deadletter.<stream>.<consumer>.
 	DeadLetterStream = "DEADLETTER"
+	// AlertsStream carries every change to an alert, on alerts.<tenant>:
+	// what `stickpoint alerts watch` streams, resuming from a sequence.
+	AlertsStream = "ALERTS"
+	// DeliveriesStream holds the alert notifications owed to channels, on
+	// deliveries.<tenant>, until delivered or given up on.
+	DeliveriesStream = "DELIVERIES"
 )
 
 // EventSubject is the subject ingest publishes events of type typ for
@@ -51,6 +57,12 @@ func SignalSubject(tenant, kind string) string { return "signals." + tenant + ".
 
 // StoredSubject is the subject of the writer's notices for tenant.
 func StoredSubject(tenant string) string { return "stored." + tenant }
+
+// AlertSubject is the subject of tenant's alert changes.
+func AlertSubject(tenant string) string { return "alerts." + tenant }
+
+// DeliverySubject is the subject of tenant's alert notifications.
+func DeliverySubject(tenant string) string { return "deliveries." + tenant }
 
 // DeadLetterSubject is where consumer durable of stream dead-letters.
 func DeadLetterSubject(stream, durable string) string {
@@ -117,6 +129,26 @@ func (b *Bus) Streams() []jetstream.StreamConfig {
 			Storage:     jetstream.FileStorage,
 			Replicas:    b.cfg.Replicas,
 			MaxAge:      30 * 24 * time.Hour,
+		},
+		{
+			Name:        AlertsStream,
+			Description: "Every change to an alert, for watchers: a watcher resumes from the last sequence it saw.",
+			Subjects:    []string{"alerts.>"},
+			Storage:     jetstream.FileStorage,
+			Replicas:    b.cfg.Replicas,
+			MaxAge:      7 * 24 * time.Hour,
+			Duplicates:  b.cfg.DuplicateWindow,
+		},
+		{
+			Name:        DeliveriesStream,
+			Description: "Alert notifications owed to channels, each removed once delivered or dead-lettered.",
+			Subjects:    []string{"deliveries.>"},
+			Storage:     jetstream.FileStorage,
+			Replicas:    b.cfg.Replicas,
+			Retention:   jetstream.WorkQueuePolicy,
+			// The duplicate window drops a notification handed over twice
+			// (a crash between the hand-over and clearing the outbox).
+			Duplicates: b.cfg.DuplicateWindow,
 		},
 	}
 }

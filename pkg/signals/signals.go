@@ -10,11 +10,13 @@ import (
 	"embed"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
@@ -43,12 +45,49 @@ func ID(tenant, account, kind, identity string) string {
 
 // Emitter publishes signals and records them.
 type Emitter struct {
-	bus *natsjs.Bus
-	db  chstore.Store
+	bus    *natsjs.Bus
+	db     chstore.Store
+	traits *accounts.Reader
 }
 
 // NewEmitter publishes on bus and records in db.
-func NewEmitter(bus *natsjs.Bus, db chstore.Store) *Emitter { return &Emitter{bus: bus, db: db} }
+func NewEmitter(bus *natsjs.Bus, db chstore.Store) *Emitter {
+	return &Emitter{bus: bus, db: db, traits: accounts.NewReader(db)}
+}
+
+// Snapshot is the account as a signal carries it: its name (the "name"
+// trait), its traits, and the fit and band when the caller knows them.
+func Snapshot(traits accounts.Traits, fit, band string) *signalsv1.AccountSnapshot {
+	if traits == nil {
+		traits = accounts.Traits{}
+	}
+	b, _ := json.Marshal(traits) // a map of raw JSON values always marshals
+	return &signalsv1.AccountSnapshot{Name: traits.Text("name"), TraitsJson: string(b), Fit: fit, Band: band}
+}
+
+// snapshot gives each signal without an account snapshot one, from the
+// account's traits as stored now: alerting routes and filters on them and
+// reads nothing but signals (DESIGN.md, "Detection", point 7).
+func (e *Emitter) snapshot(ctx context.Context, sigs []*signalsv1.Signal) error {
+	missing := map[string][]string{} // tenant -> accounts
+	for _, s := range sigs {
+		if s.GetAccount() == nil {
+			missing[s.GetTenantId()] = append(missing[s.GetTenantId()], s.GetAccountId())
+		}
+	}
+	for tenant, ids := range missing {
+		traits, err := e.traits.Traits(ctx, tenant, ids)
+		if err != nil {
+			return err
+		}
+		for _, s := range sigs {
+			if s.GetAccount() == nil && s.GetTenantId() == tenant {
+				s.Account = Snapshot(traits[s.GetAccountId()], "", "")
+			}
+		}
+	}
+	return nil
+}
 
 var columns = []string{"tenant_id", "account_id", "signal_id", "kind", "severity", "occurred_at", "detected_at", "summary", "payload"}
 
@@ -59,6 +98,9 @@ var columns = []string{"tenant_id", "account_id", "signal_id", "kind", "severity
 func (e *Emitter) Emit(ctx context.Context, sigs []*signalsv1.Signal) error {
 	if len(sigs) == 0 {
 		return nil
+	}
+	if err := e.snapshot(ctx, sigs); err != nil {
+		return err
 	}
 	rows := make([][]any, 0, len(sigs))
 	msgs := make([]natsjs.Outgoing, 0, len(sigs))

@@ -27,6 +27,9 @@ var Operators = []string{OpEq, OpNe, OpIn, OpExists, OpGt, OpGte, OpLt, OpLte, O
 // Condition tests one value: an event property (journeys, cancel-intent
 // signals) or an account trait (fit rules, alerting).
 type Condition struct {
+	// Subject is what Path is in: "property", "trait", or another
+	// subject the file names (see Conditions).
+	Subject string
 	// Path is the value's dotted path (plan.name).
 	Path []string
 	Op   string
@@ -38,24 +41,45 @@ type Condition struct {
 }
 
 // Conditions reads a list of conditions, each {<subject>: path, op, value},
-// where subject is "property" or "trait".
-func (p *Parser) Conditions(n *yaml.Node, path, subject string) []Condition {
+// where subject is one of subjects ("property", "trait", ...).
+func (p *Parser) Conditions(n *yaml.Node, path string, subjects ...string) []Condition {
 	var out []Condition
 	for i, c := range p.List(n, path, MaxConditions) {
-		if cond, ok := p.condition(c, fmt.Sprintf("%s[%d]", path, i), subject); ok {
+		if cond, ok := p.condition(c, fmt.Sprintf("%s[%d]", path, i), subjects); ok {
 			out = append(out, cond)
 		}
 	}
 	return out
 }
 
-func (p *Parser) condition(n *yaml.Node, path, subject string) (Condition, bool) {
-	f := p.Fields(n, path, []string{subject, "op", "value"}, subject, "op")
-	if f == nil || f[subject] == nil || f["op"] == nil {
+func (p *Parser) condition(n *yaml.Node, path string, subjects []string) (Condition, bool) {
+	required := []string{"op"}
+	if len(subjects) == 1 {
+		required = append(required, subjects[0])
+	}
+	f := p.Fields(n, path, append(slices.Clone(subjects), "op", "value"), required...)
+	if f == nil || f["op"] == nil {
+		return Condition{}, false
+	}
+	var subject string
+	for _, s := range subjects {
+		if f[s] == nil {
+			continue
+		}
+		if subject != "" {
+			p.Fail(n, path, "give one of %s, not both %s and %s", strings.Join(subjects, ", "), subject, s)
+			return Condition{}, false
+		}
+		subject = s
+	}
+	if subject == "" {
+		if len(subjects) > 1 {
+			p.Fail(n, path, "missing field: one of %s", strings.Join(subjects, ", "))
+		}
 		return Condition{}, false
 	}
 	name := p.Text(f[subject], Join(path, subject), "")
-	c := Condition{Path: strings.Split(name, "."), Op: p.Text(f["op"], path+".op", "")}
+	c := Condition{Subject: subject, Path: strings.Split(name, "."), Op: p.Text(f["op"], path+".op", "")}
 	for _, part := range c.Path {
 		if part == "" {
 			p.Fail(f[subject], Join(path, subject), "%q is not a dotted path (like plan.name)", name)

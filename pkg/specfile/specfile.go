@@ -122,8 +122,10 @@ func Join(path, field string) string {
 }
 
 // List returns a sequence's items, at most max, reporting anything else.
+// An absent list (n nil) is empty.
 func (p *Parser) List(n *yaml.Node, path string, max int) []*yaml.Node {
 	switch {
+	case n == nil:
 	case n.Kind != yaml.SequenceNode:
 		p.Fail(n, path, "must be a list")
 	case len(n.Content) > max:

@@ -7,6 +7,7 @@ require (
 	github.com/spf13/pflag v1.0.9
 	github.com/stickpoint/stickpoint/pkg v0.0.0
 	github.com/stickpoint/stickpoint/proto v0.0.0
+	github.com/stickpoint/stickpoint/services/alerting v0.0.0-00010101000000-000000000000
 	github.com/stickpoint/stickpoint/services/health v0.0.0-00010101000000-000000000000
 	github.com/stickpoint/stickpoint/services/milestones v0.0.0
 	github.com/stretchr/testify v1.12.1
@@ -17,6 +18,7 @@ require (
 require (
 	github.com/go-json-experiment/json v1.27.2 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/wneessen/go-mail v0.8.1 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 )
@@ -90,3 +92,5 @@ replace github.com/stickpoint/stickpoint/pkg/sdk => ../../pkg/sdk
 replace github.com/stickpoint/stickpoint/services/milestones => ../milestones
 
 replace github.com/stickpoint/stickpoint/services/health => ../health
+
+replace github.com/stickpoint/stickpoint/services/alerting => ../alerting

@@ -15,6 +15,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/service"
 	"github.com/stickpoint/stickpoint/pkg/telemetry"
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
+	alerting "github.com/stickpoint/stickpoint/services/alerting/app"
 	health "github.com/stickpoint/stickpoint/services/health/app"
 	ingest "github.com/stickpoint/stickpoint/services/ingest/app"
 	milestones "github.com/stickpoint/stickpoint/services/milestones/app"
@@ -32,6 +33,7 @@ type Config struct {
 	Ingest     ingest.Config     `json:"ingest"`
 	Milestones milestones.Config `json:"milestones"`
 	Health     health.Config     `json:"health"`
+	Alerting   alerting.Config   `json:"alerting"`
 }
 
 // DefaultConfig keeps data in ./.stickpoint and listens on loopback only.
@@ -50,6 +52,7 @@ func DefaultConfig() Config {
 		Ingest:     ingest.DefaultConfig(),
 		Milestones: milestones.DefaultConfig(),
 		Health:     health.DefaultConfig(),
+		Alerting:   alerting.DefaultConfig(),
 	}
 	cfg.NATS.StoreDir = ""      // derived from data_dir
 	cfg.ClickHouse.DataDir = "" // derived from data_dir
@@ -86,5 +89,8 @@ func (c Config) Validate() error {
 	if err := c.Milestones.Validate(); err != nil {
 		return err
 	}
-	return c.Health.Validate()
+	if err := c.Health.Validate(); err != nil {
+		return err
+	}
+	return c.Alerting.Validate()
 }

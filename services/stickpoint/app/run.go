@@ -17,6 +17,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/service"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	authv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/auth/v1"
+	alerting "github.com/stickpoint/stickpoint/services/alerting/app"
 	health "github.com/stickpoint/stickpoint/services/health/app"
 	ingest "github.com/stickpoint/stickpoint/services/ingest/app"
 	milestones "github.com/stickpoint/stickpoint/services/milestones/app"
@@ -118,6 +119,12 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 		return err
 	}
 	hs.Register(base.GRPC)
+	as, err := alerting.New(ctx, cfg.Alerting, base.Bus, base.Log)
+	if err != nil {
+		base.Close(ctx)
+		return err
+	}
+	as.Register(base.GRPC)
 
 	fmt.Fprintf(out, "grpc: %s\n", base.GRPC.Addr())
 	fmt.Fprintf(out, "http: http://%s\n", base.HTTPAddr())
@@ -129,7 +136,7 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 	fmt.Fprintf(out, "started in %s\n", time.Since(started).Round(time.Millisecond))
 	fmt.Fprintln(out, "ready")
 	base.Log.InfoContext(ctx, "ready", "grpc_addr", base.GRPC.Addr(), "http_addr", base.HTTPAddr(), "startup_ms", time.Since(started).Milliseconds())
-	err = base.Serve(ctx, ing, ms, hs)
+	err = base.Serve(ctx, ing, ms, hs, as)
 	fmt.Fprintln(out, "stopped")
 	return err
 }

@@ -195,7 +195,7 @@ func (s *Accounts) filters(ctx context.Context, tenant string, req *accountsv1.L
 			return "", nil, unavailable(err)
 		}
 		where += " AND intent_score >= ?"
-		args = append(args, m.Model.CancelIntent.Threshold)
+		args = append(args, m.Spec.CancelIntent.Threshold)
 	}
 	if req.GetExpansionReady() {
 		where += " AND band = 'green'"
@@ -258,7 +258,7 @@ func (s *Accounts) protos(ctx context.Context, tenant string, rows []scorer.Row,
 	out := make([]*accountsv1.Account, len(rows))
 	for i, r := range rows {
 		tr := traits[r.AccountID]
-		h := r.Health(stored.Model)
+		h := r.Health(stored.Spec)
 		a := &accountsv1.Account{Id: r.AccountID, Owner: tr.Text(owner), OnboardingStatus: starts[r.AccountID].status, Fit: r.Fit,
 			FirstEventAt: timestamppb.New(acts[r.AccountID][0]), LastEventAt: timestamppb.New(acts[r.AccountID][1]),
 			Health: &accountsv1.AccountHealth{Score: int32(r.Score), Band: r.Band, Components: scorer.Components(h.Components),

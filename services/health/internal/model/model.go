@@ -327,7 +327,7 @@ func (p parser) signal(n *yaml.Node, path string) Signal {
 func defaultSignals() []Signal {
 	return []Signal{
 		{ID: "billing_page", Name: "Viewed the billing or cancel page", Weight: 15, HalfLife: 7 * specfile.Day,
-			Match: &Match{Type: "page", Where: []specfile.Condition{{Path: []string{"path"}, Op: specfile.OpPrefix, Value: "/settings/billing"}}}},
+			Match: &Match{Type: "page", Where: []specfile.Condition{{Subject: "property", Path: []string{"path"}, Op: specfile.OpPrefix, Value: "/settings/billing"}}}},
 		{ID: "export", Name: "Bulk data export", Weight: 30, HalfLife: 14 * specfile.Day, Match: &Match{Event: "Data Exported"}},
 		{ID: "seats_removed", Name: "Seats removed", Weight: 20, HalfLife: 14 * specfile.Day, Match: &Match{Event: "Seats Removed"}},
 		{ID: "usage_drop", Name: "Usage dropped against the account's baseline", Weight: 55, Computed: ComputedUsageDrop, Drop: 0.5},

@@ -358,7 +358,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	if err != nil {
 		return Result{}, err
 	}
-	m := stored.Model
+	m := stored.Spec
 	// Whole seconds, as stored: Row.Health recomputes at the stored time.
 	now := s.Now().UTC().Truncate(time.Second)
 	today := now.Truncate(specfile.Day)
@@ -468,6 +468,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		if seen {
 			before = &old
 		}
+		first := len(sigs)
 		sigs = append(sigs, s.transitions(tenant, id, m, before, &st, h, now)...)
 		lap("compute")
 		for _, r := range requests {
@@ -487,6 +488,9 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		}
 		if st.Churn != nil {
 			row.ChurnedAt = st.Churn.At
+		}
+		for _, sig := range sigs[first:] {
+			sig.Account = signals.Snapshot(traits[id], row.Fit, row.Band)
 		}
 		row.State = st
 		raw, _ := json.Marshal(st)
@@ -545,7 +549,7 @@ func (s *Scorer) SignalRequests(ctx context.Context, tenant string, evs []events
 	if err != nil {
 		return 0, err
 	}
-	match := stored.Model.CancelIntent.CancellationRequested
+	match := stored.Spec.CancelIntent.CancellationRequested
 	now := s.Now().UTC()
 	var sigs []*signalsv1.Signal
 	for _, e := range evs {
@@ -557,7 +561,7 @@ func (s *Scorer) SignalRequests(ctx context.Context, tenant string, evs []events
 			_ = json.Unmarshal(e.Properties, &ev.props) // properties were checked as JSON at ingest
 		}
 		if matchesEvent(match, ev) {
-			sigs = append(sigs, requestSignal(tenant, ev.account, score.Intent{Threshold: stored.Model.CancelIntent.Threshold},
+			sigs = append(sigs, requestSignal(tenant, ev.account, score.Intent{Threshold: stored.Spec.CancelIntent.Threshold},
 				score.Hit{Signal: "cancellation_requested", At: ev.at, User: ev.user, MessageID: ev.messageID}, now))
 		}
 	}

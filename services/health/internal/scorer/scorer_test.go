@@ -101,7 +101,7 @@ func (e *env) health(tenant string, r Row) score.Health {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return r.Health(st.Model)
+	return r.Health(st.Spec)
 }
 
 func (e *env) signals(tenant, kind string) []*signalsv1.Signal {

@@ -112,7 +112,10 @@ type Signal struct {
 	//	*Signal_Health
 	//	*Signal_CancelIntent
 	//	*Signal_Churn
-	Evidence      isSignal_Evidence `protobuf_oneof:"evidence"`
+	Evidence isSignal_Evidence `protobuf_oneof:"evidence"`
+	// account is the account as it was when the signal was found, for
+	// routing and alert conditions: alerting reads nothing else.
+	Account       *AccountSnapshot `protobuf:"bytes,14,opt,name=account,proto3" json:"account,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -246,6 +249,13 @@ func (x *Signal) GetChurn() *ChurnEvidence {
 	return nil
 }
 
+func (x *Signal) GetAccount() *AccountSnapshot {
+	if x != nil {
+		return x.Account
+	}
+	return nil
+}
+
 type isSignal_Evidence interface {
 	isSignal_Evidence()
 }
@@ -274,6 +284,78 @@ func (*Signal_CancelIntent) isSignal_Evidence() {}
 
 func (*Signal_Churn) isSignal_Evidence() {}
 
+// AccountSnapshot is what a signal carries about its account.
+type AccountSnapshot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// traits_json is the account's traits, a JSON object.
+	TraitsJson string `protobuf:"bytes,2,opt,name=traits_json,json=traitsJson,proto3" json:"traits_json,omitempty"`
+	// fit (good, stretch, bad) and band (green, yellow, red) are set by
+	// health scoring; empty on signals that don't know them.
+	Fit           string `protobuf:"bytes,3,opt,name=fit,proto3" json:"fit,omitempty"`
+	Band          string `protobuf:"bytes,4,opt,name=band,proto3" json:"band,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccountSnapshot) Reset() {
+	*x = AccountSnapshot{}
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccountSnapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccountSnapshot) ProtoMessage() {}
+
+func (x *AccountSnapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccountSnapshot.ProtoReflect.Descriptor instead.
+func (*AccountSnapshot) Descriptor() ([]byte, []int) {
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AccountSnapshot) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AccountSnapshot) GetTraitsJson() string {
+	if x != nil {
+		return x.TraitsJson
+	}
+	return ""
+}
+
+func (x *AccountSnapshot) GetFit() string {
+	if x != nil {
+		return x.Fit
+	}
+	return ""
+}
+
+func (x *AccountSnapshot) GetBand() string {
+	if x != nil {
+		return x.Band
+	}
+	return ""
+}
+
 // OnboardingEvidence backs a milestone or onboarding signal.
 type OnboardingEvidence struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -301,7 +383,7 @@ type OnboardingEvidence struct {
 
 func (x *OnboardingEvidence) Reset() {
 	*x = OnboardingEvidence{}
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[1]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -313,7 +395,7 @@ func (x *OnboardingEvidence) String() string {
 func (*OnboardingEvidence) ProtoMessage() {}
 
 func (x *OnboardingEvidence) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[1]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -326,7 +408,7 @@ func (x *OnboardingEvidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnboardingEvidence.ProtoReflect.Descriptor instead.
 func (*OnboardingEvidence) Descriptor() ([]byte, []int) {
-	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{1}
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *OnboardingEvidence) GetJourneyId() string {
@@ -432,7 +514,7 @@ type HealthEvidence struct {
 
 func (x *HealthEvidence) Reset() {
 	*x = HealthEvidence{}
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[2]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -444,7 +526,7 @@ func (x *HealthEvidence) String() string {
 func (*HealthEvidence) ProtoMessage() {}
 
 func (x *HealthEvidence) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[2]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -457,7 +539,7 @@ func (x *HealthEvidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthEvidence.ProtoReflect.Descriptor instead.
 func (*HealthEvidence) Descriptor() ([]byte, []int) {
-	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{2}
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HealthEvidence) GetScoreBefore() int32 {
@@ -528,7 +610,7 @@ type HealthComponent struct {
 
 func (x *HealthComponent) Reset() {
 	*x = HealthComponent{}
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[3]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +622,7 @@ func (x *HealthComponent) String() string {
 func (*HealthComponent) ProtoMessage() {}
 
 func (x *HealthComponent) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[3]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +635,7 @@ func (x *HealthComponent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthComponent.ProtoReflect.Descriptor instead.
 func (*HealthComponent) Descriptor() ([]byte, []int) {
-	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{3}
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HealthComponent) GetName() string {
@@ -606,7 +688,7 @@ type CancelIntentEvidence struct {
 
 func (x *CancelIntentEvidence) Reset() {
 	*x = CancelIntentEvidence{}
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[4]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +700,7 @@ func (x *CancelIntentEvidence) String() string {
 func (*CancelIntentEvidence) ProtoMessage() {}
 
 func (x *CancelIntentEvidence) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[4]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +713,7 @@ func (x *CancelIntentEvidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelIntentEvidence.ProtoReflect.Descriptor instead.
 func (*CancelIntentEvidence) Descriptor() ([]byte, []int) {
-	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{4}
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CancelIntentEvidence) GetScore() float64 {
@@ -682,7 +764,7 @@ type CancelIntentSignal struct {
 
 func (x *CancelIntentSignal) Reset() {
 	*x = CancelIntentSignal{}
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[5]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +776,7 @@ func (x *CancelIntentSignal) String() string {
 func (*CancelIntentSignal) ProtoMessage() {}
 
 func (x *CancelIntentSignal) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[5]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +789,7 @@ func (x *CancelIntentSignal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelIntentSignal.ProtoReflect.Descriptor instead.
 func (*CancelIntentSignal) Descriptor() ([]byte, []int) {
-	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{5}
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CancelIntentSignal) GetId() string {
@@ -771,7 +853,7 @@ type CancelIntentHit struct {
 
 func (x *CancelIntentHit) Reset() {
 	*x = CancelIntentHit{}
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[6]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +865,7 @@ func (x *CancelIntentHit) String() string {
 func (*CancelIntentHit) ProtoMessage() {}
 
 func (x *CancelIntentHit) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[6]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +878,7 @@ func (x *CancelIntentHit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelIntentHit.ProtoReflect.Descriptor instead.
 func (*CancelIntentHit) Descriptor() ([]byte, []int) {
-	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{6}
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CancelIntentHit) GetAt() *timestamppb.Timestamp {
@@ -842,7 +924,7 @@ type ChurnEvidence struct {
 
 func (x *ChurnEvidence) Reset() {
 	*x = ChurnEvidence{}
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[7]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +936,7 @@ func (x *ChurnEvidence) String() string {
 func (*ChurnEvidence) ProtoMessage() {}
 
 func (x *ChurnEvidence) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[7]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +949,7 @@ func (x *ChurnEvidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChurnEvidence.ProtoReflect.Descriptor instead.
 func (*ChurnEvidence) Descriptor() ([]byte, []int) {
-	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{7}
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ChurnEvidence) GetChurnedAt() *timestamppb.Timestamp {
@@ -938,7 +1020,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[8]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1032,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[8]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1045,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{8}
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListRequest) GetAccountId() string {
@@ -996,7 +1078,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[9]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1090,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[9]
+	mi := &file_stickpoint_signals_v1_signals_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1103,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{9}
+	return file_stickpoint_signals_v1_signals_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListResponse) GetSignals() []*Signal {
@@ -1035,7 +1117,7 @@ var File_stickpoint_signals_v1_signals_proto protoreflect.FileDescriptor
 
 const file_stickpoint_signals_v1_signals_proto_rawDesc = "" +
 	"\n" +
-	"#stickpoint/signals/v1/signals.proto\x12\x15stickpoint.signals.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dstickpoint/auth/v1/auth.proto\"\xe5\x04\n" +
+	"#stickpoint/signals/v1/signals.proto\x12\x15stickpoint.signals.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dstickpoint/auth/v1/auth.proto\"\xa7\x05\n" +
 	"\x06Signal\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1d\n" +
@@ -1054,9 +1136,16 @@ const file_stickpoint_signals_v1_signals_proto_rawDesc = "" +
 	"onboarding\x12?\n" +
 	"\x06health\x18\v \x01(\v2%.stickpoint.signals.v1.HealthEvidenceH\x00R\x06health\x12R\n" +
 	"\rcancel_intent\x18\f \x01(\v2+.stickpoint.signals.v1.CancelIntentEvidenceH\x00R\fcancelIntent\x12<\n" +
-	"\x05churn\x18\r \x01(\v2$.stickpoint.signals.v1.ChurnEvidenceH\x00R\x05churnB\n" +
+	"\x05churn\x18\r \x01(\v2$.stickpoint.signals.v1.ChurnEvidenceH\x00R\x05churn\x12@\n" +
+	"\aaccount\x18\x0e \x01(\v2&.stickpoint.signals.v1.AccountSnapshotR\aaccountB\n" +
 	"\n" +
-	"\bevidence\"\xa1\x04\n" +
+	"\bevidence\"l\n" +
+	"\x0fAccountSnapshot\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vtraits_json\x18\x02 \x01(\tR\n" +
+	"traitsJson\x12\x10\n" +
+	"\x03fit\x18\x03 \x01(\tR\x03fit\x12\x12\n" +
+	"\x04band\x18\x04 \x01(\tR\x04band\"\xa1\x04\n" +
 	"\x12OnboardingEvidence\x12\x1d\n" +
 	"\n" +
 	"journey_id\x18\x01 \x01(\tR\tjourneyId\x12'\n" +
@@ -1148,49 +1237,51 @@ func file_stickpoint_signals_v1_signals_proto_rawDescGZIP() []byte {
 }
 
 var file_stickpoint_signals_v1_signals_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_stickpoint_signals_v1_signals_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_stickpoint_signals_v1_signals_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_stickpoint_signals_v1_signals_proto_goTypes = []any{
 	(Severity)(0),                 // 0: stickpoint.signals.v1.Severity
 	(*Signal)(nil),                // 1: stickpoint.signals.v1.Signal
-	(*OnboardingEvidence)(nil),    // 2: stickpoint.signals.v1.OnboardingEvidence
-	(*HealthEvidence)(nil),        // 3: stickpoint.signals.v1.HealthEvidence
-	(*HealthComponent)(nil),       // 4: stickpoint.signals.v1.HealthComponent
-	(*CancelIntentEvidence)(nil),  // 5: stickpoint.signals.v1.CancelIntentEvidence
-	(*CancelIntentSignal)(nil),    // 6: stickpoint.signals.v1.CancelIntentSignal
-	(*CancelIntentHit)(nil),       // 7: stickpoint.signals.v1.CancelIntentHit
-	(*ChurnEvidence)(nil),         // 8: stickpoint.signals.v1.ChurnEvidence
-	(*ListRequest)(nil),           // 9: stickpoint.signals.v1.ListRequest
-	(*ListResponse)(nil),          // 10: stickpoint.signals.v1.ListResponse
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*AccountSnapshot)(nil),       // 2: stickpoint.signals.v1.AccountSnapshot
+	(*OnboardingEvidence)(nil),    // 3: stickpoint.signals.v1.OnboardingEvidence
+	(*HealthEvidence)(nil),        // 4: stickpoint.signals.v1.HealthEvidence
+	(*HealthComponent)(nil),       // 5: stickpoint.signals.v1.HealthComponent
+	(*CancelIntentEvidence)(nil),  // 6: stickpoint.signals.v1.CancelIntentEvidence
+	(*CancelIntentSignal)(nil),    // 7: stickpoint.signals.v1.CancelIntentSignal
+	(*CancelIntentHit)(nil),       // 8: stickpoint.signals.v1.CancelIntentHit
+	(*ChurnEvidence)(nil),         // 9: stickpoint.signals.v1.ChurnEvidence
+	(*ListRequest)(nil),           // 10: stickpoint.signals.v1.ListRequest
+	(*ListResponse)(nil),          // 11: stickpoint.signals.v1.ListResponse
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_stickpoint_signals_v1_signals_proto_depIdxs = []int32{
-	11, // 0: stickpoint.signals.v1.Signal.occurred_at:type_name -> google.protobuf.Timestamp
-	11, // 1: stickpoint.signals.v1.Signal.detected_at:type_name -> google.protobuf.Timestamp
+	12, // 0: stickpoint.signals.v1.Signal.occurred_at:type_name -> google.protobuf.Timestamp
+	12, // 1: stickpoint.signals.v1.Signal.detected_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: stickpoint.signals.v1.Signal.severity:type_name -> stickpoint.signals.v1.Severity
-	2,  // 3: stickpoint.signals.v1.Signal.onboarding:type_name -> stickpoint.signals.v1.OnboardingEvidence
-	3,  // 4: stickpoint.signals.v1.Signal.health:type_name -> stickpoint.signals.v1.HealthEvidence
-	5,  // 5: stickpoint.signals.v1.Signal.cancel_intent:type_name -> stickpoint.signals.v1.CancelIntentEvidence
-	8,  // 6: stickpoint.signals.v1.Signal.churn:type_name -> stickpoint.signals.v1.ChurnEvidence
-	11, // 7: stickpoint.signals.v1.OnboardingEvidence.target_at:type_name -> google.protobuf.Timestamp
-	11, // 8: stickpoint.signals.v1.OnboardingEvidence.reached_at:type_name -> google.protobuf.Timestamp
-	11, // 9: stickpoint.signals.v1.OnboardingEvidence.last_progress_at:type_name -> google.protobuf.Timestamp
-	11, // 10: stickpoint.signals.v1.OnboardingEvidence.account_start:type_name -> google.protobuf.Timestamp
-	4,  // 11: stickpoint.signals.v1.HealthEvidence.components_before:type_name -> stickpoint.signals.v1.HealthComponent
-	4,  // 12: stickpoint.signals.v1.HealthEvidence.components_after:type_name -> stickpoint.signals.v1.HealthComponent
-	6,  // 13: stickpoint.signals.v1.CancelIntentEvidence.signals:type_name -> stickpoint.signals.v1.CancelIntentSignal
-	7,  // 14: stickpoint.signals.v1.CancelIntentEvidence.request:type_name -> stickpoint.signals.v1.CancelIntentHit
-	7,  // 15: stickpoint.signals.v1.CancelIntentSignal.hits:type_name -> stickpoint.signals.v1.CancelIntentHit
-	11, // 16: stickpoint.signals.v1.CancelIntentHit.at:type_name -> google.protobuf.Timestamp
-	11, // 17: stickpoint.signals.v1.ChurnEvidence.churned_at:type_name -> google.protobuf.Timestamp
-	11, // 18: stickpoint.signals.v1.ChurnEvidence.first_risk_at:type_name -> google.protobuf.Timestamp
-	1,  // 19: stickpoint.signals.v1.ListResponse.signals:type_name -> stickpoint.signals.v1.Signal
-	9,  // 20: stickpoint.signals.v1.SignalsService.List:input_type -> stickpoint.signals.v1.ListRequest
-	10, // 21: stickpoint.signals.v1.SignalsService.List:output_type -> stickpoint.signals.v1.ListResponse
-	21, // [21:22] is the sub-list for method output_type
-	20, // [20:21] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	3,  // 3: stickpoint.signals.v1.Signal.onboarding:type_name -> stickpoint.signals.v1.OnboardingEvidence
+	4,  // 4: stickpoint.signals.v1.Signal.health:type_name -> stickpoint.signals.v1.HealthEvidence
+	6,  // 5: stickpoint.signals.v1.Signal.cancel_intent:type_name -> stickpoint.signals.v1.CancelIntentEvidence
+	9,  // 6: stickpoint.signals.v1.Signal.churn:type_name -> stickpoint.signals.v1.ChurnEvidence
+	2,  // 7: stickpoint.signals.v1.Signal.account:type_name -> stickpoint.signals.v1.AccountSnapshot
+	12, // 8: stickpoint.signals.v1.OnboardingEvidence.target_at:type_name -> google.protobuf.Timestamp
+	12, // 9: stickpoint.signals.v1.OnboardingEvidence.reached_at:type_name -> google.protobuf.Timestamp
+	12, // 10: stickpoint.signals.v1.OnboardingEvidence.last_progress_at:type_name -> google.protobuf.Timestamp
+	12, // 11: stickpoint.signals.v1.OnboardingEvidence.account_start:type_name -> google.protobuf.Timestamp
+	5,  // 12: stickpoint.signals.v1.HealthEvidence.components_before:type_name -> stickpoint.signals.v1.HealthComponent
+	5,  // 13: stickpoint.signals.v1.HealthEvidence.components_after:type_name -> stickpoint.signals.v1.HealthComponent
+	7,  // 14: stickpoint.signals.v1.CancelIntentEvidence.signals:type_name -> stickpoint.signals.v1.CancelIntentSignal
+	8,  // 15: stickpoint.signals.v1.CancelIntentEvidence.request:type_name -> stickpoint.signals.v1.CancelIntentHit
+	8,  // 16: stickpoint.signals.v1.CancelIntentSignal.hits:type_name -> stickpoint.signals.v1.CancelIntentHit
+	12, // 17: stickpoint.signals.v1.CancelIntentHit.at:type_name -> google.protobuf.Timestamp
+	12, // 18: stickpoint.signals.v1.ChurnEvidence.churned_at:type_name -> google.protobuf.Timestamp
+	12, // 19: stickpoint.signals.v1.ChurnEvidence.first_risk_at:type_name -> google.protobuf.Timestamp
+	1,  // 20: stickpoint.signals.v1.ListResponse.signals:type_name -> stickpoint.signals.v1.Signal
+	10, // 21: stickpoint.signals.v1.SignalsService.List:input_type -> stickpoint.signals.v1.ListRequest
+	11, // 22: stickpoint.signals.v1.SignalsService.List:output_type -> stickpoint.signals.v1.ListResponse
+	22, // [22:23] is the sub-list for method output_type
+	21, // [21:22] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_stickpoint_signals_v1_signals_proto_init() }
@@ -1210,7 +1301,7 @@ func file_stickpoint_signals_v1_signals_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stickpoint_signals_v1_signals_proto_rawDesc), len(file_stickpoint_signals_v1_signals_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,161 @@
+// Package app wires the alerting service: the alerter fed by the SIGNALS
+// stream, the sweep that escalates and re-sends, the dispatcher that
+// delivers, and the alerts API. The alerting binary and the embedded mode
+// both use it.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/stickpoint/stickpoint/pkg/grpcserver"
+	"github.com/stickpoint/stickpoint/pkg/natsjs"
+	"github.com/stickpoint/stickpoint/pkg/specstore"
+	alertsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/alerts/v1"
+	"github.com/stickpoint/stickpoint/services/alerting/internal/alerter"
+	"github.com/stickpoint/stickpoint/services/alerting/internal/api"
+	"github.com/stickpoint/stickpoint/services/alerting/internal/config"
+	"github.com/stickpoint/stickpoint/services/alerting/internal/delivery"
+	"github.com/stickpoint/stickpoint/services/alerting/internal/store"
+)
+
+// SignalsDurable is the alerter's consumer of SIGNALS.
+const SignalsDurable = "alerting-signals"
+
+// ConfigBucket is the key-value bucket of alerting configurations.
+const ConfigBucket = "alerting_configs"
+
+// ConfigTemplate is the commented default configuration.
+const ConfigTemplate = config.Template
+
+// Config configures the alerting service.
+type Config struct {
+	// SweepInterval is how often alerts are checked for escalation (and
+	// for notifications a crash left unsent).
+	SweepInterval time.Duration `json:"sweep_interval"`
+	// AccountURL is the link to an account in alerts, with {account_id},
+	// for tenants whose configuration sets no account_url.
+	AccountURL string          `json:"account_url"`
+	Delivery   delivery.Config `json:"delivery"`
+}
+
+// DefaultConfig sweeps every 30 s and links accounts to nowhere until set.
+func DefaultConfig() Config {
+	return Config{SweepInterval: 30 * time.Second, Delivery: delivery.DefaultConfig()}
+}
+
+// Validate reports the first invalid field by name.
+func (c Config) Validate() error {
+	if c.SweepInterval < time.Second {
+		return fmt.Errorf("alerting.sweep_interval: %v is under 1s", c.SweepInterval)
+	}
+	return c.Delivery.Validate()
+}
+
+// Service is the alerting service.
+type Service struct {
+	cfg        Config
+	log        *slog.Logger
+	Alerter    *alerter.Alerter
+	API        *api.Alerts
+	dispatcher *delivery.Dispatcher
+	signals    *natsjs.Consumer
+	swept      atomic.Bool
+}
+
+// OpenConfigs opens the configurations' bucket.
+func OpenConfigs(ctx context.Context, bus *natsjs.Bus) (*specstore.Store[config.Config], error) {
+	return specstore.Open(ctx, bus, specstore.Kind[config.Config]{
+		Bucket: ConfigBucket, What: "alerting configuration",
+		Description: "Stickpoint alerting configurations: each tenant's channels, rules and escalation, as put.",
+		Parse:       config.Parse, Template: config.Template, Default: config.Default(),
+		Prepare: func(cur specstore.Stored[config.Config], src []byte) ([]byte, error) {
+			return config.KeepSecrets(cur.Spec, src)
+		},
+	})
+}
+
+// New builds the service over a bus.
+func New(ctx context.Context, cfg Config, bus *natsjs.Bus, log *slog.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	alerts, err := store.Open(ctx, bus)
+	if err != nil {
+		return nil, err
+	}
+	configs, err := OpenConfigs(ctx, bus)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: log, API: api.New(bus, alerts, configs)}
+	if s.Alerter, err = alerter.New(alerts, configs, cfg.AccountURL, log); err != nil {
+		return nil, err
+	}
+	if s.dispatcher, err = delivery.NewDispatcher(cfg.Delivery, bus, alerts, configs, delivery.NewSender(), log.With("component", delivery.Durable)); err != nil {
+		return nil, err
+	}
+	s.signals, err = natsjs.NewConsumer(bus, natsjs.ConsumerConfig{
+		Stream: natsjs.SignalsStream, Durable: SignalsDurable, FilterSubjects: []string{"signals.>"},
+		// Signals are applied one by one with a few key-value round trips
+		// each; small batches keep one signal's alert from waiting long.
+		MaxBatch: 100, MaxWait: 5 * time.Millisecond, AckWait: time.Minute,
+	}, s.Alerter.Handle, log.With("component", SignalsDurable))
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Register serves the alerts API on srv.
+func (s *Service) Register(srv *grpcserver.Server) {
+	srv.Register(&alertsv1.AlertsService_ServiceDesc, s.API)
+}
+
+// Run runs the consumer, the dispatcher and the sweep until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.signals.Run(gctx) })
+	g.Go(func() error { return s.dispatcher.Run(gctx) })
+	g.Go(func() error {
+		t := time.NewTicker(s.cfg.SweepInterval)
+		defer t.Stop()
+		for {
+			s.sweep(gctx)
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+			}
+		}
+	})
+	return g.Wait()
+}
+
+func (s *Service) sweep(ctx context.Context) {
+	n, err := s.Alerter.Sweep(ctx)
+	if err != nil && ctx.Err() == nil {
+		s.log.WarnContext(ctx, "alert sweep failed; the next one retries", "error", err)
+		return
+	}
+	s.swept.Store(true)
+	if n > 0 {
+		s.log.InfoContext(ctx, "escalated alerts nobody acknowledged", "alerts", n)
+	}
+}
+
+// Ready reports whether the alerter is consuming signals.
+func (s *Service) Ready(context.Context) error {
+	if err := s.signals.Err(); err != nil {
+		return fmt.Errorf("alerting signals: %w", err)
+	}
+	return nil
+}
+
+// Flush has nothing to write: every change is stored as it is made.
+func (s *Service) Flush(context.Context) error { return nil }
