@@ -187,7 +187,9 @@ func OnSignal(tenant string, rec *Record, sig *signalsv1.Signal, rule *config.Ru
 	}
 	a := rec.Alert
 	rec.Seen = appendBounded(rec.Seen, sig.GetId(), maxSeen)
-	a.AccountName = sig.GetAccount().GetName()
+	if name := sig.GetAccount().GetName(); name != "" {
+		a.AccountName = name
+	}
 	if owner := Owner(acc, cfg.OwnerTrait); owner != "" {
 		a.Owner = owner
 	}

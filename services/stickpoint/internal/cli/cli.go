@@ -46,7 +46,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 func rootCommand(env environ) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "stickpoint",
-		Short: "Customer-success telemetry: ingest, milestones, accounts and signals",
+		Short: "Customer-success telemetry: ingest, milestones, accounts, signals and alerts",
 		Long: `stickpoint: customer-success telemetry.
 
 "stickpoint dev" runs everything in one process. The other commands are
@@ -66,6 +66,7 @@ read command takes --json.`,
 		devCommand(env), migrateCommand(env), tenantsCommand(env), keysCommand(env), tokensCommand(env),
 		sendCommand(env), loadCommand(env), eventsCommand(env),
 		journeysCommand(env), milestonesCommand(env), accountsCommand(env), healthCommand(env), churnCommand(env), signalsCommand(env),
+		alertsCommand(env), alertingCommand(env),
 		versionCommand(env),
 	)
 	return root

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -43,10 +44,13 @@ func addClientFlags(fs *pflag.FlagSet, env environ) clientFlags {
 
 // session is a connection to the server with the caller's token.
 type session struct {
-	conn  *grpc.ClientConn
-	ctx   context.Context
-	flags clientFlags
-	out   io.Writer
+	conn *grpc.ClientConn
+	// ctx bounds a call by --timeout; streamCtx, for streams that run
+	// until interrupted, only carries the token.
+	ctx       context.Context
+	streamCtx context.Context
+	flags     clientFlags
+	out       io.Writer
 }
 
 func dial(ctx context.Context, f clientFlags, env environ) (*session, context.CancelFunc, error) {
@@ -60,9 +64,17 @@ func dial(ctx context.Context, f clientFlags, env environ) (*session, context.Ca
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to %s: %w", *f.addr, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, *f.timeout)
-	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+*f.token)
-	return &session{conn: conn, ctx: ctx, flags: f, out: env.stdout}, func() { cancel(); _ = conn.Close() }, nil
+	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+*f.token)
+	ctx, cancel := context.WithTimeout(authed, *f.timeout)
+	return &session{conn: conn, ctx: ctx, streamCtx: authed, flags: f, out: env.stdout}, func() { cancel(); _ = conn.Close() }, nil
+}
+
+// readSource reads a file a command puts: path, or standard input for "-".
+func readSource(env environ, path string) ([]byte, error) {
+	if path == "-" {
+		return io.ReadAll(env.stdin)
+	}
+	return os.ReadFile(path)
 }
 
 // explain turns a gRPC error into a message that says what to do.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -266,12 +265,7 @@ func healthCommand(env environ) *cobra.Command {
 				_, err = io.WriteString(env.stdout, resp.GetSource())
 				return err
 			}
-			var src []byte
-			if pos[1] == "-" {
-				src, err = io.ReadAll(env.stdin)
-			} else {
-				src, err = os.ReadFile(pos[1])
-			}
+			src, err := readSource(env, pos[1])
 			if err != nil {
 				return err
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -48,12 +47,7 @@ func journeysCommand(env environ) *cobra.Command {
 			client := milestonesv1.NewMilestonesServiceClient(s.conn)
 			switch sub {
 			case "put":
-				var src []byte
-				if pos[0] == "-" {
-					src, err = io.ReadAll(env.stdin)
-				} else {
-					src, err = os.ReadFile(pos[0])
-				}
+				src, err := readSource(env, pos[0])
 				if err != nil {
 					return err
 				}

@@ -51,12 +51,13 @@ type devProcess struct {
 	done   chan error
 }
 
-func startDev(t *testing.T, dataDir string) *devProcess {
+// startDev starts `stickpoint dev` on dataDir, with extra arguments.
+func startDev(t *testing.T, dataDir string, extra ...string) *devProcess {
 	t.Helper()
 	ports, err := testutil.FreePorts(2)
 	require.NoError(t, err)
-	cmd := exec.Command(binary, "dev", "--data-dir", dataDir,
-		"--grpc-addr", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--http-addr", fmt.Sprintf("127.0.0.1:%d", ports[1]))
+	cmd := exec.Command(binary, append([]string{"dev", "--data-dir", dataDir,
+		"--grpc-addr", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--http-addr", fmt.Sprintf("127.0.0.1:%d", ports[1])}, extra...)...)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	p := &devProcess{cmd: cmd, lines: map[string]string{}, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
