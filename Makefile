@@ -20,6 +20,10 @@ help: ## list the targets
 run: chdb build ## start everything in one process (embedded mode), data in ./.stickpoint
 	./bin/stickpoint dev $(ARGS)
 
+.PHONY: demo
+demo: build ## against a running `make run`: load 200 simulated accounts, then show the alerts, risk, expansion, funnel and churn
+	./bin/stickpoint demo $(ARGS)
+
 .PHONY: build
 build: ## build every binary into ./bin/
 	@mkdir -p bin

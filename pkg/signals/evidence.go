@@ -47,7 +47,7 @@ func Evidence(sig *signalsv1.Signal) []string {
 		if r := ci.GetRequest(); r != nil {
 			out = append(out, fmt.Sprintf("cancellation requested %s by %s", at(r.GetAt()), orText(r.GetUserId(), "an anonymous user")))
 		}
-		if ci.GetThreshold() > 0 {
+		if ci.GetThreshold() > 0 && (ci.GetRequest() == nil || ci.GetScore() > 0) {
 			out = append(out, fmt.Sprintf("cancel-intent score %.2f (threshold %.2f)", ci.GetScore(), ci.GetThreshold()))
 		}
 		for _, s := range ci.GetSignals() {

@@ -98,7 +98,13 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 		fmt.Fprintf(out, "write key: %s\n", key.Key)
 		if secret != "" {
 			fmt.Fprintf(out, "api token: %s\n", secret)
-			fmt.Fprintln(out, "  (shown once: it is stored hashed. Save it, e.g. export STICKPOINT_TOKEN=<token>)")
+			fmt.Fprintf(out, "  (shown once: it is stored hashed. Save it, e.g. export STICKPOINT_TOKEN=<token>;\n   `make demo` reads it from %s)\n", filepath.Join(cfg.DataDir, TokenFile))
+		}
+		// The demo tenant's credentials, for `stickpoint demo` on this
+		// machine: the data folder holds everything of this tenant anyway.
+		if err := saveCredentials(cfg.DataDir, key.Key, secret); err != nil {
+			base.Close(ctx)
+			return err
 		}
 	}
 	ing, err := ingest.New(cfg.Ingest, base.Bus, base.Store, base.Registry, base.Log)
@@ -139,6 +145,27 @@ func Run(ctx context.Context, cfg Config, out, logw io.Writer) error {
 	err = base.Serve(ctx, ing, ms, hs, as)
 	fmt.Fprintln(out, "stopped")
 	return err
+}
+
+// Files in the data folder holding the demo tenant's credentials.
+const (
+	TokenFile    = "api-token"
+	WriteKeyFile = "write-key"
+)
+
+// saveCredentials writes the write key on every start, and the API token
+// when it was just created (owner-only: it is a secret).
+func saveCredentials(dir, writeKey, token string) error {
+	if err := os.WriteFile(filepath.Join(dir, WriteKeyFile), []byte(writeKey+"\n"), 0o644); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	if token == "" {
+		return nil
+	}
+	if err := os.WriteFile(filepath.Join(dir, TokenFile), []byte(token+"\n"), 0o600); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	return nil
 }
 
 // lockDataDir takes an exclusive lock on the data folder, so a second

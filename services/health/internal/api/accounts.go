@@ -368,8 +368,12 @@ func successVectors(ctx context.Context, db chstore.Store, tenant string, ids []
 
 // slope is the least-squares slope of (day, score) points; 0 for fewer
 // than two.
+//
+// Points less than a day apart make no trend: history stored in one go
+// (a backfill, an import) is scored many times within seconds, and any
+// wobble between those scores would read as hundreds of points a day.
 func slope(ps [][2]float64) float64 {
-	if len(ps) < 2 {
+	if len(ps) < 2 || ps[len(ps)-1][0]-ps[0][0] < 1 {
 		return 0
 	}
 	var sx, sy, sxx, sxy float64

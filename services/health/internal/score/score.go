@@ -293,6 +293,12 @@ type trendResult struct {
 // minBaselineDays is the least history a baseline needs.
 const minBaselineDays = 7
 
+// minDropBaseline is the least usage, in events per day, that usage_drop
+// compares with: an account that never used the product daily (a stalled
+// onboarding, a trial poked once) has no usage to drop, and its low use
+// already shows in engagement and onboarding.
+const minDropBaseline = 1.0
+
 // trendOf compares the events per day of the trend's spans. The baseline
 // starts no earlier than the account's first event.
 func trendOf(h model.Health, in Inputs, s Spans) trendResult {
@@ -361,7 +367,7 @@ func intentOf(m model.Model, in Inputs, t trendResult, now time.Time) Intent {
 	for _, sig := range m.CancelIntent.Signals {
 		is := IntentSignal{ID: sig.ID, Name: sig.Name}
 		if sig.Computed == model.ComputedUsageDrop {
-			if !t.present || t.recent > (1-sig.Drop)*t.baseline {
+			if !t.present || t.baseline < minDropBaseline || t.recent > (1-sig.Drop)*t.baseline {
 				continue
 			}
 			is.Contribution = sig.Weight
