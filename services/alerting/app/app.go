@@ -105,6 +105,9 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, log *slog.Logger) (*S
 		// Signals are applied one by one with a few key-value round trips
 		// each; small batches keep one signal's alert from waiting long.
 		MaxBatch: 100, MaxWait: 5 * time.Millisecond, AckWait: time.Minute,
+		// The alerts live in the key-value store: while it can't be
+		// reached, every signal waits for it, and none is dead-lettered.
+		Healthy: alerts.Healthy,
 	}, s.Alerter.Handle, log.With("component", SignalsDurable))
 	if err != nil {
 		return nil, err

@@ -124,8 +124,9 @@ func NewDispatcher(cfg Config, bus *natsjs.Bus, alerts *store.Store, configs *sp
 func (d *Dispatcher) Run(ctx context.Context) error {
 	cons, err := d.bus.JS.CreateOrUpdateConsumer(ctx, natsjs.DeliveriesStream, jetstream.ConsumerConfig{
 		Durable: Durable, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: "deliveries.>",
-		// An attempt takes at most its channel's timeout (5m at most).
-		AckWait: 6 * time.Minute, MaxAckPending: 10 * d.cfg.Concurrency,
+		// A notification held by a process that died comes back after
+		// AckWait; a long attempt keeps its own alive (see keepAlive).
+		AckWait: ackWait, MaxAckPending: 10 * d.cfg.Concurrency,
 	})
 	if err != nil {
 		return fmt.Errorf("declare consumer %s: %w", Durable, err)
@@ -136,7 +137,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			return // not acked: redelivered after a restart
+			_ = m.Nak() // shutting down: back to the stream at once, for whoever runs next
+			return
 		}
 		wg.Add(1)
 		go func() {
@@ -187,11 +189,12 @@ func (d *Dispatcher) handle(ctx context.Context, m jetstream.Msg) {
 		res = Result{Err: fmt.Errorf("channel %q is no longer in the configuration", job.Channel), Permanent: true}
 	} else {
 		chType = ch.Type
-		res = d.sender.Send(ctx, ch, rec.Alert, job)
+		res = keepAlive(ctx, m, func() Result { return d.sender.Send(ctx, ch, rec.Alert, job) })
 	}
 	took := time.Since(start)
 	if ctx.Err() != nil && res.Err != nil {
-		return // shutting down: redelivered after the restart, not counted
+		_ = m.Nak() // shutting down: tried again by whoever runs next
+		return
 	}
 	status := StatusDelivered
 	switch {
@@ -230,6 +233,30 @@ func (d *Dispatcher) handle(ctx context.Context, m jetstream.Msg) {
 	case StatusDead:
 		log.WarnContext(ctx, "delivery dead-lettered", "error", res.Err, "code", res.Code)
 		d.deadLetter(ctx, m, res.Err)
+	}
+}
+
+// ackWait is how long a notification stays with a process that stopped
+// answering for it.
+const ackWait = 30 * time.Second
+
+// keepAlive runs send, telling the stream every few seconds that the
+// notification is still being worked on, so an attempt may outlast
+// ackWait (a channel timeout is up to 5 minutes).
+func keepAlive(ctx context.Context, m jetstream.Msg, send func() Result) Result {
+	done := make(chan Result, 1)
+	go func() { done <- send() }()
+	tick := time.NewTicker(ackWait / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case r := <-done:
+			return r
+		case <-tick.C:
+			_ = m.InProgress()
+		case <-ctx.Done():
+			return <-done // the send's own context ends it
+		}
 	}
 }
 

@@ -50,6 +50,14 @@ func Open(ctx context.Context, bus *natsjs.Bus) (*Store, error) {
 	return &Store{bus: bus, kv: kv}, nil
 }
 
+// Healthy reports whether the bucket answers.
+func (s *Store) Healthy(ctx context.Context) error {
+	if _, err := s.kv.Status(ctx); err != nil {
+		return fmt.Errorf("alerts bucket: %w", err)
+	}
+	return nil
+}
+
 func key(tenant, id string) string { return tenant + "." + id }
 
 // validID keeps an id from a request out of the key's subject syntax.
