@@ -119,7 +119,7 @@ func (d *demoRun) run(ctx context.Context) error {
 		return d.s.explain(err)
 	}
 	base := demo.Generate(time.Now(), d.seed)
-	d.say("sending %d calls (200 groups, then the events, oldest first) to %s", len(base.Calls), d.url)
+	d.say("sending %d calls (200 groups, then each account's events, oldest first) to %s", len(base.Calls), d.url)
 	if err := d.send(base); err != nil {
 		return err
 	}
@@ -222,6 +222,11 @@ func (d *demoRun) send(base demo.Base) error {
 	}
 	bar := newProgress(d.env.stderr, int64(len(base.Calls)), d.quiet)
 	for i, c := range base.Calls {
+		// Each account's history goes in requests of its own, so that it
+		// is stored, and scored, whole (see demo.Generate).
+		if i > 0 && c.Account != base.Calls[i-1].Account && c.Traits == nil {
+			client.Flush()
+		}
 		ctx := map[string]any{"groupId": c.Account}
 		call := func() error {
 			switch {

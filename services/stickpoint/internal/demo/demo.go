@@ -51,8 +51,9 @@ type Call struct {
 // Base is the generated customer base.
 type Base struct {
 	Accounts []Account
-	// Calls are the groups first, then every event, oldest first: an
-	// account's traits (owner, plan, seats) are known before its events.
+	// Calls are the groups first, so that an account's traits (owner,
+	// plan, seats) are known before its events; then each account's
+	// events, oldest first, one account after another (see Generate).
 	Calls []Call
 }
 
@@ -65,6 +66,11 @@ var (
 )
 
 // Generate makes the base: 60 days of history up to now.
+//
+// An account's whole history comes together, not interleaved with the
+// others by time: scored halfway through (its old weeks in, its recent
+// ones not yet), any account would look as if its usage had just
+// stopped, and signal intent to cancel until the rest arrived.
 func Generate(now time.Time, seed uint64) Base {
 	r := rand.New(rand.NewPCG(seed, seed^0x5eed))
 	var b Base
@@ -77,11 +83,12 @@ func Generate(now time.Time, seed uint64) Base {
 			traits := map[string]any{"name": a.Name, "plan": a.Plan, "csm_email": a.CSM, "seats": a.Seats, "employees": a.Employees,
 				"industry": a.Industry, "created_at": a.Created.Format(time.RFC3339)}
 			b.Calls = append(b.Calls, Call{Account: a.ID, User: a.Users[0], At: a.Created, Traits: traits})
-			events = append(events, history(r, a, now)...)
+			h := history(r, a, now)
+			sort.SliceStable(h, func(x, y int) bool { return h[x].At.Before(h[y].At) })
+			events = append(events, h...)
 			i++
 		}
 	}
-	sort.SliceStable(events, func(x, y int) bool { return events[x].At.Before(events[y].At) })
 	b.Calls = append(b.Calls, events...)
 	return b
 }

@@ -16,7 +16,7 @@ func TestGenerateMakesTheDemoBase(t *testing.T) {
 		byProfile[a.Profile]++
 	}
 	events := map[string]map[string]int{} // account -> event -> n
-	prev := time.Time{}
+	prev, account := time.Time{}, ""
 	for i, c := range b.Calls {
 		if c.Traits != nil {
 			if i != groups {
@@ -28,8 +28,14 @@ func TestGenerateMakesTheDemoBase(t *testing.T) {
 		if c.At.After(now) || c.At.Before(now.AddDate(0, 0, -61)) {
 			t.Fatalf("call %d at %s: outside the 60 days before %s", i, c.At, now)
 		}
+		if c.Account != account {
+			if events[c.Account] != nil {
+				t.Fatalf("call %d: %s's events are not together", i, c.Account)
+			}
+			account, prev = c.Account, time.Time{}
+		}
 		if c.At.Before(prev) {
-			t.Fatalf("call %d is older than the one before it", i)
+			t.Fatalf("call %d is older than the one before it of its account", i)
 		}
 		prev = c.At
 		if events[c.Account] == nil {
