@@ -279,9 +279,13 @@ func Clears(sig *signalsv1.Signal) []string {
 }
 
 // AutoResolve resolves an alert whose condition a signal shows is over,
-// or returns nil when it is already resolved or the signal was applied.
+// or returns nil when it is already resolved, the signal was applied, or
+// the signal is older than the alert's evidence (two replicas may apply
+// signals out of order; a stale "back on track" must not end a newer
+// stall).
 func AutoResolve(rec *Record, sig *signalsv1.Signal, now time.Time) *Record {
-	if rec.Alert.GetState() == alertsv1.State_STATE_RESOLVED || slices.Contains(rec.Seen, sig.GetId()) {
+	if rec.Alert.GetState() == alertsv1.State_STATE_RESOLVED || slices.Contains(rec.Seen, sig.GetId()) ||
+		sig.GetOccurredAt().AsTime().Before(rec.Alert.GetEvidence().GetOccurredAt().AsTime()) {
 		return nil
 	}
 	rec = rec.Clone()

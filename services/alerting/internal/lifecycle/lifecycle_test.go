@@ -147,6 +147,9 @@ func last(rec *Record) *alertsv1.Step { return rec.Alert.GetSteps()[len(rec.Aler
 func TestAutoResolveWhenTheConditionClears(t *testing.T) {
 	cfg, clk := testConfig(t), &clock{now: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
 	stalled, _ := apply(t, cfg, nil, signal("s1", "onboarding_stalled", clk.now), clk.now)
+	if AutoResolve(stalled, signal("s0", "onboarding_on_track", clk.now.Add(-time.Hour)), clk.now) != nil {
+		t.Fatal("a clearing signal older than the alert's evidence resolved it")
+	}
 	onTrack := signal("s2", "onboarding_on_track", clk.advance(time.Hour))
 	if got := Clears(onTrack); len(got) != 3 {
 		t.Fatalf("on track clears %v", got)
