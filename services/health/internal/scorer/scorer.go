@@ -565,7 +565,15 @@ func (s *Scorer) SignalRequests(ctx context.Context, tenant string, evs []events
 				score.Hit{Signal: "cancellation_requested", At: ev.at, User: ev.user, MessageID: ev.messageID}, now))
 		}
 	}
-	return len(sigs), s.emit(ctx, tenant, sigs)
+	// Published only: the scorer emits (and records) each request again,
+	// with the same id, once the writer has stored it.
+	if _, err := s.emitter.Publish(ctx, sigs); err != nil {
+		return 0, err
+	}
+	for _, sig := range sigs {
+		s.emitted.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("kind", sig.GetKind())))
+	}
+	return len(sigs), nil
 }
 
 // AtRiskBecause says why an account is at risk: band red, cancel intent

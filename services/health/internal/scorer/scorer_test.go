@@ -12,6 +12,7 @@ import (
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
@@ -45,6 +46,7 @@ fit:
 type env struct {
 	t      testing.TB
 	db     chstore.Store
+	bus    *natsjs.Bus
 	models *models.Store
 	sc     *Scorer
 	now    time.Time
@@ -60,7 +62,7 @@ func newEnv(t testing.TB, db chstore.Store) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, db: db, models: ms, now: now0}
+	e := &env{t: t, db: db, bus: bus, models: ms, now: now0}
 	if e.sc, err = New(db, ms, signals.NewEmitter(bus, db), testutil.Logger(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -208,8 +210,17 @@ func TestTheDoneWhenAccountsAndTheirSignals(t *testing.T) {
 		if n, err := e.sc.SignalRequests(t.Context(), "t1", arriving); err != nil || n != 1 {
 			t.Fatalf("immediate path: %d %v", n, err)
 		}
-		if reqs := e.signals("t1", KindCancellationRequested); len(reqs) != 1 || reqs[0].GetSummary() != "healthy-co requested cancellation (by healthy-co-u1)" {
-			t.Fatalf("immediate signal: %v", reqs)
+		// It is published at once, and recorded by the scorer (below).
+		stream, err := e.bus.JS.Stream(t.Context(), natsjs.SignalsStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := stream.GetLastMsgForSubject(t.Context(), natsjs.SignalSubject("t1", KindCancellationRequested))
+		if err != nil {
+			t.Fatalf("immediate signal not on SIGNALS: %v", err)
+		}
+		if sig, err := signals.Decode(msg.Data); err != nil || sig.GetSummary() != "healthy-co requested cancellation (by healthy-co-u1)" {
+			t.Fatalf("immediate signal: %v %v", sig, err)
 		}
 		e.score("t1", "healthy-co")
 		e.score("t1", "healthy-co")
