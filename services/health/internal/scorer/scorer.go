@@ -516,7 +516,9 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 			if err := s.classify(ctx, tenant, changed[i].AccountID, c); err != nil {
 				return Result{}, err
 			}
-			churnSigs = append(churnSigs, churnSignal(tenant, changed[i].AccountID, c, now))
+			sig := churnSignal(tenant, changed[i].AccountID, c, now)
+			sig.Account = signals.Snapshot(traits[changed[i].AccountID], changed[i].Fit, changed[i].Band)
+			churnSigs = append(churnSigs, sig)
 		}
 		if err := s.emit(ctx, tenant, churnSigs); err != nil {
 			return Result{}, err

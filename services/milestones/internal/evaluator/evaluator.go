@@ -238,7 +238,9 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 				oldState = old.State
 			}
 			for _, t := range progress.Transitions(oldState, *row.State) {
-				sigs = append(sigs, signalOf(tenant, id, p.j, *row.State, oldState, t, now))
+				sig := signalOf(tenant, id, p.j, *row.State, oldState, t, now)
+				sig.Account = signals.Snapshot(traits[id], "", "") // read above: the emitter needn't read them again
+				sigs = append(sigs, sig)
 			}
 		}
 	}
