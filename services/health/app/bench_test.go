@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -159,21 +158,6 @@ func (p *pipeline) underLoad(b *testing.B, rate float64, duration time.Duration,
 	return res.EventsPerSec
 }
 
-func benchDuration() time.Duration {
-	if d, err := time.ParseDuration(os.Getenv("STICKPOINT_BENCH_DURATION")); err == nil {
-		return d
-	}
-	return 10 * time.Second
-}
-
-func report(b *testing.B, name string, lat []time.Duration) {
-	slices.Sort(lat)
-	p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
-	b.ReportMetric(float64(p(0.5).Microseconds())/1000, name+"-p50-ms")
-	b.ReportMetric(float64(p(0.99).Microseconds())/1000, name+"-p99-ms")
-	b.Logf("%s: %d probes, p50 %s, p99 %s, max %s", name, len(lat), p(0.5), p(0.99), lat[len(lat)-1])
-}
-
 // BenchmarkHealthLatency measures, on the embedded engine:
 //   - an event to its account's updated score, idle (target p99 under 1 s);
 //   - a "Cancellation Requested" event to its signal on SIGNALS while
@@ -183,7 +167,7 @@ func report(b *testing.B, name string, lat []time.Duration) {
 //
 // STICKPOINT_BENCH_DURATION sets each phase's length (default 10s).
 func BenchmarkHealthLatency(b *testing.B) {
-	duration := benchDuration()
+	duration := testutil.BenchDuration(10 * time.Second)
 	p := startPipeline(b, chstore.EngineEmbedded)
 	var mu sync.Mutex
 	arrived := map[string]time.Time{}
@@ -228,7 +212,7 @@ func BenchmarkHealthLatency(b *testing.B) {
 			scored = append(scored, time.Since(sent))
 			time.Sleep(50 * time.Millisecond)
 		}
-		report(b, "event-to-score-idle", scored)
+		testutil.ReportLatencies(b, "event-to-score-idle", scored)
 
 		rate := p.maxRate(b, duration/2) / 2
 		// Under half load: cancellation requests, and Gets of an account.
@@ -258,12 +242,12 @@ func BenchmarkHealthLatency(b *testing.B) {
 				b.Fatalf("%d of %d cancellation signals within 30 s", len(cancels), len(sent))
 			}
 		}
-		report(b, "cancel-to-signal-loaded", cancels)
+		testutil.ReportLatencies(b, "cancel-to-signal-loaded", cancels)
 		var det []time.Duration
 		for a, at := range sent {
 			det = append(det, detected[a].Sub(at))
 		}
-		report(b, "cancel-to-detected", det) // the signal's detected_at: how much is before the service saw it
+		testutil.ReportLatencies(b, "cancel-to-detected", det) // the signal's detected_at: how much is before the service saw it
 
 		var gets []time.Duration
 		p.underLoad(b, rate, duration, func() {
@@ -276,7 +260,7 @@ func BenchmarkHealthLatency(b *testing.B) {
 				time.Sleep(10 * time.Millisecond)
 			}
 		})
-		report(b, "get-loaded", gets)
+		testutil.ReportLatencies(b, "get-loaded", gets)
 		b.Logf("ingest maximum %.0f events/s stored end to end; the loads ran at %.0f events/s", 2*rate, load)
 		b.ReportMetric(load, "load-events/s")
 	}

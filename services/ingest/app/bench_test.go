@@ -3,7 +3,6 @@ package app_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 	"sync"
 	"syscall"
@@ -27,10 +26,7 @@ import (
 // STICKPOINT_BENCH_DURATION sets each run's length (default 10s; make
 // bench-smoke uses 1s).
 func BenchmarkIngestEndToEnd(b *testing.B) {
-	duration := 10 * time.Second
-	if d, err := time.ParseDuration(os.Getenv("STICKPOINT_BENCH_DURATION")); err == nil {
-		duration = d
-	}
+	duration := testutil.BenchDuration(10 * time.Second)
 	shapes := []struct {
 		name               string
 		batch, concurrency int
@@ -154,10 +150,7 @@ func readLoop(b *testing.B, f *fixture, stop <-chan struct{}) []time.Duration {
 // writer off), then starts the writer and times until every event is in
 // ClickHouse, on each engine.
 func BenchmarkWriterDrain(b *testing.B) {
-	duration := 8 * time.Second
-	if d, err := time.ParseDuration(os.Getenv("STICKPOINT_BENCH_DURATION")); err == nil {
-		duration = d
-	}
+	duration := testutil.BenchDuration(8 * time.Second)
 	for _, engine := range testutil.Engines {
 		b.Run(engine, func(b *testing.B) {
 			var rate float64

@@ -91,10 +91,7 @@ func startPipeline(b *testing.B, engine string) (url, writeKey string, nc *nats.
 // and while ingest runs at half its maximum rate (target p99 under 2 s).
 // STICKPOINT_BENCH_DURATION sets each phase's length (default 10s).
 func BenchmarkEventToSignal(b *testing.B) {
-	duration := 10 * time.Second
-	if d, err := time.ParseDuration(os.Getenv("STICKPOINT_BENCH_DURATION")); err == nil {
-		duration = d
-	}
+	duration := testutil.BenchDuration(10 * time.Second)
 	url, key, nc, js, db := startPipeline(b, chstore.EngineEmbedded)
 	// The load's accounts follow the journey too: they reach "reporting"
 	// and keep the evaluator busy.
@@ -160,14 +157,8 @@ func BenchmarkEventToSignal(b *testing.B) {
 		slices.Sort(lat)
 		return lat
 	}
-	report := func(phase string, lat []time.Duration) {
-		p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
-		b.ReportMetric(float64(p(0.5).Milliseconds()), phase+"-p50-ms")
-		b.ReportMetric(float64(p(0.99).Milliseconds()), phase+"-p99-ms")
-		b.Logf("%s: %d probes, p50 %s, p99 %s, max %s", phase, len(lat), p(0.5), p(0.99), lat[len(lat)-1])
-	}
 	for b.Loop() {
-		report("idle", probe("idle"))
+		testutil.ReportLatencies(b, "idle", probe("idle"))
 		// Ingest's maximum end to end (stored in ClickHouse), then half
 		// of it with the probes.
 		stored := func(ctx context.Context) (uint64, error) {
@@ -201,7 +192,7 @@ func BenchmarkEventToSignal(b *testing.B) {
 		lat := probe("loaded")
 		stop()
 		wg.Wait()
-		report("loaded", lat)
+		testutil.ReportLatencies(b, "loaded", lat)
 		b.Logf("ingest maximum %.0f events/s stored end to end; the load ran at %.0f events/s", max.StoredPerSec, half.EventsPerSec)
 		b.ReportMetric(half.EventsPerSec, "load-events/s")
 	}

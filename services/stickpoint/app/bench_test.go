@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -81,21 +80,6 @@ func (p *platform) post(b *testing.B, body string) {
 	}
 }
 
-func benchDuration() time.Duration {
-	if d, err := time.ParseDuration(os.Getenv("STICKPOINT_BENCH_DURATION")); err == nil {
-		return d
-	}
-	return 10 * time.Second
-}
-
-func report(b *testing.B, name string, lat []time.Duration) {
-	slices.Sort(lat)
-	p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
-	b.ReportMetric(float64(p(0.5).Microseconds())/1000, name+"-p50-ms")
-	b.ReportMetric(float64(p(0.99).Microseconds())/1000, name+"-p99-ms")
-	b.Logf("%s: %d probes, p50 %s, p99 %s, max %s", name, len(lat), p(0.5), p(0.99), lat[len(lat)-1])
-}
-
 // BenchmarkEventToAlert measures, on the embedded engine, from the HTTP
 // ingest of a "Cancellation Requested" event to a webhook receiving the
 // signed alert (its signature verified):
@@ -104,7 +88,7 @@ func report(b *testing.B, name string, lat []time.Duration) {
 //
 // STICKPOINT_BENCH_DURATION sets each phase's length (default 10s).
 func BenchmarkEventToAlert(b *testing.B) {
-	duration := benchDuration()
+	duration := testutil.BenchDuration(10 * time.Second)
 	p := startPlatform(b)
 	var mu sync.Mutex
 	arrived := map[string]time.Time{} // account -> when its alert arrived
@@ -162,7 +146,7 @@ func BenchmarkEventToAlert(b *testing.B) {
 			collect(map[string]time.Time{a: at})
 			time.Sleep(50 * time.Millisecond)
 		}
-		report(b, "event-to-alert-idle", collect(idle))
+		testutil.ReportLatencies(b, "event-to-alert-idle", collect(idle))
 
 		before, err := p.events.Count(p.ctx, &eventsv1.CountRequest{})
 		if err != nil {
@@ -195,7 +179,7 @@ func BenchmarkEventToAlert(b *testing.B) {
 		lat := collect(loaded)
 		stop()
 		wg.Wait()
-		report(b, "event-to-alert-loaded", lat)
+		testutil.ReportLatencies(b, "event-to-alert-loaded", lat)
 		b.Logf("ingest maximum %.0f events/s stored end to end; the load ran at %.0f events/s", max.StoredPerSec, load.EventsPerSec)
 		b.ReportMetric(load.EventsPerSec, "load-events/s")
 	}
