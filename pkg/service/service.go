@@ -35,6 +35,25 @@ type Config struct {
 	Shutdown   ShutdownConfig    `json:"shutdown"`
 }
 
+// DistributedConfig is a service binary's default configuration in
+// distributed mode: its HTTP and gRPC addresses, NATS on
+// nats://127.0.0.1:4222 and a ClickHouse server on 127.0.0.1:9000.
+func DistributedConfig(httpAddr, grpcAddr string) Config {
+	cfg := Config{
+		HTTPAddr:   httpAddr,
+		GRPC:       grpcserver.DefaultConfig(),
+		NATS:       natsjs.DefaultConfig(),
+		ClickHouse: chstore.DefaultConfig(),
+		Telemetry:  telemetry.DefaultConfig(),
+		Shutdown:   DefaultShutdownConfig(),
+	}
+	cfg.GRPC.Addr = grpcAddr
+	cfg.NATS.URL = "nats://127.0.0.1:4222"
+	cfg.NATS.StoreDir = ""
+	cfg.ClickHouse.Engine = chstore.EngineServer
+	return cfg
+}
+
 // ShutdownConfig bounds each step of the shutdown (see Serve). gRPC's
 // graceful stop is bounded by grpc.shutdown_timeout.
 type ShutdownConfig struct {

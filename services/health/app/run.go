@@ -4,11 +4,7 @@ import (
 	"context"
 	"io"
 
-	"github.com/stickpoint/stickpoint/pkg/chstore"
-	"github.com/stickpoint/stickpoint/pkg/grpcserver"
-	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/service"
-	"github.com/stickpoint/stickpoint/pkg/telemetry"
 )
 
 // Version is set at build time with -ldflags "-X ...app.Version=...".
@@ -23,22 +19,7 @@ type ServiceConfig struct {
 // DefaultServiceConfig expects NATS on 127.0.0.1:4222 and a ClickHouse
 // server on 127.0.0.1:9000, and serves gRPC on :9092.
 func DefaultServiceConfig() ServiceConfig {
-	cfg := ServiceConfig{
-		Config: service.Config{
-			HTTPAddr:   ":8082",
-			GRPC:       grpcserver.DefaultConfig(),
-			NATS:       natsjs.DefaultConfig(),
-			ClickHouse: chstore.DefaultConfig(),
-			Telemetry:  telemetry.DefaultConfig(),
-			Shutdown:   service.DefaultShutdownConfig(),
-		},
-		Health: DefaultConfig(),
-	}
-	cfg.GRPC.Addr = ":9092"
-	cfg.NATS.URL = "nats://127.0.0.1:4222"
-	cfg.NATS.StoreDir = ""
-	cfg.ClickHouse.Engine = chstore.EngineServer
-	return cfg
+	return ServiceConfig{Config: service.DistributedConfig(":8082", ":9092"), Health: DefaultConfig()}
 }
 
 // Run runs the health binary: health [--config FILE] [--set key=value]...

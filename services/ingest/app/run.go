@@ -4,11 +4,7 @@ import (
 	"context"
 	"io"
 
-	"github.com/stickpoint/stickpoint/pkg/chstore"
-	"github.com/stickpoint/stickpoint/pkg/grpcserver"
-	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/service"
-	"github.com/stickpoint/stickpoint/pkg/telemetry"
 )
 
 // Version is set at build time with -ldflags "-X ...app.Version=...".
@@ -23,22 +19,7 @@ type ServiceConfig struct {
 // DefaultServiceConfig expects NATS on 127.0.0.1:4222 and a ClickHouse
 // server on 127.0.0.1:9000, and serves the HTTP API on all interfaces.
 func DefaultServiceConfig() ServiceConfig {
-	cfg := ServiceConfig{
-		Config: service.Config{
-			HTTPAddr:   ":8080",
-			GRPC:       grpcserver.DefaultConfig(),
-			NATS:       natsjs.DefaultConfig(),
-			ClickHouse: chstore.DefaultConfig(),
-			Telemetry:  telemetry.DefaultConfig(),
-			Shutdown:   service.DefaultShutdownConfig(),
-		},
-		Ingest: DefaultConfig(),
-	}
-	cfg.GRPC.Addr = ":9090"
-	cfg.NATS.URL = "nats://127.0.0.1:4222"
-	cfg.NATS.StoreDir = ""
-	cfg.ClickHouse.Engine = chstore.EngineServer
-	return cfg
+	return ServiceConfig{Config: service.DistributedConfig(":8080", ":9090"), Ingest: DefaultConfig()}
 }
 
 // Run runs the ingest binary: ingest [--config FILE] [--set key=value]...
