@@ -49,11 +49,29 @@ func New(alerts *store.Store, configs *specstore.Store[config.Config], linkTempl
 	return a, nil
 }
 
+// configCache reads each tenant's configuration once per batch or sweep.
+type configCache struct {
+	store    *specstore.Store[config.Config]
+	byTenant map[string]config.Config
+}
+
+func (c configCache) get(ctx context.Context, tenant string) (config.Config, error) {
+	if cfg, ok := c.byTenant[tenant]; ok {
+		return cfg, nil
+	}
+	st, err := c.store.Get(ctx, tenant)
+	if err != nil {
+		return config.Config{}, err
+	}
+	c.byTenant[tenant] = st.Spec
+	return st.Spec, nil
+}
+
 // Handle applies a batch of SIGNALS messages, in order. It is idempotent:
 // an alert remembers the signals it applied, and its notifications carry
 // ids the streams dedup on.
 func (a *Alerter) Handle(ctx context.Context, msgs []jetstream.Msg) error {
-	configs := map[string]config.Config{}
+	configs := configCache{store: a.configs, byTenant: map[string]config.Config{}}
 	for _, m := range msgs {
 		sig, err := signals.Decode(m.Data())
 		if err != nil {
@@ -61,14 +79,9 @@ func (a *Alerter) Handle(ctx context.Context, msgs []jetstream.Msg) error {
 			continue
 		}
 		tenant := sig.GetTenantId()
-		cfg, ok := configs[tenant]
-		if !ok {
-			st, err := a.configs.Get(ctx, tenant)
-			if err != nil {
-				return err
-			}
-			cfg = st.Spec
-			configs[tenant] = cfg
+		cfg, err := configs.get(ctx, tenant)
+		if err != nil {
+			return err
 		}
 		if err := a.Apply(ctx, tenant, cfg, sig); err != nil {
 			return err
@@ -144,7 +157,7 @@ func (a *Alerter) count(ctx context.Context, kind, change string) {
 // crash left in an outbox, and escalates the open alerts nobody
 // acknowledged in time.
 func (a *Alerter) Sweep(ctx context.Context) (escalated int, _ error) {
-	configs := map[string]config.Config{}
+	configs := configCache{store: a.configs, byTenant: map[string]config.Config{}}
 	var due []*lifecycle.Record
 	err := a.alerts.Each(ctx, "", func(rec *lifecycle.Record) error {
 		if len(rec.Outbox) > 0 || rec.Announce != "" {
@@ -152,14 +165,9 @@ func (a *Alerter) Sweep(ctx context.Context) (escalated int, _ error) {
 				return err
 			}
 		}
-		cfg, ok := configs[rec.Tenant]
-		if !ok {
-			st, err := a.configs.Get(ctx, rec.Tenant)
-			if err != nil {
-				return err
-			}
-			cfg = st.Spec
-			configs[rec.Tenant] = cfg
+		cfg, err := configs.get(ctx, rec.Tenant)
+		if err != nil {
+			return err
 		}
 		if lifecycle.Escalate(rec, cfg.Escalation, a.Now()) != nil {
 			due = append(due, rec)
@@ -170,7 +178,7 @@ func (a *Alerter) Sweep(ctx context.Context) (escalated int, _ error) {
 		return 0, fmt.Errorf("sweep alerts: %w", err)
 	}
 	for _, rec := range due {
-		esc := configs[rec.Tenant].Escalation
+		esc := configs.byTenant[rec.Tenant].Escalation
 		done := false
 		if err := a.change(ctx, rec.Tenant, rec.Alert.GetId(), func(cur *lifecycle.Record) (*lifecycle.Record, error) {
 			if cur == nil {
