@@ -326,7 +326,7 @@ func (s *Scorer) tenantNorms(ctx context.Context, tenant string, since time.Time
 	s.mu.Lock()
 	c, ok := s.norms[tenant]
 	s.mu.Unlock()
-	if ok && time.Since(c.at) < normsTTL {
+	if ok && s.Now().Sub(c.at) < normsTTL {
 		return c.norms, nil
 	}
 	n, err := readNorms(ctx, s.db, tenant, since)
@@ -334,7 +334,7 @@ func (s *Scorer) tenantNorms(ctx context.Context, tenant string, since time.Time
 		return n, err
 	}
 	s.mu.Lock()
-	s.norms[tenant] = cachedNorms{norms: n, at: time.Now()}
+	s.norms[tenant] = cachedNorms{norms: n, at: s.Now()}
 	s.mu.Unlock()
 	return n, nil
 }
@@ -386,6 +386,10 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		for _, r := range prevRows {
 			ids = append(ids, r.AccountID)
 		}
+		// The range below is its first and last id: rows come back in no
+		// set order, and a range of two middle ones would leave accounts
+		// out, scored as if they had no usage.
+		slices.Sort(ids)
 		set = accountSet{ids: ids, contiguous: true}
 	}
 	if len(ids) == 0 {
