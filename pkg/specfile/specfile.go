@@ -7,6 +7,7 @@
 package specfile
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"regexp"
@@ -303,4 +304,49 @@ func Scalar(n *yaml.Node) any {
 		return nil
 	}
 	return n.Value
+}
+
+// Document is one YAML document of a file, and the line it starts on.
+type Document struct {
+	Source []byte
+	Line   int
+}
+
+// Documents splits a file into its YAML documents, apart at lines that
+// are "---": a file may hold several journeys. Documents holding nothing
+// but comments and blank lines are left out.
+func Documents(src []byte) []Document {
+	var out []Document
+	start, startLine := 0, 1
+	flush := func(end, nextLine int) {
+		doc := src[start:end]
+		if hasContent(doc) {
+			out = append(out, Document{Source: doc, Line: startLine})
+		}
+		startLine = nextLine
+	}
+	line := 1
+	for i := 0; i < len(src); {
+		j := bytes.IndexByte(src[i:], '\n')
+		next := len(src)
+		if j >= 0 {
+			next = i + j + 1
+		}
+		if strings.TrimRight(string(src[i:next]), " \t\r\n") == "---" {
+			flush(i, line+1)
+			start = next
+		}
+		i, line = next, line+1
+	}
+	flush(len(src), line)
+	return out
+}
+
+func hasContent(doc []byte) bool {
+	for l := range strings.SplitSeq(string(doc), "\n") {
+		if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "#") {
+			return true
+		}
+	}
+	return false
 }

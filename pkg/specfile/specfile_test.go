@@ -92,3 +92,20 @@ func TestPercent(t *testing.T) {
 		t.Errorf("want 3 problems, got %v", p.problems)
 	}
 }
+
+func TestDocumentsSplitAtSeparatorLines(t *testing.T) {
+	src := "# two journeys\n---\nid: a\n---   \n# only a comment\n---\nid: b\nx: \"---\"\n"
+	docs := Documents([]byte(src))
+	if len(docs) != 2 {
+		t.Fatalf("got %d documents, want 2: %+v", len(docs), docs)
+	}
+	if string(docs[0].Source) != "id: a\n" || docs[0].Line != 3 {
+		t.Errorf("first: %q from line %d, want \"id: a\\n\" from line 3", docs[0].Source, docs[0].Line)
+	}
+	if string(docs[1].Source) != "id: b\nx: \"---\"\n" || docs[1].Line != 7 {
+		t.Errorf("second: %q from line %d, want from line 7", docs[1].Source, docs[1].Line)
+	}
+	if one := Documents([]byte("id: a\n")); len(one) != 1 || one[0].Line != 1 {
+		t.Errorf("a file without separators is one document from line 1: %+v", one)
+	}
+}

@@ -63,6 +63,7 @@ type Service struct {
 	log        *slog.Logger
 	Alerter    *alerter.Alerter
 	API        *api.Alerts
+	configs    *specstore.Store[config.Config]
 	dispatcher *delivery.Dispatcher
 	signals    *natsjs.Consumer
 	swept      atomic.Bool
@@ -93,7 +94,7 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, log *slog.Logger) (*S
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: log, API: api.New(bus, alerts, configs)}
+	s := &Service{cfg: cfg, log: log, API: api.New(bus, alerts, configs), configs: configs}
 	if s.Alerter, err = alerter.New(alerts, configs, cfg.AccountURL, log); err != nil {
 		return nil, err
 	}
@@ -114,6 +115,21 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, log *slog.Logger) (*S
 	}
 	return s, nil
 }
+
+// ChangeHeader is the header of an ALERTS message that names the change:
+// opened, updated, reopened, auto_resolved, escalated, ...
+const ChangeHeader = store.HeaderChange
+
+// PutConfig puts a tenant's alerting configuration, as `stickpoint
+// alerting put` does.
+func (s *Service) PutConfig(ctx context.Context, tenant string, src []byte) error {
+	_, _, err := s.configs.Put(ctx, tenant, src)
+	return err
+}
+
+// SetClock sets the clock alerts are opened, resolved and escalated by: a
+// backtest's simulated one.
+func (s *Service) SetClock(now func() time.Time) { s.Alerter.Now = now }
 
 // Register serves the alerts API on srv.
 func (s *Service) Register(srv *grpcserver.Server) {

@@ -89,6 +89,7 @@ type Service struct {
 	onboarding *natsjs.Consumer
 	accounts   *api.Accounts
 	health     *api.Health
+	models     *models.Store
 
 	pending *service.Pending // rescores asked for (by tenant)
 }
@@ -106,7 +107,7 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: log, reg: reg, Scorer: sc, pending: service.NewPending()}
+	s := &Service{cfg: cfg, log: log, reg: reg, Scorer: sc, models: ms, pending: service.NewPending()}
 	s.accounts = api.NewAccounts(db, ms, ownerTrait(reg, cfg.OwnerTrait))
 	s.health = api.NewHealth(db, ms, sc, s.RescoreAll)
 	healthy := func(ctx context.Context) error { return db.Exec(ctx, "SELECT 1") }
@@ -126,18 +127,22 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg
 	}
 	// An onboarding status change is an input to health: rescore.
 	var onboardingSubjects []string
-	for _, k := range []string{"onboarding_on_track", "onboarding_at_risk", "onboarding_late", "onboarding_stalled", "onboarding_completed"} {
+	for _, k := range OnboardingKinds {
 		onboardingSubjects = append(onboardingSubjects, "signals.*."+k)
 	}
 	s.onboarding, err = natsjs.NewConsumer(bus, natsjs.ConsumerConfig{
 		Stream: natsjs.SignalsStream, Durable: OnboardingDurable, FilterSubjects: onboardingSubjects,
 		MaxBatch: 500, MaxWait: cfg.ScoreWait, AckWait: time.Minute, Healthy: healthy,
-	}, s.handleOnboarding, log.With("component", OnboardingDurable))
+	}, s.HandleOnboarding, log.With("component", OnboardingDurable))
 	if err != nil {
 		return nil, err
 	}
 	return s, nil
 }
+
+// OnboardingKinds are the signals of an onboarding status change, which
+// rescore the account.
+var OnboardingKinds = []string{"onboarding_on_track", "onboarding_at_risk", "onboarding_late", "onboarding_stalled", "onboarding_completed"}
 
 // ownerTrait is a tenant's owner trait, else the default.
 func ownerTrait(reg *tenancy.Registry, def string) func(tenant string) string {
@@ -166,16 +171,26 @@ func (s *Service) Register(srv *grpcserver.Server) {
 // round takes milliseconds and so does the rest.
 func (s *Service) handleNotices(ctx context.Context, msgs []jetstream.Msg) error {
 	began := time.Now()
-	for tenant, d := range dirtyOf(ctx, s.log, msgs) {
-		if _, err := s.Scorer.Score(ctx, tenant, keys(d.accounts), d.span, "events"); err != nil {
-			return fmt.Errorf("score %d accounts of %s: %w", len(d.accounts), tenant, err)
-		}
+	if err := s.ScoreNotices(ctx, msgs); err != nil {
+		return err
 	}
 	rest := time.NewTimer(min(time.Since(began), 5*time.Second))
 	defer rest.Stop()
 	select {
 	case <-rest.C:
 	case <-ctx.Done():
+	}
+	return nil
+}
+
+// ScoreNotices rebuilds the rollups and rescores the accounts a batch of
+// notices names, per tenant: the notices consumer's work, without its
+// rest. A backtest calls it with the notices of each step.
+func (s *Service) ScoreNotices(ctx context.Context, msgs []jetstream.Msg) error {
+	for tenant, d := range dirtyOf(ctx, s.log, msgs) {
+		if _, err := s.Scorer.Score(ctx, tenant, keys(d.accounts), d.span, "events"); err != nil {
+			return fmt.Errorf("score %d accounts of %s: %w", len(d.accounts), tenant, err)
+		}
 	}
 	return nil
 }
@@ -234,8 +249,9 @@ func (s *Service) handleRequests(ctx context.Context, msgs []jetstream.Msg) erro
 	return nil
 }
 
-// handleOnboarding rescores the accounts whose onboarding status changed.
-func (s *Service) handleOnboarding(ctx context.Context, msgs []jetstream.Msg) error {
+// HandleOnboarding rescores the accounts whose onboarding status changed:
+// the onboarding signals consumer's handler.
+func (s *Service) HandleOnboarding(ctx context.Context, msgs []jetstream.Msg) error {
 	byTenant := map[string]map[string]bool{}
 	for _, m := range msgs {
 		sig, err := signals.Decode(m.Data())
@@ -264,6 +280,18 @@ func keys(m map[string]bool) []string {
 	return out
 }
 
+// PutModel puts a tenant's health model, as `stickpoint health model put`
+// does, without the rescore a put queues: a backtest puts it before any
+// event.
+func (s *Service) PutModel(ctx context.Context, tenant string, src []byte) error {
+	_, _, err := s.models.Put(ctx, tenant, src)
+	return err
+}
+
+// SetClock sets the clock the scorer judges by: a backtest's simulated
+// one.
+func (s *Service) SetClock(now func() time.Time) { s.Scorer.Now = now }
+
 // RescoreAll queues a rescore of every account of tenant; Run carries it
 // out. Rescores asked for while one runs are merged into one.
 func (s *Service) RescoreAll(tenant, reason string) {
@@ -284,7 +312,7 @@ func (s *Service) Run(ctx context.Context) error {
 		for {
 			select {
 			case <-sweep.C:
-				s.sweep(gctx)
+				s.Sweep(gctx)
 			case <-s.pending.Wake():
 				s.runRescores(gctx)
 			case <-gctx.Done():
@@ -295,7 +323,9 @@ func (s *Service) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-func (s *Service) sweep(ctx context.Context) {
+// Sweep rescores every scored account of every tenant from the rollups:
+// decay, expiry and moving windows. Run calls it every sweep_interval.
+func (s *Service) Sweep(ctx context.Context) {
 	var tenants []string
 	for _, t := range s.reg.Tenants() {
 		tenants = append(tenants, t.ID)

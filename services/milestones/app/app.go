@@ -20,6 +20,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/service"
 	"github.com/stickpoint/stickpoint/pkg/signals"
+	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
 	milestonesv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/milestones/v1"
 	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
@@ -81,6 +82,7 @@ type Service struct {
 	Evaluator *evaluator.Evaluator
 	notices   *natsjs.Consumer
 	api       *api.Milestones
+	journeys  *journeys.Store
 	signals   *signals.Server
 
 	pending *service.Pending // backfills asked for (by tenant)
@@ -99,7 +101,7 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: log, reg: reg, Evaluator: eval, signals: signals.NewServer(db),
+	s := &Service{cfg: cfg, log: log, reg: reg, Evaluator: eval, journeys: js, signals: signals.NewServer(db),
 		pending: service.NewPending()}
 	s.api = api.NewMilestones(db, js, eval, s.StartBackfill)
 	s.notices, err = natsjs.NewConsumer(bus, natsjs.ConsumerConfig{
@@ -110,7 +112,7 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg
 		MaxWait:        cfg.EvaluateWait,
 		AckWait:        time.Minute,
 		Healthy:        func(ctx context.Context) error { return db.Exec(ctx, "SELECT 1") },
-	}, s.handleNotices, log.With("component", "milestones-evaluator"))
+	}, s.HandleNotices, log.With("component", "milestones-evaluator"))
 	if err != nil {
 		return nil, err
 	}
@@ -124,9 +126,11 @@ func (s *Service) Register(srv *grpcserver.Server) {
 	srv.Register(&signalsv1.SignalsService_ServiceDesc, s.signals)
 }
 
-// handleNotices evaluates the accounts a batch of notices names, per
-// tenant; the notices are acked once the new states are stored.
-func (s *Service) handleNotices(ctx context.Context, msgs []jetstream.Msg) error {
+// HandleNotices evaluates the accounts a batch of notices names, per
+// tenant; the notices are acked once the new states are stored. It is the
+// notices consumer's handler; a backtest calls it with the notices of
+// each step.
+func (s *Service) HandleNotices(ctx context.Context, msgs []jetstream.Msg) error {
 	type dirty struct {
 		accounts map[string]bool
 		since    time.Time // the earliest event time stored
@@ -162,6 +166,22 @@ func (s *Service) handleNotices(ctx context.Context, msgs []jetstream.Msg) error
 	return nil
 }
 
+// PutJourneys puts each journey of a file (YAML documents apart by
+// "---"), as `stickpoint journeys put` does, without the backfill a put
+// queues: a backtest puts its journeys before any event.
+func (s *Service) PutJourneys(ctx context.Context, tenant string, src []byte) error {
+	for i, doc := range specfile.Documents(src) {
+		if _, _, err := s.journeys.Put(ctx, tenant, doc.Source); err != nil {
+			return fmt.Errorf("journey %d (line %d): %w", i+1, doc.Line, err)
+		}
+	}
+	return nil
+}
+
+// SetClock sets the clock the evaluator judges by: a backtest's
+// simulated one.
+func (s *Service) SetClock(now func() time.Time) { s.Evaluator.Now = now }
+
 // StartBackfill queues a recompute of all of tenant's accounts; Run
 // carries it out. Backfills asked for while one runs are merged into one.
 func (s *Service) StartBackfill(tenant, reason string) {
@@ -183,7 +203,7 @@ func (s *Service) Run(ctx context.Context) error {
 		for {
 			select {
 			case <-sweep.C:
-				s.sweep(gctx)
+				s.Sweep(gctx)
 			case <-reconcile.C:
 				if s.reconcile(gctx, reconciled.Add(-5*time.Minute)) {
 					reconciled = time.Now()
@@ -198,7 +218,9 @@ func (s *Service) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-func (s *Service) sweep(ctx context.Context) {
+// Sweep moves every tenant's accounts on by the clock alone (at risk,
+// late, stalled); Run calls it every sweep_interval.
+func (s *Service) Sweep(ctx context.Context) {
 	var tenants []string
 	for _, t := range s.reg.Tenants() {
 		tenants = append(tenants, t.ID)

@@ -246,6 +246,45 @@ func (w *Writer) handle(ctx context.Context, part *partition, msgs []jetstream.M
 		}
 		clear(part.members)
 	}
+	return w.write(ctx, part, batch)
+}
+
+// WriteEvents stores events as the handler of their tenant's partition
+// would, outside the stream: each messageId once, attributed, noticed.
+// It is for a backtest, which feeds history in time order in one process
+// and must know each step is stored before it evaluates it. It must not
+// run beside the partition's consumer.
+func (w *Writer) WriteEvents(ctx context.Context, evs []events.Event) error {
+	byPart := map[int][]*candidate{}
+	pool := make([]candidate, len(evs))
+	seen := map[uint64]bool{}
+	for i, e := range evs {
+		pool[i] = candidate{ev: e, seq: uint64(i + 1), hash: dedup.Hash(e.TenantID, e.MessageID)}
+		if seen[pool[i].hash] {
+			continue // the first of a messageId in the history stands
+		}
+		seen[pool[i].hash] = true
+		p := natsjs.EventPartition(e.TenantID, len(w.parts))
+		byPart[p] = append(byPart[p], &pool[i])
+	}
+	for p := range len(w.parts) {
+		if batch := byPart[p]; len(batch) > 0 {
+			if err := w.write(ctx, w.parts[p], batch); err != nil {
+				clear(w.parts[p].members)
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// SetClock sets the writer's clock (a backtest's simulated one): the
+// dedup horizon and the claims' hours follow it.
+func (w *Writer) SetClock(now func() time.Time) { w.now = now }
+
+// write stores a batch of candidates, one per messageId: those not
+// stored before, attributed to their accounts, then noticed.
+func (w *Writer) write(ctx context.Context, part *partition, batch []*candidate) error {
 	fresh, err := w.unstored(ctx, batch)
 	if err != nil {
 		return err

@@ -66,7 +66,7 @@ read command takes --json.`,
 		devCommand(env), migrateCommand(env), tenantsCommand(env), keysCommand(env), tokensCommand(env),
 		sendCommand(env), loadCommand(env), eventsCommand(env),
 		journeysCommand(env), milestonesCommand(env), accountsCommand(env), healthCommand(env), churnCommand(env), signalsCommand(env),
-		alertsCommand(env), alertingCommand(env), demoCommand(env),
+		alertsCommand(env), alertingCommand(env), demoCommand(env), backtestCommand(env),
 		versionCommand(env),
 	)
 	return root

@@ -37,7 +37,11 @@ func demoCommand(env environ) *cobra.Command {
 		seed := fs.Uint64("seed", 1, "the seed of the simulated customer base")
 		wait := fs.Duration("wait", 2*time.Minute, "how long to wait for the platform to process everything")
 		quiet := fs.Bool("quiet", false, "no progress bar")
+		history := fs.String("history", "", "write the customer base to this folder as files for `stickpoint backtest` (history.jsonl, journeys.yaml, model.yaml, alerting.yaml) instead of sending it")
 		return func(ctx context.Context, _ []string) error {
+			if *history != "" {
+				return writeDemoHistory(env, *history, *modelFile, *seed)
+			}
 			if *cf.token == "" && env.getenv("STICKPOINT_TOKEN") == "" {
 				b, err := os.ReadFile(filepath.Join(*dataDir, app.TokenFile))
 				if err != nil {
@@ -182,6 +186,39 @@ Next:
   stickpoint accounts get <ACCOUNT>       # health and why, cancel intent, onboarding
   stickpoint alerting get                 # the configuration; put your own channels with alerting put FILE
 (The demo's webhook receiver has stopped, so its channel is removed from the configuration; the rules stay.)`)
+	return nil
+}
+
+// writeDemoHistory writes the demo's customer base, 60 days up to now,
+// and its journey, model and alerting rules, as a backtest's inputs.
+func writeDemoHistory(env environ, dir, modelFile string, seed uint64) error {
+	model, err := os.ReadFile(modelFile)
+	if err != nil {
+		return fmt.Errorf("the health model: %w (run it from the repository's root, or pass --model)", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--history: %w", err)
+	}
+	base := demo.Generate(time.Now(), seed)
+	f, err := os.Create(filepath.Join(dir, "history.jsonl"))
+	if err != nil {
+		return fmt.Errorf("--history: %w", err)
+	}
+	if err := base.WriteHistory(f); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("--history: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("--history: %w", err)
+	}
+	for name, content := range map[string]string{"journeys.yaml": milestones.JourneyTemplate, "model.yaml": string(model), "alerting.yaml": demoAlerting("", false)} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return fmt.Errorf("--history: %w", err)
+		}
+	}
+	fmt.Fprintf(env.stdout, "wrote %d calls of %d accounts over 60 days to %s, with the demo's journey, model and alerting rules\n",
+		len(base.Calls), len(base.Accounts), filepath.Join(dir, "history.jsonl"))
+	fmt.Fprintf(env.stdout, "try: stickpoint backtest --events %[1]s/history.jsonl --journeys %[1]s/journeys.yaml --model %[1]s/model.yaml --alerting %[1]s/alerting.yaml\n", dir)
 	return nil
 }
 

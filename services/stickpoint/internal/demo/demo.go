@@ -6,7 +6,10 @@
 package demo
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"sort"
 	"time"
@@ -230,4 +233,33 @@ func history(r *rand.Rand, a Account, now time.Time) []Call {
 		track(admin, "Subscription Cancelled", at(gone.AddDate(0, 0, 3+r.IntN(8)), 2), map[string]any{"reason": []string{"too expensive", "no adoption", "company closed"}[r.IntN(3)]})
 	}
 	return out
+}
+
+// WriteHistory writes the base as a history file: one Segment call per
+// line with its timestamp and a messageId, the format `stickpoint send`
+// and `stickpoint backtest` read. The calls are in the order Calls holds.
+func (b Base) WriteHistory(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	for i, c := range b.Calls {
+		call := map[string]any{"userId": c.User, "timestamp": c.At.UTC().Format(time.RFC3339Nano), "messageId": fmt.Sprintf("demo-%d", i+1)}
+		switch {
+		case c.Traits != nil:
+			call["type"], call["groupId"], call["traits"] = "group", c.Account, c.Traits
+		case c.Path != "":
+			call["type"], call["name"] = "page", "Billing"
+			call["properties"] = map[string]any{"path": c.Path}
+			call["context"] = map[string]any{"groupId": c.Account}
+		default:
+			call["type"], call["event"] = "track", c.Event
+			if c.Properties != nil {
+				call["properties"] = c.Properties
+			}
+			call["context"] = map[string]any{"groupId": c.Account}
+		}
+		if err := enc.Encode(call); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
 }

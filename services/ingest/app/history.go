@@ -1,0 +1,115 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/services/ingest/internal/segment"
+)
+
+// HistoryRejection is a line of a history file that is not a valid call.
+type HistoryRejection struct {
+	Line   int
+	Reason string
+}
+
+// historyChunk is how many lines are decoded as one batch.
+const historyChunk = 2000
+
+// DecodeHistory reads a history file's lines (Segment calls, one JSON
+// object per line: the `stickpoint send` format) for a backtest of tenant,
+// with the same decoder and limits as the HTTP API, but no past limit. A
+// history has no receive time to correct a clock against: each event's
+// time is its own timestamp (a sentAt is kept, not applied), and it is
+// taken as received then. A call without a timestamp is refused: it would
+// take the time it is read.
+func DecodeHistory(lines [][]byte, tenant string) ([]events.Event, []HistoryRejection) {
+	lim := segment.DefaultLimits()
+	lim.PastLimit, lim.FutureSkew = 200*365*24*time.Hour, 200*365*24*time.Hour
+	lim.MaxBatchEvents = historyChunk
+	received := time.Now()
+	var out []events.Event
+	var bad []HistoryRejection
+	for start := 0; start < len(lines); start += historyChunk {
+		var body bytes.Buffer
+		var lineOf []int // the line of each call in the batch
+		body.WriteString(`{"batch":[`)
+		for i, l := range lines[start:min(start+historyChunk, len(lines))] {
+			l = bytes.TrimSpace(l)
+			if len(l) == 0 {
+				continue
+			}
+			if !json.Valid(l) {
+				bad = append(bad, HistoryRejection{Line: start + i + 1, Reason: "not a JSON object"})
+				continue
+			}
+			if len(lineOf) > 0 {
+				body.WriteByte(',')
+			}
+			body.Write(l)
+			lineOf = append(lineOf, start+i+1)
+		}
+		body.WriteString(`]}`)
+		if len(lineOf) == 0 {
+			continue
+		}
+		req, err := segment.Decode("batch", body.Bytes(), received, lim)
+		if err != nil { // a limit of the whole batch: say so on its first line
+			bad = append(bad, HistoryRejection{Line: lineOf[0], Reason: err.Error()})
+			continue
+		}
+		rejected := map[int]bool{}
+		for _, r := range req.Rejected {
+			rejected[r.Index] = true
+			bad = append(bad, HistoryRejection{Line: lineOf[r.Index], Reason: r.Err.Error()})
+		}
+		k := 0
+		for i := range lineOf {
+			if rejected[i] {
+				continue
+			}
+			e := req.Events[k]
+			k++
+			if e.OriginalTimestamp.IsZero() {
+				bad = append(bad, HistoryRejection{Line: lineOf[i], Reason: "timestamp: required in a history"})
+				continue
+			}
+			e.TenantID, e.SourceID = tenant, "backtest"
+			e.Timestamp, e.ReceivedAt = e.OriginalTimestamp, e.OriginalTimestamp
+			out = append(out, e)
+		}
+	}
+	return out, bad
+}
+
+// WriteHistory stores events as the writer does (each messageId once,
+// attributed to accounts by the group calls before them, noticed on
+// STORED), synchronously: a backtest's step is stored before it is
+// evaluated. The writer's consumers must not run (a backtest never calls
+// Run).
+func (s *Service) WriteHistory(ctx context.Context, evs []events.Event) error {
+	if s.writer == nil {
+		return fmt.Errorf("ingest.writer.enabled: a backtest needs the writer")
+	}
+	return s.writer.WriteEvents(ctx, evs)
+}
+
+// SetClock sets the writer's clock: a backtest's simulated one.
+func (s *Service) SetClock(now func() time.Time) {
+	if s.writer != nil {
+		s.writer.SetClock(now)
+	}
+}
+
+// LoadWriter loads the writer's dedup filter; Run does it before the
+// consumers start, and a backtest before its first WriteHistory.
+func (s *Service) LoadWriter(ctx context.Context) error {
+	if s.writer == nil {
+		return nil
+	}
+	return s.writer.Load(ctx)
+}

@@ -1,0 +1,528 @@
+// Package backtest replays a history through the real ingest writer,
+// milestone tracking, health scoring and alerting, in one process, on a
+// temporary data folder, on a simulated clock (DESIGN.md, "Detection":
+// state is a function of stored events and a clock). It feeds the events
+// in time order a step at a time, runs the services' handlers and their
+// scheduled sweeps at each step as production does, records every signal
+// and alert at its simulated time, and reports how early the alerts came
+// before the churns, and how many were false.
+//
+// It drives the services' own handlers synchronously instead of running
+// their consumers: one step is stored, evaluated, scored and alerted on
+// before the clock moves, so the same input gives the same answer.
+package backtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/pkg/natsjs"
+	"github.com/stickpoint/stickpoint/pkg/service"
+	"github.com/stickpoint/stickpoint/pkg/signals"
+	alertsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/alerts/v1"
+	alerting "github.com/stickpoint/stickpoint/services/alerting/app"
+	health "github.com/stickpoint/stickpoint/services/health/app"
+	ingest "github.com/stickpoint/stickpoint/services/ingest/app"
+	milestones "github.com/stickpoint/stickpoint/services/milestones/app"
+	"github.com/stickpoint/stickpoint/services/stickpoint/app"
+)
+
+// Tenant is the tenant a backtest's data is stored under.
+const Tenant = "backtest"
+
+// Options are a backtest's inputs.
+type Options struct {
+	// Lines are the history: Segment calls, one JSON object per line.
+	Lines [][]byte
+	// Journeys is a journeys file (one or several journeys); Model and
+	// Alerting are a health model and an alerting configuration, nil for
+	// the defaults.
+	Journeys, Model, Alerting []byte
+	// Outcomes are the accounts' outcomes by account; nil takes churn from
+	// the model's churn rule over the history.
+	Outcomes map[string]Outcome
+	// Step is how far the clock moves at a time.
+	Step time.Duration
+	// From and To bound the simulated time; zero takes the history's
+	// first and last events.
+	From, To time.Time
+	// Dir is the data folder; empty makes a temporary one and removes it.
+	Dir string
+	// Progress, when set, is called after each step.
+	Progress func(Progress)
+	// Log receives the services' logs (warnings and errors); nil drops them.
+	Log io.Writer
+}
+
+// Progress is how far a backtest has got.
+type Progress struct {
+	At, To         time.Time
+	Events, Total  int
+	Signals, Alert int
+}
+
+// Result is a backtest's report, and every alert change it recorded.
+type Result struct {
+	Report  Report
+	Alerts  []AlertEvent
+	Refused []ingest.HistoryRejection
+	// Warnings are inputs the backtest ignored, worded.
+	Warnings []string
+}
+
+// clock is the simulated clock every service reads.
+type clock struct{ ns atomic.Int64 }
+
+func (c *clock) Now() time.Time  { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *clock) set(t time.Time) { c.ns.Store(t.UnixNano()) }
+
+// run is one backtest's parts.
+type run struct {
+	opts  Options
+	clock *clock
+	base  *service.Base
+	ing   *ingest.Service
+	ms    *milestones.Service
+	hs    *health.Service
+	as    *alerting.Service
+
+	stored, onboarding, signals, alerts, deliveries *puller
+
+	signalKinds map[string]int
+	alertEvents []AlertEvent
+}
+
+// Run runs a backtest.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	began := time.Now()
+	if opts.Step <= 0 {
+		return nil, errors.New("step: must be positive")
+	}
+	evs, refused := ingest.DecodeHistory(opts.Lines, Tenant)
+	if len(evs) == 0 {
+		return nil, fmt.Errorf("the history holds no valid call (%d lines refused)", len(refused))
+	}
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Timestamp.Before(evs[j].Timestamp) })
+	from, to := opts.From, opts.To
+	if from.IsZero() {
+		from = evs[0].Timestamp.Truncate(opts.Step)
+	}
+	if to.IsZero() {
+		to = evs[len(evs)-1].Timestamp
+	}
+	if !to.After(from) {
+		return nil, fmt.Errorf("to: %s is not after from %s", to.Format(time.RFC3339), from.Format(time.RFC3339))
+	}
+	res := &Result{Refused: refused}
+	if n := len(evs) - countUpTo(evs, to); n > 0 {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%d events after --to %s are left out", n, to.Format(time.RFC3339)))
+		evs = evs[:countUpTo(evs, to)]
+	}
+
+	dir := opts.Dir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "stickpoint-backtest-")
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = os.RemoveAll(tmp) }()
+		dir = tmp
+	}
+	r, err := open(ctx, opts, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer r.base.Close(context.WithoutCancel(ctx))
+	if err := r.replay(ctx, evs, from, to); err != nil {
+		return nil, err
+	}
+	in, warnings, err := r.inputs(ctx, from, to)
+	if err != nil {
+		return nil, err
+	}
+	res.Warnings = append(res.Warnings, warnings...)
+	res.Report = Compute(in)
+	res.Report.Step = opts.Step.String()
+	res.Report.Events, res.Report.Refused = len(evs), len(refused)
+	res.Report.SignalsByKind = r.signalKinds
+	res.Report.OutcomesFrom = "churn rule"
+	if opts.Outcomes != nil {
+		res.Report.OutcomesFrom = "outcomes file"
+	}
+	sort.SliceStable(r.alertEvents, func(i, j int) bool {
+		a, b := r.alertEvents[i], r.alertEvents[j]
+		if !a.At.Equal(b.At) {
+			return a.At.Before(b.At)
+		}
+		return a.Account+"\x00"+a.Kind < b.Account+"\x00"+b.Kind
+	})
+	res.Alerts = r.alertEvents
+	res.Report.Took = time.Since(began).Round(time.Millisecond).String()
+	return res, nil
+}
+
+// countUpTo is how many of the sorted events are at or before t.
+func countUpTo(evs []events.Event, t time.Time) int {
+	return sort.Search(len(evs), func(i int) bool { return evs[i].Timestamp.After(t) })
+}
+
+// open starts the embedded engines on dir and the four services on the
+// simulated clock, and puts the tenant's journeys, model and alerting.
+func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
+	cfg := app.DefaultConfig()
+	cfg.DataDir, cfg.DemoTenant = dir, ""
+	cfg.HTTPAddr, cfg.GRPC.Addr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Telemetry.LogLevel = "warn"
+	cfg.Resolve()
+	logw := opts.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	r := &run{opts: opts, clock: &clock{}, signalKinds: map[string]int{}}
+	if r.base, err = service.Start(ctx, cfg.Config, "stickpoint-backtest", app.Version, logw); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			r.base.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	b := r.base
+	if _, err := app.Migrate(ctx, b.Store, b.Log); err != nil {
+		return nil, err
+	}
+	if _, _, err := b.Registry.EnsureTenant(ctx, Tenant, "Backtest"); err != nil {
+		return nil, fmt.Errorf("backtest tenant: %w", err)
+	}
+	if r.ing, err = ingest.New(cfg.Ingest, b.Bus, b.Store, b.Registry, b.Log); err != nil {
+		return nil, err
+	}
+	if r.ms, err = milestones.New(ctx, cfg.Milestones, b.Bus, b.Store, b.Registry, b.Log); err != nil {
+		return nil, err
+	}
+	if r.hs, err = health.New(ctx, cfg.Health, b.Bus, b.Store, b.Registry, b.Log); err != nil {
+		return nil, err
+	}
+	if r.as, err = alerting.New(ctx, cfg.Alerting, b.Bus, b.Log); err != nil {
+		return nil, err
+	}
+	r.ing.SetClock(r.clock.Now)
+	r.ms.SetClock(r.clock.Now)
+	r.hs.SetClock(r.clock.Now)
+	r.as.SetClock(r.clock.Now)
+	if err := r.ing.LoadWriter(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.ms.PutJourneys(ctx, Tenant, opts.Journeys); err != nil {
+		return nil, fmt.Errorf("journeys: %w", err)
+	}
+	if opts.Model != nil {
+		if err := r.hs.PutModel(ctx, Tenant, opts.Model); err != nil {
+			return nil, fmt.Errorf("model: %w", err)
+		}
+	}
+	if opts.Alerting != nil {
+		if err := r.as.PutConfig(ctx, Tenant, opts.Alerting); err != nil {
+			return nil, fmt.Errorf("alerting: %w", err)
+		}
+	}
+	var onboarding []string
+	for _, k := range health.OnboardingKinds {
+		onboarding = append(onboarding, natsjs.SignalSubject("*", k))
+	}
+	for _, p := range []struct {
+		to           **puller
+		name, stream string
+		subjects     []string
+	}{
+		{&r.stored, "backtest-stored", natsjs.StoredStream, nil},
+		{&r.onboarding, "backtest-onboarding", natsjs.SignalsStream, onboarding},
+		{&r.signals, "backtest-signals", natsjs.SignalsStream, nil},
+		{&r.alerts, "backtest-alerts", natsjs.AlertsStream, nil},
+		{&r.deliveries, "backtest-deliveries", natsjs.DeliveriesStream, nil},
+	} {
+		if *p.to, err = newPuller(ctx, b.Bus.JS, p.name, p.stream, p.subjects); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// replay moves the clock from from to to a step at a time: it stores the
+// step's events, lets each service handle what that stored and signalled,
+// then runs the sweeps that are due, as their schedules would in
+// production.
+func (r *run) replay(ctx context.Context, evs []events.Event, from, to time.Time) error {
+	cfg := app.DefaultConfig()
+	sweeps := []struct {
+		every time.Duration
+		last  time.Time
+		run   func(context.Context) error
+	}{
+		{every: cfg.Milestones.SweepInterval, run: func(ctx context.Context) error { r.ms.Sweep(ctx); return nil }},
+		{every: cfg.Health.SweepInterval, run: func(ctx context.Context) error { r.hs.Sweep(ctx); return nil }},
+		{every: cfg.Alerting.SweepInterval, run: func(ctx context.Context) error { _, err := r.as.Alerter.Sweep(ctx); return err }},
+	}
+	for i := range sweeps {
+		sweeps[i].last = from
+	}
+	next := 0
+	for now := from.Add(r.opts.Step); ; now = now.Add(r.opts.Step) {
+		if now.After(to) {
+			now = to
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		r.clock.set(now)
+		end := next + countUpTo(evs[next:], now)
+		if end > next {
+			if err := r.ing.WriteHistory(ctx, evs[next:end]); err != nil {
+				return fmt.Errorf("store the events up to %s: %w", now.Format(time.RFC3339), err)
+			}
+			next = end
+		}
+		if err := r.settle(ctx); err != nil {
+			return err
+		}
+		for i := range sweeps {
+			s := &sweeps[i]
+			if now.Sub(s.last) < s.every && !now.Equal(to) {
+				continue
+			}
+			s.last = now
+			if err := s.run(ctx); err != nil {
+				return fmt.Errorf("sweep at %s: %w", now.Format(time.RFC3339), err)
+			}
+			if err := r.settle(ctx); err != nil {
+				return err
+			}
+		}
+		if r.opts.Progress != nil {
+			r.opts.Progress(Progress{At: now, To: to, Events: next, Total: len(evs), Signals: sum(r.signalKinds), Alert: len(r.alertEvents)})
+		}
+		if !now.Before(to) {
+			return nil
+		}
+	}
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// settle hands what the last move stored and signalled to the services
+// that consume it, as their consumers would, until nothing is left: the
+// notices to milestone tracking and health scoring, the onboarding
+// signals to health scoring, every signal to alerting.
+func (r *run) settle(ctx context.Context) error {
+	for range 100 {
+		busy := false
+		notices, err := r.stored.take(ctx)
+		if err != nil {
+			return err
+		}
+		if len(notices) > 0 {
+			busy = true
+			if err := r.ms.HandleNotices(ctx, notices); err != nil {
+				return err
+			}
+			if err := r.hs.ScoreNotices(ctx, notices); err != nil {
+				return err
+			}
+			ack(notices)
+		}
+		onboarding, err := r.onboarding.take(ctx)
+		if err != nil {
+			return err
+		}
+		if len(onboarding) > 0 {
+			busy = true
+			if err := r.hs.HandleOnboarding(ctx, onboarding); err != nil {
+				return err
+			}
+			ack(onboarding)
+		}
+		sigs, err := r.signals.take(ctx)
+		if err != nil {
+			return err
+		}
+		if len(sigs) > 0 {
+			busy = true
+			for _, m := range sigs {
+				if i := strings.LastIndexByte(m.Subject(), '.'); i >= 0 {
+					r.signalKinds[m.Subject()[i+1:]]++
+				}
+			}
+			if err := r.as.Alerter.Handle(ctx, sigs); err != nil {
+				return err
+			}
+			ack(sigs)
+		}
+		if err := r.recordAlerts(ctx); err != nil {
+			return err
+		}
+		if !busy {
+			return nil
+		}
+	}
+	return errors.New("the services kept signalling each other for 100 rounds in one step: a loop")
+}
+
+// recordAlerts records the alert changes announced since the last call,
+// at the simulated time, with the channels they would have been sent to.
+func (r *run) recordAlerts(ctx context.Context) error {
+	msgs, err := r.alerts.take(ctx)
+	if err != nil {
+		return err
+	}
+	now := r.clock.Now()
+	for _, m := range msgs {
+		a := &alertsv1.Alert{}
+		if err := proto.Unmarshal(m.Data(), a); err != nil {
+			return fmt.Errorf("an alert change: %w", err)
+		}
+		r.alertEvents = append(r.alertEvents, AlertEvent{At: now, AlertID: a.GetId(), Account: a.GetAccountId(), Kind: a.GetKind(),
+			Change: m.Headers().Get(alerting.ChangeHeader), Severity: strings.ToLower(strings.TrimPrefix(a.GetSeverity().String(), "SEVERITY_")),
+			Owner: a.GetOwner(), Summary: a.GetSummary(), Evidence: signals.Evidence(a.GetEvidence())})
+	}
+	ack(msgs)
+	jobs, err := r.deliveries.take(ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range jobs {
+		var j struct {
+			AlertID string `json:"alert_id"`
+			Channel string `json:"channel"`
+			Trigger string `json:"trigger"`
+		}
+		if json.Unmarshal(m.Data(), &j) != nil {
+			continue
+		}
+		for i := len(r.alertEvents) - 1; i >= 0; i-- {
+			if e := &r.alertEvents[i]; e.AlertID == j.AlertID && e.Change == j.Trigger {
+				e.Notify = append(e.Notify, j.Channel)
+				break
+			}
+		}
+	}
+	ack(jobs)
+	return nil
+}
+
+// inputs reads what the report needs once the replay is over: the
+// accounts and their fit, and their outcomes (the file's, or the churn
+// records the model's rule made).
+func (r *run) inputs(ctx context.Context, from, to time.Time) (Inputs, []string, error) {
+	db := r.base.Store
+	in := Inputs{From: from, To: to, Alerts: r.alertEvents, Outcomes: map[string]Outcome{}}
+	rows, err := db.Query(ctx, `SELECT account_id, argMax(fit, version) FROM account_health WHERE tenant_id = ? GROUP BY account_id ORDER BY account_id`, Tenant)
+	if err != nil {
+		return in, nil, fmt.Errorf("read the accounts: %w", err)
+	}
+	known := map[string]bool{}
+	for rows.Next() {
+		var a Account
+		if err := rows.Scan(&a.ID, &a.Fit); err != nil {
+			return in, nil, err
+		}
+		in.Accounts = append(in.Accounts, a)
+		known[a.ID] = true
+	}
+	var warnings []string
+	if r.opts.Outcomes != nil {
+		var unknown []string
+		for id, o := range r.opts.Outcomes {
+			if !known[id] {
+				unknown = append(unknown, id)
+				continue
+			}
+			in.Outcomes[id] = o
+		}
+		if len(unknown) > 0 {
+			slices.Sort(unknown)
+			warnings = append(warnings, fmt.Sprintf("%d accounts of the outcomes file have no events in the history, and are left out: %s",
+				len(unknown), strings.Join(unknown[:min(len(unknown), 5)], ", ")))
+		}
+		return in, warnings, nil
+	}
+	rows, err = db.Query(ctx, `SELECT account_id, min(churned_at), argMin(reason, churned_at) FROM churn_records WHERE tenant_id = ? GROUP BY account_id`, Tenant)
+	if err != nil {
+		return in, nil, fmt.Errorf("read the churn records: %w", err)
+	}
+	for rows.Next() {
+		var id string
+		o := Outcome{Churned: true}
+		if err := rows.Scan(&id, &o.At, &o.Reason); err != nil {
+			return in, nil, err
+		}
+		in.Outcomes[id] = o
+	}
+	return in, warnings, nil
+}
+
+// puller takes a stream's messages synchronously, in order.
+type puller struct{ cons jetstream.Consumer }
+
+func newPuller(ctx context.Context, js jetstream.JetStream, name, stream string, subjects []string) (*puller, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable: name, FilterSubjects: subjects,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Hour, MaxAckPending: -1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer of %s: %w", stream, err)
+	}
+	return &puller{cons: cons}, nil
+}
+
+const fetchMax = 1000
+
+// take returns every message available now.
+func (p *puller) take(ctx context.Context) ([]jetstream.Msg, error) {
+	var out []jetstream.Msg
+	for {
+		batch, err := p.cons.FetchNoWait(fetchMax)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			out = append(out, m)
+			n++
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, err
+		}
+		if n < fetchMax || ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+	}
+}
+
+func ack(msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		_ = m.Ack()
+	}
+}
