@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/service"
@@ -61,6 +62,9 @@ type Options struct {
 	From, To time.Time
 	// Dir is the data folder; empty makes a temporary one and removes it.
 	Dir string
+	// ClickHouse, when set, replaces the embedded engine in Dir (tests:
+	// chDB opens one folder per process, so they keep apart by database).
+	ClickHouse *chstore.Config
 	// Progress, when set, is called after each step.
 	Progress func(Progress)
 	// Log receives the services' logs (warnings and errors); nil drops them.
@@ -186,6 +190,9 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 	cfg.DataDir, cfg.DemoTenant = dir, ""
 	cfg.HTTPAddr, cfg.GRPC.Addr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Telemetry.LogLevel = "warn"
+	if opts.ClickHouse != nil {
+		cfg.ClickHouse = *opts.ClickHouse
+	}
 	cfg.Resolve()
 	logw := opts.Log
 	if logw == nil {

@@ -1,0 +1,166 @@
+package backtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/testutil"
+	milestones "github.com/stickpoint/stickpoint/services/milestones/app"
+)
+
+func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
+
+// scriptModel is the default model with one cancel-intent signal strong
+// enough to cross the threshold alone: a "Data Exported" at noon is over
+// it at the next midnight (60 halved over 12 h of a 14-day half-life is
+// 58.5, over 50), so the alert's time is known to the step.
+const scriptModel = `health:
+  window: 30d
+  bands: {red: 40, yellow: 70}
+  key_features: [Report Built]
+  components:
+    adoption:   {weight: 50}
+    engagement: {weight: 50}
+cancel_intent:
+  threshold: 50
+  signals:
+    - id: export
+      name: Bulk data export
+      match: {event: Data Exported}
+      weight: 60
+      half_life: 14d
+  cancellation_requested: {event: Cancellation Requested}
+churn:
+  event: Subscription Cancelled
+fit:
+  default: stretch
+  rules:
+    - fit: good
+      when: [{trait: industry, op: in, value: [software]}]
+`
+
+// scriptAlerting alerts on cancel intent only, to nowhere.
+const scriptAlerting = `owner_trait: csm_email
+channels: []
+rules:
+  - kind: cancel_intent
+    severity: high
+`
+
+// script is a history with known ground truth: every account is active
+// every day at noon from day 0 to day 24; some export data (cancel
+// intent); the outcomes file says who churned when.
+//
+//	intent-1  exports day 10, churns day 20: alerted day 11, lead 9 days
+//	intent-2  exports day 5,  churns day 20: alerted day 6, lead 14 days
+//	silent    churns day 15 with no warning: a worst miss (good fit)
+//	false     exports day 12, retained: a false alarm
+//	ok-1..4   retained, never alerted
+func script() (lines [][]byte, outcomes map[string]Outcome) {
+	exports := map[string]int{"intent-1": 10, "intent-2": 5, "false": 12}
+	accounts := []string{"intent-1", "intent-2", "silent", "false", "ok-1", "ok-2", "ok-3", "ok-4"}
+	n := 0
+	add := func(call map[string]any) {
+		n++
+		call["messageId"] = fmt.Sprintf("m-%d", n)
+		b, _ := json.Marshal(call)
+		lines = append(lines, b)
+	}
+	for _, a := range accounts {
+		add(map[string]any{"type": "group", "userId": a + "-u", "groupId": a, "timestamp": at(0).Add(time.Hour).Format(time.RFC3339),
+			"traits": map[string]any{"industry": "software", "csm_email": "cs@example.com"}})
+	}
+	for d := range 25 {
+		for _, a := range accounts {
+			noon := at(d).Add(12 * time.Hour).Format(time.RFC3339)
+			add(map[string]any{"type": "track", "userId": a + "-u", "event": "Report Built", "timestamp": noon, "context": map[string]any{"groupId": a}})
+			if e, ok := exports[a]; ok && e == d {
+				add(map[string]any{"type": "track", "userId": a + "-u", "event": "Data Exported", "timestamp": noon, "context": map[string]any{"groupId": a}})
+			}
+		}
+	}
+	return lines, map[string]Outcome{
+		"intent-1": {Churned: true, At: at(20)},
+		"intent-2": {Churned: true, At: at(20)},
+		"silent":   {Churned: true, At: at(15)},
+	}
+}
+
+func runScript(t *testing.T) *Result {
+	t.Helper()
+	lines, outcomes := script()
+	ch := testutil.StoreConfig(t, chstore.EngineEmbedded)
+	res, err := Run(context.Background(), Options{Lines: lines, Journeys: []byte(milestones.JourneyTemplate), Model: []byte(scriptModel),
+		Alerting: []byte(scriptAlerting), Outcomes: outcomes, Step: 24 * time.Hour, From: at(0), To: at(25),
+		Dir: t.TempDir(), ClickHouse: &ch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// TestScriptedHistoryGivesTheHandComputedReport replays the script
+// through the real engines: recall, lead times, false alarms and misses
+// equal the values worked out from the script above.
+func TestScriptedHistoryGivesTheHandComputedReport(t *testing.T) {
+	res := runScript(t)
+	r := res.Report
+	if r.Accounts != 8 || r.Churned != 3 || r.Retained != 5 || r.Events != 8+25*8+3 {
+		t.Fatalf("report %+v: want 8 accounts, 3 churned, 5 retained, 211 events", r)
+	}
+	if r.Recall.Overall != (Share{2, 3, 2.0 / 3}) {
+		t.Errorf("recall %+v, want 2 of 3", r.Recall.Overall)
+	}
+	if len(r.Recall.ByKind) != 1 || r.Recall.ByKind[0] != (Kind{"cancel_intent", Share{2, 3, 2.0 / 3}}) {
+		t.Errorf("recall by kind %+v, want cancel_intent 2 of 3", r.Recall.ByKind)
+	}
+	d := 24 * time.Hour
+	if r.Lead != (Lead{N: 2, P25: 9 * d, Median: 9 * d, P75: 14 * d}) {
+		t.Errorf("lead %+v, want p25 9d, median 9d, p75 14d", r.Lead)
+	}
+	if r.FalseAlarms.Share != (Share{1, 5, 0.2}) {
+		t.Errorf("false alarms %+v, want 1 of 5", r.FalseAlarms.Share)
+	}
+	// 3 openings, 8 accounts, 25 days: 3 / 0.08 / (25/30) = 45.
+	if got := r.FalseAlarms.PerHundredAccountsMonth; got < 44.999 || got > 45.001 {
+		t.Errorf("alerts per 100 accounts per month %v, want 45", got)
+	}
+	if r.Precision != (Share{2, 3, 2.0 / 3}) {
+		t.Errorf("precision %+v, want 2 of 3", r.Precision)
+	}
+	if len(r.WorstMisses) != 1 || r.WorstMisses[0].Account != "silent" || !r.WorstMisses[0].At.Equal(at(15)) {
+		t.Errorf("worst misses %+v, want silent at day 15", r.WorstMisses)
+	}
+	opened := map[string]time.Time{}
+	for _, a := range res.Alerts {
+		if a.Change == ChangeOpened {
+			opened[a.Account] = a.At
+		}
+	}
+	want := map[string]time.Time{"intent-1": at(11), "intent-2": at(6), "false": at(13)}
+	if !reflect.DeepEqual(opened, want) {
+		t.Errorf("alerts opened %v, want %v (the midnight after each export)", opened, want)
+	}
+	if r.SignalsByKind["cancel_intent"] != 3 {
+		t.Errorf("signals %v, want 3 cancel_intent", r.SignalsByKind)
+	}
+}
+
+// TestSameInputSameReport runs the script twice: the same report, the
+// same alerts at the same simulated times.
+func TestSameInputSameReport(t *testing.T) {
+	a, b := runScript(t), runScript(t)
+	a.Report.Took, b.Report.Took = "", ""
+	if !reflect.DeepEqual(a.Report, b.Report) {
+		t.Errorf("two runs differ:\n%+v\n%+v", a.Report, b.Report)
+	}
+	if !reflect.DeepEqual(a.Alerts, b.Alerts) {
+		t.Errorf("two runs' alerts differ:\n%+v\n%+v", a.Alerts, b.Alerts)
+	}
+}
