@@ -105,7 +105,7 @@ func TestParseOutcomes(t *testing.T) {
 		t.Errorf("got %+v", got)
 	}
 	for src, want := range map[string]string{
-		"acct,outcome,time\n":                        "line 1: the header must be account,outcome,time",
+		"acct,outcome,time\n":                          "line 1: the header must be account,outcome,time",
 		"account,outcome,time\nacme,gone,2026-03-01\n": `line 2: outcome "gone" is neither churned nor retained`,
 		"account,outcome,time\nacme,churned,\n":        "line 2: time: required for a churn",
 		"account,outcome,time\nacme,churned,March\n":   `line 2: time: "March" is not a time`,
