@@ -96,7 +96,9 @@ func minTime(a, b time.Time) time.Time {
 
 // readNorms is the tenant's median active account over the window.
 func readNorms(ctx context.Context, db chstore.Store, tenant string, since time.Time) (score.Norms, error) {
-	rows, err := db.Query(ctx, `SELECT median(d), median(e) FROM (
+	// The median of no rows is NaN, which the embedded engine's JSON
+	// carries as null: a tenant with no usage in the window has no norms.
+	rows, err := db.Query(ctx, `SELECT if(count() = 0, 0., median(d)), if(count() = 0, 0., median(e)) FROM (
 			SELECT account_id, count() AS d, sum(events) AS e
 			FROM account_day_usage FINAL WHERE tenant_id = ? AND day >= toDate(?)
 			GROUP BY account_id)`, tenant, since)
