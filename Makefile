@@ -51,7 +51,7 @@ bench: test-deps ## run the benchmarks for real
 
 .PHONY: bench-smoke
 bench-smoke: ## run each benchmark once so it keeps compiling and running
-	@for m in $(MODULES); do (cd $$m && STICKPOINT_BENCH_DURATION=1s STICKPOINT_BENCH_EVENTS=20000 STICKPOINT_BENCH_ACCOUNTS=500 go test -run '^$$' -bench . -benchtime 1x ./... > /dev/null) || exit 1; done
+	@for m in $(MODULES); do (cd $$m && STICKPOINT_BENCH_DURATION=1s STICKPOINT_BENCH_EVENTS=20000 STICKPOINT_BENCH_ACCOUNTS=500 STICKPOINT_BENCH_DAYS=2 go test -run '^$$' -bench . -benchtime 1x ./... > /dev/null) || exit 1; done
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for FUZZTIME: a duration (default 20s) or a count like 100000x

@@ -69,6 +69,9 @@ type Options struct {
 	Progress func(Progress)
 	// Log receives the services' logs (warnings and errors); nil drops them.
 	Log io.Writer
+
+	// configure, when set, changes the embedded configuration (tests).
+	configure func(*app.Config)
 }
 
 // Progress is how far a backtest has got.
@@ -83,8 +86,18 @@ type Result struct {
 	Report  Report
 	Alerts  []AlertEvent
 	Refused []ingest.HistoryRejection
+	// Signals are every signal emitted, in order, at its simulated time.
+	Signals []SignalEvent
 	// Warnings are inputs the backtest ignored, worded.
 	Warnings []string
+}
+
+// SignalEvent is a signal as emitted, at its simulated time.
+type SignalEvent struct {
+	At         time.Time `json:"at"`
+	Account    string    `json:"account_id"`
+	Kind       string    `json:"kind"`
+	OccurredAt time.Time `json:"occurred_at"`
 }
 
 // clock is the simulated clock every service reads.
@@ -105,7 +118,9 @@ type run struct {
 
 	stored, onboarding, signals, alerts, deliveries *puller
 
+	writeKey    string // the tenant's, for tests that send over HTTP
 	signalKinds map[string]int
+	signalLog   []SignalEvent
 	alertEvents []AlertEvent
 }
 
@@ -173,7 +188,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 		return a.Account+"\x00"+a.Kind < b.Account+"\x00"+b.Kind
 	})
-	res.Alerts = r.alertEvents
+	res.Alerts, res.Signals = r.alertEvents, r.signalLog
 	res.Report.Took = time.Since(began).Round(time.Millisecond).String()
 	return res, nil
 }
@@ -193,6 +208,9 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 	if opts.ClickHouse != nil {
 		cfg.ClickHouse = *opts.ClickHouse
 	}
+	if opts.configure != nil {
+		opts.configure(&cfg)
+	}
 	cfg.Resolve()
 	logw := opts.Log
 	if logw == nil {
@@ -211,9 +229,11 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 	if _, err := app.Migrate(ctx, b.Store, b.Log); err != nil {
 		return nil, err
 	}
-	if _, _, err := b.Registry.EnsureTenant(ctx, Tenant, "Backtest"); err != nil {
+	key, _, err := b.Registry.EnsureTenant(ctx, Tenant, "Backtest")
+	if err != nil {
 		return nil, fmt.Errorf("backtest tenant: %w", err)
 	}
+	r.writeKey = key.Key
 	if r.ing, err = ingest.New(cfg.Ingest, b.Bus, b.Store, b.Registry, b.Log); err != nil {
 		return nil, err
 	}
@@ -373,10 +393,8 @@ func (r *run) settle(ctx context.Context) error {
 		}
 		if len(sigs) > 0 {
 			busy = true
-			for _, m := range sigs {
-				if i := strings.LastIndexByte(m.Subject(), '.'); i >= 0 {
-					r.signalKinds[m.Subject()[i+1:]]++
-				}
+			if err := r.recordSignals(sigs); err != nil {
+				return err
 			}
 			if err := r.as.Alerter.Handle(ctx, sigs); err != nil {
 				return err
@@ -391,6 +409,20 @@ func (r *run) settle(ctx context.Context) error {
 		}
 	}
 	return errors.New("the services kept signalling each other for 100 rounds in one step: a loop")
+}
+
+// recordSignals records signals at the simulated time.
+func (r *run) recordSignals(msgs []jetstream.Msg) error {
+	now := r.clock.Now()
+	for _, m := range msgs {
+		sig, err := signals.Decode(m.Data())
+		if err != nil {
+			return err
+		}
+		r.signalKinds[sig.GetKind()]++
+		r.signalLog = append(r.signalLog, SignalEvent{At: now, Account: sig.GetAccountId(), Kind: sig.GetKind(), OccurredAt: sig.GetOccurredAt().AsTime()})
+	}
+	return nil
 }
 
 // recordAlerts records the alert changes announced since the last call,
@@ -411,6 +443,9 @@ func (r *run) recordAlerts(ctx context.Context) error {
 			Owner: a.GetOwner(), Summary: a.GetSummary(), Evidence: signals.Evidence(a.GetEvidence())})
 	}
 	ack(msgs)
+	if r.deliveries == nil {
+		return nil
+	}
 	jobs, err := r.deliveries.take(ctx)
 	if err != nil {
 		return err

@@ -55,7 +55,10 @@ rules:
 
 // script is a history with known ground truth: every account is active
 // every day at noon from day 0 to day 24; some export data (cancel
-// intent); the outcomes file says who churned when.
+// intent); the outcomes file says who churned when. Every account is on
+// the pro plan, so the journey template applies, and none ever connects a
+// source: onboarding goes at risk, late and stalled, and health is
+// rescored each time (signals the alerting rules here do not alert on).
 //
 //	intent-1  exports day 10, churns day 20: alerted day 11, lead 9 days
 //	intent-2  exports day 5,  churns day 20: alerted day 6, lead 14 days
@@ -74,7 +77,7 @@ func script() (lines [][]byte, outcomes map[string]Outcome) {
 	}
 	for _, a := range accounts {
 		add(map[string]any{"type": "group", "userId": a + "-u", "groupId": a, "timestamp": at(0).Add(time.Hour).Format(time.RFC3339),
-			"traits": map[string]any{"industry": "software", "csm_email": "cs@example.com"}})
+			"traits": map[string]any{"industry": "software", "plan": "pro", "csm_email": "cs@example.com"}})
 	}
 	for d := range 25 {
 		for _, a := range accounts {
