@@ -88,6 +88,9 @@ type Result struct {
 	Refused []ingest.HistoryRejection
 	// Signals are every signal emitted, in order, at its simulated time.
 	Signals []SignalEvent
+	// Timings are the wall time spent in each phase: storing the events,
+	// evaluating what they changed, and each sweep.
+	Timings map[string]time.Duration
 	// Warnings are inputs the backtest ignored, worded.
 	Warnings []string
 }
@@ -119,6 +122,7 @@ type run struct {
 	stored, onboarding, signals, alerts, deliveries *puller
 
 	writeKey    string // the tenant's, for tests that send over HTTP
+	timings     map[string]time.Duration
 	signalKinds map[string]int
 	signalLog   []SignalEvent
 	alertEvents []AlertEvent
@@ -188,7 +192,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 		return a.Account+"\x00"+a.Kind < b.Account+"\x00"+b.Kind
 	})
-	res.Alerts, res.Signals = r.alertEvents, r.signalLog
+	res.Alerts, res.Signals, res.Timings = r.alertEvents, r.signalLog, r.timings
 	res.Report.Took = time.Since(began).Round(time.Millisecond).String()
 	return res, nil
 }
@@ -216,7 +220,7 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 	if logw == nil {
 		logw = io.Discard
 	}
-	r := &run{opts: opts, clock: &clock{}, signalKinds: map[string]int{}}
+	r := &run{opts: opts, clock: &clock{}, signalKinds: map[string]int{}, timings: map[string]time.Duration{}}
 	if r.base, err = service.Start(ctx, cfg.Config, "stickpoint-backtest", app.Version, logw); err != nil {
 		return nil, err
 	}
@@ -295,13 +299,14 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 func (r *run) replay(ctx context.Context, evs []events.Event, from, to time.Time) error {
 	cfg := app.DefaultConfig()
 	sweeps := []struct {
+		name  string
 		every time.Duration
 		last  time.Time
 		run   func(context.Context) error
 	}{
-		{every: cfg.Milestones.SweepInterval, run: func(ctx context.Context) error { r.ms.Sweep(ctx); return nil }},
-		{every: cfg.Health.SweepInterval, run: func(ctx context.Context) error { r.hs.Sweep(ctx); return nil }},
-		{every: cfg.Alerting.SweepInterval, run: func(ctx context.Context) error { _, err := r.as.Alerter.Sweep(ctx); return err }},
+		{name: "milestones sweep", every: cfg.Milestones.SweepInterval, run: func(ctx context.Context) error { r.ms.Sweep(ctx); return nil }},
+		{name: "health sweep", every: cfg.Health.SweepInterval, run: func(ctx context.Context) error { r.hs.Sweep(ctx); return nil }},
+		{name: "alerting sweep", every: cfg.Alerting.SweepInterval, run: func(ctx context.Context) error { _, err := r.as.Alerter.Sweep(ctx); return err }},
 	}
 	for i := range sweeps {
 		sweeps[i].last = from
@@ -316,27 +321,33 @@ func (r *run) replay(ctx context.Context, evs []events.Event, from, to time.Time
 		}
 		r.clock.set(now)
 		end := next + countUpTo(evs[next:], now)
+		lap := time.Now()
 		if end > next {
 			if err := r.ing.WriteHistory(ctx, evs[next:end]); err != nil {
 				return fmt.Errorf("store the events up to %s: %w", now.Format(time.RFC3339), err)
 			}
 			next = end
 		}
+		r.timings["store"] += time.Since(lap)
+		lap = time.Now()
 		if err := r.settle(ctx); err != nil {
 			return err
 		}
+		r.timings["evaluate"] += time.Since(lap)
 		for i := range sweeps {
 			s := &sweeps[i]
 			if now.Sub(s.last) < s.every && !now.Equal(to) {
 				continue
 			}
 			s.last = now
+			lap := time.Now()
 			if err := s.run(ctx); err != nil {
 				return fmt.Errorf("sweep at %s: %w", now.Format(time.RFC3339), err)
 			}
 			if err := r.settle(ctx); err != nil {
 				return err
 			}
+			r.timings[s.name] += time.Since(lap)
 		}
 		if r.opts.Progress != nil {
 			r.opts.Progress(Progress{At: now, To: to, Events: next, Total: len(evs), Signals: sum(r.signalKinds), Alert: len(r.alertEvents)})

@@ -111,8 +111,9 @@ func BenchmarkBacktest(b *testing.B) {
 				took := time.Since(began)
 				b.ReportMetric(took.Seconds(), "s/backtest")
 				b.ReportMetric(float64(len(lines))/took.Seconds(), "events/s")
-				b.Logf("%d events, %d accounts, %d churned, alerts %v, signals %v, recall %.2f, took %s",
-					res.Report.Events, res.Report.Accounts, res.Report.Churned, res.Report.AlertsByKind, res.Report.SignalsByKind, res.Report.Recall.Overall.Share, took.Round(time.Millisecond))
+				b.Logf("%d events, %d accounts, %d churned, alerts %v, signals %v, recall %.2f, took %s, by phase %v",
+					res.Report.Events, res.Report.Accounts, res.Report.Churned, res.Report.AlertsByKind, res.Report.SignalsByKind, res.Report.Recall.Overall.Share,
+					took.Round(time.Millisecond), res.Timings)
 			}
 		})
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/stickpoint/stickpoint/pkg/specfile"
 	milestonesv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/milestones/v1"
 	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
 	milestones "github.com/stickpoint/stickpoint/services/milestones/app"
@@ -51,23 +52,35 @@ func journeysCommand(env environ) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				resp, err := client.PutJourney(s.ctx, &milestonesv1.PutJourneyRequest{Source: string(src)})
-				if err != nil {
-					return s.explain(err)
+				// A file may hold several journeys, apart by "---" lines.
+				docs := specfile.Documents(src)
+				changed := ""
+				for i, doc := range docs {
+					resp, err := client.PutJourney(s.ctx, &milestonesv1.PutJourneyRequest{Source: string(doc.Source)})
+					if err != nil {
+						if len(docs) > 1 {
+							fmt.Fprintf(env.stderr, "journey %d of %d (from line %d):\n", i+1, len(docs), doc.Line)
+						}
+						return s.explain(err)
+					}
+					j := resp.GetJourney()
+					if *cf.asJSON {
+						if err := s.printJSON(resp); err != nil {
+							return err
+						}
+						continue
+					}
+					if resp.GetUnchanged() {
+						fmt.Fprintf(env.stdout, "journey %s unchanged (version %d)\n", j.GetId(), j.GetVersion())
+						continue
+					}
+					changed = fmt.Sprintf("journey %s version %d", j.GetId(), j.GetVersion())
+					fmt.Fprintf(env.stdout, "journey %s version %d stored: %d milestones\n", j.GetId(), j.GetVersion(), len(j.GetMilestones()))
 				}
-				j := resp.GetJourney()
-				if *cf.asJSON {
-					return s.printJSON(resp)
-				}
-				if resp.GetUnchanged() {
-					fmt.Fprintf(env.stdout, "journey %s unchanged (version %d)\n", j.GetId(), j.GetVersion())
+				if *wait == 0 || changed == "" || *cf.asJSON {
 					return nil
 				}
-				fmt.Fprintf(env.stdout, "journey %s version %d stored: %d milestones\n", j.GetId(), j.GetVersion(), len(j.GetMilestones()))
-				if *wait == 0 {
-					return nil
-				}
-				return s.waitBackfill(client, fmt.Sprintf("journey %s version %d", j.GetId(), j.GetVersion()), env)
+				return s.waitBackfill(client, changed, env)
 			case "get":
 				resp, err := client.GetJourney(s.ctx, &milestonesv1.GetJourneyRequest{Id: pos[0]})
 				if err != nil {

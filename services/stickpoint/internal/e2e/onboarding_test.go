@@ -153,3 +153,26 @@ func TestOnboardingWalkthrough(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "no journey applies")
 }
+
+// TestJourneysPutTakesSeveralJourneys puts a file of two journeys apart by
+// "---", as `stickpoint backtest --journeys` reads it too.
+func TestJourneysPutTakesSeveralJourneys(t *testing.T) {
+	dev := startDev(t, t.TempDir())
+	addr, token := dev.lines["grpc"], dev.lines["api token"]
+	dir := t.TempDir()
+	two := "id: self-serve\napplies_to: {trait: plan, in: [pro]}\nmilestones:\n  - {id: connected, event: Source Connected, target: 3d}\n" +
+		"---\nid: enterprise\nmilestones:\n  - {id: sso, event: SSO Configured, target: 14d}\n  - {id: report, event: Report Built, target: 21d}\n"
+	file := filepath.Join(dir, "journeys.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(two), 0o600))
+	out, errOut, code := cli(t, addr, "journeys", "put", file, "--token", token)
+	require.Zero(t, code, errOut)
+	require.Contains(t, out, "journey self-serve version 1 stored: 1 milestones")
+	require.Contains(t, out, "journey enterprise version 1 stored: 2 milestones")
+
+	bad := filepath.Join(dir, "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte(two+"---\nid: third\nmilestones:\n  - {id: m, event: E, target: soon}\n"), 0o600))
+	_, errOut, code = cli(t, addr, "journeys", "put", bad, "--token", token)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "journey 3 of 3 (from line 11)")
+	require.Contains(t, errOut, `milestones[0].target: "soon" is not a duration`)
+}
