@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/stickpoint/stickpoint/pkg/events"
@@ -65,7 +66,13 @@ func DecodeHistory(lines [][]byte, tenant string) ([]events.Event, []HistoryReje
 		rejected := map[int]bool{}
 		for _, r := range req.Rejected {
 			rejected[r.Index] = true
-			bad = append(bad, HistoryRejection{Line: lineOf[r.Index], Reason: r.Err.Error()})
+			// The batch is the decoder's, not the file's: name the field
+			// within the line.
+			reason := r.Err.Error()
+			if _, rest, ok := strings.Cut(reason, "]."); ok && strings.HasPrefix(reason, "batch[") {
+				reason = rest
+			}
+			bad = append(bad, HistoryRejection{Line: lineOf[r.Index], Reason: reason})
 		}
 		k := 0
 		for i := range lineOf {

@@ -136,7 +136,10 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	evs, refused := ingest.DecodeHistory(opts.Lines, Tenant)
 	if len(evs) == 0 {
-		return nil, fmt.Errorf("the history holds no valid call (%d lines refused)", len(refused))
+		if len(refused) == 0 {
+			return nil, errors.New("the history is empty")
+		}
+		return nil, fmt.Errorf("the history holds no valid call: %d lines refused, the first: line %d: %s", len(refused), refused[0].Line, refused[0].Reason)
 	}
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Timestamp.Before(evs[j].Timestamp) })
 	from, to := opts.From, opts.To

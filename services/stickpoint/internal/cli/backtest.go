@@ -22,10 +22,10 @@ import (
 
 func backtestCommand(env environ) *cobra.Command {
 	return leaf("backtest", "Replay a history through milestone tracking, health scoring and alerting on a simulated clock, and report recall, lead time and false alarms", 0, func(fs *pflag.FlagSet) runner {
-		eventsFile := fs.String("events", "", "the history: Segment calls with their timestamps, one JSON object per line (the `stickpoint send` format; - for standard input)")
-		journeysFile := fs.String("journeys", "", "the journeys file (one or several journeys, apart by ---), as `journeys put` takes")
-		modelFile := fs.String("model", "", "the health model, as `health model put` takes (default: the default model)")
-		alertingFile := fs.String("alerting", "", "the alerting configuration, as `alerting put` takes (default: the default rules); nothing is delivered")
+		eventsFile := fs.String("events", "", "FILE of the history: Segment calls with their timestamps, one JSON object per line, as stickpoint send reads (- for standard input)")
+		journeysFile := fs.String("journeys", "", "FILE of journeys (one or several, apart by ---), as stickpoint journeys put takes")
+		modelFile := fs.String("model", "", "FILE of the health model, as stickpoint health model put takes (default: the default model)")
+		alertingFile := fs.String("alerting", "", "FILE of the alerting configuration, as stickpoint alerting put takes (default: the default rules); nothing is delivered")
 		outcomesFile := fs.String("outcomes", "", "CSV of account,outcome,time (churned or retained); default: churn by the model's churn rule")
 		step := fs.String("step", "1h", "how far the simulated clock moves at a time, like 1h or 1d")
 		from := fs.String("from", "", "start of the simulated time, like 2026-01-01 (default: the first event)")
