@@ -50,7 +50,8 @@ func benchHistory(events, accounts, days int) [][]byte {
 		accs[i] = a
 		activeDays += a.to - a.from
 	}
-	perDay := max(events/max(activeDays, 1), 1)
+	// Events a day, spread so that the total comes to about events.
+	rate := float64(events) / float64(max(activeDays, 1))
 	var lines [][]byte
 	n := 0
 	add := func(call map[string]any) {
@@ -66,6 +67,10 @@ func benchHistory(events, accounts, days int) [][]byte {
 		add(map[string]any{"type": "group", "userId": a.id + "-u0", "groupId": a.id, "timestamp": at(a.from, 0),
 			"traits": map[string]any{"industry": []string{"software", "agency", "retail"}[r.IntN(3)], "employees": 5 + r.IntN(300), "seats": 5 + r.IntN(20), "csm_email": "cs@example.com"}})
 		for d := a.from; d < a.to; d++ {
+			perDay := int(rate)
+			if r.Float64() < rate-float64(perDay) {
+				perDay++
+			}
 			for k := range perDay {
 				ev := names[r.IntN(len(names))]
 				if d == a.exportsDay && k == 0 {
