@@ -150,7 +150,8 @@ type Miss struct {
 // Compute is the report of a backtest's alerts against the outcomes. It is
 // pure: the same inputs give the same report.
 func Compute(in Inputs) Report {
-	r := Report{From: in.From, To: in.To, Accounts: len(in.Accounts), AlertsByKind: map[string]int{}}
+	r := Report{From: in.From, To: in.To, Accounts: len(in.Accounts), AlertsByKind: map[string]int{},
+		Recall: Recall{ByKind: []Kind{}}, WorstMisses: []Miss{}} // [] in JSON, not null
 	// Each account's alert openings, oldest first.
 	opened := map[string][]AlertEvent{}
 	openings := 0
