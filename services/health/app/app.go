@@ -312,7 +312,7 @@ func (s *Service) Run(ctx context.Context) error {
 		for {
 			select {
 			case <-sweep.C:
-				s.Sweep(gctx)
+				_ = s.Sweep(gctx) // logged; the next one retries
 			case <-s.pending.Wake():
 				s.runRescores(gctx)
 			case <-gctx.Done():
@@ -324,8 +324,9 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // Sweep rescores every scored account of every tenant from the rollups:
-// decay, expiry and moving windows. Run calls it every sweep_interval.
-func (s *Service) Sweep(ctx context.Context) {
+// decay, expiry and moving windows. Run calls it every sweep_interval. A
+// failure is logged and returned (Run goes on: the next sweep retries).
+func (s *Service) Sweep(ctx context.Context) error {
 	var tenants []string
 	for _, t := range s.reg.Tenants() {
 		tenants = append(tenants, t.ID)
@@ -334,9 +335,10 @@ func (s *Service) Sweep(ctx context.Context) {
 	r, err := s.Scorer.Sweep(ctx, tenants)
 	if err != nil && ctx.Err() == nil {
 		s.log.WarnContext(ctx, "health sweep failed; the next one retries", "error", err)
-		return
+		return err
 	}
 	s.log.DebugContext(ctx, "health sweep done", "accounts", r.Accounts, "changed", r.Changed, "signals", r.Signals, "took_ms", time.Since(began).Milliseconds())
+	return err
 }
 
 // backfill builds the rollups of each tenant that has events but none,

@@ -203,7 +203,7 @@ func (s *Service) Run(ctx context.Context) error {
 		for {
 			select {
 			case <-sweep.C:
-				s.Sweep(gctx)
+				_ = s.Sweep(gctx) // logged; the next one retries
 			case <-reconcile.C:
 				if s.reconcile(gctx, reconciled.Add(-5*time.Minute)) {
 					reconciled = time.Now()
@@ -219,8 +219,9 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // Sweep moves every tenant's accounts on by the clock alone (at risk,
-// late, stalled); Run calls it every sweep_interval.
-func (s *Service) Sweep(ctx context.Context) {
+// late, stalled); Run calls it every sweep_interval. A failure is logged
+// and returned (Run goes on: the next sweep retries).
+func (s *Service) Sweep(ctx context.Context) error {
 	var tenants []string
 	for _, t := range s.reg.Tenants() {
 		tenants = append(tenants, t.ID)
@@ -229,9 +230,10 @@ func (s *Service) Sweep(ctx context.Context) {
 	r, err := s.Evaluator.Sweep(ctx, tenants)
 	if err != nil && ctx.Err() == nil {
 		s.log.WarnContext(ctx, "sweep failed; the next one retries", "error", err)
-		return
+		return err
 	}
 	s.log.DebugContext(ctx, "sweep done", "accounts", r.Accounts, "changed", r.Changed, "signals", r.Signals, "took_ms", time.Since(began).Milliseconds())
+	return err
 }
 
 // reconcile evaluates every tenant's accounts with events received since,

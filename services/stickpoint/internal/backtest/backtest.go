@@ -307,8 +307,8 @@ func (r *run) replay(ctx context.Context, evs []events.Event, from, to time.Time
 		last  time.Time
 		run   func(context.Context) error
 	}{
-		{name: "milestones sweep", every: cfg.Milestones.SweepInterval, run: func(ctx context.Context) error { r.ms.Sweep(ctx); return nil }},
-		{name: "health sweep", every: cfg.Health.SweepInterval, run: func(ctx context.Context) error { r.hs.Sweep(ctx); return nil }},
+		{name: "milestones sweep", every: cfg.Milestones.SweepInterval, run: r.ms.Sweep},
+		{name: "health sweep", every: cfg.Health.SweepInterval, run: r.hs.Sweep},
 		{name: "alerting sweep", every: cfg.Alerting.SweepInterval, run: func(ctx context.Context) error { _, err := r.as.Alerter.Sweep(ctx); return err }},
 	}
 	for i := range sweeps {

@@ -82,9 +82,13 @@ func TestLiveServicesGiveTheBacktestsSignals(t *testing.T) {
 			send(t, url, r.writeKey, batch)
 		}
 		r.live(t, ctx)
-		r.ms.Sweep(ctx)
+		if err := r.ms.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
 		r.live(t, ctx)
-		r.hs.Sweep(ctx)
+		if err := r.hs.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
 		r.live(t, ctx)
 		if _, err := r.as.Alerter.Sweep(ctx); err != nil {
 			t.Fatal(err)
