@@ -218,7 +218,7 @@ func writeDemoHistory(env environ, dir, modelFile string, seed uint64) error {
 	}
 	fmt.Fprintf(env.stdout, "wrote %d calls of %d accounts over 60 days to %s, with the demo's journey, model and alerting rules\n",
 		len(base.Calls), len(base.Accounts), filepath.Join(dir, "history.jsonl"))
-	fmt.Fprintf(env.stdout, "try: stickpoint backtest --events %[1]s/history.jsonl --journeys %[1]s/journeys.yaml --model %[1]s/model.yaml --alerting %[1]s/alerting.yaml\n", dir)
+	fmt.Fprintf(env.stdout, "try: stickpoint backtest --events %[1]s/history.jsonl --journeys %[1]s/journeys.yaml --model %[1]s/model.yaml --alerting %[1]s/alerting.yaml --step 1d\n", dir)
 	return nil
 }
 
