@@ -16,7 +16,7 @@ health:
   key_features: []
   components:                           # weights; a component without inputs is left out and the rest re-normalised
     adoption:   {weight: 20}            # share of key_features used in the window
-    engagement: {weight: 20}            # active days and events in the window, against the tenant's median account
+    engagement: {weight: 20}            # active days and events in the window, against the tenant's median account (in as many days, for a younger account)
     users:      {weight: 15, seats_trait: seats}   # active users in the window against licensed seats (the trait)
     trend:      {weight: 15, recent: 7d, baseline: 28d}   # recent usage against the account's own baseline
     milestones: {weight: 15}            # onboarding status, from milestone tracking (needs a journey)

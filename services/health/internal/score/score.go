@@ -198,11 +198,11 @@ func Compute(m model.Model, in Inputs, now time.Time) Health {
 		c := Component{Name: name, Weight: h.Weights[name]}
 		switch name {
 		case model.Adoption:
-			c.Score, c.Present, c.Inputs = adoption(h.KeyFeatures, in.Usage, h.Window)
+			c.Score, c.Present, c.Inputs = adoption(h.KeyFeatures, in, h.Window, now)
 		case model.Engagement:
-			c.Score, c.Present, c.Inputs = engagement(in.Usage, spans.Window, in.Norms)
+			c.Score, c.Present, c.Inputs = engagement(in, spans.Window, now)
 		case model.Users:
-			c.Score, c.Present, c.Inputs = users(in.Usage, in.Seats, h.SeatsTrait)
+			c.Score, c.Present, c.Inputs = users(in, h.SeatsTrait, now)
 		case model.Trend:
 			c.Score, c.Present, c.Inputs = trend.score, trend.present, trend.words
 		case model.Milestones:
@@ -242,10 +242,14 @@ func Band(h model.Health, score int) string {
 
 func percent(x float64) int { return int(math.Round(100 * math.Min(1, math.Max(0, x)))) }
 
-func adoption(features []string, u Usage, window time.Duration) (int, bool, string) {
+func adoption(features []string, in Inputs, window time.Duration, now time.Time) (int, bool, string) {
 	if len(features) == 0 {
 		return 0, false, "no key features in the model"
 	}
+	if why := newcomer(in, now); why != "" {
+		return 0, false, why
+	}
+	u := in.Usage
 	var used, unused []string
 	for _, f := range features {
 		if slices.Contains(u.Features, f) {
@@ -264,22 +268,69 @@ func adoption(features []string, u Usage, window time.Duration) (int, bool, stri
 	return percent(float64(len(used)) / float64(len(features))), true, words
 }
 
-func engagement(u Usage, window Days, norms Norms) (int, bool, string) {
+// newcomer says why an account's usage is not judged yet, or "" when it
+// is. An account that has used nothing is judged by its onboarding while
+// that is on track or at risk (the journey's targets say how soon use is
+// due), and otherwise from a day after its first event: a sign-up's group
+// call comes minutes or hours before its first use, and judging its empty
+// window would score every new account red at sign-up, as if it had
+// stopped using the product.
+func newcomer(in Inputs, now time.Time) string {
+	switch {
+	case in.Usage.Events > 0:
+		return ""
+	case in.Onboarding == "on_track" || in.Onboarding == "at_risk":
+		return "no usage yet, onboarding " + strings.ReplaceAll(in.Onboarding, "_", " ") + ": judged from its first use, or once onboarding is late"
+	case in.FirstEvent.IsZero() || now.Sub(in.FirstEvent) < specfile.Day:
+		return "no usage yet, under a day after its first event (its sign-up): judged from its first use or its first full day"
+	}
+	return ""
+}
+
+// lived is the part of the window since the account's first event: an
+// account younger than the window is compared with what the tenant's
+// median account does in as many days, not in the whole window.
+func lived(window Days, first time.Time) Days {
+	f := first.UTC().Truncate(specfile.Day)
+	if !first.IsZero() && f.After(window.From) {
+		window.From = f
+	}
+	if window.From.After(window.To) { // a first event stamped after today
+		window.From = window.To
+	}
+	return window
+}
+
+func engagement(in Inputs, window Days, now time.Time) (int, bool, string) {
+	u, norms := in.Usage, in.Norms
 	if norms.ActiveDays <= 0 || norms.Events <= 0 {
 		return 0, false, "no active account in the tenant to compare with"
 	}
-	s := percent((math.Min(1, float64(u.ActiveDays)/norms.ActiveDays) + math.Min(1, float64(u.Events)/norms.Events)) / 2)
+	if why := newcomer(in, now); why != "" {
+		return 0, false, why
+	}
+	days := lived(window, in.FirstEvent)
+	share := days.count() / window.count()
+	normDays, normEvents := norms.ActiveDays*share, norms.Events*share
+	s := percent((math.Min(1, float64(u.ActiveDays)/normDays) + math.Min(1, float64(u.Events)/normEvents)) / 2)
+	if share < 1 {
+		return s, true, fmt.Sprintf("active %d of the %d days since its first event, with %d events; the tenant's median account in as many days: %s days, %s events",
+			u.ActiveDays, int(days.count()), u.Events, trim(normDays), trim(normEvents))
+	}
 	return s, true, fmt.Sprintf("active %d of %d days with %d events; the tenant's median account: %s days, %s events",
 		u.ActiveDays, int(window.count()), u.Events, trim(norms.ActiveDays), trim(norms.Events))
 }
 
 func trim(f float64) string { return strings.TrimSuffix(fmt.Sprintf("%.1f", f), ".0") }
 
-func users(u Usage, seats float64, trait string) (int, bool, string) {
-	if seats <= 0 {
+func users(in Inputs, trait string, now time.Time) (int, bool, string) {
+	if in.Seats <= 0 {
 		return 0, false, fmt.Sprintf("no seats: the account has no %q trait above 0", trait)
 	}
-	return percent(float64(u.Users) / seats), true, fmt.Sprintf("%d active users of %s seats", u.Users, trim(seats))
+	if why := newcomer(in, now); why != "" {
+		return 0, false, why
+	}
+	return percent(float64(in.Usage.Users) / in.Seats), true, fmt.Sprintf("%d active users of %s seats", in.Usage.Users, trim(in.Seats))
 }
 
 // trendResult is recent usage against the account's own baseline.

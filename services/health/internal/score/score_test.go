@@ -115,6 +115,68 @@ func TestMissingInputsAreLeftOutAndTheRestReNormalised(t *testing.T) {
 	}
 }
 
+func TestANewAccountIsJudgedOnTheDaysItHasLived(t *testing.T) {
+	m := onlyWeights(t, "adoption: {weight: 20}, engagement: {weight: 20}, users: {weight: 15, seats_trait: seats}, milestones: {weight: 15}, risk: {weight: 15}")
+	norms := Norms{ActiveDays: 15, Events: 300} // the median account: 15 of 30 days, 300 events
+
+	// Signed up 2 hours ago (its group call), nothing used yet: usage is
+	// not judged, so it is not red at sign-up. Onboarding on track and no
+	// cancel intent: 100.
+	signup := Inputs{FirstEvent: now.Add(-2 * time.Hour), Seats: 10, Norms: norms, Onboarding: "on_track"}
+	h := Compute(m, signup, now)
+	for _, name := range []string{model.Adoption, model.Engagement, model.Users} {
+		if c := component(t, h, name); c.Present || c.Inputs != "no usage yet, onboarding on track: judged from its first use, or once onboarding is late" {
+			t.Errorf("%s at sign-up: %+v", name, c)
+		}
+	}
+	if h.Score != 100 || h.Band != model.Green {
+		t.Errorf("at sign-up: %d %s", h.Score, h.Band)
+	}
+	// Days on, unused, its onboarding speaks for it while on track; once
+	// late, usage is judged too: (15*30 + 15*100) / 85 = 23, red.
+	if h := Compute(m, signup, now.Add(3*day)); h.Score != 100 {
+		t.Errorf("3 days unused, onboarding on track: %d %+v", h.Score, h.Components)
+	}
+	signup.Onboarding = "late"
+	if h := Compute(m, signup, now.Add(5*day)); h.Score != 23 || h.Band != model.Red || !component(t, h, model.Engagement).Present {
+		t.Errorf("5 days unused, onboarding late: %d %+v", h.Score, h.Components)
+	}
+	// With no journey, a day's grace: then adoption, engagement and users
+	// are 0: 15*100 / 70 = 21, red.
+	signup.Onboarding = ""
+	if c := component(t, Compute(m, signup, now), model.Users); c.Present || !strings.Contains(c.Inputs, "no usage yet, under a day after its first event") {
+		t.Errorf("users at sign-up with no journey: %+v", c)
+	}
+	if h := Compute(m, signup, now.Add(22*time.Hour)); h.Score != 21 || h.Band != model.Red || !component(t, h, model.Users).Present {
+		t.Errorf("a day after sign-up with no use and no journey: %d %+v", h.Score, h.Components)
+	}
+
+	// Three days old (the day before yesterday, yesterday, today), active
+	// on 2 of them with 20 events of A (1 of the 4 key features: 25) by 3
+	// users: against the median account in 3 days, 1.5 days and 30
+	// events: (1 + 0.667) / 2 = 83. Users 3 of 10: 30.
+	// (20*25 + 20*83 + 15*30 + 15*100 + 15*100) / 85 = 66, yellow.
+	young := Inputs{Usage: agg(m, append(daily("A", 10, 0, 1, "u1", "u2"), daily("A", 10, 2, 3, "u3")...)), FirstEvent: today.Add(-2*day + time.Hour),
+		Seats: 10, Norms: norms, Onboarding: "on_track"}
+	h = Compute(m, young, now)
+	if c := component(t, h, model.Engagement); c.Score != 83 || c.Inputs != "active 2 of the 3 days since its first event, with 20 events; the tenant's median account in as many days: 1.5 days, 30 events" {
+		t.Errorf("engagement of a 3-day-old account: %+v", c)
+	}
+	if h.Score != 66 || h.Band != model.Yellow {
+		t.Errorf("3 days old: %d %s", h.Score, h.Band)
+	}
+	// Judged against the whole window, as an old account is, it reads
+	// (2/15 + 20/300) / 2 = 10 and scores (500 + 200 + 450 + 3000) / 85
+	// = 48.8.
+	young.FirstEvent = today.Add(-40 * day)
+	if h := Compute(m, young, now); h.Score != 49 {
+		t.Errorf("an old account with the same usage: %d %s", h.Score, h.Band)
+	}
+	if c := component(t, Compute(m, young, now), model.Engagement); c.Score != 10 || !strings.Contains(c.Inputs, "active 2 of 30 days with 20 events; the tenant's median account: 15 days, 300 events") {
+		t.Errorf("engagement of an old account: %+v", c)
+	}
+}
+
 func TestSentimentCountsUntilItExpires(t *testing.T) {
 	m := onlyWeights(t, "adoption: {weight: 10}, sentiment: {weight: 10}")
 	s := &Sentiment{Score: 30, Note: "champion left", Author: "ann@vendor.example", SetAt: now.Add(-day), ExpiresAt: now.Add(day)}

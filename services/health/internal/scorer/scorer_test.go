@@ -323,6 +323,58 @@ func TestTheSweepDecaysWithoutReadingEventsAndSentimentExpires(t *testing.T) {
 	})
 }
 
+func TestASignUpIsNotRedBeforeItCouldUseTheProduct(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.putModel("t1", testModel)
+		e.group("t1", "old-co", map[string]any{"seats": 2})
+		e.use("t1", "old-co", 30, 0) // the tenant's norm
+		// Two sign-ups an hour ago: their group calls, nothing used yet.
+		for _, a := range []string{"new-co", "idle-co"} {
+			testutil.InsertGroup(t, db, "t1", a, e.now.Add(-time.Hour), map[string]any{"seats": 2})
+		}
+		e.score("t1", "old-co", "new-co", "idle-co")
+		for _, a := range []string{"new-co", "idle-co"} {
+			r := e.row("t1", a)
+			if r.Band == model.Red || r.AtRisk {
+				t.Errorf("%s at sign-up: %d %s, at risk %v: %+v", a, r.Score, r.Band, r.AtRisk, e.health("t1", r).Components)
+			}
+		}
+		if red := e.signals("t1", KindHealthRed); len(red) != 0 {
+			t.Fatalf("health_red at sign-up: %v", red)
+		}
+
+		// new-co's two users use the four key features the same day: judged
+		// on that day against the norm for a day, it is green.
+		e.now = e.now.Add(2 * time.Hour)
+		var evs []testutil.StoredEvent
+		for _, u := range []string{"u1", "u2"} {
+			for _, f := range []string{"Report Built", "Dashboard Shared", "Alert Created", "Source Connected"} {
+				evs = append(evs, testutil.StoredEvent{Tenant: "t1", Account: "new-co", Name: f, User: "new-co-" + u, At: e.now.Add(-time.Hour)})
+			}
+		}
+		testutil.InsertEvents(t, db, evs...)
+		e.score("t1", "new-co")
+		if r := e.row("t1", "new-co"); r.Band != model.Green {
+			t.Errorf("new-co after its first use: %d %s: %+v", r.Score, r.Band, e.health("t1", r).Components)
+		}
+
+		// idle-co uses nothing for a day: now it is judged, red, and
+		// signalled by the sweep.
+		e.now = e.now.Add(day)
+		if _, err := e.sc.Sweep(t.Context(), []string{"t1"}); err != nil {
+			t.Fatal(err)
+		}
+		if r := e.row("t1", "idle-co"); r.Band != model.Red {
+			t.Errorf("idle-co a day after sign-up: %d %s", r.Score, r.Band)
+		}
+		red := e.signals("t1", KindHealthRed)
+		if len(red) != 1 || red[0].GetAccountId() != "idle-co" {
+			t.Errorf("health_red signals a day on: %v", red)
+		}
+	})
+}
+
 func TestTenantsAreIsolatedAndDuplicateRowsCountOnce(t *testing.T) {
 	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
 		e := newEnv(t, db)
