@@ -48,8 +48,8 @@ const (
 
 // Config configures the health-scoring service.
 type Config struct {
-	// SweepInterval is how often every scored account is rescored from
-	// the rollups, so that decay and time alone move it.
+	// SweepInterval is how often the scored accounts that time can move
+	// are rescored from the rollups (see scorer.Sweep).
 	SweepInterval time.Duration `json:"sweep_interval"`
 	// ScoreWait is how long the scorer collects notices before it scores
 	// the accounts they name: the latency it adds.
@@ -323,8 +323,8 @@ func (s *Service) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// Sweep rescores every scored account of every tenant from the rollups:
-// decay, expiry and moving windows. Run calls it every sweep_interval. A
+// Sweep rescores the scored accounts of every tenant that time can have
+// moved, from the rollups: decay, expiry and moving windows. Run calls it every sweep_interval. A
 // failure is logged and returned (Run goes on: the next sweep retries).
 func (s *Service) Sweep(ctx context.Context) error {
 	var tenants []string

@@ -125,8 +125,10 @@ type Scorer struct {
 }
 
 type cachedNorms struct {
-	norms score.Norms
-	at    time.Time
+	norms      score.Norms
+	day        time.Time // the day they are for
+	at         time.Time
+	windowDays time.Duration
 }
 
 // New returns a scorer over a migrated store.
@@ -190,27 +192,45 @@ func (s *Scorer) Score(ctx context.Context, tenant string, ids []string, span Sp
 	return total, nil
 }
 
-// Sweep rescores every scored account of the tenants from the rollups and
-// the stored states, without reading events: decay, and time passing.
+// Sweep rescores the scored accounts of the tenants that time or the
+// tenant's norms can have moved since they were last scored, from the
+// rollups and the stored states, without reading events: decay, expiry
+// and moving windows. An account's health is a function of its inputs and
+// the day (the windows are whole days; the norms are over the days before
+// today), except for its decaying cancel-intent events and an expiring CSM
+// sentiment. So the sweep takes the accounts last scored before today,
+// those with cancel-intent events or a sentiment, and those scored with
+// other norms or another model version: the rest would score the same.
 func (s *Scorer) Sweep(ctx context.Context, tenants []string) (Result, error) {
 	var total Result
 	for _, t := range tenants {
 		s.mu.Lock()
 		delete(s.norms, t)
 		s.mu.Unlock()
+		stored, err := s.models.Get(ctx, t)
+		if err != nil {
+			return total, err
+		}
+		today := s.Now().UTC().Truncate(specfile.Day)
+		norms, err := s.tenantNorms(ctx, t, today, stored.Spec.Health.Window)
+		if err != nil {
+			return total, err
+		}
 		after := ""
 		for {
-			page, err := s.scoredPage(ctx, t, after)
+			page, err := s.movablePage(ctx, t, after, today, norms, stored.Version)
 			if err != nil || len(page) == 0 {
 				if err != nil {
 					return total, err
 				}
 				break
 			}
-			r, err := s.score(ctx, t, accountSet{ids: page, contiguous: true, scoredOnly: true}, "sweep", false)
-			total.add(r)
-			if err != nil {
-				return total, err
+			for start := 0; start < len(page); start += ChunkSize {
+				r, err := s.score(ctx, t, accountSet{ids: page[start:min(start+ChunkSize, len(page))]}, "sweep", false)
+				total.add(r)
+				if err != nil {
+					return total, err
+				}
 			}
 			after = page[len(page)-1]
 		}
@@ -306,10 +326,20 @@ func (s *Scorer) eachPage(ctx context.Context, tenant string, fromEvents bool, f
 	}
 }
 
-func (s *Scorer) scoredPage(ctx context.Context, tenant, after string) ([]string, error) {
-	rows, err := s.db.Query(ctx, `SELECT DISTINCT account_id FROM account_health WHERE tenant_id = ? AND account_id > ? ORDER BY account_id LIMIT ?`, tenant, after, pageSize)
+// movablePage is the next page of the tenant's scored accounts whose
+// health time or norms can have moved (see Sweep). The state's norms are
+// compared as stored: the JSON encoding of the same Norms.
+func (s *Scorer) movablePage(ctx context.Context, tenant, after string, today time.Time, norms score.Norms, modelVersion int64) ([]string, error) {
+	raw, err := json.Marshal(norms)
 	if err != nil {
-		return nil, fmt.Errorf("list scored accounts: %w", err)
+		return nil, err
+	}
+	rows, err := s.db.Query(ctx, `SELECT account_id FROM account_health FINAL
+		WHERE tenant_id = ? AND account_id > ? AND (evaluated_at < ? OR visitParamHas(state, 'hits') OR visitParamHas(state, 'sentiment')
+			OR visitParamExtractRaw(state, 'norms') != ? OR visitParamExtractInt(state, 'model_version') != ?)
+		ORDER BY account_id LIMIT ?`, tenant, after, today, string(raw), modelVersion, pageSize)
+	if err != nil {
+		return nil, fmt.Errorf("list the accounts to sweep: %w", err)
 	}
 	out := make([]string, 0, rows.Len())
 	for rows.Next() {
@@ -322,19 +352,23 @@ func (s *Scorer) scoredPage(ctx context.Context, tenant, after string) ([]string
 	return out, nil
 }
 
-func (s *Scorer) tenantNorms(ctx context.Context, tenant string, since time.Time) (score.Norms, error) {
+// tenantNorms are the tenant's norms for today: its median active account
+// over the window's days before today. They move only with events stored
+// for past days (late or imported), so a day's scores share them; the
+// cache keeps them normsTTL, and the sweep rereads them.
+func (s *Scorer) tenantNorms(ctx context.Context, tenant string, today time.Time, window time.Duration) (score.Norms, error) {
 	s.mu.Lock()
 	c, ok := s.norms[tenant]
 	s.mu.Unlock()
-	if ok && s.Now().Sub(c.at) < normsTTL {
+	if ok && c.day.Equal(today) && c.windowDays == window && s.Now().Sub(c.at) < normsTTL {
 		return c.norms, nil
 	}
-	n, err := readNorms(ctx, s.db, tenant, since)
+	n, err := readNorms(ctx, s.db, tenant, today.Add(-window), today)
 	if err != nil {
 		return n, err
 	}
 	s.mu.Lock()
-	s.norms[tenant] = cachedNorms{norms: n, at: s.Now()}
+	s.norms[tenant] = cachedNorms{norms: n, day: today, at: s.Now(), windowDays: window}
 	s.mu.Unlock()
 	return n, nil
 }
@@ -381,17 +415,6 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		prev[r.AccountID] = r
 	}
 	ids := set.ids
-	if set.scoredOnly { // a sweep page: the scored accounts in the range
-		ids = make([]string, 0, len(prevRows))
-		for _, r := range prevRows {
-			ids = append(ids, r.AccountID)
-		}
-		// The range below is its first and last id: rows come back in no
-		// set order, and a range of two middle ones would leave accounts
-		// out, scored as if they had no usage.
-		slices.Sort(ids)
-		set = accountSet{ids: ids, contiguous: true}
-	}
 	if len(ids) == 0 {
 		return Result{}, nil
 	}
@@ -401,7 +424,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		return Result{}, err
 	}
 	lap("usage")
-	norms, err := s.tenantNorms(ctx, tenant, today.Add(-(m.Health.Window - specfile.Day)))
+	norms, err := s.tenantNorms(ctx, tenant, today, m.Health.Window)
 	if err != nil {
 		return Result{}, err
 	}
@@ -451,7 +474,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		st := State{ModelVersion: stored.Version, Seats: number(tr[m.Health.SeatsTrait]), Usage: usage[id], Norms: norms,
 			Onboarding: onboarding[id], Sentiment: sentiments[id]}
 		if seen {
-			st.FirstEvent, st.Hits, st.Peaks, st.DropFrom = old.State.FirstEvent, old.State.Hits, old.State.Peaks, old.State.DropFrom
+			st.FirstEvent, st.Hits, st.Peaks, st.DropFrom = old.State.FirstEvent, hitsSince(old.State.Hits, now.Add(-lookback(m))), old.State.Peaks, old.State.DropFrom
 			st.CancelRequestedAt, st.Churn = old.State.CancelRequestedAt, old.State.Churn
 		}
 		var requests []score.Hit
@@ -733,6 +756,18 @@ func peaks(ps []Peak, today time.Time, score int, within time.Duration) []Peak {
 		out[n-1].Score = max(out[n-1].Score, score)
 	} else {
 		out = append(out, Peak{Day: today, Score: score})
+	}
+	return out
+}
+
+// hitsSince drops the hits before from: past the lookback, as the events
+// path reads them (and the sweep stops taking the account for them).
+func hitsSince(hits []score.Hit, from time.Time) []score.Hit {
+	var out []score.Hit
+	for _, h := range hits {
+		if !h.At.Before(from) {
+			out = append(out, h)
+		}
 	}
 	return out
 }

@@ -375,6 +375,60 @@ func TestASignUpIsNotRedBeforeItCouldUseTheProduct(t *testing.T) {
 	})
 }
 
+func TestTheSweepTakesOnlyTheAccountsTimeCanMove(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.putModel("t1", testModel)
+		for _, a := range []string{"a-co", "b-co", "c-co"} {
+			e.group("t1", a, map[string]any{"seats": 2})
+		}
+		e.use("t1", "a-co", 30, 0)
+		e.use("t1", "b-co", 20, 0)
+		e.use("t1", "c-co", 30, 0)
+		testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: "c-co", Name: "Data Exported", User: "u1", At: e.now.Add(-time.Hour)})
+		e.score("t1", "a-co", "b-co", "c-co")
+		sweep := func() Result {
+			t.Helper()
+			r, err := e.sc.Sweep(t.Context(), []string{"t1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		// unchanged checks that a full rescore from the events now would
+		// change nothing: what the sweep left is what time and norms make.
+		unchanged := func(when string) {
+			t.Helper()
+			if r, err := e.sc.ScoreAll(t.Context(), "t1", "check"); err != nil || r.Changed != 0 {
+				t.Errorf("%s: a full rescore changed %d accounts (%v): the sweep left stale scores", when, r.Changed, err)
+			}
+		}
+		// The same day, nothing new: only c-co, whose export decays.
+		e.now = e.now.Add(5 * time.Minute)
+		if r := sweep(); r.Accounts != 1 {
+			t.Errorf("a sweep the same day took %d accounts, want 1 (the decaying one)", r.Accounts)
+		}
+		unchanged("the same day")
+		// The next day moves every window: all three.
+		e.now = e.now.Add(day)
+		if r := sweep(); r.Accounts != 3 {
+			t.Errorf("the first sweep of a day took %d accounts, want 3", r.Accounts)
+		}
+		if r := sweep(); r.Accounts != 1 {
+			t.Errorf("the second sweep of a day took %d accounts, want 1", r.Accounts)
+		}
+		unchanged("the next day")
+		// A new account's history, stored late, moves the tenant's norms
+		// (the median of 4 accounts): every account scored with the old.
+		e.use("t1", "d-co", 10, 1)
+		e.score("t1", "d-co")
+		if r := sweep(); r.Accounts != 4 {
+			t.Errorf("a sweep after the norms moved took %d accounts, want 4", r.Accounts)
+		}
+		unchanged("after the norms moved")
+	})
+}
+
 func TestTenantsAreIsolatedAndDuplicateRowsCountOnce(t *testing.T) {
 	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
 		e := newEnv(t, db)

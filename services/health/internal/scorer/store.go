@@ -18,9 +18,6 @@ import (
 type accountSet struct {
 	ids        []string
 	contiguous bool
-	// scoredOnly narrows a contiguous set to the accounts already scored
-	// (the sweep's).
-	scoredOnly bool
 }
 
 func (s accountSet) where() (string, []any) {
@@ -94,14 +91,15 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// readNorms is the tenant's median active account over the window.
-func readNorms(ctx context.Context, db chstore.Store, tenant string, since time.Time) (score.Norms, error) {
+// readNorms is the tenant's median active account over the days from
+// from (included) to until (excluded).
+func readNorms(ctx context.Context, db chstore.Store, tenant string, from, until time.Time) (score.Norms, error) {
 	// The median of no rows is NaN, which the embedded engine's JSON
 	// carries as null: a tenant with no usage in the window has no norms.
 	rows, err := db.Query(ctx, `SELECT if(count() = 0, 0., median(d)), if(count() = 0, 0., median(e)) FROM (
 			SELECT account_id, count() AS d, sum(events) AS e
-			FROM account_day_usage FINAL WHERE tenant_id = ? AND day >= toDate(?)
-			GROUP BY account_id)`, tenant, since)
+			FROM account_day_usage FINAL WHERE tenant_id = ? AND day >= toDate(?) AND day < toDate(?)
+			GROUP BY account_id)`, tenant, from, until)
 	if err != nil {
 		return score.Norms{}, fmt.Errorf("read the tenant's norms: %w", err)
 	}
@@ -275,6 +273,9 @@ func ReadRows(ctx context.Context, db chstore.Store, tenant, where string, args 
 			return nil, err
 		}
 		r.Score, r.Change, r.AtRisk = int(sc), int(change), atRisk == 1
+		if r.ChurnedAt.Unix() <= 0 { // not churned: stored as the epoch
+			r.ChurnedAt = time.Time{}
+		}
 		r.state = state
 		if err := json.Unmarshal([]byte(state), &r.State); err != nil {
 			return nil, fmt.Errorf("account %s: stored health state: %w", r.AccountID, err)
