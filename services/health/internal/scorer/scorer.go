@@ -45,11 +45,15 @@ import (
 
 const scope = "github.com/stickpoint/stickpoint/services/health/internal/scorer"
 
-// ChunkSize is how many accounts one round of queries covers.
-const ChunkSize = 1000
+// ChunkSize is how many accounts one round of queries covers: each query
+// costs a few milliseconds whatever its size, so a round of a busy day's
+// accounts takes one or two, not a dozen (a backtest's step 15% faster
+// than with 1,000).
+const ChunkSize = 5000
 
-// pageSize is how many accounts the sweep takes at a time.
-const pageSize = 10 * ChunkSize
+// pageSize is how many accounts a full rescore or the sweep takes at a
+// time (a full rescore scores a page at once).
+const pageSize = 10_000
 
 // normsTTL is how long a tenant's norms serve live scoring; the sweep
 // refreshes them.
@@ -145,7 +149,7 @@ func New(db chstore.Store, ms *models.Store, emitter *signals.Emitter, log *slog
 		return nil, err
 	}
 	if s.duration, err = meter.Float64Histogram("stickpoint.health.scoring.duration",
-		metric.WithDescription("Time to score one chunk of up to 1,000 accounts."), metric.WithUnit("s")); err != nil {
+		metric.WithDescription("Time to score one chunk of up to 5,000 accounts."), metric.WithUnit("s")); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -171,19 +175,19 @@ type Span struct{ From, To time.Time }
 // span is zero) and rescores them. trigger labels the metrics.
 func (s *Scorer) Score(ctx context.Context, tenant string, ids []string, span Span, trigger string) (Result, error) {
 	var total Result
-	for start := 0; start < len(ids); start += ChunkSize {
-		chunk := ids[start:min(start+ChunkSize, len(ids))]
-		set := accountSet{ids: chunk}
-		if !span.From.IsZero() {
-			began := time.Now()
-			if err := rebuildUsage(ctx, s.db, tenant, set, span.From, span.To); err != nil {
-				return total, err
-			}
-			if s.trace != nil {
-				s.trace["rebuild"] += time.Since(began)
-			}
+	// Every chunk's rollups first: the tenant's norms read them, so that
+	// no chunk is scored against norms that miss the others' new days.
+	for start := 0; start < len(ids) && !span.From.IsZero(); start += ChunkSize {
+		began := time.Now()
+		if err := rebuildUsage(ctx, s.db, tenant, accountSet{ids: ids[start:min(start+ChunkSize, len(ids))]}, span.From, span.To); err != nil {
+			return total, err
 		}
-		r, err := s.score(ctx, tenant, set, trigger, true)
+		if s.trace != nil {
+			s.trace["rebuild"] += time.Since(began)
+		}
+	}
+	for start := 0; start < len(ids); start += ChunkSize {
+		r, err := s.score(ctx, tenant, accountSet{ids: ids[start:min(start+ChunkSize, len(ids))]}, trigger, true)
 		total.add(r)
 		if err != nil {
 			return total, err
