@@ -112,6 +112,7 @@ func (c *clock) set(t time.Time) { c.ns.Store(t.UnixNano()) }
 // run is one backtest's parts.
 type run struct {
 	opts  Options
+	cfg   app.Config // the services' configuration: their sweep intervals
 	clock *clock
 	base  *service.Base
 	ing   *ingest.Service
@@ -153,9 +154,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("to: %s is not after from %s", to.Format(time.RFC3339), from.Format(time.RFC3339))
 	}
 	res := &Result{Refused: refused}
-	if n := len(evs) - countUpTo(evs, to); n > 0 {
-		res.Warnings = append(res.Warnings, fmt.Sprintf("%d events after --to %s are left out", n, to.Format(time.RFC3339)))
-		evs = evs[:countUpTo(evs, to)]
+	if kept := countUpTo(evs, to); kept < len(evs) {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%d events after --to %s are left out", len(evs)-kept, to.Format(time.RFC3339)))
+		evs = evs[:kept]
 	}
 
 	dir := opts.Dir
@@ -223,7 +224,7 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 	if logw == nil {
 		logw = io.Discard
 	}
-	r := &run{opts: opts, clock: &clock{}, signalKinds: map[string]int{}, timings: map[string]time.Duration{}}
+	r := &run{opts: opts, cfg: cfg, clock: &clock{}, signalKinds: map[string]int{}, timings: map[string]time.Duration{}}
 	if r.base, err = service.Start(ctx, cfg.Config, "stickpoint-backtest", app.Version, logw); err != nil {
 		return nil, err
 	}
@@ -300,7 +301,7 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 // then runs the sweeps that are due, as their schedules would in
 // production.
 func (r *run) replay(ctx context.Context, evs []events.Event, from, to time.Time) error {
-	cfg := app.DefaultConfig()
+	cfg := r.cfg
 	sweeps := []struct {
 		name  string
 		every time.Duration
