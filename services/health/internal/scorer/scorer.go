@@ -472,6 +472,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	var sigs []*signalsv1.Signal
 	var changed []Row
 	var churned []Row
+	foreseenLate := false // a churn scored before became foreseen
 	for _, id := range ids {
 		old, seen := prev[id]
 		tr := decode(traits[id])
@@ -516,6 +517,14 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 				st.Churn = c
 				churned = append(churned, row)
 			}
+		} else if sig := firstRisk(sigs[first:], st.Churn.At); !st.Churn.Foreseen && sig != nil {
+			// Writers store events out of their order: a churn scored
+			// before the events that foresaw it is foreseen once their
+			// risk signal comes, and its record is written again.
+			c := *st.Churn
+			c.Foreseen, c.FirstRiskKind, c.FirstRiskAt = true, sig.GetKind(), sig.GetOccurredAt().AsTime()
+			st.Churn = &c
+			foreseenLate = true
 		}
 		if st.Churn != nil {
 			row.ChurnedAt = st.Churn.At
@@ -537,7 +546,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	}
 	// Churns are classified after this round's risk signals are stored, so
 	// a risk seen in the same round as the churn counts if it came first.
-	if len(churned) > 0 {
+	if len(churned) > 0 || foreseenLate {
 		var churnSigs []*signalsv1.Signal
 		for i := range changed {
 			c := changed[i].State.Churn
@@ -690,6 +699,19 @@ func churnOf(m model.Model, tr map[string]any, e *event, raw accounts.Traits) *C
 		return nil
 	}
 	return &Churn{Source: "trait", Reason: raw.Text(m.Churn.ReasonProperty)}
+}
+
+// firstRisk is the earliest risk signal of sigs that occurred at or
+// before t, or nil.
+func firstRisk(sigs []*signalsv1.Signal, t time.Time) *signalsv1.Signal {
+	var out *signalsv1.Signal
+	for _, sig := range sigs {
+		at := sig.GetOccurredAt().AsTime()
+		if slices.Contains(riskKinds, sig.GetKind()) && !at.After(t) && (out == nil || at.Before(out.GetOccurredAt().AsTime())) {
+			out = sig
+		}
+	}
+	return out
 }
 
 // riskKinds are the signals that foresee a churn.

@@ -429,6 +429,45 @@ func TestTheSweepTakesOnlyTheAccountsTimeCanMove(t *testing.T) {
 	})
 }
 
+func TestAChurnScoredBeforeTheEventsThatForesawItIsForeseen(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.putModel("t1", testModel)
+		e.group("t1", "late-co", map[string]any{"seats": 2})
+		e.use("t1", "late-co", 30, 1)
+		foreseen := func() (bool, string) {
+			t.Helper()
+			rows, err := db.Query(t.Context(), "SELECT foreseen, first_risk_kind FROM churn_records FINAL WHERE tenant_id = 't1' AND account_id = 'late-co'")
+			if err != nil || rows.Len() != 1 {
+				t.Fatalf("churn record: %d rows, %v", rows.Len(), err)
+			}
+			var f uint64
+			var kind string
+			for rows.Next() {
+				if err := rows.Scan(&f, &kind); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return f == 1, kind
+		}
+		// Another writer stores the churn first: no risk yet, unforeseen.
+		testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: "late-co", Name: "Subscription Cancelled", User: "u1", At: e.now.Add(-time.Hour)})
+		e.score("t1", "late-co")
+		if f, _ := foreseen(); f {
+			t.Fatal("foreseen with no risk stored")
+		}
+		// Then the two exports of 3 hours before it: cancel intent, which
+		// occurred before the churn.
+		testutil.InsertEvents(t, db,
+			testutil.StoredEvent{Tenant: "t1", Account: "late-co", Name: "Data Exported", User: "u1", At: e.now.Add(-3 * time.Hour)},
+			testutil.StoredEvent{Tenant: "t1", Account: "late-co", Name: "Data Exported", User: "u1", At: e.now.Add(-3 * time.Hour)})
+		e.score("t1", "late-co")
+		if f, kind := foreseen(); !f || kind != KindCancelIntent {
+			t.Errorf("after the earlier exports: foreseen %v by %q", f, kind)
+		}
+	})
+}
+
 func TestTenantsAreIsolatedAndDuplicateRowsCountOnce(t *testing.T) {
 	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
 		e := newEnv(t, db)
