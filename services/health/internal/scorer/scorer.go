@@ -129,10 +129,10 @@ type Scorer struct {
 }
 
 type cachedNorms struct {
-	norms      score.Norms
-	day        time.Time // the day they are for
-	at         time.Time
-	windowDays time.Duration
+	norms  score.Norms
+	day    time.Time // the day they are for
+	at     time.Time
+	window time.Duration // the model's window they cover
 }
 
 // New returns a scorer over a migrated store.
@@ -174,20 +174,28 @@ type Span struct{ From, To time.Time }
 // Score rebuilds the rollups of the accounts' days in span (none when
 // span is zero) and rescores them. trigger labels the metrics.
 func (s *Scorer) Score(ctx context.Context, tenant string, ids []string, span Span, trigger string) (Result, error) {
-	var total Result
 	// Every chunk's rollups first: the tenant's norms read them, so that
 	// no chunk is scored against norms that miss the others' new days.
-	for start := 0; start < len(ids) && !span.From.IsZero(); start += ChunkSize {
+	for chunk := range slices.Chunk(ids, ChunkSize) {
+		if span.From.IsZero() {
+			break
+		}
 		began := time.Now()
-		if err := rebuildUsage(ctx, s.db, tenant, accountSet{ids: ids[start:min(start+ChunkSize, len(ids))]}, span.From, span.To); err != nil {
-			return total, err
+		if err := rebuildUsage(ctx, s.db, tenant, accountSet{ids: chunk}, span.From, span.To); err != nil {
+			return Result{}, err
 		}
 		if s.trace != nil {
 			s.trace["rebuild"] += time.Since(began)
 		}
 	}
-	for start := 0; start < len(ids); start += ChunkSize {
-		r, err := s.score(ctx, tenant, accountSet{ids: ids[start:min(start+ChunkSize, len(ids))]}, trigger, true)
+	return s.scoreChunks(ctx, tenant, ids, trigger, true)
+}
+
+// scoreChunks scores the accounts a chunk at a time.
+func (s *Scorer) scoreChunks(ctx context.Context, tenant string, ids []string, trigger string, withEvents bool) (Result, error) {
+	var total Result
+	for chunk := range slices.Chunk(ids, ChunkSize) {
+		r, err := s.score(ctx, tenant, accountSet{ids: chunk}, trigger, withEvents)
 		total.add(r)
 		if err != nil {
 			return total, err
@@ -229,12 +237,10 @@ func (s *Scorer) Sweep(ctx context.Context, tenants []string) (Result, error) {
 				}
 				break
 			}
-			for start := 0; start < len(page); start += ChunkSize {
-				r, err := s.score(ctx, t, accountSet{ids: page[start:min(start+ChunkSize, len(page))]}, "sweep", false)
-				total.add(r)
-				if err != nil {
-					return total, err
-				}
+			r, err := s.scoreChunks(ctx, t, page, "sweep", false)
+			total.add(r)
+			if err != nil {
+				return total, err
 			}
 			after = page[len(page)-1]
 		}
@@ -364,7 +370,7 @@ func (s *Scorer) tenantNorms(ctx context.Context, tenant string, today time.Time
 	s.mu.Lock()
 	c, ok := s.norms[tenant]
 	s.mu.Unlock()
-	if ok && c.day.Equal(today) && c.windowDays == window && s.Now().Sub(c.at) < normsTTL {
+	if ok && c.day.Equal(today) && c.window == window && s.Now().Sub(c.at) < normsTTL {
 		return c.norms, nil
 	}
 	n, err := readNorms(ctx, s.db, tenant, today.Add(-window), today)
@@ -372,7 +378,7 @@ func (s *Scorer) tenantNorms(ctx context.Context, tenant string, today time.Time
 		return n, err
 	}
 	s.mu.Lock()
-	s.norms[tenant] = cachedNorms{norms: n, day: today, at: s.Now(), windowDays: window}
+	s.norms[tenant] = cachedNorms{norms: n, day: today, at: s.Now(), window: window}
 	s.mu.Unlock()
 	return n, nil
 }
@@ -517,14 +523,16 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 				st.Churn = c
 				churned = append(churned, row)
 			}
-		} else if sig := firstRisk(sigs[first:], st.Churn.At); !st.Churn.Foreseen && sig != nil {
+		} else if !st.Churn.Foreseen {
 			// Writers store events out of their order: a churn scored
 			// before the events that foresaw it is foreseen once their
 			// risk signal comes, and its record is written again.
-			c := *st.Churn
-			c.Foreseen, c.FirstRiskKind, c.FirstRiskAt = true, sig.GetKind(), sig.GetOccurredAt().AsTime()
-			st.Churn = &c
-			foreseenLate = true
+			if sig := firstRisk(sigs[first:], st.Churn.At); sig != nil {
+				c := *st.Churn
+				c.Foreseen, c.FirstRiskKind, c.FirstRiskAt = true, sig.GetKind(), sig.GetOccurredAt().AsTime()
+				st.Churn = &c
+				foreseenLate = true
+			}
 		}
 		if st.Churn != nil {
 			row.ChurnedAt = st.Churn.At
