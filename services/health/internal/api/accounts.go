@@ -273,7 +273,7 @@ func (s *Accounts) protos(ctx context.Context, tenant string, rows []scorer.Row,
 		} else {
 			a.Start = timestamppb.New(acts[r.AccountID][0])
 		}
-		if !r.ChurnedAt.IsZero() && r.ChurnedAt.Unix() > 0 {
+		if !r.ChurnedAt.IsZero() { // ReadRows gives the zero time when not churned
 			a.ChurnedAt = timestamppb.New(r.ChurnedAt)
 		}
 		if v := vectors[r.AccountID]; v != nil {
