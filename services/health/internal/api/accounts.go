@@ -46,24 +46,35 @@ func NewAccounts(db chstore.Store, ms *models.Store, ownerTrait func(tenant stri
 
 func unavailable(err error) error { return status.Error(codes.Unavailable, err.Error()) }
 
-// Get returns one account.
+// Get returns one account. Its row and the reads that extend it need only
+// the account's id, so they all run at once: a Get costs one round of
+// queries, not two.
 func (s *Accounts) Get(ctx context.Context, req *accountsv1.GetRequest) (*accountsv1.GetResponse, error) {
 	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := scorer.ReadRows(ctx, s.db, tenant, "AND account_id = ?", req.GetAccountId())
-	if err != nil {
+	var rows []scorer.Row
+	var ext extensions
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		rows, err = scorer.ReadRows(gctx, s.db, tenant, "AND account_id = ?", req.GetAccountId())
+		return err
+	})
+	g.Go(func() (err error) {
+		ext, err = s.extensions(gctx, tenant, []string{req.GetAccountId()}, true)
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return nil, unavailable(err)
 	}
 	if len(rows) == 0 {
 		return nil, status.Errorf(codes.NotFound, "account %q has no scored events", req.GetAccountId())
 	}
-	out, err := s.protos(ctx, tenant, rows, true)
-	if err != nil {
+	if ext.acts, err = s.activity(ctx, tenant, rows); err != nil {
 		return nil, unavailable(err)
 	}
-	return &accountsv1.GetResponse{Account: out[0]}, nil
+	return &accountsv1.GetResponse{Account: s.protos(tenant, rows, ext)[0]}, nil
 }
 
 // List lists accounts, filtered and sorted, a page at a time.
@@ -117,10 +128,18 @@ func (s *Accounts) List(ctx context.Context, req *accountsv1.ListRequest) (*acco
 		if err != nil {
 			return nil, unavailable(err)
 		}
-		accts, err := s.protos(ctx, tenant, rows, req.GetExpansionReady())
+		ids := make([]string, len(rows))
+		for i, r := range rows {
+			ids[i] = r.AccountID
+		}
+		ext, err := s.extensions(ctx, tenant, ids, req.GetExpansionReady())
+		if err == nil {
+			ext.acts, err = s.activity(ctx, tenant, rows)
+		}
 		if err != nil {
 			return nil, unavailable(err)
 		}
+		accts := s.protos(tenant, rows, ext)
 		for i, a := range accts {
 			if !traitsMatch(a, want) || (req.GetExpansionReady() && !a.GetExpansionReady()) {
 				continue
@@ -221,62 +240,83 @@ func traitsMatch(a *accountsv1.Account, want map[string]string) bool {
 	return true
 }
 
-// protos builds the accounts of rows: traits, activity, onboarding and,
-// with vector, the Success Vector (it reads history and signals).
-func (s *Accounts) protos(ctx context.Context, tenant string, rows []scorer.Row, vector bool) ([]*accountsv1.Account, error) {
-	if len(rows) == 0 {
-		return nil, nil
+// extensions are what an account's proto holds beyond its health row:
+// traits, onboarding, the tenant's model, the Success Vector when asked (it
+// reads history and signals), and the first and last event of rows scored
+// before the state kept them.
+type extensions struct {
+	traits  map[string]accounts.Traits
+	acts    map[string][2]time.Time // first and last event, of rows whose state lacks them
+	starts  map[string]onboarding
+	vectors map[string]*accountsv1.SuccessVector
+	model   models.Stored
+}
+
+// extensions reads the accounts' extensions. The reads are independent:
+// they run at once, so the slowest sets the latency, not the sum.
+func (s *Accounts) extensions(ctx context.Context, tenant string, ids []string, vector bool) (extensions, error) {
+	var ext extensions
+	if len(ids) == 0 {
+		return ext, nil
 	}
-	ids := make([]string, len(rows))
-	for i, r := range rows {
-		ids[i] = r.AccountID
-	}
-	// The reads are independent: run them at once (a Get's latency is
-	// the slowest, not the sum).
-	var (
-		traits  map[string]accounts.Traits
-		acts    map[string][2]time.Time
-		starts  map[string]onboarding
-		vectors map[string]*accountsv1.SuccessVector
-		stored  models.Stored
-	)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) { traits, err = s.traits.Traits(gctx, tenant, ids); return err })
-	g.Go(func() (err error) { acts, err = s.traits.Activity(gctx, tenant, ids); return err })
-	g.Go(func() (err error) { starts, err = onboardingOf(gctx, s.db, tenant, ids); return err })
-	g.Go(func() (err error) { stored, err = s.models.Get(gctx, tenant); return err })
+	g.Go(func() (err error) { ext.traits, err = s.traits.Traits(gctx, tenant, ids); return err })
+	g.Go(func() (err error) { ext.starts, err = onboardingOf(gctx, s.db, tenant, ids); return err })
+	g.Go(func() (err error) { ext.model, err = s.models.Get(gctx, tenant); return err })
 	if vector {
 		g.Go(func() (err error) {
-			vectors, err = successVectors(gctx, s.db, tenant, ids, time.Now().UTC())
+			ext.vectors, err = successVectors(gctx, s.db, tenant, ids, time.Now().UTC())
 			return err
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	return ext, g.Wait()
+}
+
+// activity is the first and last event of the rows whose state does not
+// hold them (scored before it did), read from the events; the others need
+// no read.
+func (s *Accounts) activity(ctx context.Context, tenant string, rows []scorer.Row) (map[string][2]time.Time, error) {
+	var old []string
+	for _, r := range rows {
+		if r.State.LastEvent.IsZero() {
+			old = append(old, r.AccountID)
+		}
 	}
+	if len(old) == 0 {
+		return nil, nil
+	}
+	return s.traits.Activity(ctx, tenant, old)
+}
+
+// protos builds the accounts of rows from their extensions.
+func (s *Accounts) protos(tenant string, rows []scorer.Row, ext extensions) []*accountsv1.Account {
 	owner := s.ownerTrait(tenant)
 	out := make([]*accountsv1.Account, len(rows))
 	for i, r := range rows {
-		tr := traits[r.AccountID]
-		h := r.Health(stored.Spec)
-		a := &accountsv1.Account{Id: r.AccountID, Owner: tr.Text(owner), OnboardingStatus: starts[r.AccountID].status, Fit: r.Fit,
-			FirstEventAt: timestamppb.New(acts[r.AccountID][0]), LastEventAt: timestamppb.New(acts[r.AccountID][1]),
+		tr := ext.traits[r.AccountID]
+		h := r.Health(ext.model.Spec)
+		first, last := r.State.FirstEvent, r.State.LastEvent
+		if span, ok := ext.acts[r.AccountID]; ok {
+			first, last = span[0], span[1]
+		}
+		a := &accountsv1.Account{Id: r.AccountID, Owner: tr.Text(owner), OnboardingStatus: ext.starts[r.AccountID].status, Fit: r.Fit,
+			FirstEventAt: timestamppb.New(first), LastEventAt: timestamppb.New(last),
 			Health: &accountsv1.AccountHealth{Score: int32(r.Score), Band: r.Band, Components: scorer.Components(h.Components),
 				EvaluatedAt: timestamppb.New(r.EvaluatedAt), Summary: h.Summary(), Change: int32(r.Change),
 				ActiveUsers: int32(h.ActiveUsers), Seats: int32(r.State.Seats), ModelVersion: r.State.ModelVersion},
 			CancelIntent:  scorer.IntentEvidence(h.Intent),
-			AtRiskBecause: scorer.AtRiskBecause(r.Band, h.Intent.Over(), starts[r.AccountID].status),
+			AtRiskBecause: scorer.AtRiskBecause(r.Band, h.Intent.Over(), ext.starts[r.AccountID].status),
 		}
 		a.AtRisk = len(a.AtRiskBecause) > 0
-		if o, ok := starts[r.AccountID]; ok {
+		if o, ok := ext.starts[r.AccountID]; ok {
 			a.Start, a.JourneyId = timestamppb.New(o.start), o.journey
 		} else {
-			a.Start = timestamppb.New(acts[r.AccountID][0])
+			a.Start = timestamppb.New(first)
 		}
 		if !r.ChurnedAt.IsZero() { // ReadRows gives the zero time when not churned
 			a.ChurnedAt = timestamppb.New(r.ChurnedAt)
 		}
-		if v := vectors[r.AccountID]; v != nil {
+		if v := ext.vectors[r.AccountID]; v != nil {
 			a.SuccessVector = v
 			// Expansion-ready: green, heading up, and active users near
 			// the seats (80% or more).
@@ -294,7 +334,7 @@ func (s *Accounts) protos(ctx context.Context, tenant string, rows []scorer.Row,
 		}
 		out[i] = a
 	}
-	return out, nil
+	return out
 }
 
 type onboarding struct {
@@ -330,25 +370,37 @@ func successVectors(ctx context.Context, db chstore.Store, tenant string, ids []
 	for _, id := range ids {
 		out[id] = &accountsv1.SuccessVector{}
 	}
-	rows, err := db.Query(ctx, `SELECT account_id, countIf(occurred_at > ?), countIf(occurred_at <= ?) FROM signals FINAL
-		WHERE tenant_id = ? AND account_id IN ? AND kind = 'milestone_reached' AND occurred_at > ? AND occurred_at <= ? GROUP BY account_id`,
-		now.Add(-month), now.Add(-month), tenant, chstore.In(ids), now.Add(-2*month), now)
-	if err != nil {
-		return nil, fmt.Errorf("read milestones reached: %w", err)
+	// The two reads are independent: run them at once.
+	var reached, hist *chstore.Rows
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		reached, err = db.Query(gctx, `SELECT account_id, countIf(occurred_at > ?), countIf(occurred_at <= ?) FROM signals FINAL
+			WHERE tenant_id = ? AND account_id IN ? AND kind = 'milestone_reached' AND occurred_at > ? AND occurred_at <= ? GROUP BY account_id`,
+			now.Add(-month), now.Add(-month), tenant, chstore.In(ids), now.Add(-2*month), now)
+		if err != nil {
+			return fmt.Errorf("read milestones reached: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() (err error) {
+		hist, err = db.Query(gctx, `SELECT account_id, toUnixTimestamp(at), score FROM health_history FINAL
+			WHERE tenant_id = ? AND account_id IN ? AND at > ? ORDER BY account_id, at`, tenant, chstore.In(ids), now.Add(-month))
+		if err != nil {
+			return fmt.Errorf("read health history: %w", err)
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
-	for rows.Next() {
+	for reached.Next() {
 		var id string
 		var last, prev uint64
-		if err := rows.Scan(&id, &last, &prev); err != nil {
+		if err := reached.Scan(&id, &last, &prev); err != nil {
 			return nil, err
 		}
 		out[id].MilestonesLast_30D, out[id].MilestonesPrevious_30D = int32(last), int32(prev)
 		out[id].MilestonesChange = int32(last) - int32(prev)
-	}
-	hist, err := db.Query(ctx, `SELECT account_id, toUnixTimestamp(at), score FROM health_history FINAL
-		WHERE tenant_id = ? AND account_id IN ? AND at > ? ORDER BY account_id, at`, tenant, chstore.In(ids), now.Add(-month))
-	if err != nil {
-		return nil, fmt.Errorf("read health history: %w", err)
 	}
 	points := map[string][][2]float64{}
 	for hist.Next() {

@@ -236,3 +236,63 @@ func TestChurnReportAndSentimentAndModelErrors(t *testing.T) {
 		}
 	})
 }
+
+// An account's first and last event come from its scored state, which a
+// later event moves; a row scored before the state held them falls back to
+// the events. Either way they are the events' own first and last times.
+func TestFirstAndLastEventAreTheAccountsEvents(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		a, h, ctx := apis(t, db)
+		span := func(id string) (first, last time.Time) {
+			t.Helper()
+			r, err := db.Query(ctx, "SELECT min(timestamp), max(timestamp) FROM events WHERE tenant_id = 't1' AND account_id = ?", id)
+			if err != nil || !r.Next() {
+				t.Fatal(err)
+			}
+			if err := r.Scan(&first, &last); err != nil {
+				t.Fatal(err)
+			}
+			return first, last
+		}
+		check := func(id, when string) {
+			t.Helper()
+			first, last := span(id)
+			got, err := a.Get(ctx, &accountsv1.GetRequest{AccountId: id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			acc := got.GetAccount()
+			if !acc.GetFirstEventAt().AsTime().Equal(first) || !acc.GetLastEventAt().AsTime().Equal(last) {
+				t.Errorf("%s, %s: Get says %v to %v, the events %v to %v", id, when, acc.GetFirstEventAt().AsTime(), acc.GetLastEventAt().AsTime(), first, last)
+			}
+			for _, listed := range list(t, a, ctx, &accountsv1.ListRequest{}) {
+				if listed.GetId() == id && (!listed.GetFirstEventAt().AsTime().Equal(first) || !listed.GetLastEventAt().AsTime().Equal(last)) {
+					t.Errorf("%s, %s: List says %v to %v, the events %v to %v", id, when, listed.GetFirstEventAt().AsTime(), listed.GetLastEventAt().AsTime(), first, last)
+				}
+			}
+		}
+		check("acc-0", "as scored")
+
+		now := time.Now().UTC()
+		testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: "acc-2", Name: "A", User: "u0", At: now.Add(-time.Minute)})
+		if _, err := h.scorer.Score(ctx, "t1", []string{"acc-2"}, scorer.Span{From: now.Add(-time.Hour), To: now}, "events"); err != nil {
+			t.Fatal(err)
+		}
+		check("acc-2", "after a later event")
+		if rows, err := scorer.ReadRows(ctx, db, "t1", "AND account_id = ?", "acc-2"); err != nil || len(rows) != 1 || !rows[0].State.LastEvent.Equal(now.Add(-time.Minute).Truncate(time.Second)) {
+			t.Errorf("acc-2's state does not hold its last event: %v %v", rows, err)
+		}
+
+		// acc-3's row as an earlier version stored it: no last_event.
+		if err := db.Exec(ctx, `INSERT INTO account_health SELECT tenant_id, account_id, score, band, change, fit, onboarding_status, intent_score, at_risk,
+				churned_at, replaceRegexpOne(state, ',"last_event":"[^"]*"', ''), evaluated_at, version + 1
+			FROM account_health FINAL WHERE tenant_id = 't1' AND account_id = 'acc-3'`); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := scorer.ReadRows(ctx, db, "t1", "AND account_id = ?", "acc-3")
+		if err != nil || len(rows) != 1 || !rows[0].State.LastEvent.IsZero() {
+			t.Fatalf("acc-3's row still has a last event: %v %v", rows, err)
+		}
+		check("acc-3", "scored before the state kept its last event")
+	})
+}

@@ -65,13 +65,16 @@ const normsTTL = 30 * time.Second
 // inputs, not the worded components, keeps a row small: a sweep rewrites
 // every account's.
 type State struct {
-	ModelVersion int64            `json:"model_version"`
-	FirstEvent   time.Time        `json:"first_event"`
-	Seats        float64          `json:"seats,omitempty"`
-	Usage        score.Usage      `json:"usage"`
-	Norms        score.Norms      `json:"norms"`
-	Onboarding   string           `json:"onboarding,omitempty"`
-	Sentiment    *score.Sentiment `json:"sentiment,omitempty"`
+	ModelVersion int64     `json:"model_version"`
+	FirstEvent   time.Time `json:"first_event"`
+	// LastEvent is the latest event's time, kept here so the accounts API
+	// need not scan the account's events for it.
+	LastEvent  time.Time        `json:"last_event,omitzero"`
+	Seats      float64          `json:"seats,omitempty"`
+	Usage      score.Usage      `json:"usage"`
+	Norms      score.Norms      `json:"norms"`
+	Onboarding string           `json:"onboarding,omitempty"`
+	Sentiment  *score.Sentiment `json:"sentiment,omitempty"`
 	// Hits are the events the cancel-intent signals matched, in the
 	// lookback: the sweep decays them without reading events.
 	Hits []score.Hit `json:"hits,omitempty"`
@@ -459,7 +462,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	}
 	lap("onboarding+sentiment")
 	var evs map[string][]event
-	var firsts map[string]time.Time
+	var activity map[string][2]time.Time
 	if withEvents {
 		all, err := readRuleEvents(ctx, s.db, tenant, set, m, now.Add(-lookback(m)), now)
 		if err != nil {
@@ -469,7 +472,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		for _, e := range all {
 			evs[e.account] = append(evs[e.account], e)
 		}
-		if firsts, err = firstEvents(ctx, s.db, tenant, set); err != nil {
+		if activity, err = eventSpans(ctx, s.db, tenant, set); err != nil {
 			return Result{}, err
 		}
 	}
@@ -485,13 +488,14 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		st := State{ModelVersion: stored.Version, Seats: number(tr[m.Health.SeatsTrait]), Usage: usage[id], Norms: norms,
 			Onboarding: onboarding[id], Sentiment: sentiments[id]}
 		if seen {
-			st.FirstEvent, st.Hits, st.Peaks, st.DropFrom = old.State.FirstEvent, hitsSince(old.State.Hits, now.Add(-lookback(m))), old.State.Peaks, old.State.DropFrom
+			st.FirstEvent, st.LastEvent = old.State.FirstEvent, old.State.LastEvent
+			st.Hits, st.Peaks, st.DropFrom = hitsSince(old.State.Hits, now.Add(-lookback(m))), old.State.Peaks, old.State.DropFrom
 			st.CancelRequestedAt, st.Churn = old.State.CancelRequestedAt, old.State.Churn
 		}
 		var requests []score.Hit
 		var churnEvent *event
 		if withEvents {
-			st.FirstEvent = firsts[id]
+			st.FirstEvent, st.LastEvent = activity[id][0], activity[id][1]
 			st.Hits, requests, churnEvent = classify(m, evs[id])
 		}
 		h := score.Compute(m, st.Inputs(), now)
@@ -655,21 +659,22 @@ func (s *Scorer) emit(ctx context.Context, tenant string, sigs []*signalsv1.Sign
 	return nil
 }
 
-// firstEvents is each account's first event time.
-func firstEvents(ctx context.Context, db chstore.Store, tenant string, set accountSet) (map[string]time.Time, error) {
+// eventSpans is each account's first and last event time.
+func eventSpans(ctx context.Context, db chstore.Store, tenant string, set accountSet) (map[string][2]time.Time, error) {
 	cond, args := set.where()
-	rows, err := db.Query(ctx, `SELECT account_id, min(timestamp) FROM events WHERE tenant_id = ? AND `+cond+` GROUP BY account_id`, append([]any{tenant}, args...)...)
+	rows, err := db.Query(ctx, `SELECT account_id, min(timestamp), max(timestamp) FROM events WHERE tenant_id = ? AND `+cond+` GROUP BY account_id`,
+		append([]any{tenant}, args...)...)
 	if err != nil {
-		return nil, fmt.Errorf("read first events: %w", err)
+		return nil, fmt.Errorf("read first and last events: %w", err)
 	}
-	out := map[string]time.Time{}
+	out := map[string][2]time.Time{}
 	for rows.Next() {
 		var id string
-		var at time.Time
-		if err := rows.Scan(&id, &at); err != nil {
+		var span [2]time.Time
+		if err := rows.Scan(&id, &span[0], &span[1]); err != nil {
 			return nil, err
 		}
-		out[id] = at
+		out[id] = span
 	}
 	return out, nil
 }
