@@ -100,8 +100,7 @@ const maxIDsPerQuery = 1000
 // the query groups by it too, so the answer is the same before merges.
 func (r *Reader) Traits(ctx context.Context, tenant string, ids []string) (map[string]Traits, error) {
 	out := map[string]Traits{}
-	for start := 0; start < len(ids); start += maxIDsPerQuery {
-		chunk := ids[start:min(start+maxIDsPerQuery, len(ids))]
+	for chunk := range slices.Chunk(ids, maxIDsPerQuery) {
 		got, err := r.read(ctx, `SELECT account_id, any(traits), max(updated_at) FROM account_traits
 			WHERE tenant_id = ? AND account_id IN ? GROUP BY account_id, traits_hash`, tenant, chstore.In(chunk))
 		if err != nil {
@@ -159,9 +158,9 @@ func TraitsRow(tenant, account string, traits json.RawMessage, at time.Time, mes
 // of tenant, by account; an account without events is absent.
 func (r *Reader) Activity(ctx context.Context, tenant string, ids []string) (map[string][2]time.Time, error) {
 	out := map[string][2]time.Time{}
-	for start := 0; start < len(ids); start += maxIDsPerQuery {
+	for chunk := range slices.Chunk(ids, maxIDsPerQuery) {
 		rows, err := r.db.Query(ctx, `SELECT account_id, min(timestamp), max(timestamp) FROM events
-			WHERE tenant_id = ? AND account_id IN ? GROUP BY account_id`, tenant, chstore.In(ids[start:min(start+maxIDsPerQuery, len(ids))]))
+			WHERE tenant_id = ? AND account_id IN ? GROUP BY account_id`, tenant, chstore.In(chunk))
 		if err != nil {
 			return nil, fmt.Errorf("read account activity: %w", err)
 		}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -291,9 +292,9 @@ const publishWindow = 1000
 // time, and returns once the stream has stored them all, or the first
 // error.
 func (b *Bus) PublishAll(ctx context.Context, msgs []Outgoing) error {
-	for start := 0; start < len(msgs); start += publishWindow {
+	for window := range slices.Chunk(msgs, publishWindow) {
 		var acks []jetstream.PubAckFuture
-		for _, o := range msgs[start:min(start+publishWindow, len(msgs))] {
+		for _, o := range window {
 			msg := &nats.Msg{Subject: o.Subject, Data: o.Data, Header: nats.Header{}}
 			InjectTrace(ctx, msg.Header)
 			var opts []jetstream.PublishOpt

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -190,9 +191,9 @@ const maxNoticeAccounts = 2000
 // parts of at most maxNoticeAccounts accounts.
 func publishNotices(ctx context.Context, bus *natsjs.Bus, notices []events.StoredNotice) error {
 	for _, n := range notices {
-		for start := 0; start < len(n.Accounts); start += maxNoticeAccounts {
+		for accounts := range slices.Chunk(n.Accounts, maxNoticeAccounts) {
 			part := n
-			part.Accounts = n.Accounts[start:min(start+maxNoticeAccounts, len(n.Accounts))]
+			part.Accounts = accounts
 			data, err := json.Marshal(part)
 			if err != nil {
 				return err

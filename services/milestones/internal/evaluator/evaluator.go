@@ -103,8 +103,8 @@ func (r *Result) add(o Result) {
 // reads everything.
 func (e *Evaluator) Evaluate(ctx context.Context, tenant string, ids []string, trigger string, since time.Time) (Result, error) {
 	var total Result
-	for start := 0; start < len(ids); start += ChunkSize {
-		r, err := e.evaluate(ctx, tenant, accountSet{ids: ids[start:min(start+ChunkSize, len(ids))]}, trigger, since)
+	for chunk := range slices.Chunk(ids, ChunkSize) {
+		r, err := e.evaluate(ctx, tenant, accountSet{ids: chunk}, trigger, since)
 		total.add(r)
 		if err != nil {
 			return total, err
