@@ -242,7 +242,7 @@ func traitsMatch(a *accountsv1.Account, want map[string]string) bool {
 
 // extensions are what an account's proto holds beyond its health row:
 // traits, onboarding, the tenant's model, the Success Vector when asked (it
-// reads history and signals), and the first and last event of rows scored
+// reads the health history), and the first and last event of rows scored
 // before the state kept them.
 type extensions struct {
 	traits  map[string]accounts.Traits
@@ -263,13 +263,21 @@ func (s *Accounts) extensions(ctx context.Context, tenant string, ids []string, 
 	g.Go(func() (err error) { ext.traits, err = s.traits.Traits(gctx, tenant, ids); return err })
 	g.Go(func() (err error) { ext.starts, err = onboardingOf(gctx, s.db, tenant, ids); return err })
 	g.Go(func() (err error) { ext.model, err = s.models.Get(gctx, tenant); return err })
+	now := time.Now().UTC()
+	var history map[string][][2]float64
 	if vector {
-		g.Go(func() (err error) {
-			ext.vectors, err = successVectors(gctx, s.db, tenant, ids, time.Now().UTC())
-			return err
-		})
+		g.Go(func() (err error) { history, err = healthHistory(gctx, s.db, tenant, ids, now); return err })
 	}
-	return ext, g.Wait()
+	if err := g.Wait(); err != nil {
+		return ext, err
+	}
+	if vector {
+		ext.vectors = make(map[string]*accountsv1.SuccessVector, len(ids))
+		for _, id := range ids {
+			ext.vectors[id] = successVector(ext.starts[id].reached, history[id], now)
+		}
+	}
+	return ext, nil
 }
 
 // activity is the first and last event of the rows whose state does not
@@ -340,82 +348,94 @@ func (s *Accounts) protos(tenant string, rows []scorer.Row, ext extensions) []*a
 type onboarding struct {
 	start           time.Time
 	journey, status string
+	// reached is when each milestone of the journey was reached, as its
+	// latest evaluation has them.
+	reached []time.Time
 }
 
-// onboardingOf reads the accounts' start and journey from milestone
-// tracking's latest evaluation.
+// journeyState is the part of milestone tracking's state (its progress.State,
+// stored as JSON) that the Success Vector reads.
+type journeyState struct {
+	Milestones []struct {
+		Reached   bool      `json:"reached"`
+		ReachedAt time.Time `json:"reached_at"`
+	} `json:"milestones"`
+}
+
+// onboardingOf reads the accounts' start, journey, status and milestones
+// reached from milestone tracking's latest evaluation.
 func onboardingOf(ctx context.Context, db chstore.Store, tenant string, ids []string) (map[string]onboarding, error) {
-	rows, err := db.Query(ctx, `SELECT account_id, start, journey_id, status FROM account_onboarding FINAL WHERE tenant_id = ? AND account_id IN ?`, tenant, chstore.In(ids))
+	rows, err := db.Query(ctx, `SELECT account_id, start, journey_id, status, state FROM account_onboarding FINAL WHERE tenant_id = ? AND account_id IN ?`,
+		tenant, chstore.In(ids))
 	if err != nil {
 		return nil, fmt.Errorf("read onboarding: %w", err)
 	}
 	out := map[string]onboarding{}
 	for rows.Next() {
-		var id string
+		var id, state string
 		var o onboarding
-		if err := rows.Scan(&id, &o.start, &o.journey, &o.status); err != nil {
+		if err := rows.Scan(&id, &o.start, &o.journey, &o.status, &state); err != nil {
 			return nil, err
+		}
+		var st journeyState
+		if state != "" {
+			if err := json.Unmarshal([]byte(state), &st); err != nil {
+				return nil, fmt.Errorf("account %s: stored onboarding state: %w", id, err)
+			}
+		}
+		for _, m := range st.Milestones {
+			if m.Reached {
+				o.reached = append(o.reached, m.ReachedAt)
+			}
 		}
 		out[id] = o
 	}
 	return out, nil
 }
 
-// successVectors reads each account's milestones reached in the last 30
-// days and the 30 before (from the milestone signals), and its health
-// slope over the last 30 days (least squares over the history).
-func successVectors(ctx context.Context, db chstore.Store, tenant string, ids []string, now time.Time) (map[string]*accountsv1.SuccessVector, error) {
-	month := 30 * specfile.Day
-	out := map[string]*accountsv1.SuccessVector{}
-	for _, id := range ids {
-		out[id] = &accountsv1.SuccessVector{}
-	}
-	// The two reads are independent: run them at once.
-	var reached, hist *chstore.Rows
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() (err error) {
-		reached, err = db.Query(gctx, `SELECT account_id, countIf(occurred_at > ?), countIf(occurred_at <= ?) FROM signals FINAL
-			WHERE tenant_id = ? AND account_id IN ? AND kind = 'milestone_reached' AND occurred_at > ? AND occurred_at <= ? GROUP BY account_id`,
-			now.Add(-month), now.Add(-month), tenant, chstore.In(ids), now.Add(-2*month), now)
-		if err != nil {
-			return fmt.Errorf("read milestones reached: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() (err error) {
-		hist, err = db.Query(gctx, `SELECT account_id, toUnixTimestamp(at), score FROM health_history FINAL
-			WHERE tenant_id = ? AND account_id IN ? AND at > ? ORDER BY account_id, at`, tenant, chstore.In(ids), now.Add(-month))
-		if err != nil {
-			return fmt.Errorf("read health history: %w", err)
-		}
-		return nil
-	})
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	for reached.Next() {
-		var id string
-		var last, prev uint64
-		if err := reached.Scan(&id, &last, &prev); err != nil {
-			return nil, err
-		}
-		out[id].MilestonesLast_30D, out[id].MilestonesPrevious_30D = int32(last), int32(prev)
-		out[id].MilestonesChange = int32(last) - int32(prev)
+// healthHistory reads each account's scores over the 30 days before now,
+// as (day, score) points in time order.
+func healthHistory(ctx context.Context, db chstore.Store, tenant string, ids []string, now time.Time) (map[string][][2]float64, error) {
+	rows, err := db.Query(ctx, `SELECT account_id, toUnixTimestamp(at), score FROM health_history FINAL
+		WHERE tenant_id = ? AND account_id IN ? AND at > ? ORDER BY account_id, at`, tenant, chstore.In(ids), now.Add(-vectorWindow))
+	if err != nil {
+		return nil, fmt.Errorf("read health history: %w", err)
 	}
 	points := map[string][][2]float64{}
-	for hist.Next() {
+	for rows.Next() {
 		var id string
 		var at, sc uint64
-		if err := hist.Scan(&id, &at, &sc); err != nil {
+		if err := rows.Scan(&id, &at, &sc); err != nil {
 			return nil, err
 		}
 		points[id] = append(points[id], [2]float64{float64(at) / 86400, float64(sc)})
 	}
-	for id, v := range out {
-		v.HealthSlope = math.Round(slope(points[id])*100) / 100
-		v.Positive = (v.MilestonesChange > 0 || v.HealthSlope > 0) && v.MilestonesChange >= 0 && v.HealthSlope >= 0
+	return points, nil
+}
+
+// vectorWindow is the Success Vector's period: milestones reached in the
+// last one and the one before, and the health slope over the last.
+const vectorWindow = 30 * specfile.Day
+
+// successVector is an account's milestones reached in the last 30 days and
+// the 30 before, from its journey's current state (so a journey changed
+// since, which moves reached times, counts each milestone once), and its
+// health slope over the last 30 days (least squares over the history).
+func successVector(reached []time.Time, history [][2]float64, now time.Time) *accountsv1.SuccessVector {
+	v := &accountsv1.SuccessVector{}
+	for _, at := range reached {
+		switch {
+		case at.After(now):
+		case at.After(now.Add(-vectorWindow)):
+			v.MilestonesLast_30D++
+		case at.After(now.Add(-2 * vectorWindow)):
+			v.MilestonesPrevious_30D++
+		}
 	}
-	return out, nil
+	v.MilestonesChange = v.MilestonesLast_30D - v.MilestonesPrevious_30D
+	v.HealthSlope = math.Round(slope(history)*100) / 100
+	v.Positive = (v.MilestonesChange > 0 || v.HealthSlope > 0) && v.MilestonesChange >= 0 && v.HealthSlope >= 0
+	return v
 }
 
 // slope is the least-squares slope of (day, score) points; 0 for fewer

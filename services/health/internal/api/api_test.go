@@ -296,3 +296,81 @@ func TestFirstAndLastEventAreTheAccountsEvents(t *testing.T) {
 		check("acc-3", "scored before the state kept its last event")
 	})
 }
+
+func TestSuccessVectorArithmetic(t *testing.T) {
+	now := time.Date(2026, 6, 30, 12, 0, 0, 0, time.UTC)
+	day := 24 * time.Hour
+	reached := []time.Time{now.Add(-time.Hour), now.Add(-29 * day), now.Add(-31 * day), now.Add(-61 * day), now.Add(time.Hour)}
+	// Scores 50, 60, 70 on three days: 10 points a day.
+	history := [][2]float64{{100, 50}, {101, 60}, {102, 70}}
+	v := successVector(reached, history, now)
+	if v.GetMilestonesLast_30D() != 2 || v.GetMilestonesPrevious_30D() != 1 || v.GetMilestonesChange() != 1 || v.GetHealthSlope() != 10 || !v.GetPositive() {
+		t.Errorf("two reached in the last 30 days, one in the 30 before, one earlier, one ahead, +10 a day: %v", v)
+	}
+	// Fewer milestones than the month before: not positive, whatever the slope.
+	v = successVector([]time.Time{now.Add(-40 * day)}, history, now)
+	if v.GetMilestonesChange() != -1 || v.GetPositive() {
+		t.Errorf("one milestone the month before, none since: %v", v)
+	}
+	// Scores within a day make no trend; no milestones either: not positive.
+	v = successVector(nil, [][2]float64{{100, 40}, {100.5, 90}}, now)
+	if v.GetHealthSlope() != 0 || v.GetPositive() {
+		t.Errorf("history within one day: %v", v)
+	}
+	// A falling score: negative slope, not positive.
+	v = successVector([]time.Time{now.Add(-day)}, [][2]float64{{100, 80}, {110, 60}}, now)
+	if v.GetHealthSlope() != -2 || v.GetPositive() {
+		t.Errorf("-2 a day with a milestone more: %v", v)
+	}
+}
+
+// The Success Vector's milestones come from milestone tracking's latest
+// state: a journey edited since, which moved a milestone's reached time,
+// still counts it once; the slope comes from the health history.
+func TestSuccessVectorReadsTheJourneysLatestState(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		a, _, ctx := apis(t, db)
+		now := time.Now().UTC().Truncate(time.Second)
+		day := 24 * time.Hour
+		// As milestone tracking stores it (progress.State as JSON): first
+		// with "connect" reached 5 days ago, then, after a journey edit,
+		// 3 days ago; "invite" 40 days ago; "report" not reached.
+		state := func(connect time.Time) string {
+			return fmt.Sprintf(`{"journey_id":"j","journey_version":1,"start":%q,"milestones":[`+
+				`{"id":"connect","reached":true,"reached_at":%q,"progress":1,"required":1,"target_at":%q},`+
+				`{"id":"invite","reached":true,"reached_at":%q,"progress":3,"required":3,"target_at":%q},`+
+				`{"id":"report","reached":false,"progress":0,"required":1,"target_at":%q}],"status":"on_track"}`,
+				now.Add(-50*day).Format(time.RFC3339), connect.Format(time.RFC3339), now.Format(time.RFC3339),
+				now.Add(-40*day).Format(time.RFC3339), now.Format(time.RFC3339), now.Format(time.RFC3339))
+		}
+		cols := []string{"tenant_id", "account_id", "journey_id", "status", "start", "first_event_at", "state", "evaluated_at", "version"}
+		for v, connect := range []time.Time{now.Add(-5 * day), now.Add(-3 * day)} {
+			if err := db.Insert(ctx, "account_onboarding", cols, [][]any{{"t1", "acc-1", "j", "on_track", now.Add(-50 * day), now.Add(-50 * day),
+				state(connect), now, uint64(v + 1)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// History rising 1 point a day before today's score.
+		var hist [][]any
+		for d := 20; d >= 2; d-- {
+			hist = append(hist, []any{"t1", "acc-1", now.Add(-time.Duration(d) * day), uint8(80 - d), "green", 0.0, "[]"})
+		}
+		if err := db.Insert(ctx, "health_history", []string{"tenant_id", "account_id", "at", "score", "band", "intent_score", "components"}, hist); err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.Get(ctx, &accountsv1.GetRequest{AccountId: "acc-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := got.GetAccount().GetSuccessVector()
+		if v.GetMilestonesLast_30D() != 1 || v.GetMilestonesPrevious_30D() != 1 || v.GetMilestonesChange() != 0 {
+			t.Errorf("milestones: %v", v)
+		}
+		if v.GetHealthSlope() <= 0 || !v.GetPositive() {
+			t.Errorf("rising history: %v", v)
+		}
+		if got.GetAccount().GetJourneyId() != "j" || !got.GetAccount().GetStart().AsTime().Equal(now.Add(-50*day)) {
+			t.Errorf("journey and start: %v %v", got.GetAccount().GetJourneyId(), got.GetAccount().GetStart().AsTime())
+		}
+	})
+}

@@ -411,3 +411,27 @@ func TestSettledMilestonesNeedNoEvents(t *testing.T) {
 		}
 	}
 }
+
+// The stored state's JSON is read outside this service: health scoring's
+// Success Vector counts milestones by "milestones", "reached" and
+// "reached_at" (services/health/internal/api, journeyState). Renaming them
+// breaks it.
+func TestStateJSONKeepsWhatHealthReads(t *testing.T) {
+	st := State{JourneyID: "j", Milestones: []Milestone{{ID: "connect", Reached: true, ReachedAt: t0}, {ID: "invite"}}}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var read struct {
+		Milestones []struct {
+			Reached   bool      `json:"reached"`
+			ReachedAt time.Time `json:"reached_at"`
+		} `json:"milestones"`
+	}
+	if err := json.Unmarshal(b, &read); err != nil {
+		t.Fatal(err)
+	}
+	if len(read.Milestones) != 2 || !read.Milestones[0].Reached || !read.Milestones[0].ReachedAt.Equal(t0) || read.Milestones[1].Reached {
+		t.Errorf("health reads %+v from %s", read, b)
+	}
+}
