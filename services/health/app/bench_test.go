@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -104,17 +103,7 @@ func startPipeline(b *testing.B, engine string) *pipeline {
 }
 
 func (p *pipeline) post(b *testing.B, body string) {
-	req, _ := http.NewRequestWithContext(b.Context(), http.MethodPost, p.url+"/v1/track", strings.NewReader(body))
-	req.SetBasicAuth(p.writeKey, "")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b.Fatalf("probe answered %d", resp.StatusCode)
-	}
+	testutil.Post(b, p.url+"/v1/track", p.writeKey, body)
 }
 
 // maxRate is ingest's maximum end to end (events stored in ClickHouse).

@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -121,18 +120,8 @@ func BenchmarkEventToSignal(b *testing.B) {
 		for i := 0; time.Now().Before(deadline); i++ {
 			account := fmt.Sprintf("%s-%d", phase, i)
 			body := fmt.Sprintf(`{"userId":"u","event":"Activated","messageId":"%s","context":{"groupId":"%s"}}`, account, account)
-			req, _ := http.NewRequestWithContext(b.Context(), http.MethodPost, url+"/v1/track", strings.NewReader(body))
-			req.SetBasicAuth(key, "")
-			req.Header.Set("Content-Type", "application/json")
 			sent[account] = time.Now()
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			_ = resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				b.Fatalf("probe answered %d", resp.StatusCode)
-			}
+			testutil.Post(b, url+"/v1/track", key, body)
 			time.Sleep(100 * time.Millisecond)
 		}
 		var lat []time.Duration

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -67,17 +66,7 @@ func startPlatform(b *testing.B) *platform {
 }
 
 func (p *platform) post(b *testing.B, body string) {
-	req, _ := http.NewRequestWithContext(b.Context(), http.MethodPost, p.lines["http"]+"/v1/track", strings.NewReader(body))
-	req.SetBasicAuth(p.lines["write key"], "")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b.Fatalf("probe answered %d", resp.StatusCode)
-	}
+	testutil.Post(b, p.lines["http"]+"/v1/track", p.lines["write key"], body)
 }
 
 // BenchmarkEventToAlert measures, on the embedded engine, from the HTTP

@@ -1,11 +1,9 @@
 package backtest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -79,7 +77,8 @@ func TestLiveServicesGiveTheBacktestsSignals(t *testing.T) {
 			batch = append(batch, calls[next].line)
 		}
 		if len(batch) > 0 {
-			send(t, url, r.writeKey, batch)
+			body, _ := json.Marshal(map[string]any{"batch": batch})
+			testutil.Post(t, url, r.writeKey, string(body))
 		}
 		r.live(t, ctx)
 		if err := r.ms.Sweep(ctx); err != nil {
@@ -156,22 +155,6 @@ func (r *run) busy(t *testing.T, ctx context.Context) bool {
 		}
 	}
 	return false
-}
-
-func send(t *testing.T, url, key string, calls []json.RawMessage) {
-	t.Helper()
-	body, _ := json.Marshal(map[string]any{"batch": calls})
-	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-	req.SetBasicAuth(key, "")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("send: %s", resp.Status)
-	}
 }
 
 func signalSet(sigs []SignalEvent) []string {
