@@ -191,14 +191,14 @@ func (s *Scorer) Score(ctx context.Context, tenant string, ids []string, span Sp
 			s.trace["rebuild"] += time.Since(began)
 		}
 	}
-	return s.scoreChunks(ctx, tenant, ids, trigger, true)
+	return s.scoreChunks(ctx, tenant, ids, trigger, true, span.From)
 }
 
 // scoreChunks scores the accounts a chunk at a time.
-func (s *Scorer) scoreChunks(ctx context.Context, tenant string, ids []string, trigger string, withEvents bool) (Result, error) {
+func (s *Scorer) scoreChunks(ctx context.Context, tenant string, ids []string, trigger string, withEvents bool, since time.Time) (Result, error) {
 	var total Result
 	for chunk := range slices.Chunk(ids, ChunkSize) {
-		r, err := s.score(ctx, tenant, accountSet{ids: chunk}, trigger, withEvents)
+		r, err := s.score(ctx, tenant, accountSet{ids: chunk}, trigger, withEvents, since)
 		total.add(r)
 		if err != nil {
 			return total, err
@@ -240,7 +240,7 @@ func (s *Scorer) Sweep(ctx context.Context, tenants []string) (Result, error) {
 				}
 				break
 			}
-			r, err := s.scoreChunks(ctx, t, page, "sweep", false)
+			r, err := s.scoreChunks(ctx, t, page, "sweep", false, time.Time{})
 			total.add(r)
 			if err != nil {
 				return total, err
@@ -295,7 +295,7 @@ func (s *Scorer) RebuildAll(ctx context.Context, tenant string) error {
 func (s *Scorer) ScoreAll(ctx context.Context, tenant, trigger string) (Result, error) {
 	var total Result
 	err := s.eachPage(ctx, tenant, false, func(set accountSet) error {
-		r, err := s.score(ctx, tenant, set, trigger, true)
+		r, err := s.score(ctx, tenant, set, trigger, true, time.Time{})
 		total.add(r)
 		return err
 	})
@@ -398,8 +398,10 @@ func lookback(m model.Model) time.Duration {
 
 // score scores one set of accounts; withEvents reads their cancel-intent
 // and churn events (a notice or a model change), else the stored hits
-// serve (the sweep).
-func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigger string, withEvents bool) (Result, error) {
+// serve (the sweep). since, when set, is the earliest event time stored
+// since the accounts were last scored (a notice's From): their first and
+// last event need only the events from then on.
+func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigger string, withEvents bool, since time.Time) (Result, error) {
 	began := time.Now()
 	stored, err := s.models.Get(ctx, tenant)
 	if err != nil {
@@ -472,7 +474,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		for _, e := range all {
 			evs[e.account] = append(evs[e.account], e)
 		}
-		if activity, err = eventSpans(ctx, s.db, tenant, set); err != nil {
+		if activity, err = eventSpans(ctx, s.db, tenant, set, prev, since); err != nil {
 			return Result{}, err
 		}
 	}
@@ -660,10 +662,38 @@ func (s *Scorer) emit(ctx context.Context, tenant string, sigs []*signalsv1.Sign
 }
 
 // eventSpans is each account's first and last event time.
-func eventSpans(ctx context.Context, db chstore.Store, tenant string, set accountSet) (map[string][2]time.Time, error) {
+//
+// An account whose stored state has them, scored since events from since
+// on were stored, needs only those events: the first and last event can
+// only move with events added, and every event stored after the state was
+// written is at or after since (the notice says so). Taking the earlier
+// first and the later last of the state and of those events is then the
+// same as reading all of the account's events, without a scan of its
+// whole history each time it sends one. The others read all their events.
+func eventSpans(ctx context.Context, db chstore.Store, tenant string, set accountSet, prev map[string]Row, since time.Time) (map[string][2]time.Time, error) {
 	cond, args := set.where()
-	rows, err := db.Query(ctx, `SELECT account_id, min(timestamp), max(timestamp) FROM events WHERE tenant_id = ? AND `+cond+` GROUP BY account_id`,
-		append([]any{tenant}, args...)...)
+	incremental := func(id string) bool {
+		st := prev[id].State
+		return !since.IsZero() && !st.FirstEvent.IsZero() && !st.LastEvent.IsZero()
+	}
+	var whole []string // the accounts that need all their events
+	for _, id := range set.ids {
+		if !incremental(id) {
+			whole = append(whole, id)
+		}
+	}
+	q := `SELECT account_id, min(timestamp), max(timestamp) FROM events WHERE tenant_id = ? AND ` + cond
+	args = append([]any{tenant}, args...)
+	switch {
+	case len(whole) == len(set.ids):
+	case len(whole) == 0:
+		q += " AND timestamp >= ?"
+		args = append(args, since)
+	default:
+		q += " AND (timestamp >= ? OR account_id IN ?)"
+		args = append(args, since, chstore.In(whole))
+	}
+	rows, err := db.Query(ctx, q+" GROUP BY account_id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("read first and last events: %w", err)
 	}
@@ -675,6 +705,18 @@ func eventSpans(ctx context.Context, db chstore.Store, tenant string, set accoun
 			return nil, err
 		}
 		out[id] = span
+	}
+	for _, id := range set.ids {
+		if !incremental(id) {
+			continue
+		}
+		st := prev[id].State
+		span, ok := out[id]
+		if !ok { // no event since: the state's stand
+			out[id] = [2]time.Time{st.FirstEvent, st.LastEvent}
+			continue
+		}
+		out[id] = [2]time.Time{minTime(st.FirstEvent, span[0]), maxTime(st.LastEvent, span[1])}
 	}
 	return out, nil
 }

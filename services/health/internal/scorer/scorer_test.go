@@ -581,3 +581,75 @@ func TestBackfillScoresEventsStoredBeforeTheServiceRan(t *testing.T) {
 		}
 	})
 }
+
+// An account's first and last event stay its events' own min and max as
+// notices come, while a notice reads only the events from its span's start
+// on: a later event moves the last, a late one the first, and a state
+// without them (an older version's) reads them all again.
+func TestFirstAndLastEventFollowTheNotices(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.putModel("t1", testModel)
+		e.group("t1", "acc", map[string]any{"seats": 2})
+		e.use("t1", "acc", 20, 10)
+		truth := func() [2]time.Time {
+			t.Helper()
+			r, err := db.Query(t.Context(), "SELECT min(timestamp), max(timestamp) FROM events WHERE tenant_id = 't1' AND account_id = 'acc'")
+			var span [2]time.Time
+			if err == nil && r.Next() {
+				err = r.Scan(&span[0], &span[1])
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			return span
+		}
+		notice := func(from, to time.Time) {
+			t.Helper()
+			if _, err := e.sc.Score(t.Context(), "t1", []string{"acc"}, Span{From: from, To: to}, "events"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check := func(when string, want [2]time.Time) {
+			t.Helper()
+			st := e.row("t1", "acc").State
+			if !st.FirstEvent.Equal(want[0]) || !st.LastEvent.Equal(want[1]) {
+				t.Errorf("%s: state has %v to %v, want %v to %v", when, st.FirstEvent, st.LastEvent, want[0], want[1])
+			}
+		}
+		e.score("t1", "acc")
+		check("first scored", truth())
+
+		later := e.now.Add(-time.Hour).Truncate(time.Second)
+		testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: "acc", Name: "Report Built", User: "acc-u1", At: later})
+		notice(later, later)
+		check("after a later event", truth())
+
+		late := e.now.Add(-45 * day).Truncate(time.Second)
+		testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: "acc", Name: "Report Built", User: "acc-u1", At: late})
+		notice(late, late)
+		check("after a late event", truth())
+
+		// An event no notice covers (the writer always sends one; this
+		// stands in for the history before since) is not read: the
+		// notice's span bounds the read.
+		unseen := e.now.Add(-50 * day).Truncate(time.Second)
+		testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: "acc", Name: "Report Built", User: "acc-u1", At: unseen})
+		before := truth()
+		before[0] = late
+		notice(later, later)
+		check("with an event before the span", before)
+
+		// A state without them, as an older version stored it, reads all.
+		if err := db.Exec(t.Context(), `INSERT INTO account_health SELECT tenant_id, account_id, score, band, change, fit, onboarding_status, intent_score, at_risk,
+				churned_at, replaceRegexpOne(state, ',"last_event":"[^"]*"', ''), evaluated_at, version + 1
+			FROM account_health FINAL WHERE tenant_id = 't1' AND account_id = 'acc'`); err != nil {
+			t.Fatal(err)
+		}
+		if !e.row("t1", "acc").State.LastEvent.IsZero() {
+			t.Fatal("the state still has its last event")
+		}
+		notice(later, later)
+		check("from a state without them", truth())
+	})
+}
