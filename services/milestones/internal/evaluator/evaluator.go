@@ -145,21 +145,9 @@ func (e *Evaluator) evaluate(ctx context.Context, tenant string, set accountSet,
 }
 
 func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accountSet, js []journeys.Stored, now, since time.Time) (Result, error) {
-	acts, err := activities(ctx, e.db, tenant, set)
-	if err != nil {
-		return Result{}, err
-	}
-	present := make([]string, 0, len(acts))
-	for _, id := range set.ids {
-		if _, ok := acts[id]; ok {
-			present = append(present, id)
-		}
-	}
-	if len(present) == 0 {
-		return Result{}, nil
-	}
 	var traits map[string]accounts.Traits
 	var prevRows []Row
+	var err error
 	if set.contiguous {
 		lo, hi := set.ids[0], set.ids[len(set.ids)-1]
 		traits, err = e.traits.TraitsBetween(ctx, tenant, lo, hi)
@@ -167,9 +155,9 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 			prevRows, err = ReadRows(ctx, e.db, tenant, nil, "AND account_id >= ? AND account_id <= ?", lo, hi)
 		}
 	} else {
-		traits, err = e.traits.Traits(ctx, tenant, present)
+		traits, err = e.traits.Traits(ctx, tenant, set.ids)
 		if err == nil {
-			prevRows, err = ReadRows(ctx, e.db, tenant, present, "")
+			prevRows, err = ReadRows(ctx, e.db, tenant, set.ids, "")
 		}
 	}
 	if err != nil {
@@ -178,6 +166,19 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 	prev := make(map[string]Row, len(prevRows))
 	for _, r := range prevRows {
 		prev[r.AccountID] = r
+	}
+	firsts, err := firstEvents(ctx, e.db, tenant, set, prev, since)
+	if err != nil {
+		return Result{}, err
+	}
+	present := make([]string, 0, len(firsts))
+	for _, id := range set.ids {
+		if _, ok := firsts[id]; ok {
+			present = append(present, id)
+		}
+	}
+	if len(present) == 0 {
+		return Result{}, nil
 	}
 	// Each account's journey, and the event names its unsettled
 	// milestones need.
@@ -216,13 +217,13 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 	var changed []Row
 	for _, id := range present {
 		tr := traits[id]
-		row := Row{AccountID: id, FirstEventAt: acts[id].first, EvaluatedAt: now}
+		row := Row{AccountID: id, FirstEventAt: firsts[id], EvaluatedAt: now}
 		p, follows := plans[id]
 		startTrait := journey.DefaultStart
 		if follows {
 			startTrait = p.j.Journey.Start
 		}
-		row.Start = startOf(tr, startTrait, acts[id].first)
+		row.Start = startOf(tr, startTrait, firsts[id])
 		if follows {
 			st := progress.Evaluate(p.j.Journey, p.j.Version, row.Start, evs[id], now, p.settled)
 			row.State, row.JourneyID, row.Status = &st, p.j.ID, st.Status

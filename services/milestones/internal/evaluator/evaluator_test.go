@@ -545,3 +545,44 @@ func TestReducedFetchesGiveTheAnswerOfEveryEvent(t *testing.T) {
 		}
 	})
 }
+
+// An account's first event (its start, without a start trait) stays the
+// earliest of its events as notices come, while a notice reads only the
+// events from its span's start on: a late event moves it, and an event
+// before the span is not read.
+func TestTheFirstEventFollowsTheNotices(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.put("t1", "id: j\nstart: none\nmilestones:\n  - {id: one, event: A, target: 10d}\n")
+		first := now0.Add(-days(5))
+		e.insert(event{tenant: "t1", account: "acc", user: "u1", name: "B", at: first})
+		e.evaluateSince(first, "t1", "acc")
+		check := func(when string, want time.Time) {
+			t.Helper()
+			r := e.rows("t1")["acc"]
+			if !r.FirstEventAt.Equal(want) || !r.Start.Equal(want) {
+				t.Errorf("%s: first event %v, start %v, want %v", when, r.FirstEventAt, r.Start, want)
+			}
+		}
+		check("first evaluated", first)
+
+		later := now0.Add(-days(1))
+		e.insert(event{tenant: "t1", account: "acc", user: "u1", name: "B", at: later})
+		e.evaluateSince(later, "t1", "acc")
+		check("after a later event", first)
+
+		late := now0.Add(-days(8))
+		e.insert(event{tenant: "t1", account: "acc", user: "u1", name: "B", at: late})
+		e.evaluateSince(late, "t1", "acc")
+		check("after a late event", late)
+
+		// An event no notice covers (the writer always sends one; this
+		// stands in for the history before since) is not read.
+		e.insert(event{tenant: "t1", account: "acc", user: "u1", name: "B", at: now0.Add(-days(9))})
+		e.evaluateSince(later, "t1", "acc")
+		check("with an event before the span", late)
+		// The reconcile reads everything.
+		e.evaluate("t1", "acc")
+		check("reconciled", now0.Add(-days(9)))
+	})
+}

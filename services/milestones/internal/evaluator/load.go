@@ -27,25 +27,55 @@ type Row struct {
 	State *progress.State
 }
 
-// activity is an account's first and last event times.
-type activity struct{ first, last time.Time }
-
-// activities reads the first and last event of each account that has one.
-func activities(ctx context.Context, db chstore.Store, tenant string, set accountSet) (map[string]activity, error) {
-	cond, args := set.where()
-	rows, err := db.Query(ctx, `SELECT account_id, min(timestamp), max(timestamp) FROM events
-		WHERE tenant_id = ? AND `+cond+` GROUP BY account_id`, append([]any{tenant}, args...)...)
-	if err != nil {
-		return nil, fmt.Errorf("read account activity: %w", err)
+// firstEvents reads the first event of each account of set that has one.
+//
+// An account evaluated before, with events from since on stored after
+// (a notice's From), needs only those: its first event can only move with
+// events added, so the earlier of the stored one and theirs is the first of
+// all its events, without a scan of its whole history each time it sends
+// one. The others (new accounts, and every account when since is zero: the
+// sweep's stale ones, the reconcile and backfills) read all their events.
+func firstEvents(ctx context.Context, db chstore.Store, tenant string, set accountSet, prev map[string]Row, since time.Time) (map[string]time.Time, error) {
+	// A stored time at or before the epoch is none (DateTime holds no earlier).
+	incremental := func(id string) bool { return !since.IsZero() && prev[id].FirstEventAt.Unix() > 0 }
+	var whole []string // the accounts that need all their events
+	for _, id := range set.ids {
+		if !incremental(id) {
+			whole = append(whole, id)
+		}
 	}
-	out := make(map[string]activity, rows.Len())
+	cond, args := set.where()
+	q := `SELECT account_id, min(timestamp) FROM events WHERE tenant_id = ? AND ` + cond
+	args = append([]any{tenant}, args...)
+	switch {
+	case len(whole) == len(set.ids):
+	case len(whole) == 0:
+		q += " AND timestamp >= ?"
+		args = append(args, since)
+	default:
+		q += " AND (timestamp >= ? OR account_id IN ?)"
+		args = append(args, since, chstore.In(whole))
+	}
+	rows, err := db.Query(ctx, q+" GROUP BY account_id", args...)
+	if err != nil {
+		return nil, fmt.Errorf("read first events: %w", err)
+	}
+	out := make(map[string]time.Time, rows.Len())
 	for rows.Next() {
 		var id string
-		var a activity
-		if err := rows.Scan(&id, &a.first, &a.last); err != nil {
+		var first time.Time
+		if err := rows.Scan(&id, &first); err != nil {
 			return nil, err
 		}
-		out[id] = a
+		out[id] = first
+	}
+	for _, id := range set.ids {
+		if !incremental(id) {
+			continue
+		}
+		if first, ok := out[id]; !ok || prev[id].FirstEventAt.Before(first) {
+			out[id] = prev[id].FirstEventAt
+		}
 	}
 	return out, nil
 }
