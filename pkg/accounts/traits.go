@@ -154,6 +154,31 @@ func TraitsRow(tenant, account string, traits json.RawMessage, at time.Time, mes
 	return []any{tenant, account, string(traits), traitsHash(traits), at.UTC(), messageID}
 }
 
+// EventsSince is the condition, and its args, that narrows a read of the
+// accounts' events to those from since on, except for the accounts whose
+// stored state does not already hold what came before (known is false):
+// those read all their events. A notice's since is the earliest event time
+// it stored, so a first or last event (which only moves as events are
+// added) needs no more. With since zero, or no account known, it is empty.
+func EventsSince(ids []string, since time.Time, known func(id string) bool) (string, []any) {
+	if since.IsZero() {
+		return "", nil
+	}
+	var whole []string // the accounts that need all their events
+	for _, id := range ids {
+		if !known(id) {
+			whole = append(whole, id)
+		}
+	}
+	switch len(whole) {
+	case len(ids):
+		return "", nil
+	case 0:
+		return " AND timestamp >= ?", []any{since}
+	}
+	return " AND (timestamp >= ? OR account_id IN ?)", []any{since, chstore.In(whole)}
+}
+
 // Activity returns the first and last event times of the given accounts
 // of tenant, by account; an account without events is absent.
 func (r *Reader) Activity(ctx context.Context, tenant string, ids []string) (map[string][2]time.Time, error) {

@@ -676,24 +676,9 @@ func eventSpans(ctx context.Context, db chstore.Store, tenant string, set accoun
 		st := prev[id].State
 		return !since.IsZero() && !st.FirstEvent.IsZero() && !st.LastEvent.IsZero()
 	}
-	var whole []string // the accounts that need all their events
-	for _, id := range set.ids {
-		if !incremental(id) {
-			whole = append(whole, id)
-		}
-	}
-	q := `SELECT account_id, min(timestamp), max(timestamp) FROM events WHERE tenant_id = ? AND ` + cond
-	args = append([]any{tenant}, args...)
-	switch {
-	case len(whole) == len(set.ids):
-	case len(whole) == 0:
-		q += " AND timestamp >= ?"
-		args = append(args, since)
-	default:
-		q += " AND (timestamp >= ? OR account_id IN ?)"
-		args = append(args, since, chstore.In(whole))
-	}
-	rows, err := db.Query(ctx, q+" GROUP BY account_id", args...)
+	narrow, nargs := accounts.EventsSince(set.ids, since, incremental)
+	rows, err := db.Query(ctx, `SELECT account_id, min(timestamp), max(timestamp) FROM events WHERE tenant_id = ? AND `+cond+narrow+` GROUP BY account_id`,
+		append(append([]any{tenant}, args...), nargs...)...)
 	if err != nil {
 		return nil, fmt.Errorf("read first and last events: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
@@ -38,25 +39,10 @@ type Row struct {
 func firstEvents(ctx context.Context, db chstore.Store, tenant string, set accountSet, prev map[string]Row, since time.Time) (map[string]time.Time, error) {
 	// A stored time at or before the epoch is none (DateTime holds no earlier).
 	incremental := func(id string) bool { return !since.IsZero() && prev[id].FirstEventAt.Unix() > 0 }
-	var whole []string // the accounts that need all their events
-	for _, id := range set.ids {
-		if !incremental(id) {
-			whole = append(whole, id)
-		}
-	}
 	cond, args := set.where()
-	q := `SELECT account_id, min(timestamp) FROM events WHERE tenant_id = ? AND ` + cond
-	args = append([]any{tenant}, args...)
-	switch {
-	case len(whole) == len(set.ids):
-	case len(whole) == 0:
-		q += " AND timestamp >= ?"
-		args = append(args, since)
-	default:
-		q += " AND (timestamp >= ? OR account_id IN ?)"
-		args = append(args, since, chstore.In(whole))
-	}
-	rows, err := db.Query(ctx, q+" GROUP BY account_id", args...)
+	narrow, nargs := accounts.EventsSince(set.ids, since, incremental)
+	rows, err := db.Query(ctx, `SELECT account_id, min(timestamp) FROM events WHERE tenant_id = ? AND `+cond+narrow+` GROUP BY account_id`,
+		append(append([]any{tenant}, args...), nargs...)...)
 	if err != nil {
 		return nil, fmt.Errorf("read first events: %w", err)
 	}
