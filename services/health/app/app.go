@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/grpcserver"
@@ -57,12 +58,17 @@ type Config struct {
 	// OwnerTrait is the account trait that names its owner (its CSM), for
 	// tenants that set none (stickpoint tenants update --owner-trait).
 	OwnerTrait string `json:"owner_trait"`
+	// AccountsCache is how many accounts the accounts API's Get keeps in
+	// memory, current with the writers (see api.Accounts.Follow); 0 reads
+	// ClickHouse on every Get.
+	AccountsCache int `json:"accounts_cache"`
 }
 
-// DefaultConfig sweeps every 5 minutes, scores notices within 100 ms, and
-// takes the owner from csm_email.
+// DefaultConfig sweeps every 5 minutes, scores notices within 100 ms,
+// takes the owner from csm_email, and keeps 100,000 accounts in memory
+// for Get (a few hundred MB at most).
 func DefaultConfig() Config {
-	return Config{SweepInterval: 5 * time.Minute, ScoreWait: 100 * time.Millisecond, OwnerTrait: "csm_email"}
+	return Config{SweepInterval: 5 * time.Minute, ScoreWait: 100 * time.Millisecond, OwnerTrait: "csm_email", AccountsCache: 100_000}
 }
 
 // Validate reports the first invalid field by name.
@@ -74,6 +80,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("health.score_wait: %v is not between 0 and 10s", c.ScoreWait)
 	case c.OwnerTrait == "":
 		return fmt.Errorf("health.owner_trait: required")
+	case c.AccountsCache < 0:
+		return fmt.Errorf("health.accounts_cache: %d is negative", c.AccountsCache)
 	}
 	return nil
 }
@@ -108,7 +116,11 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg
 		return nil, err
 	}
 	s := &Service{cfg: cfg, log: log, reg: reg, Scorer: sc, models: ms, pending: service.NewPending()}
+	sc.Changed = accounts.NewNotifier(bus.NC)
 	s.accounts = api.NewAccounts(db, ms, ownerTrait(reg, cfg.OwnerTrait))
+	if err := s.accounts.Follow(bus.NC, sc, cfg.AccountsCache); err != nil {
+		return nil, err
+	}
 	s.health = api.NewHealth(db, ms, sc, s.RescoreAll)
 	healthy := func(ctx context.Context) error { return db.Exec(ctx, "SELECT 1") }
 	s.notices, err = natsjs.NewConsumer(bus, natsjs.ConsumerConfig{

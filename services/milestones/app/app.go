@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/grpcserver"
@@ -101,6 +102,7 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg
 	if err != nil {
 		return nil, err
 	}
+	eval.Changed = accounts.NewNotifier(bus.NC)
 	s := &Service{cfg: cfg, log: log, reg: reg, Evaluator: eval, journeys: js, signals: signals.NewServer(db),
 		pending: service.NewPending()}
 	s.api = api.NewMilestones(db, js, eval, s.StartBackfill)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -37,44 +38,99 @@ type Accounts struct {
 	traits *accounts.Reader
 	// ownerTrait is the trait naming a tenant's accounts' owner.
 	ownerTrait func(tenant string) string
+	cache      *getCache
 }
 
 // NewAccounts serves the accounts API.
 func NewAccounts(db chstore.Store, ms *models.Store, ownerTrait func(tenant string) string) *Accounts {
-	return &Accounts{db: db, models: ms, traits: accounts.NewReader(db), ownerTrait: ownerTrait}
+	return &Accounts{db: db, models: ms, traits: accounts.NewReader(db), ownerTrait: ownerTrait, cache: newGetCache()}
+}
+
+// Follow makes Get keep up to size accounts in memory, current with sc's
+// rounds (in place) and with every other writer's accounts.changed
+// messages on nc. Until it is called, Get keeps nothing.
+func (s *Accounts) Follow(nc *nats.Conn, sc *scorer.Scorer, size int) error {
+	s.cache.origin = sc.Changed.Origin() // before any message can come
+	l, err := accounts.Listen(nc, s.cache.changed)
+	if err != nil {
+		return err
+	}
+	s.cache.mu.Lock()
+	s.cache.listener, s.cache.max = l, size
+	s.cache.mu.Unlock()
+	sc.OnStored = s.cache.stored
+	return nil
 }
 
 func unavailable(err error) error { return status.Error(codes.Unavailable, err.Error()) }
 
-// Get returns one account. Its row and the reads that extend it need only
-// the account's id, so they all run at once: a Get costs one round of
-// queries, not two.
+// Get returns one account: from the replica's copy in memory when it
+// holds the account (see getCache), else read in one round of queries
+// (its row and the reads that extend it need only the account's id, so
+// they all run at once) and kept.
 func (s *Accounts) Get(ctx context.Context, req *accountsv1.GetRequest) (*accountsv1.GetResponse, error) {
 	tenant, err := tenancy.CallerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
+	id := req.GetAccountId()
+	g, gctx := errgroup.WithContext(ctx)
+	var model models.Stored
+	g.Go(func() (err error) { model, err = s.models.Get(gctx, tenant); return err })
+	in, epoch := s.cache.get(ctx, tenant, id)
+	if in == nil {
+		g.Go(func() (err error) {
+			if in, err = s.read(gctx, tenant, id); err == nil && in != nil {
+				s.cache.fill(tenant, id, in, epoch)
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, unavailable(err)
+	}
+	if in == nil {
+		return nil, status.Errorf(codes.NotFound, "account %q has no scored events", id)
+	}
+	ext := extensions{model: model, now: time.Now().UTC(),
+		traits: map[string]accounts.Traits{id: in.traits}, history: map[string][][2]float64{id: in.history}}
+	if in.boarded {
+		ext.starts = map[string]onboarding{id: in.onboarding}
+	}
+	if in.hasSpan {
+		ext.acts = map[string][2]time.Time{id: in.span}
+	}
+	return &accountsv1.GetResponse{Account: s.protos(tenant, []scorer.Row{in.row}, ext)[0]}, nil
+}
+
+// read reads what Get shows of one account in ClickHouse; nil when the
+// account has no row (no scored events).
+func (s *Accounts) read(ctx context.Context, tenant, id string) (*getInputs, error) {
 	var rows []scorer.Row
 	var ext extensions
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
-		rows, err = scorer.ReadRows(gctx, s.db, tenant, "AND account_id = ?", req.GetAccountId())
+		rows, err = scorer.ReadRows(gctx, s.db, tenant, "AND account_id = ?", id)
 		return err
 	})
 	g.Go(func() (err error) {
-		ext, err = s.extensions(gctx, tenant, []string{req.GetAccountId()}, true)
+		ext, err = s.extensions(gctx, tenant, []string{id}, true)
 		return err
 	})
 	if err := g.Wait(); err != nil {
-		return nil, unavailable(err)
+		return nil, err
 	}
 	if len(rows) == 0 {
-		return nil, status.Errorf(codes.NotFound, "account %q has no scored events", req.GetAccountId())
+		return nil, nil
 	}
-	if ext.acts, err = s.activity(ctx, tenant, rows); err != nil {
-		return nil, unavailable(err)
+	acts, err := s.activity(ctx, tenant, rows)
+	if err != nil {
+		return nil, err
 	}
-	return &accountsv1.GetResponse{Account: s.protos(tenant, rows, ext)[0]}, nil
+	in := &getInputs{row: rows[0], traits: ext.traits[id], history: ext.history[id]}
+	in.onboarding, in.boarded = ext.starts[id]
+	in.span, in.hasSpan = acts[id]
+	return in, nil
 }
 
 // List lists accounts, filtered and sorted, a page at a time.
@@ -245,11 +301,14 @@ func traitsMatch(a *accountsv1.Account, want map[string]string) bool {
 // reads the health history), and the first and last event of rows scored
 // before the state kept them.
 type extensions struct {
-	traits  map[string]accounts.Traits
-	acts    map[string][2]time.Time // first and last event, of rows whose state lacks them
-	starts  map[string]onboarding
-	vectors map[string]*accountsv1.SuccessVector
+	traits map[string]accounts.Traits
+	acts   map[string][2]time.Time // first and last event, of rows whose state lacks them
+	starts map[string]onboarding
+	// history is each account's health points (day, score) for the
+	// Success Vector; nil when it is not asked for.
+	history map[string][][2]float64
 	model   models.Stored
+	now     time.Time // the Success Vector's
 }
 
 // extensions reads the accounts' extensions. The reads are independent:
@@ -263,21 +322,12 @@ func (s *Accounts) extensions(ctx context.Context, tenant string, ids []string, 
 	g.Go(func() (err error) { ext.traits, err = s.traits.Traits(gctx, tenant, ids); return err })
 	g.Go(func() (err error) { ext.starts, err = onboardingOf(gctx, s.db, tenant, ids); return err })
 	g.Go(func() (err error) { ext.model, err = s.models.Get(gctx, tenant); return err })
-	now := time.Now().UTC()
-	var history map[string][][2]float64
+	ext.now = time.Now().UTC()
 	if vector {
-		g.Go(func() (err error) { history, err = healthHistory(gctx, s.db, tenant, ids, now); return err })
+		g.Go(func() (err error) { ext.history, err = healthHistory(gctx, s.db, tenant, ids, ext.now); return err })
 	}
-	if err := g.Wait(); err != nil {
-		return ext, err
-	}
-	if vector {
-		ext.vectors = make(map[string]*accountsv1.SuccessVector, len(ids))
-		for _, id := range ids {
-			ext.vectors[id] = successVector(ext.starts[id].reached, history[id], now)
-		}
-	}
-	return ext, nil
+	err := g.Wait()
+	return ext, err
 }
 
 // activity is the first and last event of the rows whose state does not
@@ -324,7 +374,8 @@ func (s *Accounts) protos(tenant string, rows []scorer.Row, ext extensions) []*a
 		if !r.ChurnedAt.IsZero() { // ReadRows gives the zero time when not churned
 			a.ChurnedAt = timestamppb.New(r.ChurnedAt)
 		}
-		if v := ext.vectors[r.AccountID]; v != nil {
+		if ext.history != nil {
+			v := successVector(ext.starts[r.AccountID].reached, ext.history[r.AccountID], ext.now)
 			a.SuccessVector = v
 			// Expansion-ready: green, heading up, and active users near
 			// the seats (80% or more).
@@ -433,7 +484,16 @@ func successVector(reached []time.Time, history [][2]float64, now time.Time) *ac
 		}
 	}
 	v.MilestonesChange = v.MilestonesLast_30D - v.MilestonesPrevious_30D
-	v.HealthSlope = math.Round(slope(history)*100) / 100
+	// Points from before the window (a copy in memory keeps them a while)
+	// are left out.
+	from := float64(now.Add(-vectorWindow).Unix()) / 86400
+	i, _ := slices.BinarySearchFunc(history, from, func(p [2]float64, t float64) int {
+		if p[0] <= t {
+			return -1
+		}
+		return 1
+	})
+	v.HealthSlope = math.Round(slope(history[i:])*100) / 100
 	v.Positive = (v.MilestonesChange > 0 || v.HealthSlope > 0) && v.MilestonesChange >= 0 && v.HealthSlope >= 0
 	return v
 }

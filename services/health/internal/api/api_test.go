@@ -12,7 +12,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/pkg/tenancy"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
@@ -38,8 +40,24 @@ fit:
 `
 
 // apis scores five accounts of t1 that use 0 to 4 key-feature events a
-// day with 1 to 5 users of 5 seats, and serves the APIs over them.
+// day with 1 to 5 users of 5 seats, and serves the APIs over them, Get
+// keeping accounts in memory as the service does.
 func apis(t *testing.T, db chstore.Store) (*Accounts, *Health, context.Context) {
+	t.Helper()
+	f := newFixture(t, db)
+	return f.accounts, f.health, f.caller
+}
+
+type fixture struct {
+	accounts *Accounts
+	health   *Health
+	caller   context.Context
+	bus      *natsjs.Bus
+	models   *models.Store
+	scorer   *scorer.Scorer
+}
+
+func newFixture(t *testing.T, db chstore.Store) fixture {
 	t.Helper()
 	ctx := t.Context()
 	testutil.Migrate(t, db, testutil.Migrations{Component: "ingest", FS: ingest.FS}, testutil.Migrations{Component: signals.Component, FS: signals.Migrations},
@@ -78,10 +96,16 @@ func apis(t *testing.T, db chstore.Store) (*Accounts, *Health, context.Context) 
 	if _, err := sc.Score(ctx, "t1", ids, scorer.Span{From: now.Add(-60 * 24 * time.Hour), To: now}, "events"); err != nil {
 		t.Fatal(err)
 	}
-	owner := func(string) string { return "csm_email" }
 	caller := tenancy.WithPrincipal(ctx, tenancy.Principal{TenantID: "t1", TokenID: "tok-1"})
-	return NewAccounts(db, ms, owner), NewHealth(db, ms, sc, func(string, string) {}), caller
+	a := NewAccounts(db, ms, owner)
+	sc.Changed = accounts.NewNotifier(bus.NC)
+	if err := a.Follow(bus.NC, sc, 100); err != nil {
+		t.Fatal(err)
+	}
+	return fixture{accounts: a, health: NewHealth(db, ms, sc, func(string, string) {}), caller: caller, bus: bus, models: ms, scorer: sc}
 }
+
+func owner(string) string { return "csm_email" }
 
 func list(t *testing.T, a *Accounts, ctx context.Context, req *accountsv1.ListRequest) []*accountsv1.Account {
 	t.Helper()
@@ -301,8 +325,10 @@ func TestSuccessVectorArithmetic(t *testing.T) {
 	now := time.Date(2026, 6, 30, 12, 0, 0, 0, time.UTC)
 	day := 24 * time.Hour
 	reached := []time.Time{now.Add(-time.Hour), now.Add(-29 * day), now.Add(-31 * day), now.Add(-61 * day), now.Add(time.Hour)}
-	// Scores 50, 60, 70 on three days: 10 points a day.
-	history := [][2]float64{{100, 50}, {101, 60}, {102, 70}}
+	// Scores 50, 60, 70 on three days: 10 points a day; a point from
+	// before the 30 days is left out.
+	d0 := float64(now.Add(-10*day).Unix()) / 86400
+	history := [][2]float64{{d0 - 25, 0}, {d0, 50}, {d0 + 1, 60}, {d0 + 2, 70}}
 	v := successVector(reached, history, now)
 	if v.GetMilestonesLast_30D() != 2 || v.GetMilestonesPrevious_30D() != 1 || v.GetMilestonesChange() != 1 || v.GetHealthSlope() != 10 || !v.GetPositive() {
 		t.Errorf("two reached in the last 30 days, one in the 30 before, one earlier, one ahead, +10 a day: %v", v)
@@ -313,12 +339,12 @@ func TestSuccessVectorArithmetic(t *testing.T) {
 		t.Errorf("one milestone the month before, none since: %v", v)
 	}
 	// Scores within a day make no trend; no milestones either: not positive.
-	v = successVector(nil, [][2]float64{{100, 40}, {100.5, 90}}, now)
+	v = successVector(nil, [][2]float64{{d0, 40}, {d0 + 0.5, 90}}, now)
 	if v.GetHealthSlope() != 0 || v.GetPositive() {
 		t.Errorf("history within one day: %v", v)
 	}
 	// A falling score: negative slope, not positive.
-	v = successVector([]time.Time{now.Add(-day)}, [][2]float64{{100, 80}, {110, 60}}, now)
+	v = successVector([]time.Time{now.Add(-day)}, [][2]float64{{d0 - 5, 80}, {d0 + 5, 60}}, now)
 	if v.GetHealthSlope() != -2 || v.GetPositive() {
 		t.Errorf("-2 a day with a milestone more: %v", v)
 	}

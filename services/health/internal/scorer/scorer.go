@@ -120,6 +120,12 @@ type Scorer struct {
 	log     *slog.Logger
 	// Now is the clock; tests set it.
 	Now func() time.Time
+	// OnStored, when set, is called after each round with what it stored:
+	// the accounts API's copy in memory follows it (api.Accounts.Stored).
+	OnStored func(Stored)
+	// Changed tells other replicas' accounts APIs which accounts each
+	// round stored; nil tells no one.
+	Changed *accounts.Notifier
 
 	mu    sync.Mutex
 	norms map[string]cachedNorms
@@ -156,6 +162,15 @@ func New(db chstore.Store, ms *models.Store, emitter *signals.Emitter, log *slog
 		return nil, err
 	}
 	return s, nil
+}
+
+// Stored is what one round stored for a tenant: the rows that changed,
+// and the traits it read for every account it scored (Scored).
+type Stored struct {
+	Tenant string
+	Scored []string
+	Rows   []Row
+	Traits map[string]accounts.Traits
 }
 
 // Result counts what a scoring did.
@@ -585,6 +600,12 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	lap("emit+churn")
 	if err := insertRows(ctx, s.db, tenant, changed); err != nil {
 		return Result{}, err
+	}
+	if s.OnStored != nil {
+		s.OnStored(Stored{Tenant: tenant, Scored: ids, Rows: changed, Traits: traits})
+	}
+	if err := s.Changed.Changed(tenant, ids); err != nil {
+		s.log.WarnContext(ctx, "could not tell the other replicas which accounts changed", "tenant", tenant, "error", err)
 	}
 	lap("insert")
 	s.duration.Record(ctx, time.Since(began).Seconds())

@@ -285,6 +285,23 @@ func ReadRows(ctx context.Context, db chstore.Store, tenant, where string, args 
 	return out, nil
 }
 
+// AsStored is r as ReadRows reads it back once stored: the state decoded
+// from its JSON, the health recomputed from it (not the one scored), the
+// churn time in the column's whole seconds.
+func (r Row) AsStored() (Row, error) {
+	r.health, r.scoreChanged = nil, false
+	r.ChurnedAt = r.ChurnedAt.Truncate(time.Second)
+	r.State = State{}
+	if err := json.Unmarshal([]byte(r.state), &r.State); err != nil {
+		return Row{}, fmt.Errorf("account %s: health state: %w", r.AccountID, err)
+	}
+	return r, nil
+}
+
+// InHistory reports whether storing r adds a point to health_history: its
+// score, band or intent changed.
+func (r Row) InHistory() bool { return r.scoreChanged && r.health != nil }
+
 func insertRows(ctx context.Context, db chstore.Store, tenant string, rs []Row) error {
 	if len(rs) == 0 {
 		return nil
@@ -294,7 +311,7 @@ func insertRows(ctx context.Context, db chstore.Store, tenant string, rs []Row) 
 	for i, r := range rs {
 		rows[i] = []any{tenant, r.AccountID, uint8(r.Score), r.Band, int16(r.Change), r.Fit, r.Onboarding, r.Intent, r.AtRisk, r.ChurnedAt.UTC(),
 			r.state, r.EvaluatedAt.UTC(), r.Version}
-		if r.scoreChanged && r.health != nil {
+		if r.InHistory() {
 			comps, _ := json.Marshal(r.health.Components)
 			hist = append(hist, []any{tenant, r.AccountID, r.EvaluatedAt.UTC(), uint8(r.Score), r.Band, r.Intent, string(comps)})
 		}

@@ -55,6 +55,9 @@ type Evaluator struct {
 	log      *slog.Logger
 	// Now is the clock; tests set it.
 	Now func() time.Time
+	// Changed tells the accounts API which accounts' onboarding each store
+	// changed (its Get keeps accounts in memory); nil tells no one.
+	Changed *accounts.Notifier
 
 	evaluated   metric.Int64Counter
 	transitions metric.Int64Counter
@@ -248,11 +251,27 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 	if err := e.emit(ctx, tenant, sigs); err != nil {
 		return Result{}, err
 	}
-	if err := insertRows(ctx, e.db, tenant, changed); err != nil {
+	if err := e.store(ctx, tenant, changed); err != nil {
 		return Result{}, err
 	}
 	res.Changed, res.Signals = len(changed), len(sigs)
 	return res, nil
+}
+
+// store stores the accounts' new evaluations and says so on
+// accounts.changed.
+func (e *Evaluator) store(ctx context.Context, tenant string, rows []Row) error {
+	if err := insertRows(ctx, e.db, tenant, rows); err != nil {
+		return err
+	}
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.AccountID
+	}
+	if err := e.Changed.Changed(tenant, ids); err != nil {
+		e.log.WarnContext(ctx, "could not tell the accounts API which accounts changed", "tenant", tenant, "error", err)
+	}
+	return nil
 }
 
 // emit publishes and records signals. Callers emit before they store the

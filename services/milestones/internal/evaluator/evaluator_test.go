@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -585,4 +586,48 @@ func TestTheFirstEventFollowsTheNotices(t *testing.T) {
 		e.evaluate("t1", "acc")
 		check("reconciled", now0.Add(-days(9)))
 	})
+}
+
+// Every stored evaluation is announced on accounts.changed, so the
+// accounts API's copies in memory drop it; an evaluation that stores
+// nothing new announces nothing.
+func TestStoredEvaluationsAreAnnounced(t *testing.T) {
+	e := newEnv(t, testutil.Store(t, chstore.EngineEmbedded))
+	e.eval.Changed = accounts.NewNotifier(e.bus.NC)
+	got := make(chan accounts.Changed, 10)
+	if _, err := accounts.Listen(e.bus.NC, func(c accounts.Changed) { got <- c }); err != nil {
+		t.Fatal(err)
+	}
+	next := func(what string) string {
+		t.Helper()
+		select {
+		case c := <-got:
+			return c.Tenant + ":" + strings.Join(c.Accounts, ",")
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: nothing announced", what)
+			return ""
+		}
+	}
+	e.put("t1", journey.Template)
+	e.group("t1", "quiet", now0, map[string]any{"plan": "team"})
+	e.evaluate("t1", "quiet")
+	if c := next("first evaluation"); c != "t1:quiet" {
+		t.Errorf("first evaluation announced %s", c)
+	}
+	e.now = now0.Add(days(1.5)) // at risk
+	if _, err := e.eval.Sweep(t.Context(), []string{"t1"}); err != nil {
+		t.Fatal(err)
+	}
+	if c := next("sweep"); c != "t1:quiet" {
+		t.Errorf("sweep announced %s", c)
+	}
+	e.now = now0.Add(days(1.6)) // still at risk: nothing stored
+	if _, err := e.eval.Sweep(t.Context(), []string{"t1"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-got:
+		t.Errorf("an unchanged sweep announced %s:%v", c.Tenant, c.Accounts)
+	case <-time.After(200 * time.Millisecond):
+	}
 }

@@ -100,7 +100,7 @@ func (e *Evaluator) sweepTenant(ctx context.Context, tenant string, js []journey
 		if err := e.emit(ctx, tenant, sigs); err != nil {
 			return total, err
 		}
-		if err := insertRows(ctx, e.db, tenant, changed); err != nil {
+		if err := e.store(ctx, tenant, changed); err != nil {
 			return total, err
 		}
 		total.add(Result{Accounts: len(rows) - len(stale), Changed: len(changed), Signals: len(sigs)})
