@@ -118,7 +118,7 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, db chstore.Store, reg
 	s := &Service{cfg: cfg, log: log, reg: reg, Scorer: sc, models: ms, pending: service.NewPending()}
 	sc.Changed = accounts.NewNotifier(bus.NC)
 	s.accounts = api.NewAccounts(db, ms, ownerTrait(reg, cfg.OwnerTrait))
-	if err := s.accounts.Follow(bus.NC, sc, cfg.AccountsCache); err != nil {
+	if err := s.accounts.Follow(bus.NC, sc, cfg.AccountsCache, log.With("component", "accounts-api")); err != nil {
 		return nil, err
 	}
 	s.health = api.NewHealth(db, ms, sc, s.RescoreAll)
@@ -317,6 +317,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { return s.notices.Run(gctx) })
 	g.Go(func() error { return s.onboarding.Run(gctx) })
 	g.Go(func() error { return s.requests.Run(gctx) })
+	g.Go(func() error { s.accounts.Run(gctx); return nil })
 	g.Go(func() error {
 		s.backfill(gctx)
 		sweep := time.NewTicker(s.cfg.SweepInterval)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"slices"
 	"strconv"
@@ -39,6 +40,7 @@ type Accounts struct {
 	// ownerTrait is the trait naming a tenant's accounts' owner.
 	ownerTrait func(tenant string) string
 	cache      *getCache
+	log        *slog.Logger
 }
 
 // NewAccounts serves the accounts API.
@@ -48,8 +50,8 @@ func NewAccounts(db chstore.Store, ms *models.Store, ownerTrait func(tenant stri
 
 // Follow makes Get keep up to size accounts in memory, current with sc's
 // rounds (in place) and with every other writer's accounts.changed
-// messages on nc. Until it is called, Get keeps nothing.
-func (s *Accounts) Follow(nc *nats.Conn, sc *scorer.Scorer, size int) error {
+// messages on nc; Run fills it. Until it is called, Get keeps nothing.
+func (s *Accounts) Follow(nc *nats.Conn, sc *scorer.Scorer, size int, log *slog.Logger) error {
 	s.cache.origin = sc.Changed.Origin() // before any message can come
 	l, err := accounts.Listen(nc, s.cache.changed)
 	if err != nil {
@@ -57,9 +59,38 @@ func (s *Accounts) Follow(nc *nats.Conn, sc *scorer.Scorer, size int) error {
 	}
 	s.cache.mu.Lock()
 	s.cache.listener, s.cache.max = l, size
+	s.cache.wakeLocked() // for the first listing
 	s.cache.mu.Unlock()
 	sc.OnStored = s.cache.stored
+	s.log = log
 	return nil
+}
+
+// Run reads in the background the accounts Get keeps in memory: every
+// scored account at start (the most recently scored first, up to the
+// size), then those that change. It returns when ctx ends.
+func (s *Accounts) Run(ctx context.Context) {
+	s.cache.run(ctx, s.log, s.scoredAccounts, s.readMany)
+}
+
+// scoredAccounts lists up to n scored accounts of every tenant, the most
+// recently scored first.
+func (s *Accounts) scoredAccounts(ctx context.Context, n int) ([]cacheKey, error) {
+	rows, err := s.db.Query(ctx, `SELECT tenant_id, account_id, max(evaluated_at) AS at FROM account_health
+		GROUP BY tenant_id, account_id ORDER BY at DESC LIMIT ?`, n)
+	if err != nil {
+		return nil, fmt.Errorf("list scored accounts: %w", err)
+	}
+	var out []cacheKey
+	for rows.Next() {
+		var k cacheKey
+		var at time.Time
+		if err := rows.Scan(&k.tenant, &k.account, &at); err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, nil
 }
 
 func unavailable(err error) error { return status.Error(codes.Unavailable, err.Error()) }
@@ -79,8 +110,9 @@ func (s *Accounts) Get(ctx context.Context, req *accountsv1.GetRequest) (*accoun
 	g.Go(func() (err error) { model, err = s.models.Get(gctx, tenant); return err })
 	in, epoch := s.cache.get(ctx, tenant, id)
 	if in == nil {
-		g.Go(func() (err error) {
-			if in, err = s.read(gctx, tenant, id); err == nil && in != nil {
+		g.Go(func() error {
+			got, err := s.readMany(gctx, tenant, []string{id})
+			if in = got[id]; in != nil {
 				s.cache.fill(tenant, id, in, epoch)
 			}
 			return err
@@ -103,34 +135,38 @@ func (s *Accounts) Get(ctx context.Context, req *accountsv1.GetRequest) (*accoun
 	return &accountsv1.GetResponse{Account: s.protos(tenant, []scorer.Row{in.row}, ext)[0]}, nil
 }
 
-// read reads what Get shows of one account in ClickHouse; nil when the
-// account has no row (no scored events).
-func (s *Accounts) read(ctx context.Context, tenant, id string) (*getInputs, error) {
+// readMany reads what Get shows of accounts of a tenant in one round of
+// queries (their rows and the reads that extend them need only the ids,
+// so they run at once); accounts without a row (no scored events) are
+// left out.
+func (s *Accounts) readMany(ctx context.Context, tenant string, ids []string) (map[string]*getInputs, error) {
 	var rows []scorer.Row
 	var ext extensions
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
-		rows, err = scorer.ReadRows(gctx, s.db, tenant, "AND account_id = ?", id)
+		rows, err = scorer.ReadRows(gctx, s.db, tenant, "AND account_id IN ?", chstore.In(ids))
 		return err
 	})
 	g.Go(func() (err error) {
-		ext, err = s.extensions(gctx, tenant, []string{id}, true)
+		ext, err = s.extensions(gctx, tenant, ids, true)
 		return err
 	})
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	if len(rows) == 0 {
-		return nil, nil
-	}
 	acts, err := s.activity(ctx, tenant, rows)
 	if err != nil {
 		return nil, err
 	}
-	in := &getInputs{row: rows[0], traits: ext.traits[id], history: ext.history[id]}
-	in.onboarding, in.boarded = ext.starts[id]
-	in.span, in.hasSpan = acts[id]
-	return in, nil
+	out := make(map[string]*getInputs, len(rows))
+	for _, r := range rows {
+		id := r.AccountID
+		in := &getInputs{row: r, traits: ext.traits[id], history: ext.history[id]}
+		in.onboarding, in.boarded = ext.starts[id]
+		in.span, in.hasSpan = acts[id]
+		out[id] = in
+	}
+	return out, nil
 }
 
 // List lists accounts, filtered and sorted, a page at a time.

@@ -99,7 +99,7 @@ func newFixture(t *testing.T, db chstore.Store) fixture {
 	caller := tenancy.WithPrincipal(ctx, tenancy.Principal{TenantID: "t1", TokenID: "tok-1"})
 	a := NewAccounts(db, ms, owner)
 	sc.Changed = accounts.NewNotifier(bus.NC)
-	if err := a.Follow(bus.NC, sc, 100); err != nil {
+	if err := a.Follow(bus.NC, sc, 100, testutil.Logger(t)); err != nil {
 		t.Fatal(err)
 	}
 	return fixture{accounts: a, health: NewHealth(db, ms, sc, func(string, string) {}), caller: caller, bus: bus, models: ms, scorer: sc}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -44,6 +45,16 @@ type getCache struct {
 	// origin is this replica's scorer's: its messages are in hand already.
 	origin string
 
+	// The background reader (run) reads toRead: the accounts a round
+	// scored that the copy lacks, and those another writer changed. warm
+	// asks it to list every scored account first (at start, and after
+	// messages were lost); touched collects the accounts changed while it
+	// reads, which it must not store (nil when it is not reading).
+	toRead  map[cacheKey]bool
+	warm    bool
+	touched map[cacheKey]bool
+	wake    chan struct{}
+
 	lookups metric.Int64Counter
 }
 
@@ -68,7 +79,7 @@ type getInputs struct {
 }
 
 func newGetCache() *getCache {
-	c := &getCache{entries: map[cacheKey]*getInputs{}}
+	c := &getCache{entries: map[cacheKey]*getInputs{}, toRead: map[cacheKey]bool{}, warm: true, wake: make(chan struct{}, 1)}
 	var err error
 	if c.lookups, err = otel.GetMeterProvider().Meter(scope).Int64Counter("stickpoint.accounts.get.cache",
 		metric.WithDescription("accounts.v1 Get lookups in the replica's copy in memory, by result (hit, miss).")); err != nil {
@@ -113,7 +124,8 @@ func (c *getCache) fill(tenant, id string, in *getInputs, epoch uint64) {
 }
 
 // changed drops the entries a Changed message names, unless it is this
-// replica's own (Stored handed those over already).
+// replica's own (Stored handed those over already), and has them read
+// again.
 func (c *getCache) changed(m accounts.Changed) {
 	if m.Origin == c.origin {
 		return
@@ -122,12 +134,16 @@ func (c *getCache) changed(m accounts.Changed) {
 	defer c.mu.Unlock()
 	c.epoch++
 	for _, id := range m.Accounts {
-		delete(c.entries, cacheKey{m.Tenant, id})
+		k := cacheKey{m.Tenant, id}
+		delete(c.entries, k)
+		c.touch(k)
+		c.wantLocked(k)
 	}
 }
 
 // stored updates the entries of the accounts a round of this replica's
 // scorer scored: the traits it read for each, and the rows it stored.
+// Accounts the copy lacks are read in the background.
 func (c *getCache) stored(st scorer.Stored) {
 	rows := make(map[string]scorer.Row, len(st.Rows))
 	for _, r := range st.Rows {
@@ -138,8 +154,10 @@ func (c *getCache) stored(st scorer.Stored) {
 	c.epoch++
 	for _, id := range st.Scored {
 		k := cacheKey{st.Tenant, id}
+		c.touch(k)
 		old := c.entries[k]
 		if old == nil {
+			c.wantLocked(k)
 			continue
 		}
 		in := *old
@@ -148,6 +166,7 @@ func (c *getCache) stored(st scorer.Stored) {
 			stored, err := r.AsStored()
 			if err != nil { // not what ReadRows would give: read it again
 				delete(c.entries, k)
+				c.wantLocked(k)
 				continue
 			}
 			in.row, in.hasSpan = stored, false
@@ -156,6 +175,147 @@ func (c *getCache) stored(st scorer.Stored) {
 			}
 		}
 		c.entries[k] = &in
+	}
+}
+
+// touch notes a change to k for the background read in flight.
+func (c *getCache) touch(k cacheKey) {
+	if c.touched != nil {
+		c.touched[k] = true
+	}
+}
+
+// wantLocked has k read in the background, while the copy has room.
+func (c *getCache) wantLocked(k cacheKey) {
+	if len(c.entries)+len(c.toRead) >= c.max {
+		return
+	}
+	c.toRead[k] = true
+	c.wakeLocked()
+}
+
+func (c *getCache) wakeLocked() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// readBatch is how many accounts the background reader reads at once: one
+// round of queries, as a page of List.
+const readBatch = 1000
+
+// run reads in the background what the copy should hold: every scored
+// account (list, up to the copy's size) at start and after a loss, then
+// the accounts that change, read by read (a tenant's accounts, up to
+// readBatch, in one round of queries). It returns when ctx ends.
+func (c *getCache) run(ctx context.Context, log *slog.Logger, list func(ctx context.Context, n int) ([]cacheKey, error),
+	read func(ctx context.Context, tenant string, ids []string) (map[string]*getInputs, error)) {
+	retry := func() bool { // after a failure, wait a second
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Second):
+			return true
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.wake:
+		}
+		for ctx.Err() == nil {
+			c.mu.Lock()
+			warm, n := c.warm, c.max
+			c.warm = false
+			c.mu.Unlock()
+			if warm && n > 0 {
+				began := time.Now()
+				keys, err := list(ctx, n)
+				if err != nil {
+					log.WarnContext(ctx, "could not list the accounts to keep in memory; retrying", "error", err)
+					c.mu.Lock()
+					c.warm = true
+					c.mu.Unlock()
+					if !retry() {
+						return
+					}
+					continue
+				}
+				c.mu.Lock()
+				for _, k := range keys {
+					if c.entries[k] == nil {
+						c.wantLocked(k)
+					}
+				}
+				c.mu.Unlock()
+				log.InfoContext(ctx, "reading the accounts the accounts API keeps in memory", "accounts", len(keys), "took_ms", time.Since(began).Milliseconds())
+			}
+			tenant, ids := c.next()
+			if len(ids) == 0 {
+				break
+			}
+			got, err := read(ctx, tenant, ids)
+			if err != nil {
+				c.mu.Lock()
+				c.touched = nil
+				c.mu.Unlock()
+				log.WarnContext(ctx, "could not read accounts to keep in memory; retrying", "tenant", tenant, "accounts", len(ids), "error", err)
+				if !retry() {
+					return
+				}
+				continue
+			}
+			c.keep(tenant, ids, got)
+		}
+	}
+}
+
+// next picks up to readBatch accounts of one tenant to read, and starts
+// collecting the changes made while they are read.
+func (c *getCache) next() (string, []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var tenant string
+	var ids []string
+	for k := range c.toRead {
+		if tenant == "" {
+			tenant = k.tenant
+		}
+		if k.tenant == tenant {
+			ids = append(ids, k.account)
+			if len(ids) == readBatch {
+				break
+			}
+		}
+	}
+	if len(ids) > 0 {
+		c.touched = map[cacheKey]bool{}
+	}
+	return tenant, ids
+}
+
+// keep stores what the background reader read, but for the accounts
+// changed meanwhile: those stay to read again. Accounts without a row
+// (not scored yet) are dropped: the round that scores them asks again.
+func (c *getCache) keep(tenant string, ids []string, got map[string]*getInputs) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	touched := c.touched
+	c.touched = nil
+	if touched == nil { // everything was dropped meanwhile
+		return
+	}
+	for _, id := range ids {
+		k := cacheKey{tenant, id}
+		if touched[k] {
+			continue
+		}
+		delete(c.toRead, k)
+		if in := got[id]; in != nil && c.entries[k] == nil && len(c.entries) < c.max {
+			c.entries[k] = in
+		}
 	}
 }
 
@@ -183,7 +343,12 @@ func withPoint(history [][2]float64, p [2]float64) [][2]float64 {
 	return out
 }
 
+// clearLocked drops everything and has it all read again.
 func (c *getCache) clearLocked() {
 	c.epoch++
 	clear(c.entries)
+	clear(c.toRead)
+	c.touched = nil
+	c.warm = true
+	c.wakeLocked()
 }

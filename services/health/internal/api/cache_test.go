@@ -141,6 +141,107 @@ func TestGetCacheKeepsNothingStale(t *testing.T) {
 	}
 }
 
+// The background reader fills the copy with every scored account, then
+// with the accounts that a round scores for the first time and those that
+// another writer changed; what it keeps is what a Get reads.
+func TestTheCopyHoldsEveryScoredAccount(t *testing.T) {
+	db := testutil.Store(t, chstore.EngineEmbedded)
+	f := newFixture(t, db)
+	ctx := f.caller
+	fresh := NewAccounts(db, f.models, owner)
+	go f.accounts.Run(ctx)
+	heldAll := func(what string, ids ...string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			f.accounts.cache.mu.Lock()
+			n := 0
+			for _, id := range ids {
+				if f.accounts.cache.entries[cacheKey{"t1", id}] != nil {
+					n++
+				}
+			}
+			f.accounts.cache.mu.Unlock()
+			if n == len(ids) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d of %d accounts held", what, n, len(ids))
+			}
+		}
+		for _, id := range ids {
+			f.accounts.cache.mu.Lock()
+			in := f.accounts.cache.entries[cacheKey{"t1", id}]
+			f.accounts.cache.mu.Unlock()
+			if in == nil {
+				continue // dropped since: a Get reads it
+			}
+			want, err := fresh.Get(ctx, &accountsv1.GetRequest{AccountId: id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := f.accounts.Get(ctx, &accountsv1.GetRequest{AccountId: id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got.GetAccount(), want.GetAccount()) {
+				t.Errorf("%s, %s:\nheld %v\nread %v", what, id, got.GetAccount(), want.GetAccount())
+			}
+		}
+	}
+	heldAll("at start", "acc-0", "acc-1", "acc-2", "acc-3", "acc-4")
+
+	now := time.Now().UTC()
+	testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: "acc-new", Name: "A", User: "u0", At: now.Add(-time.Minute)})
+	if _, err := f.scorer.Score(ctx, "t1", []string{"acc-new"}, scorer.Span{From: now.Add(-time.Hour), To: now}, "events"); err != nil {
+		t.Fatal(err)
+	}
+	heldAll("a new account scored", "acc-new")
+
+	cols := []string{"tenant_id", "account_id", "journey_id", "status", "start", "first_event_at", "state", "evaluated_at", "version"}
+	if err := db.Insert(ctx, "account_onboarding", cols, [][]any{{"t1", "acc-2", "j", "stalled", now.Add(-20 * 24 * time.Hour), now.Add(-20 * 24 * time.Hour),
+		`{"journey_id":"j","milestones":[],"status":"stalled"}`, now, uint64(1)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := accounts.NewNotifier(f.bus.NC).Changed("t1", []string{"acc-2"}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		f.accounts.cache.mu.Lock()
+		in := f.accounts.cache.entries[cacheKey{"t1", "acc-2"}]
+		f.accounts.cache.mu.Unlock()
+		if in != nil && in.onboarding.status == "stalled" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the account another writer changed was not read again")
+		}
+	}
+	heldAll("after milestone tracking stored its onboarding", "acc-2")
+}
+
+// What the background reader read is not kept for an account that
+// changed while it read: that one is read again.
+func TestTheBackgroundReadKeepsNothingStale(t *testing.T) {
+	c := newGetCache()
+	c.max = 10
+	c.mu.Lock()
+	c.wantLocked(cacheKey{"t", "a"})
+	c.wantLocked(cacheKey{"t", "b"})
+	c.mu.Unlock()
+	tenant, ids := c.next()
+	if tenant != "t" || len(ids) != 2 {
+		t.Fatalf("next: %s %v", tenant, ids)
+	}
+	c.changed(accounts.Changed{Tenant: "t", Accounts: []string{"a"}, Origin: "other"})
+	c.keep(tenant, ids, map[string]*getInputs{"a": {}, "b": {}})
+	if c.entries[cacheKey{"t", "a"}] != nil || !c.toRead[cacheKey{"t", "a"}] {
+		t.Error("an account changed during the read was kept, or not read again")
+	}
+	if c.entries[cacheKey{"t", "b"}] == nil || c.toRead[cacheKey{"t", "b"}] {
+		t.Error("an account unchanged during the read was not kept")
+	}
+}
+
 func TestWithPoint(t *testing.T) {
 	h := withPoint([][2]float64{{1, 10}, {3, 30}}, [2]float64{2, 20})
 	h = withPoint(h, [2]float64{3, 31}) // same time: replaced
