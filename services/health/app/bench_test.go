@@ -152,7 +152,8 @@ func (p *pipeline) underLoad(b *testing.B, rate float64, duration time.Duration,
 //   - a "Cancellation Requested" event to its signal on SIGNALS while
 //     ingest runs at half its maximum (target p99 under 1 s);
 //   - accounts.v1 Get over gRPC while ingest runs at half its maximum
-//     (target p99 under 50 ms).
+//     (target p99 under 50 ms), of quiet accounts and of the busy ones the
+//     load writes to, in turn.
 //
 // STICKPOINT_BENCH_DURATION sets each phase's length (default 10s).
 func BenchmarkHealthLatency(b *testing.B) {
@@ -183,10 +184,10 @@ func BenchmarkHealthLatency(b *testing.B) {
 	for b.Loop() {
 		// Idle: an event for a new account, until its score is stored.
 		var scored []time.Duration
-		var known string // an account scored, for the Gets
+		var quiet []string // the accounts scored, for the Gets
 		for i, deadline := 0, time.Now().Add(duration); time.Now().Before(deadline); i++ {
 			account := fmt.Sprintf("score-%d-%d", time.Now().UnixNano(), i)
-			known = account
+			quiet = append(quiet, account)
 			sent := time.Now()
 			p.post(b, fmt.Sprintf(`{"userId":"u","event":"Report Built","context":{"groupId":"%s"}}`, account))
 			for {
@@ -238,18 +239,25 @@ func BenchmarkHealthLatency(b *testing.B) {
 		}
 		testutil.ReportLatencies(b, "cancel-to-detected", det) // the signal's detected_at: how much is before the service saw it
 
-		var gets []time.Duration
+		// Gets in turn of a quiet account (scored in the idle phase) and a
+		// busy one (one of the 500 the load writes to, rescored every round).
+		var quietGets, busyGets []time.Duration
 		p.underLoad(b, rate, duration, func() {
-			for deadline := time.Now().Add(duration); time.Now().Before(deadline); {
+			for i, deadline := 0, time.Now().Add(duration); time.Now().Before(deadline); i++ {
+				account, into := quiet[i/2%len(quiet)], &quietGets
+				if i%2 == 1 {
+					account, into = fmt.Sprintf("acct-%d", i/2%500), &busyGets
+				}
 				began := time.Now()
-				if _, err := p.accounts.Get(ctx, &accountsv1.GetRequest{AccountId: known}); err != nil {
+				if _, err := p.accounts.Get(ctx, &accountsv1.GetRequest{AccountId: account}); err != nil {
 					b.Fatal(err)
 				}
-				gets = append(gets, time.Since(began))
+				*into = append(*into, time.Since(began))
 				time.Sleep(10 * time.Millisecond)
 			}
 		})
-		testutil.ReportLatencies(b, "get-loaded", gets)
+		testutil.ReportLatencies(b, "get-quiet-loaded", quietGets)
+		testutil.ReportLatencies(b, "get-busy-loaded", busyGets)
 		b.Logf("ingest maximum %.0f events/s stored end to end; the loads ran at %.0f events/s", 2*rate, load)
 		b.ReportMetric(load, "load-events/s")
 	}
