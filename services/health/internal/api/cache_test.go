@@ -145,7 +145,10 @@ func TestGetCacheKeepsNothingStale(t *testing.T) {
 // with the accounts that a round scores for the first time and those that
 // another writer changed; what it keeps is what a Get reads.
 func TestTheCopyHoldsEveryScoredAccount(t *testing.T) {
-	db := testutil.Store(t, chstore.EngineEmbedded)
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) { theCopyHoldsEveryScoredAccount(t, db) })
+}
+
+func theCopyHoldsEveryScoredAccount(t *testing.T, db chstore.Store) {
 	f := newFixture(t, db)
 	ctx := f.caller
 	fresh := NewAccounts(db, f.models, owner)
