@@ -13,7 +13,25 @@ import (
 // and comments are left alone. Both engines bind here, so a query means the
 // same thing on each, and the 18.16 server (which lacks server-side query
 // parameters) is covered too.
-func Bind(query string, args ...any) (string, error) {
+func Bind(query string, args ...any) (string, error) { return bind(query, false, args...) }
+
+// inTableMin is the length from which the embedded engine binds an In as a
+// table (see bindEmbedded).
+const inTableMin = 200
+
+// bindEmbedded is Bind for the embedded engine: an In of inTableMin
+// strings or more binds as a subquery over one string literal,
+//
+//	(SELECT c FROM format(TSV, 'c String', 'id1\nid2...'))
+//
+// which means the same as the tuple but costs far less to parse: on
+// chDB, IN over 5,000 quoted literals took 18-31 ms on an empty table,
+// the subquery 6-7 ms; at 1,000, 6-10 ms against 4 ms. Rounds of scoring
+// and evaluation name thousands of accounts in most of their queries.
+// (The 18.16 server has no format(): it keeps the tuple.)
+func bindEmbedded(query string, args ...any) (string, error) { return bind(query, true, args...) }
+
+func bind(query string, inTable bool, args ...any) (string, error) {
 	if len(args) == 0 && !strings.Contains(query, "?") {
 		return query, nil
 	}
@@ -45,7 +63,9 @@ func Bind(query string, args ...any) (string, error) {
 				return "", fmt.Errorf("bind: query has more placeholders than the %d arguments given", len(args))
 			}
 			var err error
-			if b, err = appendValue(b, args[n], false); err != nil {
+			if in, ok := args[n].(In); ok && inTable && len(in) >= inTableMin {
+				b = appendInTable(b, in)
+			} else if b, err = appendValue(b, args[n], false); err != nil {
 				return "", fmt.Errorf("bind argument %d: %w", n+1, err)
 			}
 			n++
@@ -80,6 +100,25 @@ func skipQuoted(s string, i int, q byte) int {
 // []string binds as an Array, for has(); the 18.16 server rejects an Array
 // on the right of IN.) An empty In matches nothing.
 type In []string
+
+// appendInTable writes in as a subquery over its values as TabSeparated
+// text, in one quoted literal.
+func appendInTable(b []byte, in In) []byte {
+	size := 0
+	for _, s := range in {
+		size += len(s) + 1
+	}
+	data := make([]byte, 0, size)
+	for i, s := range in {
+		if i > 0 {
+			data = append(data, '\n')
+		}
+		data = appendEscaped(data, s, false)
+	}
+	b = append(b, "(SELECT c FROM format(TSV, 'c String', "...)
+	b = appendQuoted(b, string(data))
+	return append(b, "))"...)
+}
 
 // appendValue writes v in ClickHouse's text form: a SQL literal, or with
 // tsv a TabSeparated field (what the embedded engine inserts). The two

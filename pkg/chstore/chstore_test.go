@@ -3,6 +3,7 @@ package chstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -97,6 +98,16 @@ func TestConformance(t *testing.T) {
 				"times outside DateTime's range clamp to its ends on every engine")
 			require.Equal(t, uint64(1), count("SELECT count() FROM events WHERE message_id IN ? AND tenant_id = ?", chstore.In{"m1", "zz"}, "acme"))
 			require.Equal(t, uint64(0), count("SELECT count() FROM events WHERE message_id IN ?", chstore.In{}))
+			// A long In (the embedded engine binds it as a table): every
+			// value matches itself only, quotes, tabs and newlines too.
+			// "zz\nm2" would match m2 if its newline split it.
+			long := chstore.In{"m1", nasty, nasty + "\x00\r", "zz\nm2", "zz\tm2", "m2'"}
+			for i := range 300 {
+				long = append(long, fmt.Sprintf("other-%d", i))
+			}
+			require.Equal(t, uint64(1), count("SELECT count() FROM events WHERE message_id IN ? AND tenant_id = ?", long, "acme"))
+			require.Equal(t, uint64(1), count("SELECT count() FROM events WHERE note IN ?", long), "the note with NUL and CR")
+			require.Equal(t, uint64(1), count("SELECT count() FROM events WHERE message_id NOT IN ? AND tenant_id = ?", long, "acme"))
 			require.Equal(t, uint64(2), count("SELECT count() FROM events WHERE has(?, message_id) AND tenant_id = ?", []string{"m1", "m2"}, "acme"))
 			require.Equal(t, uint64(0), count("SELECT count() FROM events WHERE tenant_id = ?", "acme' OR 1=1 --"), "an injected quote stays inside the literal")
 			require.Equal(t, uint64(3), count("SELECT count() FROM events WHERE note != '?' OR isNull(note)"), "a ? inside a literal is not a placeholder")

@@ -168,7 +168,7 @@ func (e *embeddedStore) Exec(ctx context.Context, query string, args ...any) err
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	q, err := Bind(query, args...)
+	q, err := bindEmbedded(query, args...)
 	if err != nil {
 		return err
 	}
@@ -180,7 +180,7 @@ func (e *embeddedStore) Query(ctx context.Context, query string, args ...any) (*
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	q, err := Bind(query, args...)
+	q, err := bindEmbedded(query, args...)
 	if err != nil {
 		return nil, err
 	}
