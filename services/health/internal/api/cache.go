@@ -17,24 +17,27 @@ import (
 
 const scope = "github.com/stickpoint/stickpoint/services/health/internal/api"
 
-// getCache holds, for the accounts Get served lately, what Get read of
-// them in ClickHouse, so the next Get of one answers from memory. On two
-// shared cores a single ClickHouse point read under ingest load has a p99
-// near 50 ms by itself, and a Get makes four.
+// getCache holds what Get reads in ClickHouse of every scored account (up
+// to its size, the most recently scored first), so a Get answers from
+// memory. On two shared cores a single ClickHouse point read under ingest
+// load has a p99 near 50 ms by itself, and a Get makes four.
 //
 // It is a copy of stored rows, never a source: every entry is what
 // ClickHouse held, kept current by the writers of what Get reads.
+//   - At start, a background reader (run) reads every scored account.
 //   - This replica's scorer hands over each round's rows and traits
-//     (Stored), so a busy account's entry follows its scores in place.
+//     (stored), so a busy account's entry follows its scores in place; an
+//     account it scores for the first time is read in the background.
 //   - Other writers (milestone tracking's onboarding state, other health
 //     replicas' scorers) say which accounts they stored on
-//     accounts.changed.<tenant>, and their entries are dropped, to be read
-//     again by the next Get.
+//     accounts.changed.<tenant>: those entries are dropped and read again
+//     in the background (a Get meanwhile reads ClickHouse).
 //   - When a message may have been missed (a reconnect, a slow listener)
-//     every entry is dropped.
+//     every entry is dropped, and everything is read again.
 //
-// A Get that reads stores its result only if nothing changed while it
-// read (epoch), so a read that raced a write never pins the older rows.
+// A read stores its result only if nothing it read changed meanwhile (a
+// Get's: the epoch; the background reader's: touched), so a read that
+// raced a write never pins the older rows.
 type getCache struct {
 	mu      sync.Mutex
 	epoch   uint64 // bumped by every change to what Get reads
@@ -145,33 +148,65 @@ func (c *getCache) changed(m accounts.Changed) {
 // scorer scored: the traits it read for each, and the rows it stored.
 // Accounts the copy lacks are read in the background.
 func (c *getCache) stored(st scorer.Stored) {
-	rows := make(map[string]scorer.Row, len(st.Rows))
-	for _, r := range st.Rows {
-		rows[r.AccountID] = r
-	}
+	// First, at once: no read in flight keeps what it read, and the
+	// accounts the copy lacks are to be read.
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.epoch++
+	held := map[string]bool{}
 	for _, id := range st.Scored {
 		k := cacheKey{st.Tenant, id}
 		c.touch(k)
+		if c.entries[k] == nil {
+			c.wantLocked(k)
+		} else {
+			held[id] = true
+		}
+	}
+	c.mu.Unlock()
+	if len(held) == 0 {
+		return
+	}
+	// Decoding the rows as ReadRows does is the costly part: Gets don't
+	// wait for it.
+	type storedRow struct {
+		row       scorer.Row
+		inHistory bool
+	}
+	rows := map[string]storedRow{}
+	var bad []string
+	for _, r := range st.Rows {
+		if !held[r.AccountID] {
+			continue
+		}
+		stored, err := r.AsStored()
+		if err != nil { // not what ReadRows would give: read it again
+			bad = append(bad, r.AccountID)
+			continue
+		}
+		rows[r.AccountID] = storedRow{stored, r.InHistory()}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range bad {
+		k := cacheKey{st.Tenant, id}
+		delete(c.entries, k)
+		c.wantLocked(k)
+	}
+	for id := range held {
+		k := cacheKey{st.Tenant, id}
 		old := c.entries[k]
 		if old == nil {
-			c.wantLocked(k)
-			continue
+			continue // dropped meanwhile: read again
 		}
 		in := *old
 		in.traits = st.Traits[id]
-		if r, ok := rows[id]; ok {
-			stored, err := r.AsStored()
-			if err != nil { // not what ReadRows would give: read it again
-				delete(c.entries, k)
-				c.wantLocked(k)
-				continue
-			}
-			in.row, in.hasSpan = stored, false
-			if r.InHistory() {
-				in.history = withPoint(in.history, [2]float64{float64(r.EvaluatedAt.Unix()) / 86400, float64(r.Score)})
+		// A row is newer than the entry's unless another replica stored
+		// one since (and a read took it in): the higher version wins, as
+		// in ClickHouse.
+		if r, ok := rows[id]; ok && r.row.Version >= old.row.Version {
+			in.row, in.hasSpan = r.row, false
+			if r.inHistory {
+				in.history = withPoint(in.history, [2]float64{float64(r.row.EvaluatedAt.Unix()) / 86400, float64(r.row.Score)})
 			}
 		}
 		c.entries[k] = &in

@@ -43,14 +43,23 @@ func TestGetFromMemoryFollowsTheWriters(t *testing.T) {
 			return got.GetAccount()
 		}
 
-		same("acc-1", "first Get")
+		// A health history over the last weeks, so a new score moves the
+		// Success Vector's slope.
+		now := time.Now().UTC()
+		var hist [][]any
+		for d := 20; d >= 2; d-- {
+			hist = append(hist, []any{"t1", "acc-1", now.Add(-time.Duration(d) * 24 * time.Hour).Truncate(time.Second), uint8(100 - 2*d), "green", 0.0, "[]"})
+		}
+		if err := db.Insert(ctx, "health_history", []string{"tenant_id", "account_id", "at", "score", "band", "intent_score", "components"}, hist); err != nil {
+			t.Fatal(err)
+		}
+		before := same("acc-1", "first Get")
 		if !held("acc-1") {
 			t.Fatal("a Get did not keep the account it read")
 		}
 
 		// This replica's scorer: new traits and two data exports (cancel
 		// intent, a new score for the history).
-		now := time.Now().UTC()
 		testutil.InsertGroup(t, db, "t1", "acc-1", now.Add(-time.Minute), map[string]any{"seats": 9, "industry": "software"})
 		testutil.InsertEvents(t, db,
 			testutil.StoredEvent{Tenant: "t1", Account: "acc-1", Name: "Data Exported", User: "u0", At: now.Add(-2 * time.Minute)},
@@ -64,6 +73,9 @@ func TestGetFromMemoryFollowsTheWriters(t *testing.T) {
 		a := same("acc-1", "after a round of this replica's scorer")
 		if a.GetTraits().GetFields()["seats"].GetNumberValue() != 9 || a.GetCancelIntent().GetScore() == 0 {
 			t.Errorf("the round's traits and intent are not shown: seats %v, intent %v", a.GetTraits().GetFields()["seats"], a.GetCancelIntent())
+		}
+		if a.GetSuccessVector().GetHealthSlope() == before.GetSuccessVector().GetHealthSlope() {
+			t.Errorf("the round's new score did not move the health slope: %v", a.GetSuccessVector())
 		}
 
 		// Another writer: milestone tracking stores acc-1's onboarding and
