@@ -12,6 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/stickpoint/stickpoint/pkg/sdk"
 	alertsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/alerts/v1"
@@ -135,13 +137,21 @@ func (d *demoRun) run(ctx context.Context) error {
 		return err
 	}
 	ms := milestonesv1.NewMilestonesServiceClient(d.s.conn)
-	if _, err := ms.PutJourney(d.s.ctx, &milestonesv1.PutJourneyRequest{Source: milestones.JourneyTemplate}); err != nil {
+	put, err := ms.PutJourney(d.s.ctx, &milestonesv1.PutJourneyRequest{Source: milestones.JourneyTemplate})
+	if err != nil {
 		return d.s.explain(err)
 	}
 	d.say("put the onboarding journey (stickpoint journeys template); every account is evaluated")
+	reason := journeyBackfill(put.GetJourney())
 	if err := d.until(ctx, "the journey's backfill", func() (bool, error) {
+		if put.GetUnchanged() { // put before, on this data folder: nothing to wait for
+			return true, nil
+		}
 		bf, err := ms.GetBackfill(d.s.ctx, &milestonesv1.GetBackfillRequest{})
-		return bf.GetDone(), err
+		if status.Code(err) == codes.NotFound {
+			return false, nil // queued, not started yet
+		}
+		return bf.GetReason() == reason && bf.GetDone(), err
 	}); err != nil {
 		return err
 	}

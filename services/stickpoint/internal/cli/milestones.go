@@ -74,7 +74,7 @@ func journeysCommand(env environ) *cobra.Command {
 						fmt.Fprintf(env.stdout, "journey %s unchanged (version %d)\n", j.GetId(), j.GetVersion())
 						continue
 					}
-					changed = fmt.Sprintf("journey %s version %d", j.GetId(), j.GetVersion())
+					changed = journeyBackfill(j)
 					fmt.Fprintf(env.stdout, "journey %s version %d stored: %d milestones\n", j.GetId(), j.GetVersion(), len(j.GetMilestones()))
 				}
 				if *wait == 0 || changed == "" || *cf.asJSON {
@@ -130,6 +130,12 @@ func printJourney(w io.Writer, j *milestonesv1.Journey) error {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", i+1, m.GetId(), m.GetEvent(), m.GetThreshold(), span(m.GetTarget()), m.GetName())
 	}
 	return tw.Flush()
+}
+
+// journeyBackfill is the reason the server gives the backfill of a
+// journey version put.
+func journeyBackfill(j *milestonesv1.Journey) string {
+	return fmt.Sprintf("journey %s version %d", j.GetId(), j.GetVersion())
 }
 
 // waitBackfill polls the tenant's backfill for reason until it ends,
