@@ -213,6 +213,7 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 	cfg.DataDir, cfg.DemoTenant = dir, ""
 	cfg.HTTPAddr, cfg.GRPC.Addr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Telemetry.LogLevel = "warn"
+	cfg.Health.AccountsCache = 0 // no one calls the accounts API in a backtest
 	if opts.ClickHouse != nil {
 		cfg.ClickHouse = *opts.ClickHouse
 	}
