@@ -127,7 +127,7 @@ func (c *getCache) fill(tenant, id string, in *getInputs, epoch uint64) {
 }
 
 // changed drops the entries a Changed message names, unless it is this
-// replica's own (Stored handed those over already), and has them read
+// replica's own (stored handed those over already), and has them read
 // again.
 func (c *getCache) changed(m accounts.Changed) {
 	if m.Origin == c.origin {
