@@ -291,6 +291,7 @@ func (c *getCache) run(ctx context.Context, log *slog.Logger, list func(ctx cont
 			if len(ids) == 0 {
 				break
 			}
+			began := time.Now()
 			got, err := read(ctx, tenant, ids)
 			if err != nil {
 				c.mu.Lock()
@@ -303,6 +304,14 @@ func (c *getCache) run(ctx context.Context, log *slog.Logger, list func(ctx cont
 				continue
 			}
 			c.keep(tenant, ids, got)
+			// Rest as long as the read took, as the scorer does: the copy
+			// catches up using at most half a core, leaving the rest to
+			// ingest and scoring.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Since(began)):
+			}
 		}
 	}
 }
