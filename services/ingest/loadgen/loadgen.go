@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -71,11 +70,13 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	if opts.RunID == "" {
 		opts.RunID = strconv.FormatInt(time.Now().UnixNano(), 36)
 	}
+	// Checked before any worker starts, so a bad URL is one clear error.
+	if _, err := newConn(opts.URL, opts.WriteKey); err != nil {
+		return Result{}, err
+	}
 	if opts.DrainTimeout == 0 {
 		opts.DrainTimeout = 2 * time.Minute
 	}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: opts.Concurrency, MaxConnsPerHost: opts.Concurrency},
-		Timeout: 30 * time.Second}
 	var (
 		accepted, requests atomic.Uint64
 		mu                 sync.Mutex
@@ -113,6 +114,8 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		go func() {
 			defer wg.Done()
 			var body bytes.Buffer
+			conn, _ := newConn(opts.URL, opts.WriteKey) // checked above
+			defer conn.close()
 			own := make([]time.Duration, 0, 1024)
 			for seq := 0; ; seq++ {
 				if pace != nil {
@@ -127,17 +130,8 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 				buildBatch(&body, opts.RunID, w, seq, opts.Batch)
 				// In-flight requests finish after the deadline, so every
 				// event the server took is counted as accepted.
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, opts.URL+"/v1/batch", bytes.NewReader(body.Bytes()))
-				req.SetBasicAuth(opts.WriteKey, "")
-				req.Header.Set("Content-Type", "application/json")
 				t0 := time.Now()
-				resp, err := client.Do(req)
-				status := 0
-				if err == nil {
-					status = resp.StatusCode
-					_, _ = io.Copy(io.Discard, resp.Body)
-					_ = resp.Body.Close()
-				}
+				status, err := conn.post(ctx, body.Bytes())
 				if ctx.Err() != nil && err != nil {
 					break // the caller gave up, not a failure
 				}
