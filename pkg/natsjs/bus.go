@@ -104,6 +104,11 @@ type Bus struct {
 	once   sync.Once
 }
 
+// FsyncsEveryWrite reports whether this process's embedded server fsyncs
+// each JetStream write before acknowledging it (nats.sync_always). It is
+// false with an external server, whose settings this process can't see.
+func (b *Bus) FsyncsEveryWrite() bool { return b.cfg.URL == "" && b.cfg.SyncAlways }
+
 // Connect starts the embedded server if cfg.URL is empty, then connects.
 // name identifies the client in NATS monitoring.
 func Connect(ctx context.Context, cfg Config, name string, log *slog.Logger) (*Bus, error) {

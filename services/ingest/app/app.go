@@ -135,8 +135,12 @@ func New(cfg Config, bus *natsjs.Bus, db chstore.Store, reg *tenancy.Registry, l
 		return nil, err
 	}
 	st := store.New(db)
+	inflight := cfg.HTTP.CoalesceInflight
+	if inflight == 0 {
+		inflight = intake.DefaultInflight(bus.FsyncsEveryWrite())
+	}
 	in, err := intake.New(bus.JS, intake.Config{RatePerSecond: cfg.HTTP.RatePerSecond, RateBurst: cfg.HTTP.RateBurst,
-		PublishTimeout: cfg.HTTP.PublishTimeout, CoalesceWait: cfg.HTTP.CoalesceWait, MaxInflightBytes: cfg.HTTP.MaxInflightBytes, AdmitWait: cfg.HTTP.AdmitWait,
+		PublishTimeout: cfg.HTTP.PublishTimeout, CoalesceWait: cfg.HTTP.CoalesceWait, CoalesceInflight: inflight, MaxInflightBytes: cfg.HTTP.MaxInflightBytes, AdmitWait: cfg.HTTP.AdmitWait,
 		TenantInflightShare: cfg.HTTP.TenantInflightShare},
 		log.With("component", "ingest"))
 	if err != nil {

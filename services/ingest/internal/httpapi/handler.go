@@ -43,6 +43,11 @@ type Config struct {
 	// concurrent ones of its tenant, to share one JetStream write and its
 	// fsync (group commit); 0 publishes each request on its own.
 	CoalesceWait time.Duration `json:"coalesce_wait"`
+	// CoalesceInflight is how many coalesced writes of a tenant may be in
+	// flight at once. 0 picks by the durability: 1 when the embedded NATS
+	// fsyncs every write (nats.sync_always), else 2. Set 1 when an
+	// external NATS server fsyncs every write.
+	CoalesceInflight int `json:"coalesce_inflight"`
 	// MaxInflightBytes bounds the request bytes (after decompression)
 	// being read, decoded and published at once, HTTP and gRPC together. A
 	// request waits up to AdmitWait for room, then gets 503 with
@@ -94,6 +99,9 @@ func (c Config) Validate() error {
 	}
 	if c.CoalesceWait < 0 || c.CoalesceWait > 100*time.Millisecond {
 		return fmt.Errorf("coalesce_wait: %v is not between 0 and 100ms", c.CoalesceWait)
+	}
+	if c.CoalesceInflight < 0 || c.CoalesceInflight > 8 {
+		return fmt.Errorf("coalesce_inflight: %d is not between 0 (by the durability) and 8", c.CoalesceInflight)
 	}
 	return nil
 }

@@ -54,6 +54,9 @@ type Config struct {
 	// its tenant to share one JetStream write (group commit); 0 publishes
 	// each on its own.
 	CoalesceWait time.Duration
+	// CoalesceInflight is how many coalesced writes of a tenant may be in
+	// flight at once (DefaultInflight); 0 means 2.
+	CoalesceInflight int
 	// MaxInflightBytes bounds the request bytes admitted at once; a request
 	// waits up to AdmitWait for room, then is refused with ErrOverloaded.
 	MaxInflightBytes int64
@@ -90,8 +93,11 @@ func New(js jetstream.JetStream, cfg Config, log *slog.Logger) (*Intake, error) 
 	if cfg.MaxInflightBytes < 1 {
 		return nil, fmt.Errorf("intake: MaxInflightBytes must be positive")
 	}
+	if cfg.CoalesceInflight < 1 {
+		cfg.CoalesceInflight = DefaultInflight(false)
+	}
 	meter := otel.GetMeterProvider().Meter(scope)
-	in := &Intake{publisher: newCoalescer(js, cfg.CoalesceWait, cfg.PublishTimeout), limiter: newTenantLimiter(cfg.RatePerSecond, cfg.RateBurst), rate: cfg.RatePerSecond,
+	in := &Intake{publisher: newCoalescer(js, cfg.CoalesceWait, cfg.PublishTimeout, cfg.CoalesceInflight), limiter: newTenantLimiter(cfg.RatePerSecond, cfg.RateBurst), rate: cfg.RatePerSecond,
 		log: log, rejections: map[Rejection]uint64{}, warnings: map[Warning]uint64{}, samples: map[WarningKind]Sample{},
 		admission: &admission{budget: semaphore.NewWeighted(cfg.MaxInflightBytes), size: cfg.MaxInflightBytes, wait: cfg.AdmitWait,
 			tenantMax: tenantShare(cfg), tenants: map[string]*semaphore.Weighted{}}}
