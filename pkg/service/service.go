@@ -132,11 +132,13 @@ type Service interface {
 
 // Start opens everything in order; on error it closes what it opened.
 // The admin API is registered on every process.
-func Start(ctx context.Context, cfg Config, name, version string, logw io.Writer) (b *Base, err error) {
+func Start(ctx context.Context, cfg Config, name, version string, logw io.Writer) (_ *Base, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	b = &Base{cfg: cfg}
+	// b is not the named result: a `return nil, err` must not nil it
+	// before the deferred close runs.
+	b := &Base{cfg: cfg}
 	defer func() {
 		if err != nil {
 			b.close(ctx)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -28,6 +29,12 @@ func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
 
 func start(t *testing.T) *service.Base {
 	t.Helper()
+	b, err := service.Start(t.Context(), testConfig(t), "test", "dev", io.Discard)
+	require.NoError(t, err)
+	return b
+}
+
+func testConfig(t *testing.T) service.Config {
 	cfg := service.Config{
 		HTTPAddr:   "127.0.0.1:0",
 		GRPC:       grpcserver.DefaultConfig(),
@@ -39,9 +46,28 @@ func start(t *testing.T) *service.Base {
 	cfg.GRPC.Addr = "127.0.0.1:0"
 	cfg.NATS.StoreDir = t.TempDir()
 	cfg.Telemetry.LogLevel = "warn"
-	b, err := service.Start(t.Context(), cfg, "test", "dev", io.Discard)
+	return cfg
+}
+
+// A step of Start that fails returns its error, after closing what the
+// steps before it opened: the same folders open again at once. (Start
+// used to nil its result before its cleanup ran, and panicked instead.)
+func TestStartFailsCleanly(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	return b
+	defer taken.Close()
+	cfg := testConfig(t)
+	cfg.HTTPAddr = taken.Addr().String()
+	b, err := service.Start(t.Context(), cfg, "test", "dev", io.Discard)
+	require.ErrorContains(t, err, "http_addr")
+	require.Nil(t, b)
+
+	cfg.HTTPAddr = "127.0.0.1:0"
+	b, err = service.Start(t.Context(), cfg, "test", "dev", io.Discard)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	require.NoError(t, b.Serve(ctx, &probe{t: t, base: b}))
 }
 
 // probe is a service that records, at each step of the shutdown, what the
