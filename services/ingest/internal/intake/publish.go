@@ -119,9 +119,10 @@ type pipeline struct {
 // single-event requests from 64 clients, and 100-event requests from 16:
 //   - When JetStream fsyncs every write (nats.sync_always), one: each
 //     write then takes milliseconds, and with one in flight the requests
-//     behind it gather into groups twice as large, so half the fsyncs (a
-//     few percent of the CPU each hundred a second here): 10,600-14,100
-//     single events/s against 8,100-11,700 with two, in paired runs.
+//     behind it gather into groups twice as large, so half the fsyncs
+//     (at about 500 a second, fsync took 6-7% of the CPU here):
+//     10,600-14,100 single events/s against 8,100-11,700 with two, in
+//     paired runs.
 //   - Otherwise two: a write is a fraction of a millisecond, and a second
 //     one keeps JetStream busy while the first's acknowledgement makes its
 //     way back: 17,200 single events/s and 153,000-177,000 in 100-event
