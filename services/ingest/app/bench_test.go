@@ -92,9 +92,12 @@ func benchIngest(b *testing.B, engine string, syncAlways bool, batch, concurrenc
 	}
 	var full, half loadgen.Result
 	var reads []time.Duration
+	var cpuPerEvent time.Duration
 	for range b.N {
+		cpu0 := processCPU()
 		full = run(0)
-		b.Logf("flat out: %s", full)
+		cpuPerEvent = (processCPU() - cpu0) / time.Duration(max(full.Accepted, 1))
+		b.Logf("flat out: %s; process CPU %s per event", full, cpuPerEvent)
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		wg.Go(func() { reads = readLoop(b, f, stop) })
@@ -108,6 +111,7 @@ func benchIngest(b *testing.B, engine string, syncAlways bool, batch, concurrenc
 	b.ReportMetric(full.EventsPerSec, "accepted-events/s")
 	b.ReportMetric(full.StoredPerSec, "e2e-rows/s")
 	b.ReportMetric(ms(full.P99), "p99-ms-flat-out")
+	b.ReportMetric(float64(cpuPerEvent.Nanoseconds())/1000, "cpu-us/event-flat-out")
 	b.ReportMetric(ms(half.P50), "p50-ms-at-half")
 	b.ReportMetric(ms(half.P99), "p99-ms-at-half")
 	if len(reads) > 0 {
@@ -117,6 +121,19 @@ func benchIngest(b *testing.B, engine string, syncAlways bool, batch, concurrenc
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// processCPU is the CPU time this process has used, user and system, in
+// every thread (chDB's included). Per event it is steadier than events/s
+// on a shared machine: a busy neighbour slows a run, but the work each
+// event costs stays about the same. It counts the load generator too, and
+// not a ClickHouse server's own CPU (the server engine).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // readQuery is one account's latest 50 events. Each messageId is stored
 // once, so it needs no dedup, and it reads the sort key's end in order.
