@@ -25,13 +25,12 @@ import (
 // quarter of all CPU, which then looked like the server's limit. A
 // connection that writes and reads in place costs a write and a read.
 type conn struct {
-	addr   string      // host:port to dial
-	tls    *tls.Config // nil for http
-	head   []byte      // the request line and headers, up to Content-Length's value
-	nc     net.Conn
-	r      *bufio.Reader
-	w      *bufio.Writer
-	expiry time.Duration // how long a request may take
+	addr string      // host:port to dial
+	tls  *tls.Config // nil for http
+	head []byte      // the request line and headers, up to Content-Length's value
+	nc   net.Conn
+	r    *bufio.Reader
+	w    *bufio.Writer
 }
 
 // requestTimeout bounds one request, from its first byte to its answer.
@@ -44,7 +43,7 @@ func newConn(base, writeKey string) (*conn, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("loadgen: the URL %q is not http://host[:port] or https://host[:port]", base)
 	}
-	c := &conn{addr: u.Host, expiry: requestTimeout}
+	c := &conn{addr: u.Host}
 	if u.Port() == "" {
 		port := "80"
 		if u.Scheme == "https" {
@@ -76,7 +75,7 @@ func (c *conn) post(ctx context.Context, body []byte) (int, error) {
 	nc := c.nc
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(aLongTimeAgo) })
 	defer stop()
-	if err := nc.SetDeadline(time.Now().Add(c.expiry)); err != nil {
+	if err := nc.SetDeadline(time.Now().Add(requestTimeout)); err != nil {
 		c.close()
 		return 0, err
 	}

@@ -70,8 +70,10 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	if opts.RunID == "" {
 		opts.RunID = strconv.FormatInt(time.Now().UnixNano(), 36)
 	}
-	// Checked before any worker starts, so a bad URL is one clear error.
-	if _, err := newConn(opts.URL, opts.WriteKey); err != nil {
+	// Checked before any worker starts, so a bad URL is one clear error;
+	// each worker dials its own copy.
+	template, err := newConn(opts.URL, opts.WriteKey)
+	if err != nil {
 		return Result{}, err
 	}
 	if opts.DrainTimeout == 0 {
@@ -114,7 +116,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		go func() {
 			defer wg.Done()
 			var body bytes.Buffer
-			conn, _ := newConn(opts.URL, opts.WriteKey) // checked above
+			conn := *template
 			defer conn.close()
 			own := make([]time.Duration, 0, 1024)
 			for seq := 0; ; seq++ {
