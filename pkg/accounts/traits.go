@@ -179,6 +179,28 @@ func EventsSince(ids []string, since time.Time, known func(id string) bool) (str
 	return " AND (timestamp >= ? OR account_id IN ?)", []any{since, chstore.In(whole)}
 }
 
+// WithEvents lists the tenant's accounts that have events, in order: one
+// scan of the events, for a backfill or a rollup build to page through in
+// memory. Paging in ClickHouse instead (DISTINCT after the last id, LIMIT
+// a page) scans the rest of the tenant's events once per page: at 100
+// million events that cost more than the evaluation it fed.
+func (r *Reader) WithEvents(ctx context.Context, tenant string) ([]string, error) {
+	rows, err := r.db.Query(ctx, `SELECT account_id FROM events
+		WHERE tenant_id = ? AND account_id != '' GROUP BY account_id ORDER BY account_id`, tenant)
+	if err != nil {
+		return nil, fmt.Errorf("list accounts with events: %w", err)
+	}
+	out := make([]string, 0, rows.Len())
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, nil
+}
+
 // Activity returns the first and last event times of the given accounts
 // of tenant, by account; an account without events is absent.
 func (r *Reader) Activity(ctx context.Context, tenant string, ids []string) (map[string][2]time.Time, error) {

@@ -300,16 +300,23 @@ func (s *Scorer) Backfill(ctx context.Context, tenant string) (bool, error) {
 // RebuildAll rebuilds the usage rollups of every account of tenant from
 // all its events, a page of accounts (a range of the sort key) at a time.
 func (s *Scorer) RebuildAll(ctx context.Context, tenant string) error {
-	return s.eachPage(ctx, tenant, true, func(set accountSet) error {
-		return rebuildUsage(ctx, s.db, tenant, set, time.Unix(0, 0), s.Now())
-	})
+	ids, err := s.traits.WithEvents(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	for page := range slices.Chunk(ids, pageSize) {
+		if err := rebuildUsage(ctx, s.db, tenant, accountSet{ids: page, contiguous: true}, time.Unix(0, 0), s.Now()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ScoreAll rescores every account of tenant that has events, from the
 // rollups and the events its rules match.
 func (s *Scorer) ScoreAll(ctx context.Context, tenant, trigger string) (Result, error) {
 	var total Result
-	err := s.eachPage(ctx, tenant, false, func(set accountSet) error {
+	err := s.eachPage(ctx, tenant, func(set accountSet) error {
 		r, err := s.score(ctx, tenant, set, trigger, true, time.Time{})
 		total.add(r)
 		return err
@@ -317,11 +324,10 @@ func (s *Scorer) ScoreAll(ctx context.Context, tenant, trigger string) (Result, 
 	return total, err
 }
 
-// eachPage calls f with each page of the tenant's accounts: those with
-// usage or traits, from the rollups and account_traits (tens of times
-// fewer rows to page through than the events), or fromEvents, those with
-// events (to build the rollups).
-func (s *Scorer) eachPage(ctx context.Context, tenant string, fromEvents bool, f func(accountSet) error) error {
+// eachPage calls f with each page of the tenant's accounts with usage or
+// traits, from the rollups and account_traits (tens of times fewer rows to
+// page through than the events).
+func (s *Scorer) eachPage(ctx context.Context, tenant string, f func(accountSet) error) error {
 	after := ""
 	for {
 		q, args := `SELECT account_id FROM (
@@ -329,9 +335,6 @@ func (s *Scorer) eachPage(ctx context.Context, tenant string, fromEvents bool, f
 				UNION ALL
 				SELECT account_id FROM (SELECT DISTINCT account_id FROM account_traits WHERE tenant_id = ? AND account_id > ? ORDER BY account_id LIMIT ?))
 			GROUP BY account_id ORDER BY account_id LIMIT ?`, []any{tenant, after, pageSize, tenant, after, pageSize, pageSize}
-		if fromEvents {
-			q, args = `SELECT DISTINCT account_id FROM events WHERE tenant_id = ? AND account_id > ? ORDER BY account_id LIMIT ?`, []any{tenant, after, pageSize}
-		}
 		rows, err := s.db.Query(ctx, q, args...)
 		if err != nil {
 			return fmt.Errorf("list accounts: %w", err)

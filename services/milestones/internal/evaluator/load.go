@@ -293,37 +293,3 @@ func insertRows(ctx context.Context, db chstore.Store, tenant string, rs []Row) 
 	}
 	return nil
 }
-
-// accountPage lists up to n of a tenant's accounts with events, after the
-// account id after, in order.
-func accountPage(ctx context.Context, db chstore.Store, tenant, after string, n int) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT DISTINCT account_id FROM events
-		WHERE tenant_id = ? AND account_id > ? ORDER BY account_id LIMIT ?`, tenant, after, n)
-	if err != nil {
-		return nil, fmt.Errorf("list accounts: %w", err)
-	}
-	out := make([]string, 0, rows.Len())
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, nil
-}
-
-// accountCount counts a tenant's accounts with events.
-func accountCount(ctx context.Context, db chstore.Store, tenant string) (int64, error) {
-	rows, err := db.Query(ctx, `SELECT uniqExact(account_id) FROM events WHERE tenant_id = ? AND account_id != ''`, tenant)
-	if err != nil {
-		return 0, fmt.Errorf("count accounts: %w", err)
-	}
-	var n uint64
-	if rows.Next() {
-		if err := rows.Scan(&n); err != nil {
-			return 0, err
-		}
-	}
-	return int64(n), nil
-}

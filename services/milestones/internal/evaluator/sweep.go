@@ -3,6 +3,7 @@ package evaluator
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -17,26 +18,22 @@ import (
 // range of the sort key, so no list is sent, and few, large queries.
 const pageSize = 10 * ChunkSize
 
-// EvaluateAll re-evaluates every account of tenant that has events, a page
-// at a time, calling done after each page with the accounts done so far.
-func (e *Evaluator) EvaluateAll(ctx context.Context, tenant, trigger string, done func(n int64)) (Result, error) {
+// evaluatePages re-evaluates the accounts ids, in order, a page (a range of
+// the sort key) at a time, calling done after each page with the accounts
+// done so far.
+func (e *Evaluator) evaluatePages(ctx context.Context, tenant string, ids []string, trigger string, done func(n int64)) (Result, error) {
 	var total Result
-	after := ""
-	for {
-		page, err := accountPage(ctx, e.db, tenant, after, pageSize)
-		if err != nil || len(page) == 0 {
-			return total, err
-		}
+	for page := range slices.Chunk(ids, pageSize) {
 		r, err := e.evaluate(ctx, tenant, accountSet{ids: page, contiguous: true}, trigger, time.Time{})
 		total.add(r)
 		if err != nil {
 			return total, err
 		}
-		after = page[len(page)-1]
 		if done != nil {
 			done(int64(total.Accounts))
 		}
 	}
+	return total, nil
 }
 
 // Sweep moves every account with a journey on by the clock alone: an
@@ -146,11 +143,11 @@ func (e *Evaluator) RunBackfill(ctx context.Context, tenant, reason string) (Res
 		}
 	}
 	record()
-	total, err := accountCount(ctx, e.db, tenant)
-	bf.Total = total
+	ids, err := e.traits.WithEvents(ctx, tenant)
+	bf.Total = int64(len(ids))
 	var res Result
 	if err == nil {
-		res, err = e.EvaluateAll(ctx, tenant, "backfill", func(n int64) { bf.Done = n; record() })
+		res, err = e.evaluatePages(ctx, tenant, ids, "backfill", func(n int64) { bf.Done = n; record() })
 	}
 	bf.Finished, bf.FinishedAt = true, time.Now().UTC()
 	if err != nil {
