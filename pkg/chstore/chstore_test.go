@@ -2,6 +2,8 @@ package chstore_test
 
 import (
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -401,5 +403,40 @@ func TestInsertFromTypedRows(t *testing.T) {
 		} else {
 			require.Error(t, err)
 		}
+	})
+}
+
+// An insert larger than the embedded engine's spool chunk (4 MiB), with a
+// row larger than a chunk among them, stores every row whole and in order
+// on both engines.
+func TestInsertLargerThanASpoolChunk(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, s chstore.Store) {
+		ctx := t.Context()
+		require.NoError(t, s.Exec(ctx, `CREATE TABLE big_rows (n UInt64, body String) ENGINE = MergeTree ORDER BY n`))
+		const rows = 3000
+		var in [][]any
+		sums := make([]string, rows)
+		for i := range rows {
+			size := 3000 + i%1000 // about 10 MiB in all: three chunks
+			if i == 1500 {
+				size = 5 << 20 // one row of 5 MiB, more than a chunk
+			}
+			body := strings.Repeat(string(rune('a'+i%26)), size) + fmt.Sprint(i)
+			sum := md5.Sum([]byte(body))
+			sums[i] = strings.ToUpper(hex.EncodeToString(sum[:]))
+			in = append(in, []any{uint64(i), body})
+		}
+		require.NoError(t, s.Insert(ctx, "big_rows", []string{"n", "body"}, in))
+		r, err := s.Query(ctx, `SELECT n, hex(MD5(body)) FROM big_rows ORDER BY n`)
+		require.NoError(t, err)
+		got := make([]string, 0, rows)
+		for r.Next() {
+			var n uint64
+			var sum string
+			require.NoError(t, r.Scan(&n, &sum))
+			require.Equal(t, uint64(len(got)), n)
+			got = append(got, sum)
+		}
+		require.Equal(t, sums, got)
 	})
 }
