@@ -120,9 +120,9 @@ var jsonFunctions = chstore.Version{Major: 20, Minor: 1}
 // milestoneEvents reads, for the accounts, the events the journeys'
 // milestones need, up to now. It doesn't read every event: a predicate is
 // decided by a few of them (the first N, each user's first, each day's
-// first) and the latest, so each predicate's fetch reads only those,
-// reduced in ClickHouse with LIMIT BY (each messageId once: its earliest
-// row, before any filter). Their union gives progress.Evaluate the answer
+// first, and for users and days the latest), so each predicate's fetch
+// reads only those, reduced in ClickHouse with LIMIT BY (each messageId
+// once: its earliest row, before any filter). Their union gives progress.Evaluate the answer
 // it gives on every event (see TestReducedFetchesGiveTheAnswerOfEveryEvent).
 // Property filters run in ClickHouse where it has JSON functions; on older
 // servers (18.16) a filtered predicate reads every event of its name, with
@@ -180,9 +180,14 @@ func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need 
 			if f.days {
 				add(`SELECT ` + cols + ` FROM ` + distinct + ` ` + order + ` LIMIT 1 BY account_id, toDate(timestamp)`)
 			}
-			// The latest event, for the time of the last progress.
-			add(`SELECT ` + cols + ` FROM ` + distinct + `
+			// The latest event, for the time of the last progress of a
+			// milestone not reached yet. A count threshold needs none: an
+			// account short of it has fewer events than the first N, so
+			// they are all read above.
+			if f.users > 0 || f.days {
+				add(`SELECT ` + cols + ` FROM ` + distinct + `
 				ORDER BY account_id, timestamp DESC, timestamp_ms DESC, message_id, user LIMIT 1 BY account_id`)
+			}
 		}
 		for i, q := range queries {
 			if err := scanEvents(ctx, db, q, qargs[i], withProps[f.name], out); err != nil {
