@@ -184,8 +184,16 @@ func (e *embeddedStore) Query(ctx context.Context, query string, args ...any) (*
 	if err != nil {
 		return nil, err
 	}
-	out, err := e.s.run(ctx, e.db, q, "JSONCompactEachRowWithNamesAndTypes")
+	out, err := e.s.run(ctx, e.db, q, "RowBinaryWithNamesAndTypes")
 	if err != nil {
+		return nil, err
+	}
+	rows, err := parseRowBinary(out)
+	if !errors.Is(err, errUnsupportedType) {
+		return rows, err
+	}
+	// A type the binary decoder doesn't read: the query again, as text.
+	if out, err = e.s.run(ctx, e.db, q, "JSONCompactEachRowWithNamesAndTypes"); err != nil {
 		return nil, err
 	}
 	return parseJSONCompact(out)
