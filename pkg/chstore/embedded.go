@@ -299,7 +299,7 @@ var spoolSeq atomic.Int64
 // Inserts of tens of megabytes come one after another: a pooled chunk
 // spares the allocations, the copies and the page faults of a buffer
 // grown to the whole insert each time (for a backfill's signals, whose
-// payloads make inserts of a hundred megabytes, they were a tenth of
+// payloads make inserts of a hundred megabytes, they were a sixth of
 // its time).
 func spoolRows(path string, src RowSource, w *binaryWriter) (err error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
