@@ -122,8 +122,9 @@ var jsonFunctions = chstore.Version{Major: 20, Minor: 1}
 // decided by a few of them (the first N, each user's first, each day's
 // first, and for users and days the latest), so each predicate's fetch
 // reads only those, reduced in ClickHouse with LIMIT BY (each messageId
-// once: its earliest row, before any filter). Their union gives progress.Evaluate the answer
-// it gives on every event (see TestReducedFetchesGiveTheAnswerOfEveryEvent).
+// once: its earliest row, before any filter). Their union gives
+// progress.Evaluate the answer it gives on every event (see
+// TestReducedFetchesGiveTheAnswerOfEveryEvent).
 // Property filters run in ClickHouse where it has JSON functions; on older
 // servers (18.16) a filtered predicate reads every event of its name, with
 // properties, and the filters run here. Events of a name some milestone
