@@ -230,6 +230,37 @@ func TestChurnReportAndSentimentAndModelErrors(t *testing.T) {
 			t.Errorf("worst: %v", r.GetWorst())
 		}
 
+		// Risk signals stored after the churns were recorded: gone-1's
+		// onboarding stalled 3 h before it churned (a journey put later), so
+		// it was foreseen; gone-3's health went red 5 h before it churned,
+		// earlier than its recorded first risk. A risk after a churn, and a
+		// signal of another kind, foresee nothing.
+		sig := func(account, kind string, at time.Time) []any {
+			return []any{"t1", account, account + kind, kind, "medium", at, now, "", ""}
+		}
+		if err := db.Insert(ctx, "signals", []string{"tenant_id", "account_id", "signal_id", "kind", "severity", "occurred_at", "detected_at", "summary", "payload"}, [][]any{
+			sig("gone-1", "onboarding_stalled", now.Add(-5*time.Hour)), sig("gone-1", "milestone_reached", now.Add(-9*time.Hour)),
+			sig("gone-3", "health_red", now.Add(-9*time.Hour)), sig("gone-0", "health_red", now),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if r, err = h.ChurnReport(ctx, &healthv1.ChurnReportRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		// Leads now 2h (gone-0), 3h (gone-1), 6h (gone-2), 5h (gone-3): median 4h.
+		if o := r.GetOverall(); o.GetChurns() != 4 || o.GetForeseen() != 4 || o.GetMedianLeadTimeSeconds() != 4*3600 {
+			t.Errorf("overall with the later signals: %v", o)
+		}
+		if len(r.GetWorst()) != 0 {
+			t.Errorf("worst with the later signals: %v", r.GetWorst())
+		}
+		for _, rec := range r.GetRecords() {
+			want := map[string]string{"gone-0": "cancel_intent", "gone-1": "onboarding_stalled", "gone-2": "cancel_intent", "gone-3": "health_red"}[rec.GetAccountId()]
+			if got := rec.GetChurn().GetFirstRiskKind(); got != want {
+				t.Errorf("%s: first risk %q, want %q", rec.GetAccountId(), got, want)
+			}
+		}
+
 		if _, err := h.PutSentiment(ctx, &healthv1.PutSentimentRequest{AccountId: "acc-1", Score: 101}); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("score 101: %v", err)
 		}

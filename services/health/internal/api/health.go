@@ -177,14 +177,29 @@ func (s *Health) ChurnReport(ctx context.Context, req *healthv1.ChurnReportReque
 	for _, f := range model.Fits {
 		out.ByFit[f] = &healthv1.ChurnStats{}
 	}
+	type churn struct {
+		id string
+		c  *scorer.Churn
+	}
+	var churns []churn
+	byAccount := map[string][]*scorer.Churn{}
 	for rows.Next() {
 		var id string
-		var c scorer.Churn
+		c := &scorer.Churn{}
 		var foreseen uint64
 		if err := rows.Scan(&id, &c.At, &c.Source, &c.Reason, &c.Fit, &foreseen, &c.FirstRiskKind, &c.FirstRiskAt); err != nil {
 			return nil, unavailable(err)
 		}
 		c.Foreseen = foreseen == 1
+		churns = append(churns, churn{id, c})
+		byAccount[id] = append(byAccount[id], c)
+	}
+	// A risk signal stored after the churn was recorded can precede it.
+	if err := scorer.ForeseeFromSignals(ctx, s.db, tenant, byAccount); err != nil {
+		return nil, unavailable(err)
+	}
+	for _, ch := range churns {
+		id, c := ch.id, *ch.c
 		rec := &healthv1.ChurnRecord{AccountId: id, Churn: scorer.ChurnEvidence(&c)}
 		out.Records = append(out.Records, rec)
 		add("", rec.Churn)

@@ -812,6 +812,43 @@ func (s *Scorer) classify(ctx context.Context, tenant, account string, c *Churn)
 	return nil
 }
 
+// ForeseeFromSignals sets each churn's first risk from the stored signals:
+// the earliest risk signal at or before it. A churn is classified when it
+// is scored, and a risk signal stored after that (the milestone service's
+// onboarding signals of a journey put later, or a writer storing the
+// account's events out of their order) can still come first in event
+// time. The report reads them, so that it does not depend on the order
+// the services processed the events in. churns are by account.
+func ForeseeFromSignals(ctx context.Context, db chstore.Store, tenant string, churns map[string][]*Churn) error {
+	ids := make([]string, 0, len(churns))
+	for id := range churns {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for chunk := range slices.Chunk(ids, ChunkSize) {
+		rows, err := db.Query(ctx, `SELECT account_id, kind, min(occurred_at) AS at FROM signals
+			WHERE tenant_id = ? AND account_id IN ? AND kind IN ? GROUP BY account_id, kind ORDER BY account_id, at, kind`,
+			tenant, chstore.In(chunk), chstore.In(riskKinds))
+		if err != nil {
+			return fmt.Errorf("read risk signals: %w", err)
+		}
+		for rows.Next() {
+			var id, kind string
+			var at time.Time
+			if err := rows.Scan(&id, &kind, &at); err != nil {
+				return err
+			}
+			for _, c := range churns[id] {
+				if at.After(c.At) || (c.Foreseen && !at.Before(c.FirstRiskAt)) {
+					continue
+				}
+				c.Foreseen, c.FirstRiskKind, c.FirstRiskAt = true, kind, at
+			}
+		}
+	}
+	return nil
+}
+
 func insertChurns(ctx context.Context, db chstore.Store, tenant string, rows []Row, now time.Time) error {
 	var out [][]any
 	for _, r := range rows {
