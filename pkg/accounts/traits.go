@@ -190,15 +190,7 @@ func (r *Reader) WithEvents(ctx context.Context, tenant string) ([]string, error
 	if err != nil {
 		return nil, fmt.Errorf("list accounts with events: %w", err)
 	}
-	out := make([]string, 0, rows.Len())
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, nil
+	return rows.Strings()
 }
 
 // Activity returns the first and last event times of the given accounts

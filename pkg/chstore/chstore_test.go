@@ -489,3 +489,25 @@ func TestResultTypes(t *testing.T) {
 		require.Equal(t, []any{"b", uint64(7)}, got, "an Enum, read as JSON")
 	})
 }
+
+// Strings reads a one-column result of strings, and refuses another type.
+func TestRowsStrings(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, s chstore.Store) {
+		r, err := s.Query(t.Context(), `SELECT concat('acc-', toString(number)) FROM numbers(3) ORDER BY number`)
+		require.NoError(t, err)
+		ids, err := r.Strings()
+		require.NoError(t, err)
+		require.Equal(t, []string{"acc-0", "acc-1", "acc-2"}, ids)
+
+		r, err = s.Query(t.Context(), `SELECT toString(number) FROM numbers(3) WHERE number > 5`)
+		require.NoError(t, err)
+		ids, err = r.Strings()
+		require.NoError(t, err)
+		require.Empty(t, ids)
+
+		r, err = s.Query(t.Context(), `SELECT number FROM numbers(2)`)
+		require.NoError(t, err)
+		_, err = r.Strings()
+		require.Error(t, err)
+	})
+}

@@ -43,6 +43,19 @@ func (r *Rows) Next() bool {
 	return true
 }
 
+// Strings reads the rest of a one-column result as strings: a list of ids.
+func (r *Rows) Strings() ([]string, error) {
+	out := make([]string, 0, len(r.data)-r.pos)
+	for r.Next() {
+		var s string
+		if err := r.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
 // Values returns the current row's canonical values.
 func (r *Rows) Values() []any { return r.data[r.pos-1] }
 

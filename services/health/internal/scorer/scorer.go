@@ -339,16 +339,9 @@ func (s *Scorer) eachPage(ctx context.Context, tenant string, f func(accountSet)
 		if err != nil {
 			return fmt.Errorf("list accounts: %w", err)
 		}
-		page := make([]string, 0, rows.Len())
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return err
-			}
-			page = append(page, id)
-		}
-		if len(page) == 0 {
-			return nil
+		page, err := rows.Strings()
+		if err != nil || len(page) == 0 {
+			return err
 		}
 		if err := f(accountSet{ids: page, contiguous: true}); err != nil {
 			return err
@@ -372,15 +365,7 @@ func (s *Scorer) movablePage(ctx context.Context, tenant, after string, today ti
 	if err != nil {
 		return nil, fmt.Errorf("list the accounts to sweep: %w", err)
 	}
-	out := make([]string, 0, rows.Len())
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, nil
+	return rows.Strings()
 }
 
 // tenantNorms are the tenant's norms for today: its median active account

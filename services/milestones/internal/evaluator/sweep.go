@@ -120,13 +120,9 @@ func (e *Evaluator) Reconcile(ctx context.Context, tenant string, since time.Tim
 	if err != nil {
 		return Result{}, fmt.Errorf("accounts with recent events: %w", err)
 	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return Result{}, err
-		}
-		ids = append(ids, id)
+	ids, err := rows.Strings()
+	if err != nil {
+		return Result{}, err
 	}
 	return e.Evaluate(ctx, tenant, ids, "reconcile", time.Time{})
 }
