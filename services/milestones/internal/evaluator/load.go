@@ -120,7 +120,8 @@ var jsonFunctions = chstore.Version{Major: 20, Minor: 1}
 // milestoneEvents reads, for the accounts, the events the journeys'
 // milestones need, up to now. It doesn't read every event: a predicate is
 // decided by a few of them (the first N, each user's first, each day's
-// first, and for users and days the latest), so each predicate's fetch
+// first; these are also the events that count as progress, which is all
+// LastProgressAt needs), so each predicate's fetch
 // reads only those, reduced in ClickHouse with LIMIT BY (each messageId
 // once: its earliest row, before any filter). Their union gives
 // progress.Evaluate the answer it gives on every event (see
@@ -180,14 +181,6 @@ func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need 
 			}
 			if f.days {
 				add(`SELECT ` + cols + ` FROM ` + distinct + ` ` + order + ` LIMIT 1 BY account_id, toDate(timestamp)`)
-			}
-			// The latest event, for the time of the last progress of a
-			// milestone not reached yet. A count threshold needs none: an
-			// account short of it has fewer events than the first N, so
-			// they are all read above.
-			if f.users > 0 || f.days {
-				add(`SELECT ` + cols + ` FROM ` + distinct + `
-				ORDER BY account_id, timestamp DESC, timestamp_ms DESC, message_id, user LIMIT 1 BY account_id`)
 			}
 		}
 		for i, q := range queries {

@@ -52,8 +52,11 @@ type Milestone struct {
 	Progress int       `json:"progress"`
 	Required int       `json:"required"`
 	TargetAt time.Time `json:"target_at"`
-	// LastProgressAt is the time of the latest matching event, up to the
-	// one that reached it.
+	// LastProgressAt is the time of the latest event that counted toward
+	// the threshold, up to the one that reached it: a matching event, a
+	// new user's first, a new UTC day's first. (An event by a user or on a
+	// day already counted adds nothing; it is not progress, and the
+	// evaluator needn't read it.)
 	LastProgressAt time.Time `json:"last_progress_at,omitzero"`
 }
 
@@ -148,7 +151,6 @@ func milestone(m journey.Milestone, start time.Time, evs []Event) Milestone {
 		if out.Reached {
 			break
 		}
-		out.LastProgressAt = e.At
 		switch m.Threshold.Kind {
 		case journey.Count:
 			out.Progress++
@@ -174,6 +176,7 @@ func milestone(m journey.Milestone, start time.Time, evs []Event) Milestone {
 			out.Progress = max(out.Progress, inWindow)
 			out.Reached = inWindow >= m.Threshold.N
 		}
+		out.LastProgressAt = e.At
 		if out.Reached {
 			out.ReachedAt = e.At.UTC()
 		}

@@ -18,9 +18,11 @@ var t0 = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 
 // reference is the brute-force answer: the first prefix of the distinct,
 // time-ordered events whose matching events satisfy the threshold, checked
-// from scratch for every prefix.
-func reference(m journey.Milestone, evs []Event, now time.Time) (bool, time.Time) {
+// from scratch for every prefix; and the last progress in that prefix (or
+// in all the events when none does).
+func reference(m journey.Milestone, evs []Event, now time.Time) (reached bool, at, lastProgress time.Time) {
 	evs = Distinct(evs, now)
+	upTo := evs
 	for i := range evs {
 		var matched []Event
 		for _, e := range evs[:i+1] {
@@ -29,10 +31,30 @@ func reference(m journey.Milestone, evs []Event, now time.Time) (bool, time.Time
 			}
 		}
 		if satisfied(m.Threshold, matched) {
-			return true, evs[i].At
+			reached, at, upTo = true, evs[i].At, evs[:i+1]
+			break
 		}
 	}
-	return false, time.Time{}
+	// Progress is an event that counts: any matching one for a count, a
+	// new user's first, a new day's first.
+	counted := map[string]bool{}
+	for _, e := range upTo {
+		if e.Name != m.Event || !refMatches(m.Where, e.Properties) {
+			continue
+		}
+		key := e.MessageID
+		switch m.Threshold.Kind {
+		case journey.DistinctUsers:
+			key = e.User
+		case journey.DistinctDays:
+			key = e.At.Format("2006-01-02")
+		}
+		if key != "" && !counted[key] {
+			counted[key] = true
+			lastProgress = e.At
+		}
+	}
+	return reached, at, lastProgress
 }
 
 func satisfied(t journey.Threshold, evs []Event) bool {
@@ -179,9 +201,10 @@ func TestPredicatesAgreeWithTheBruteForceReference(t *testing.T) {
 		}
 		now := t0.Add(time.Duration(r.Int64N(int64(22 * journey.Day))))
 		got := milestone(m, t0, Distinct(evs, now))
-		wantReached, wantAt := reference(m, evs, now)
-		if got.Reached != wantReached || !got.ReachedAt.Equal(wantAt) {
-			t.Fatalf("round %d: %+v where %+v: got reached=%v at %v, reference %v at %v", round, m.Threshold, m.Where, got.Reached, got.ReachedAt, wantReached, wantAt)
+		wantReached, wantAt, wantLast := reference(m, evs, now)
+		if got.Reached != wantReached || !got.ReachedAt.Equal(wantAt) || !got.LastProgressAt.Equal(wantLast) {
+			t.Fatalf("round %d: %+v where %+v: got reached=%v at %v, last progress %v; reference %v at %v, last progress %v",
+				round, m.Threshold, m.Where, got.Reached, got.ReachedAt, got.LastProgressAt, wantReached, wantAt, wantLast)
 		}
 		for _, e := range evs {
 			if specfile.Matches(m.Where, e.Properties) != refMatches(m.Where, e.Properties) {

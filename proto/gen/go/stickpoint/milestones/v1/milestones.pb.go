@@ -667,15 +667,18 @@ func (x *GetBackfillResponse) GetError() string {
 
 // MilestoneProgress is one milestone's state for an account.
 type MilestoneProgress struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	Id             string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name           string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Event          string                 `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
-	Reached        bool                   `protobuf:"varint,4,opt,name=reached,proto3" json:"reached,omitempty"`
-	ReachedAt      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=reached_at,json=reachedAt,proto3" json:"reached_at,omitempty"`
-	TargetAt       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=target_at,json=targetAt,proto3" json:"target_at,omitempty"`
-	Progress       int32                  `protobuf:"varint,7,opt,name=progress,proto3" json:"progress,omitempty"`
-	Required       int32                  `protobuf:"varint,8,opt,name=required,proto3" json:"required,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Event     string                 `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`
+	Reached   bool                   `protobuf:"varint,4,opt,name=reached,proto3" json:"reached,omitempty"`
+	ReachedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=reached_at,json=reachedAt,proto3" json:"reached_at,omitempty"`
+	TargetAt  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=target_at,json=targetAt,proto3" json:"target_at,omitempty"`
+	Progress  int32                  `protobuf:"varint,7,opt,name=progress,proto3" json:"progress,omitempty"`
+	Required  int32                  `protobuf:"varint,8,opt,name=required,proto3" json:"required,omitempty"`
+	// last_progress_at is the time of the latest event that counted toward
+	// the threshold: a matching event, a new user's first, a new UTC day's
+	// first (up to the one that reached it).
 	LastProgressAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_progress_at,json=lastProgressAt,proto3" json:"last_progress_at,omitempty"`
 	// state is reached, pending, late (target passed) or overdue (past grace).
 	State         string `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`

@@ -371,7 +371,9 @@ type OnboardingEvidence struct {
 	// progress toward required: events, distinct users or distinct days.
 	Progress int32 `protobuf:"varint,7,opt,name=progress,proto3" json:"progress,omitempty"`
 	Required int32 `protobuf:"varint,8,opt,name=required,proto3" json:"required,omitempty"`
-	// last_progress_at is the time of the account's latest milestone event.
+	// last_progress_at is the time of the account's last milestone progress:
+	// the latest event that counted toward any milestone's threshold (a
+	// matching event, a new user's first, a new UTC day's first).
 	LastProgressAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_progress_at,json=lastProgressAt,proto3" json:"last_progress_at,omitempty"`
 	AccountStart   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=account_start,json=accountStart,proto3" json:"account_start,omitempty"`
 	// status_before and status_after are onboarding statuses.
