@@ -58,6 +58,8 @@ type Evaluator struct {
 	// Changed tells the accounts API which accounts' onboarding each store
 	// changed (its Get keeps accounts in memory); nil tells no one.
 	Changed *accounts.Notifier
+	// pageSize is defaultPageSize; tests make it small, to have many pages.
+	pageSize int
 
 	evaluated   metric.Int64Counter
 	transitions metric.Int64Counter
@@ -67,7 +69,7 @@ type Evaluator struct {
 // New returns an evaluator over a migrated store.
 func New(db chstore.Store, js *journeys.Store, emitter *signals.Emitter, log *slog.Logger) (*Evaluator, error) {
 	e := &Evaluator{db: db, journeys: js, traits: accounts.NewReader(db), emitter: emitter, log: log,
-		Now: time.Now}
+		Now: time.Now, pageSize: defaultPageSize}
 	meter := otel.GetMeterProvider().Meter(scope)
 	var err error
 	if e.evaluated, err = meter.Int64Counter("stickpoint.milestones.accounts.evaluated",

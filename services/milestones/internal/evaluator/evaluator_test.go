@@ -393,6 +393,7 @@ func TestBackfillEndsInTheStateOfLiveProcessing(t *testing.T) {
 		if err := db.Exec(t.Context(), "TRUNCATE TABLE account_onboarding"); err != nil {
 			t.Fatal(err)
 		}
+		e.eval.pageSize = 5 // three pages, pagesInFlight at once
 		res, err := e.eval.RunBackfill(t.Context(), "t1", "test")
 		if err != nil || res.Accounts != len(accounts) {
 			t.Fatalf("backfill: %+v %v", res, err)

@@ -4,36 +4,56 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/sync/errgroup"
 
 	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/journeys"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/progress"
 )
 
-// pageSize is how many accounts the sweep and backfill take at a time: a
+// defaultPageSize is how many accounts the sweep and backfill take at a time: a
 // range of the sort key, so no list is sent, and few, large queries.
-const pageSize = 10 * ChunkSize
+const defaultPageSize = 10 * ChunkSize
 
-// evaluatePages re-evaluates the accounts ids, in order, a page (a range of
-// the sort key) at a time, calling done after each page with the accounts
-// done so far.
+// pagesInFlight is how many pages a backfill evaluates at once. One page's
+// reads keep about one core busy (ClickHouse sorts each read on one
+// thread), and its parsing, evaluation and signals another part of the
+// time; two in flight keep both cores of the target machine busy.
+const pagesInFlight = 2
+
+// evaluatePages re-evaluates the accounts ids a page (a range of the sort
+// key) at a time, pagesInFlight pages at once, calling done after each
+// page with the accounts done so far. The pages are disjoint, so the
+// order they finish in changes nothing stored. The first error stops it.
 func (e *Evaluator) evaluatePages(ctx context.Context, tenant string, ids []string, trigger string, done func(n int64)) (Result, error) {
-	var total Result
-	for page := range slices.Chunk(ids, pageSize) {
-		r, err := e.evaluate(ctx, tenant, accountSet{ids: page, contiguous: true}, trigger, time.Time{})
-		total.add(r)
-		if err != nil {
-			return total, err
+	var (
+		mu    sync.Mutex
+		total Result
+	)
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(pagesInFlight)
+	for page := range slices.Chunk(ids, e.pageSize) {
+		if ctx.Err() != nil {
+			break // a page failed: start no more
 		}
-		if done != nil {
-			done(int64(total.Accounts))
-		}
+		g.Go(func() error {
+			r, err := e.evaluate(ctx, tenant, accountSet{ids: page, contiguous: true}, trigger, time.Time{})
+			mu.Lock()
+			defer mu.Unlock()
+			total.add(r)
+			if err == nil && done != nil {
+				done(int64(total.Accounts))
+			}
+			return err
+		})
 	}
-	return total, nil
+	err := g.Wait()
+	return total, err
 }
 
 // Sweep moves every account with a journey on by the clock alone: an
@@ -69,7 +89,7 @@ func (e *Evaluator) sweepTenant(ctx context.Context, tenant string, js []journey
 	var total Result
 	after := ""
 	for {
-		rows, err := ReadRows(ctx, e.db, tenant, nil, "AND journey_id != '' AND account_id > ? ORDER BY account_id LIMIT ?", after, pageSize)
+		rows, err := ReadRows(ctx, e.db, tenant, nil, "AND journey_id != '' AND account_id > ? ORDER BY account_id LIMIT ?", after, e.pageSize)
 		if err != nil || len(rows) == 0 {
 			return total, err
 		}
