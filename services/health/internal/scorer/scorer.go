@@ -31,6 +31,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
@@ -54,6 +55,11 @@ const ChunkSize = 5000
 // pageSize is how many accounts a full rescore or the sweep takes at a
 // time (a full rescore scores a page at once).
 const pageSize = 10_000
+
+// readsInFlight is how many of a round's independent reads (usage, norms,
+// traits, onboarding, sentiment, events) run at once: each is a short
+// query that keeps about one core busy, and the target machine has two.
+const readsInFlight = 2
 
 // normsTTL is how long a tenant's norms serve live scoring; the sweep
 // refreshes them.
@@ -437,52 +443,52 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		return Result{}, nil
 	}
 	lap("rows")
-	usage, err := readUsage(ctx, s.db, tenant, set, spans, m.Health.KeyFeatures)
-	if err != nil {
-		return Result{}, err
-	}
-	lap("usage")
-	norms, err := s.tenantNorms(ctx, tenant, today, m.Health.Window)
-	if err != nil {
-		return Result{}, err
-	}
-	lap("norms")
-	var traits map[string]accounts.Traits
-	if set.contiguous {
-		traits, err = s.traits.TraitsBetween(ctx, tenant, ids[0], ids[len(ids)-1])
-	} else {
-		traits, err = s.traits.Traits(ctx, tenant, ids)
-	}
-	if err != nil {
-		return Result{}, err
-	}
-	lap("traits")
-	onboarding, err := readOnboarding(ctx, s.db, tenant, set)
-	if err != nil {
-		return Result{}, err
-	}
-	sentiments, err := readSentiment(ctx, s.db, tenant, set)
-	if err != nil {
-		return Result{}, err
-	}
-	lap("onboarding+sentiment")
-	var evs map[string][]event
-	var activity map[string][2]time.Time
+	// The reads below are independent: they run at once, readsInFlight
+	// at a time (each is a short query that keeps about one core busy).
+	var (
+		usage      map[string]score.Usage
+		norms      score.Norms
+		traits     map[string]accounts.Traits
+		onboarding map[string]string
+		sentiments map[string]*score.Sentiment
+		evs        map[string][]event
+		activity   map[string][2]time.Time
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(readsInFlight)
+	g.Go(func() (err error) {
+		usage, err = readUsage(gctx, s.db, tenant, set, spans, m.Health.KeyFeatures)
+		return err
+	})
+	g.Go(func() (err error) { norms, err = s.tenantNorms(gctx, tenant, today, m.Health.Window); return err })
+	g.Go(func() (err error) {
+		if set.contiguous {
+			traits, err = s.traits.TraitsBetween(gctx, tenant, ids[0], ids[len(ids)-1])
+		} else {
+			traits, err = s.traits.Traits(gctx, tenant, ids)
+		}
+		return err
+	})
+	g.Go(func() (err error) { onboarding, err = readOnboarding(gctx, s.db, tenant, set); return err })
+	g.Go(func() (err error) { sentiments, err = readSentiment(gctx, s.db, tenant, set); return err })
 	if withEvents {
-		all, err := readRuleEvents(ctx, s.db, tenant, set, m, now.Add(-lookback(m)), now)
-		if err != nil {
-			return Result{}, err
-		}
-		evs = map[string][]event{}
-		for _, e := range all {
-			evs[e.account] = append(evs[e.account], e)
-		}
-		if activity, err = eventSpans(ctx, s.db, tenant, set, prev, since); err != nil {
-			return Result{}, err
-		}
+		g.Go(func() error {
+			all, err := readRuleEvents(gctx, s.db, tenant, set, m, now.Add(-lookback(m)), now)
+			if err != nil {
+				return err
+			}
+			evs = map[string][]event{}
+			for _, e := range all {
+				evs[e.account] = append(evs[e.account], e)
+			}
+			return nil
+		})
+		g.Go(func() (err error) { activity, err = eventSpans(gctx, s.db, tenant, set, prev, since); return err })
 	}
-
-	lap("events")
+	if err := g.Wait(); err != nil {
+		return Result{}, err
+	}
+	lap("reads")
 	var sigs []*signalsv1.Signal
 	var changed []Row
 	var churned []Row

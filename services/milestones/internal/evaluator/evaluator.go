@@ -29,6 +29,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/stickpoint/stickpoint/pkg/accounts"
@@ -152,20 +153,19 @@ func (e *Evaluator) evaluate(ctx context.Context, tenant string, set accountSet,
 func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accountSet, js []journeys.Stored, now, since time.Time) (Result, error) {
 	var traits map[string]accounts.Traits
 	var prevRows []Row
-	var err error
+	g, gctx := errgroup.WithContext(ctx)
 	if set.contiguous {
 		lo, hi := set.ids[0], set.ids[len(set.ids)-1]
-		traits, err = e.traits.TraitsBetween(ctx, tenant, lo, hi)
-		if err == nil {
-			prevRows, err = ReadRows(ctx, e.db, tenant, nil, "AND account_id >= ? AND account_id <= ?", lo, hi)
-		}
+		g.Go(func() (err error) { traits, err = e.traits.TraitsBetween(gctx, tenant, lo, hi); return err })
+		g.Go(func() (err error) {
+			prevRows, err = ReadRows(gctx, e.db, tenant, nil, "AND account_id >= ? AND account_id <= ?", lo, hi)
+			return err
+		})
 	} else {
-		traits, err = e.traits.Traits(ctx, tenant, set.ids)
-		if err == nil {
-			prevRows, err = ReadRows(ctx, e.db, tenant, set.ids, "")
-		}
+		g.Go(func() (err error) { traits, err = e.traits.Traits(gctx, tenant, set.ids); return err })
+		g.Go(func() (err error) { prevRows, err = ReadRows(gctx, e.db, tenant, set.ids, ""); return err })
 	}
-	if err != nil {
+	if err := g.Wait(); err != nil {
 		return Result{}, err
 	}
 	prev := make(map[string]Row, len(prevRows))

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/specfile"
@@ -141,6 +143,13 @@ func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need 
 		withProps[f.name] = withProps[f.name] || len(f.where) > 0
 	}
 	const order = "ORDER BY account_id, timestamp, timestamp_ms, message_id, user"
+	type read struct {
+		q         string
+		args      []any
+		withProps bool
+		out       map[string][]progress.Event
+	}
+	var reads []*read
 	for _, f := range plan {
 		set, ok := need[f.name]
 		if !ok {
@@ -163,11 +172,8 @@ func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need 
 			distinct = `(SELECT * FROM ` + distinct + ` WHERE ` + filter + `)`
 			args = append(args, filterArgs...)
 		}
-		var queries []string
-		var qargs [][]any
 		add := func(q string, extra ...any) {
-			queries = append(queries, q)
-			qargs = append(qargs, append(slices.Clone(args), extra...))
+			reads = append(reads, &read{q: q, args: append(slices.Clone(args), extra...), withProps: withProps[f.name]})
 		}
 		if f.all {
 			add(`SELECT ` + cols + ` FROM ` + distinct)
@@ -183,14 +189,33 @@ func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need 
 				add(`SELECT ` + cols + ` FROM ` + distinct + ` ` + order + ` LIMIT 1 BY account_id, toDate(timestamp)`)
 			}
 		}
-		for i, q := range queries {
-			if err := scanEvents(ctx, db, q, qargs[i], withProps[f.name], out); err != nil {
-				return nil, err
-			}
+	}
+	// The reads run at once, readsInFlight at a time, each into its own
+	// map; they are merged in their order, so the result doesn't depend
+	// on which finished first.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(readsInFlight)
+	for _, r := range reads {
+		g.Go(func() error {
+			r.out = map[string][]progress.Event{}
+			return scanEvents(gctx, db, r.q, r.args, r.withProps, r.out)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	for _, r := range reads {
+		for account, evs := range r.out {
+			out[account] = append(out[account], evs...)
 		}
 	}
 	return out, nil
 }
+
+// readsInFlight is how many reads of one round run at once: each keeps
+// about one core busy (ClickHouse sorts each on one thread), and the
+// target machine has two.
+const readsInFlight = 2
 
 // accountSetsOf wraps each name's accounts.
 func accountSetsOf(need map[string][]string, contiguous bool) map[string]accountSet {
