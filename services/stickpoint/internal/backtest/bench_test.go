@@ -25,11 +25,12 @@ func envInt(name string, def int) int {
 // benchHistory is a synthetic history: accounts starting over the first
 // third of the period, each with a few users active on most days until it
 // churns (one in ten does, some after exporting their data) or the period
-// ends, using the journey template's events.
+// ends, using the journey template's events: every account is on a plan
+// the template applies to, so milestone tracking evaluates them all.
 func benchHistory(events, accounts, days int) [][]byte {
 	r := rand.New(rand.NewPCG(7, 11))
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	names := []string{"Report Built", "Dashboard Shared", "Alert Created", "Source Connected", "Report Viewed", "Report Viewed", "Report Viewed"}
+	names := []string{"Report Built", "Dashboard Shared", "Alert Created", "Source Connected", "Report Viewed", "Report Viewed", "Report Viewed", "Logged In"}
 	type acct struct {
 		id         string
 		from, to   int // active days
@@ -65,7 +66,8 @@ func benchHistory(events, accounts, days int) [][]byte {
 	}
 	for _, a := range accs {
 		add(map[string]any{"type": "group", "userId": a.id + "-u0", "groupId": a.id, "timestamp": at(a.from, 0),
-			"traits": map[string]any{"industry": []string{"software", "agency", "retail"}[r.IntN(3)], "employees": 5 + r.IntN(300), "seats": 5 + r.IntN(20), "csm_email": "cs@example.com"}})
+			"traits": map[string]any{"industry": []string{"software", "agency", "retail"}[r.IntN(3)], "employees": 5 + r.IntN(300), "seats": 5 + r.IntN(20),
+				"csm_email": "cs@example.com", "plan": []string{"pro", "team"}[r.IntN(2)], "created_at": at(a.from, 0)}})
 		for d := a.from; d < a.to; d++ {
 			perDay := int(rate)
 			if r.Float64() < rate-float64(perDay) {
@@ -77,7 +79,8 @@ func benchHistory(events, accounts, days int) [][]byte {
 					ev = "Data Exported"
 				}
 				add(map[string]any{"type": "track", "userId": a.id + "-u" + strconv.Itoa(r.IntN(4)), "event": ev,
-					"timestamp": at(d, 3600+r.IntN(20*3600)), "context": map[string]any{"groupId": a.id}})
+					"timestamp": at(d, 3600+r.IntN(20*3600)), "context": map[string]any{"groupId": a.id},
+					"properties": map[string]any{"kind": []string{"chart", "table", "text"}[r.IntN(3)]}})
 			}
 		}
 		if a.to < days {
