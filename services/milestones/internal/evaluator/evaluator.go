@@ -44,8 +44,12 @@ import (
 
 const scope = "github.com/stickpoint/stickpoint/services/milestones/internal/evaluator"
 
-// ChunkSize is how many accounts one round of queries covers.
-const ChunkSize = 1000
+// ChunkSize is how many accounts one round of queries covers. A round's
+// queries cost a few milliseconds each whatever its size (a long id list
+// is bound as one string), so a busy moment's accounts take one or two
+// rounds, not a dozen: a backtest of 300,000 events in 5,000 accounts at
+// --step 1d took 90 s instead of 143 s with 1,000.
+const ChunkSize = 5000
 
 // Evaluator evaluates accounts.
 type Evaluator struct {
@@ -82,7 +86,7 @@ func New(db chstore.Store, js *journeys.Store, emitter *signals.Emitter, log *sl
 		return nil, err
 	}
 	if e.duration, err = meter.Float64Histogram("stickpoint.milestones.evaluation.duration",
-		metric.WithDescription("Time to evaluate one chunk of up to 1,000 accounts."), metric.WithUnit("s")); err != nil {
+		metric.WithDescription("Time to evaluate one chunk of up to 5,000 accounts."), metric.WithUnit("s")); err != nil {
 		return nil, err
 	}
 	return e, nil

@@ -18,7 +18,7 @@ import (
 
 // defaultPageSize is how many accounts the sweep and backfill take at a time: a
 // range of the sort key, so no list is sent, and few, large queries.
-const defaultPageSize = 10 * ChunkSize
+const defaultPageSize = 10_000
 
 // pagesInFlight is how many pages a backfill evaluates at once. One page's
 // reads keep about one core busy (ClickHouse sorts each read on one
