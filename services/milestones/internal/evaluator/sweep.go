@@ -105,7 +105,7 @@ func (e *Evaluator) sweepTenant(ctx context.Context, tenant string, js []journey
 			}
 			old := *row.State
 			cur := progress.Restatus(j.Journey, old, now)
-			if stateJSON(&cur) == stateJSON(&old) {
+			if !progress.Moved(old, cur) {
 				continue
 			}
 			for _, t := range progress.Transitions(&old, cur) {

@@ -112,6 +112,14 @@ func Restatus(j journey.Journey, st State, now time.Time) State {
 	return st
 }
 
+// Moved reports whether cur, Restatus of old, differs from it: Restatus
+// sets only these fields. The sweep compares every account this way, with
+// no encoding of either state.
+func Moved(old, cur State) bool {
+	return cur.Status != old.Status || !cur.StatusSince.Equal(old.StatusSince) || cur.Cause != old.Cause ||
+		cur.PastStickPoint != old.PastStickPoint
+}
+
 // Distinct sorts events by time and keeps each messageId of an event
 // name once (its earliest row), dropping those after now. (The writer
 // stores a messageId once whatever its name; keying by name too lets the

@@ -367,6 +367,12 @@ func TestTransitionsHappenOnce(t *testing.T) {
 func TestRestatusEqualsEvaluateWithoutNewEvents(t *testing.T) {
 	j := issueJourney(t)
 	r := rand.New(rand.NewPCG(3, 4))
+	unmoved := 0
+	defer func() {
+		if unmoved == 0 || unmoved == 500 {
+			t.Errorf("%d of 500 states unmoved by the clock: the rounds don't test Moved both ways", unmoved)
+		}
+	}()
 	for round := range 500 {
 		var evs []Event
 		for i := range r.IntN(12) {
@@ -383,10 +389,20 @@ func TestRestatusEqualsEvaluateWithoutNewEvents(t *testing.T) {
 				arrived = append(arrived, e)
 			}
 		}
-		got := Restatus(j, Evaluate(j, 1, t0, arrived, then, nil), later)
+		old := Evaluate(j, 1, t0, arrived, then, nil)
+		got := Restatus(j, old, later)
 		want := Evaluate(j, 1, t0, arrived, later, nil)
 		if got.Status != want.Status || !got.StatusSince.Equal(want.StatusSince) || got.Cause != want.Cause || got.PastStickPoint != want.PastStickPoint {
 			t.Fatalf("round %d: restatus %s %v %s, evaluate %s %v %s", round, got.Status, got.StatusSince, got.Cause, want.Status, want.StatusSince, want.Cause)
+		}
+		// Moved sees every change Restatus makes, and only those.
+		oldJSON, _ := json.Marshal(old)
+		gotJSON, _ := json.Marshal(got)
+		if changed := string(oldJSON) != string(gotJSON); Moved(old, got) != changed {
+			t.Fatalf("round %d: Moved %v, the states differ: %v", round, Moved(old, got), changed)
+		}
+		if !Moved(old, got) {
+			unmoved++
 		}
 	}
 }
