@@ -24,6 +24,12 @@ const (
 	EngineServer   = "server"
 )
 
+// ReadsInFlight is how many independent reads a caller runs at once (a
+// scoring or evaluation round's reads): a short query keeps about one
+// core busy, ClickHouse sorting its result on one thread, and the target
+// machine has two. Both engines serve concurrent queries.
+const ReadsInFlight = 2
+
 // Store is a ClickHouse database seen through one engine. Implementations are
 // safe for concurrent use.
 type Store interface {

@@ -56,11 +56,6 @@ const ChunkSize = 5000
 // time (a full rescore scores a page at once).
 const pageSize = 10_000
 
-// readsInFlight is how many of a round's independent reads (usage, norms,
-// traits, onboarding, sentiment, events) run at once: each is a short
-// query that keeps about one core busy, and the target machine has two.
-const readsInFlight = 2
-
 // normsTTL is how long a tenant's norms serve live scoring; the sweep
 // refreshes them.
 const normsTTL = 30 * time.Second
@@ -443,8 +438,8 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		return Result{}, nil
 	}
 	lap("rows")
-	// The reads below are independent: they run at once, readsInFlight
-	// at a time (each is a short query that keeps about one core busy).
+	// The reads below are independent: they run at once,
+	// chstore.ReadsInFlight at a time.
 	var (
 		usage      map[string]score.Usage
 		norms      score.Norms
@@ -455,7 +450,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		activity   map[string][2]time.Time
 	)
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(readsInFlight)
+	g.SetLimit(chstore.ReadsInFlight)
 	g.Go(func() (err error) {
 		usage, err = readUsage(gctx, s.db, tenant, set, spans, m.Health.KeyFeatures)
 		return err

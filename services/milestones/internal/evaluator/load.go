@@ -190,11 +190,11 @@ func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need 
 			}
 		}
 	}
-	// The reads run at once, readsInFlight at a time, each into its own
-	// map; they are merged in their order, so the result doesn't depend
-	// on which finished first.
+	// The reads run at once, chstore.ReadsInFlight at a time, each into
+	// its own map; they are merged in their order, so the result doesn't
+	// depend on which finished first.
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(readsInFlight)
+	g.SetLimit(chstore.ReadsInFlight)
 	for _, r := range reads {
 		g.Go(func() error {
 			r.out = map[string][]progress.Event{}
@@ -211,11 +211,6 @@ func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need 
 	}
 	return out, nil
 }
-
-// readsInFlight is how many reads of one round run at once: each keeps
-// about one core busy (ClickHouse sorts each on one thread), and the
-// target machine has two.
-const readsInFlight = 2
 
 // accountSetsOf wraps each name's accounts.
 func accountSetsOf(need map[string][]string, contiguous bool) map[string]accountSet {
