@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/services/ingest/internal/segment"
 )
@@ -103,6 +104,14 @@ func (s *Service) WriteHistory(ctx context.Context, evs []events.Event) error {
 		return fmt.Errorf("ingest.writer.enabled: a backtest needs the writer")
 	}
 	return s.writer.WriteEvents(ctx, evs)
+}
+
+// KeepHistory hands every event the writer stores to h as well: a
+// backtest's services read their accounts from it.
+func (s *Service) KeepHistory(h *accounts.History) {
+	if s.writer != nil {
+		s.writer.Stored = h.Add
+	}
 }
 
 // SetClock sets the writer's clock: a backtest's simulated one.

@@ -180,6 +180,10 @@ func (s *Service) PutJourneys(ctx context.Context, tenant string, src []byte) er
 	return nil
 }
 
+// UseMemory makes the evaluator read its accounts from h and keep their
+// evaluations in memory (a backtest: no query per step of its clock).
+func (s *Service) UseMemory(h *accounts.History) { s.Evaluator.UseMemory(h) }
+
 // SetClock sets the clock the evaluator judges by: a backtest's
 // simulated one.
 func (s *Service) SetClock(now func() time.Time) { s.Evaluator.Now = now }

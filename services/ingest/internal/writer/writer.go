@@ -77,6 +77,10 @@ type Writer struct {
 	// failure is logged and counted, not retried: the events are stored,
 	// and the detection services' sweep recomputes every account anyway.
 	Notify func(ctx context.Context, notices []events.StoredNotice) error
+	// Stored, when set, is called with the events each batch stored, after
+	// the insert and before Notify: a backtest keeps them in memory for its
+	// services to read (accounts.History).
+	Stored func(evs []events.Event)
 
 	outcomes     metric.Int64Counter
 	unattributed metric.Int64Counter
@@ -330,6 +334,9 @@ func (w *Writer) write(ctx context.Context, part *partition, batch []*candidate)
 		if t.unattributed > 0 {
 			w.unattributed.Add(ctx, int64(t.unattributed), metric.WithAttributes(attribute.String("tenant", tenant)))
 		}
+	}
+	if w.Stored != nil {
+		w.Stored(write)
 	}
 	if w.Notify != nil {
 		if err := w.Notify(ctx, events.StoredNotices(write)); err != nil {

@@ -56,8 +56,10 @@ type Evaluator struct {
 	db       chstore.Store
 	journeys *journeys.Store
 	traits   *accounts.Reader
-	emitter  *signals.Emitter
-	log      *slog.Logger
+	// store is where rounds read and write: db, or a backtest's memory.
+	store   Store
+	emitter *signals.Emitter
+	log     *slog.Logger
 	// Now is the clock; tests set it.
 	Now func() time.Time
 	// Changed tells the accounts API which accounts' onboarding each store
@@ -73,7 +75,8 @@ type Evaluator struct {
 
 // New returns an evaluator over a migrated store.
 func New(db chstore.Store, js *journeys.Store, emitter *signals.Emitter, log *slog.Logger) (*Evaluator, error) {
-	e := &Evaluator{db: db, journeys: js, traits: accounts.NewReader(db), emitter: emitter, log: log,
+	traits := accounts.NewReader(db)
+	e := &Evaluator{db: db, journeys: js, traits: traits, store: clickHouse{db: db, traits: traits}, emitter: emitter, log: log,
 		Now: time.Now, pageSize: defaultPageSize}
 	meter := otel.GetMeterProvider().Meter(scope)
 	var err error
@@ -158,17 +161,8 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 	var traits map[string]accounts.Traits
 	var prevRows []Row
 	g, gctx := errgroup.WithContext(ctx)
-	if set.contiguous {
-		lo, hi := set.ids[0], set.ids[len(set.ids)-1]
-		g.Go(func() (err error) { traits, err = e.traits.TraitsBetween(gctx, tenant, lo, hi); return err })
-		g.Go(func() (err error) {
-			prevRows, err = ReadRows(gctx, e.db, tenant, nil, "AND account_id >= ? AND account_id <= ?", lo, hi)
-			return err
-		})
-	} else {
-		g.Go(func() (err error) { traits, err = e.traits.Traits(gctx, tenant, set.ids); return err })
-		g.Go(func() (err error) { prevRows, err = ReadRows(gctx, e.db, tenant, set.ids, ""); return err })
-	}
+	g.Go(func() (err error) { traits, err = e.store.Traits(gctx, tenant, set); return err })
+	g.Go(func() (err error) { prevRows, err = e.store.Rows(gctx, tenant, set); return err })
 	if err := g.Wait(); err != nil {
 		return Result{}, err
 	}
@@ -176,7 +170,7 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 	for _, r := range prevRows {
 		prev[r.AccountID] = r
 	}
-	firsts, err := firstEvents(ctx, e.db, tenant, set, prev, since)
+	firsts, err := e.store.FirstEvents(ctx, tenant, set, prev, since)
 	if err != nil {
 		return Result{}, err
 	}
@@ -217,7 +211,7 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 			need[name] = set.ids
 		}
 	}
-	evs, err := milestoneEvents(ctx, e.db, tenant, accountSetsOf(need, set.contiguous), fetches(js, e.db.Version().AtLeast(jsonFunctions)), now)
+	evs, err := e.store.MilestoneEvents(ctx, tenant, accountSetsOf(need, set.contiguous), js, now)
 	if err != nil {
 		return Result{}, err
 	}
@@ -257,17 +251,17 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 	if err := e.emit(ctx, tenant, sigs); err != nil {
 		return Result{}, err
 	}
-	if err := e.store(ctx, tenant, changed); err != nil {
+	if err := e.put(ctx, tenant, changed); err != nil {
 		return Result{}, err
 	}
 	res.Changed, res.Signals = len(changed), len(sigs)
 	return res, nil
 }
 
-// store stores the accounts' new evaluations and says so on
+// put stores the accounts' new evaluations and says so on
 // accounts.changed.
-func (e *Evaluator) store(ctx context.Context, tenant string, rows []Row) error {
-	if err := insertRows(ctx, e.db, tenant, rows); err != nil {
+func (e *Evaluator) put(ctx context.Context, tenant string, rows []Row) error {
+	if err := e.store.Put(ctx, tenant, rows); err != nil {
 		return err
 	}
 	ids := make([]string, len(rows))

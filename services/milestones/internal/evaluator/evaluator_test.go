@@ -14,6 +14,7 @@ import (
 
 	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
@@ -309,87 +310,131 @@ func TestTimeAloneMovesAnAccountOnce(t *testing.T) {
 	})
 }
 
+// liveDay is one day of a generated live history: the events stored
+// that day (in random order, some twice), the accounts the day's notices
+// name, and the earliest event time they stored.
+type liveDay struct {
+	now    time.Time
+	events []event
+	ids    []string
+	since  time.Time
+}
+
+// groupCall is an account's group call, with its traits.
+type groupCall struct {
+	account string
+	at      time.Time
+	traits  map[string]any
+}
+
+// liveHistory generates a tenant's accounts (a third days old, the
+// others weeks; a third diligent) and their history, a day at a time
+// until now0.
+func liveHistory(seed uint64) (groups []groupCall, live []liveDay, ids []string) {
+	r := rand.New(rand.NewPCG(seed, seed))
+	start := now0.Add(-days(40))
+	names := []string{"Source Connected", "Report Built", "Report Viewed", "Logged In", "Other"}
+	var history []event
+	for a := range 12 {
+		id := fmt.Sprintf("acc-%02d", a)
+		ids = append(ids, id)
+		created := start.Add(days(float64(r.IntN(10))))
+		if a%3 == 0 {
+			created = now0.Add(-days(float64(r.IntN(3)) + 0.3))
+		}
+		groups = append(groups, groupCall{account: id, at: created, traits: map[string]any{"plan": "pro", "created_at": created.Format(time.RFC3339)}})
+		if a%3 == 1 { // a diligent account: every milestone within a few days
+			for i, name := range []string{"Source Connected", "Report Built", "Report Built", "Report Viewed", "Report Viewed", "Report Viewed", "Logged In", "Logged In", "Logged In"} {
+				history = append(history, event{account: id, user: fmt.Sprintf("u%d", i%3), name: name,
+					at: created.Add(days(float64(i)/2 + r.Float64()/3)), props: `{"kind":"chart"}`})
+			}
+		}
+		for range r.IntN(25) {
+			history = append(history, event{account: id, user: fmt.Sprintf("u%d", r.IntN(4)),
+				name: names[r.IntN(len(names))], at: created.Add(time.Duration(r.Int64N(int64(days(30))))),
+				props: []string{`{"kind":"chart"}`, `{"kind":"table"}`, `{}`}[r.IntN(3)]})
+		}
+	}
+	slices.SortFunc(history, func(a, b event) int { return a.at.Compare(b.at) })
+	for day := start; !day.After(now0); day = day.Add(journey.Day) {
+		d := liveDay{now: day, since: day}
+		dirty := map[string]bool{}
+		for _, ev := range history {
+			if !ev.at.After(day) && ev.at.After(day.Add(-journey.Day)) {
+				ev.id = fmt.Sprintf("h-%s-%d", ev.account, ev.at.UnixNano())
+				d.events = append(d.events, ev)
+				if r.IntN(5) == 0 {
+					d.events = append(d.events, ev)
+				}
+				dirty[ev.account] = true
+				if ev.at.Before(d.since) {
+					d.since = ev.at
+				}
+			}
+		}
+		for _, g := range groups { // the group call's own notice
+			if !g.at.After(day) && g.at.After(day.Add(-journey.Day)) {
+				dirty[g.account] = true
+				if g.at.Before(d.since) {
+					d.since = g.at
+				}
+			}
+		}
+		r.Shuffle(len(d.events), func(i, j int) { d.events[i], d.events[j] = d.events[j], d.events[i] })
+		for id := range dirty {
+			d.ids = append(d.ids, id)
+		}
+		slices.Sort(d.ids)
+		live = append(live, d)
+	}
+	return groups, live, ids
+}
+
+// play stores a tenant's live history and evaluates it as the notices and
+// the sweep would, a day at a time, with ev (the env's, or another).
+func (e *env) play(ev *Evaluator, tenant string, groups []groupCall, live []liveDay, h *accounts.History) {
+	e.t.Helper()
+	for _, g := range groups {
+		e.group(tenant, g.account, g.at, g.traits)
+		if h != nil {
+			raw, _ := json.Marshal(g.traits)
+			h.Add([]events.Event{{TenantID: tenant, AccountID: g.account, MessageID: fmt.Sprintf("g-%s", g.account), Type: events.TypeGroup, Timestamp: g.at, Traits: raw}})
+		}
+	}
+	for _, d := range live {
+		e.now = d.now
+		var today []event
+		for _, x := range d.events {
+			x.tenant = tenant
+			today = append(today, x)
+		}
+		if len(today) > 0 {
+			e.insert(today...)
+		}
+		if h != nil {
+			var stored []events.Event
+			for _, x := range today {
+				stored = append(stored, events.Event{TenantID: tenant, AccountID: x.account, MessageID: x.id, Type: events.TypeTrack, Name: x.name,
+					UserID: x.user, Timestamp: x.at, Properties: json.RawMessage(x.props)})
+			}
+			h.Add(stored)
+		}
+		if _, err := ev.Evaluate(e.t.Context(), tenant, d.ids, "test", d.since); err != nil {
+			e.t.Fatal(err)
+		}
+		if _, err := ev.Sweep(e.t.Context(), []string{tenant}); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
 func TestBackfillEndsInTheStateOfLiveProcessing(t *testing.T) {
 	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
 		e := newEnv(t, db)
 		e.put("t1", journey.Template)
-		r := rand.New(rand.NewPCG(7, 7))
-		start := now0.Add(-days(40))
-		names := []string{"Source Connected", "Report Built", "Report Viewed", "Logged In", "Other"}
-		var history []event
-		var accounts []string
-		createdAt := map[string]time.Time{}
-		for a := range 12 {
-			id := fmt.Sprintf("acc-%02d", a)
-			accounts = append(accounts, id)
-			// Some accounts are days old, the others weeks.
-			created := start.Add(days(float64(r.IntN(10))))
-			if a%3 == 0 {
-				created = now0.Add(-days(float64(r.IntN(3)) + 0.3))
-			}
-			e.group("t1", id, created, map[string]any{"plan": "pro", "created_at": created.Format(time.RFC3339)})
-			createdAt[id] = created
-			if a%3 == 1 { // a diligent account: every milestone within a few days
-				for i, name := range []string{"Source Connected", "Report Built", "Report Built", "Report Viewed", "Report Viewed", "Report Viewed", "Logged In", "Logged In", "Logged In"} {
-					history = append(history, event{tenant: "t1", account: id, user: fmt.Sprintf("u%d", i%3), name: name,
-						at: created.Add(days(float64(i)/2 + r.Float64()/3)), props: `{"kind":"chart"}`})
-				}
-			}
-			for range r.IntN(25) {
-				history = append(history, event{tenant: "t1", account: id, user: fmt.Sprintf("u%d", r.IntN(4)),
-					name: names[r.IntN(len(names))], at: created.Add(time.Duration(r.Int64N(int64(days(30))))),
-					props: []string{`{"kind":"chart"}`, `{"kind":"table"}`, `{}`}[r.IntN(3)]})
-			}
-		}
-		// Live: a day at a time, each day's events arrive (in random
-		// order, some twice) and are evaluated, and the sweep runs.
-		slices.SortFunc(history, func(a, b event) int { return a.at.Compare(b.at) })
-		for day := start; !day.After(now0); day = day.Add(journey.Day) {
-			e.now = day
-			var today []event
-			dirty := map[string]bool{}
-			for _, ev := range history {
-				if !ev.at.After(day) && ev.at.After(day.Add(-journey.Day)) {
-					e.seq++
-					ev.id = fmt.Sprintf("h-%s-%d", ev.account, ev.at.UnixNano())
-					today = append(today, ev)
-					if r.IntN(5) == 0 {
-						today = append(today, ev)
-					}
-					dirty[ev.account] = true
-				}
-			}
-			for id, at := range createdAt { // the group call's own notice
-				if !at.After(day) && at.After(day.Add(-journey.Day)) {
-					dirty[id] = true
-				}
-			}
-			r.Shuffle(len(today), func(i, j int) { today[i], today[j] = today[j], today[i] })
-			if len(today) > 0 {
-				e.insert(today...)
-			}
-			var ids []string
-			for id := range dirty {
-				ids = append(ids, id)
-			}
-			// As the notices say: the earliest event time stored.
-			since := day
-			for _, ev := range today {
-				if ev.at.Before(since) {
-					since = ev.at
-				}
-			}
-			for _, id := range ids {
-				if at := createdAt[id]; at.Before(since) && at.After(day.Add(-journey.Day)) {
-					since = at
-				}
-			}
-			e.evaluateSince(since, "t1", ids...)
-			if _, err := e.eval.Sweep(t.Context(), []string{"t1"}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		live := e.rows("t1")
+		groups, live, accounts := liveHistory(7)
+		e.play(e.eval, "t1", groups, live, nil)
+		liveRows := e.rows("t1")
 		if err := db.Exec(t.Context(), "TRUNCATE TABLE account_onboarding"); err != nil {
 			t.Fatal(err)
 		}
@@ -401,7 +446,7 @@ func TestBackfillEndsInTheStateOfLiveProcessing(t *testing.T) {
 		back := e.rows("t1")
 		statuses := map[string]int{}
 		for _, id := range accounts {
-			l, b := live[id], back[id]
+			l, b := liveRows[id], back[id]
 			if stateJSON(l.State) != stateJSON(b.State) || l.Status != b.Status || !l.Start.Equal(b.Start) || !l.FirstEventAt.Equal(b.FirstEventAt) {
 				t.Errorf("%s: live %s %s\nbackfill %s %s", id, l.Status, stateJSON(l.State), b.Status, stateJSON(b.State))
 			}
@@ -413,6 +458,53 @@ func TestBackfillEndsInTheStateOfLiveProcessing(t *testing.T) {
 		bf, ok, err := e.js.Backfill(t.Context(), "t1")
 		if err != nil || !ok || !bf.Finished || bf.Total != int64(len(accounts)) || bf.Done != int64(len(accounts)) || bf.Err != "" {
 			t.Fatalf("backfill status: %+v", bf)
+		}
+	})
+}
+
+// A backtest's evaluator reads its accounts from memory: played the same
+// live history, it stores the same evaluations and emits the same
+// signals as the service's, which reads ClickHouse.
+func TestTheMemoryStoreGivesTheAnswersOfClickHouse(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.put("t1", journey.Template)
+		e.put("t2", journey.Template)
+		groups, live, ids := liveHistory(9)
+		e.play(e.eval, "t1", groups, live, nil)
+		mem, err := New(db, e.js, signals.NewEmitter(e.bus, db), testutil.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mem.Now = e.eval.Now
+		mem.UseMemory(accounts.NewHistory())
+		e.play(mem, "t2", groups, live, mem.store.(*Memory).history)
+
+		want, got := e.rows("t1"), e.rows("t2")
+		statuses := map[string]int{}
+		for _, id := range ids {
+			w, g := want[id], got[id]
+			if stateJSON(w.State) != stateJSON(g.State) || w.Status != g.Status || !w.Start.Equal(g.Start) || !w.FirstEventAt.Equal(g.FirstEventAt) {
+				t.Errorf("%s: ClickHouse %s %s %s %s\nmemory     %s %s %s %s", id, w.Status, w.Start, w.FirstEventAt, stateJSON(w.State),
+					g.Status, g.Start, g.FirstEventAt, stateJSON(g.State))
+			}
+			statuses[w.Status]++
+		}
+		if len(statuses) < 2 {
+			t.Errorf("every account ended %v: the history tests too little", statuses)
+		}
+		if w, g := e.signals("t1"), e.signals("t2"); !slices.Equal(w, g) || len(w) == 0 {
+			t.Errorf("signals differ:\nClickHouse %q\nmemory     %q", w, g)
+		}
+		// The memory's own rows are those it stored.
+		kept, err := mem.store.Rows(t.Context(), "t2", accountSet{ids: ids})
+		if err != nil || len(kept) != len(ids) {
+			t.Fatalf("memory rows: %d of %d, %v", len(kept), len(ids), err)
+		}
+		for _, k := range kept {
+			if g := got[k.AccountID]; stateJSON(k.State) != stateJSON(g.State) || !k.EvaluatedAt.Equal(g.EvaluatedAt) || !k.Start.Equal(g.Start) {
+				t.Errorf("%s: kept %s, stored %s", k.AccountID, stateJSON(k.State), stateJSON(g.State))
+			}
 		}
 	})
 }

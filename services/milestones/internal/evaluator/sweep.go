@@ -89,7 +89,7 @@ func (e *Evaluator) sweepTenant(ctx context.Context, tenant string, js []journey
 	var total Result
 	after := ""
 	for {
-		rows, err := ReadRows(ctx, e.db, tenant, nil, "AND journey_id != '' AND account_id > ? ORDER BY account_id LIMIT ?", after, e.pageSize)
+		rows, err := e.store.JourneyRows(ctx, tenant, after, e.pageSize)
 		if err != nil || len(rows) == 0 {
 			return total, err
 		}
@@ -117,7 +117,7 @@ func (e *Evaluator) sweepTenant(ctx context.Context, tenant string, js []journey
 		if err := e.emit(ctx, tenant, sigs); err != nil {
 			return total, err
 		}
-		if err := e.store(ctx, tenant, changed); err != nil {
+		if err := e.put(ctx, tenant, changed); err != nil {
 			return total, err
 		}
 		total.add(Result{Accounts: len(rows) - len(stale), Changed: len(changed), Signals: len(sigs)})

@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
@@ -255,6 +256,11 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 	if r.as, err = alerting.New(ctx, cfg.Alerting, b.Bus, b.Log); err != nil {
 		return nil, err
 	}
+	// The services read the accounts' events from memory, filled with
+	// what the writer stores.
+	history := accounts.NewHistory()
+	r.ing.KeepHistory(history)
+	r.ms.UseMemory(history)
 	r.ing.SetClock(r.clock.Now)
 	r.ms.SetClock(r.clock.Now)
 	r.hs.SetClock(r.clock.Now)

@@ -1,0 +1,234 @@
+package evaluator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/stickpoint/stickpoint/pkg/accounts"
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/journeys"
+	"github.com/stickpoint/stickpoint/services/milestones/internal/progress"
+)
+
+// Store is what a round of evaluation reads and writes: the accounts'
+// traits, first events and milestone events, and their stored
+// evaluations. The service's is ClickHouse; a backtest's is memory
+// (NewMemoryStore), so that thousands of steps of its clock cost no
+// query each. Both give the evaluator the same answers.
+type Store interface {
+	// Traits are the accounts' merged traits.
+	Traits(ctx context.Context, tenant string, set accountSet) (map[string]accounts.Traits, error)
+	// Rows are the accounts' stored evaluations, as stored.
+	Rows(ctx context.Context, tenant string, set accountSet) ([]Row, error)
+	// FirstEvents are the first event times (whole seconds) of the
+	// accounts that have events; see firstEvents.
+	FirstEvents(ctx context.Context, tenant string, set accountSet, prev map[string]Row, since time.Time) (map[string]time.Time, error)
+	// MilestoneEvents are, by account, the events up to now the journeys'
+	// milestones need: at least those that decide each predicate (see
+	// milestoneEvents). need gives each event name's accounts.
+	MilestoneEvents(ctx context.Context, tenant string, need map[string]accountSet, js []journeys.Stored, now time.Time) (map[string][]progress.Event, error)
+	// JourneyRows are up to limit stored evaluations with a journey, of
+	// the accounts after after, in order: the sweep's pages.
+	JourneyRows(ctx context.Context, tenant, after string, limit int) ([]Row, error)
+	// Put stores new evaluations.
+	Put(ctx context.Context, tenant string, rows []Row) error
+}
+
+// clickHouse is the service's store: the events, account_traits and
+// account_onboarding tables.
+type clickHouse struct {
+	db     chstore.Store
+	traits *accounts.Reader
+}
+
+func (c clickHouse) Traits(ctx context.Context, tenant string, set accountSet) (map[string]accounts.Traits, error) {
+	if set.contiguous {
+		return c.traits.TraitsBetween(ctx, tenant, set.ids[0], set.ids[len(set.ids)-1])
+	}
+	return c.traits.Traits(ctx, tenant, set.ids)
+}
+
+func (c clickHouse) Rows(ctx context.Context, tenant string, set accountSet) ([]Row, error) {
+	if set.contiguous {
+		return ReadRows(ctx, c.db, tenant, nil, "AND account_id >= ? AND account_id <= ?", set.ids[0], set.ids[len(set.ids)-1])
+	}
+	return ReadRows(ctx, c.db, tenant, set.ids, "")
+}
+
+func (c clickHouse) FirstEvents(ctx context.Context, tenant string, set accountSet, prev map[string]Row, since time.Time) (map[string]time.Time, error) {
+	return firstEvents(ctx, c.db, tenant, set, prev, since)
+}
+
+func (c clickHouse) MilestoneEvents(ctx context.Context, tenant string, need map[string]accountSet, js []journeys.Stored, now time.Time) (map[string][]progress.Event, error) {
+	return milestoneEvents(ctx, c.db, tenant, need, fetches(js, c.db.Version().AtLeast(jsonFunctions)), now)
+}
+
+func (c clickHouse) JourneyRows(ctx context.Context, tenant, after string, limit int) ([]Row, error) {
+	return ReadRows(ctx, c.db, tenant, nil, "AND journey_id != '' AND account_id > ? ORDER BY account_id LIMIT ?", after, limit)
+}
+
+func (c clickHouse) Put(ctx context.Context, tenant string, rows []Row) error {
+	return insertRows(ctx, c.db, tenant, rows)
+}
+
+// Memory is a store in memory over a history of stored events: a
+// backtest's. Its evaluations are kept as account_onboarding keeps them
+// (times in whole seconds, the state as its JSON decodes), and, when
+// Also is set, stored there too, for the services that still read them
+// from ClickHouse.
+type Memory struct {
+	history *accounts.History
+	// Also, when set, stores every evaluation again.
+	Also Store
+
+	mu   sync.RWMutex
+	rows map[string]map[string]Row // by tenant and account
+}
+
+// NewMemoryStore returns a store over a history.
+func NewMemoryStore(h *accounts.History) *Memory {
+	return &Memory{history: h, rows: map[string]map[string]Row{}}
+}
+
+func (m *Memory) Traits(_ context.Context, tenant string, set accountSet) (map[string]accounts.Traits, error) {
+	return m.history.Traits(tenant, set.ids), nil
+}
+
+func (m *Memory) Rows(_ context.Context, tenant string, set accountSet) ([]Row, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []Row
+	for _, id := range set.ids {
+		if r, ok := m.rows[tenant][id]; ok {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// FirstEvents reads the history whole: the shortcut firstEvents takes
+// for accounts evaluated before saves a scan, not an answer.
+func (m *Memory) FirstEvents(_ context.Context, tenant string, set accountSet, _ map[string]Row, _ time.Time) (map[string]time.Time, error) {
+	out := make(map[string]time.Time, len(set.ids))
+	for _, id := range set.ids {
+		if evs := m.history.Events(tenant, id); len(evs) > 0 {
+			out[id] = evs[0].Timestamp.Truncate(time.Second)
+		}
+	}
+	return out, nil
+}
+
+// MilestoneEvents returns every event of the needed names up to now (the
+// reductions ClickHouse makes only spare it sending them: see
+// TestReducedFetchesGiveTheAnswerOfEveryEvent), with its properties when
+// a milestone filters on them.
+func (m *Memory) MilestoneEvents(_ context.Context, tenant string, need map[string]accountSet, js []journeys.Stored, now time.Time) (map[string][]progress.Event, error) {
+	withProps := map[string]bool{}
+	for _, j := range js {
+		for _, ms := range j.Journey.Milestones {
+			withProps[ms.Event] = withProps[ms.Event] || len(ms.Where) > 0
+		}
+	}
+	byAccount := map[string][]string{}
+	for name, set := range need {
+		for _, id := range set.ids {
+			byAccount[id] = append(byAccount[id], name)
+		}
+	}
+	out := make(map[string][]progress.Event, len(byAccount))
+	for id, names := range byAccount {
+		for _, e := range m.history.Events(tenant, id) {
+			if e.Timestamp.After(now) {
+				break
+			}
+			if !isUsage(e.Type) || !slices.Contains(names, e.Name) {
+				continue
+			}
+			pe := progress.Event{MessageID: e.MessageID, User: e.UserID, Name: e.Name, At: e.Timestamp}
+			if pe.User == "" {
+				pe.User = e.AnonymousID
+			}
+			if withProps[e.Name] && len(e.Properties) > 0 {
+				_ = json.Unmarshal(e.Properties, &pe.Properties) // as scanEvents: not an object matches nothing
+			}
+			out[id] = append(out[id], pe)
+		}
+	}
+	return out, nil
+}
+
+func isUsage(typ string) bool {
+	return typ == events.TypeTrack || typ == events.TypePage || typ == events.TypeScreen
+}
+
+func (m *Memory) JourneyRows(_ context.Context, tenant, after string, limit int) ([]Row, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []Row
+	for id, r := range m.rows[tenant] {
+		if id > after && r.JourneyID != "" {
+			out = append(out, r)
+		}
+	}
+	sortRows(out)
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+func (m *Memory) Put(ctx context.Context, tenant string, rows []Row) error {
+	if m.Also != nil {
+		if err := m.Also.Put(ctx, tenant, rows); err != nil {
+			return err
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	byID := m.rows[tenant]
+	if byID == nil {
+		byID = map[string]Row{}
+		m.rows[tenant] = byID
+	}
+	for _, r := range rows {
+		stored, err := asStored(r)
+		if err != nil {
+			return err
+		}
+		byID[r.AccountID] = stored
+	}
+	return nil
+}
+
+// asStored is r as ReadRows reads it back from account_onboarding.
+func asStored(r Row) (Row, error) {
+	r.Start, r.FirstEventAt, r.EvaluatedAt = r.Start.UTC().Truncate(time.Second), r.FirstEventAt.UTC().Truncate(time.Second), r.EvaluatedAt.UTC().Truncate(time.Second)
+	if r.State != nil {
+		st := &progress.State{}
+		if err := json.Unmarshal([]byte(stateJSON(r.State)), st); err != nil {
+			return Row{}, fmt.Errorf("account %s: state: %w", r.AccountID, err)
+		}
+		r.State = st
+	}
+	return r, nil
+}
+
+func sortRows(rows []Row) {
+	slices.SortFunc(rows, func(a, b Row) int { return strings.Compare(a.AccountID, b.AccountID) })
+}
+
+// UseMemory makes the evaluator read and keep its accounts in memory, over
+// a history of stored events (a backtest), instead of ClickHouse. The
+// evaluations are stored in ClickHouse too, for the services that read
+// them from there.
+func (e *Evaluator) UseMemory(h *accounts.History) {
+	m := NewMemoryStore(h)
+	m.Also = e.store
+	e.store = m
+}
