@@ -300,6 +300,13 @@ func (s *Service) PutModel(ctx context.Context, tenant string, src []byte) error
 	return err
 }
 
+// UseMemory makes the scorer read its accounts from h, and their
+// onboarding statuses with onboarding, keeping their scores in memory (a
+// backtest: no query per step of its clock).
+func (s *Service) UseMemory(h *accounts.History, onboarding func(tenant string, ids []string) map[string]string) {
+	s.Scorer.UseMemory(h, onboarding)
+}
+
 // SetClock sets the clock the scorer judges by: a backtest's simulated
 // one.
 func (s *Service) SetClock(now func() time.Time) { s.Scorer.Now = now }

@@ -181,8 +181,11 @@ func (s *Service) PutJourneys(ctx context.Context, tenant string, src []byte) er
 }
 
 // UseMemory makes the evaluator read its accounts from h and keep their
-// evaluations in memory (a backtest: no query per step of its clock).
-func (s *Service) UseMemory(h *accounts.History) { s.Evaluator.UseMemory(h) }
+// evaluations in memory (a backtest: no query per step of its clock). It
+// returns what reads their onboarding statuses, for health scoring.
+func (s *Service) UseMemory(h *accounts.History) (statuses func(tenant string, ids []string) map[string]string) {
+	return s.Evaluator.UseMemory(h).Statuses
+}
 
 // SetClock sets the clock the evaluator judges by: a backtest's
 // simulated one.

@@ -2,6 +2,7 @@ package score
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -241,5 +242,27 @@ func TestUsageDropIsComputedFromTheAccountsOwnBaseline(t *testing.T) {
 	steady := append(daily("A", 10, 7, 35, "u1"), daily("A", 6, 0, 7, "u1")...)
 	if h := Compute(m, Inputs{Usage: agg(m, steady), FirstEvent: today.Add(-34 * day)}, now); len(h.Intent.Signals) != 0 {
 		t.Errorf("a 40%% drop turned usage_drop on: %+v", h.Intent)
+	}
+}
+
+// The norms are exact medians: the middle value, the mean of the two
+// middle values for an even count, zero with no active account.
+func TestNormsAreExactMedians(t *testing.T) {
+	for _, c := range []struct {
+		days, events []float64
+		want         Norms
+	}{
+		{nil, nil, Norms{}},
+		{[]float64{3}, []float64{40}, Norms{ActiveDays: 3, Events: 40}},
+		{[]float64{9, 1, 4}, []float64{10, 300, 20}, Norms{ActiveDays: 4, Events: 20}},
+		{[]float64{5, 1, 2, 8}, []float64{7, 1, 100, 2}, Norms{ActiveDays: 3.5, Events: 4.5}},
+	} {
+		in := slices.Clone(c.days)
+		if got := NormsOf(c.days, c.events); got != c.want {
+			t.Errorf("NormsOf(%v, %v) = %+v, want %+v", c.days, c.events, got, c.want)
+		}
+		if !slices.Equal(in, c.days) {
+			t.Errorf("NormsOf sorted its input: %v", c.days)
+		}
 	}
 }

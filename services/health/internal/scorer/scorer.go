@@ -114,9 +114,11 @@ type Churn struct {
 
 // Scorer scores accounts.
 type Scorer struct {
-	db      chstore.Store
-	models  *models.Store
-	traits  *accounts.Reader
+	db     chstore.Store
+	models *models.Store
+	traits *accounts.Reader
+	// store is where scoring reads and writes: db, or a backtest's memory.
+	store   Store
 	emitter *signals.Emitter
 	log     *slog.Logger
 	// Now is the clock; tests set it.
@@ -147,7 +149,9 @@ type cachedNorms struct {
 
 // New returns a scorer over a migrated store.
 func New(db chstore.Store, ms *models.Store, emitter *signals.Emitter, log *slog.Logger) (*Scorer, error) {
-	s := &Scorer{db: db, models: ms, traits: accounts.NewReader(db), emitter: emitter, log: log, Now: time.Now, norms: map[string]cachedNorms{}}
+	traits := accounts.NewReader(db)
+	s := &Scorer{db: db, models: ms, traits: traits, store: clickHouse{db: db, traits: traits}, emitter: emitter, log: log, Now: time.Now,
+		norms: map[string]cachedNorms{}}
 	meter := otel.GetMeterProvider().Meter(scope)
 	var err error
 	if s.scored, err = meter.Int64Counter("stickpoint.health.accounts.scored",
@@ -200,7 +204,7 @@ func (s *Scorer) Score(ctx context.Context, tenant string, ids []string, span Sp
 			break
 		}
 		began := time.Now()
-		if err := rebuildUsage(ctx, s.db, tenant, accountSet{ids: chunk}, span.From, span.To); err != nil {
+		if err := s.store.RebuildUsage(ctx, tenant, accountSet{ids: chunk}, span.From, span.To); err != nil {
 			return Result{}, err
 		}
 		if s.trace != nil {
@@ -249,7 +253,7 @@ func (s *Scorer) Sweep(ctx context.Context, tenants []string) (Result, error) {
 		}
 		after := ""
 		for {
-			page, err := s.movablePage(ctx, t, after, today, norms, stored.Version)
+			page, err := s.store.Movable(ctx, t, after, today, norms, stored.Version, pageSize)
 			if err != nil || len(page) == 0 {
 				if err != nil {
 					return total, err
@@ -351,24 +355,6 @@ func (s *Scorer) eachPage(ctx context.Context, tenant string, f func(accountSet)
 	}
 }
 
-// movablePage is the next page of the tenant's scored accounts whose
-// health time or norms can have moved (see Sweep). The state's norms are
-// compared as stored: the JSON encoding of the same Norms.
-func (s *Scorer) movablePage(ctx context.Context, tenant, after string, today time.Time, norms score.Norms, modelVersion int64) ([]string, error) {
-	raw, err := json.Marshal(norms)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.db.Query(ctx, `SELECT account_id FROM account_health FINAL
-		WHERE tenant_id = ? AND account_id > ? AND (evaluated_at < ? OR visitParamHas(state, 'hits') OR visitParamHas(state, 'sentiment')
-			OR visitParamExtractRaw(state, 'norms') != ? OR visitParamExtractInt(state, 'model_version') != ?)
-		ORDER BY account_id LIMIT ?`, tenant, after, today, string(raw), modelVersion, pageSize)
-	if err != nil {
-		return nil, fmt.Errorf("list the accounts to sweep: %w", err)
-	}
-	return rows.Strings()
-}
-
 // tenantNorms are the tenant's norms for today: its median active account
 // over the window's days before today. They move only with events stored
 // for past days (late or imported), so a day's scores share them; the
@@ -380,7 +366,7 @@ func (s *Scorer) tenantNorms(ctx context.Context, tenant string, today time.Time
 	if ok && c.day.Equal(today) && c.window == window && s.Now().Sub(c.at) < normsTTL {
 		return c.norms, nil
 	}
-	n, err := readNorms(ctx, s.db, tenant, today.Add(-window), today)
+	n, err := s.store.Norms(ctx, tenant, today.Add(-window), today)
 	if err != nil {
 		return n, err
 	}
@@ -417,7 +403,6 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	today := now.Truncate(specfile.Day)
 	spans := score.SpansOf(m.Health, now)
 
-	cond, args := set.where()
 	lapAt := time.Now()
 	lap := func(phase string) {
 		if s.trace != nil {
@@ -425,7 +410,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		}
 		lapAt = time.Now()
 	}
-	prevRows, err := ReadRows(ctx, s.db, tenant, "AND "+cond, args...)
+	prevRows, err := s.store.Rows(ctx, tenant, set)
 	if err != nil {
 		return Result{}, err
 	}
@@ -452,23 +437,16 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(chstore.ReadsInFlight)
 	g.Go(func() (err error) {
-		usage, err = readUsage(gctx, s.db, tenant, set, spans, m.Health.KeyFeatures)
+		usage, err = s.store.Usage(gctx, tenant, set, spans, m.Health.KeyFeatures)
 		return err
 	})
 	g.Go(func() (err error) { norms, err = s.tenantNorms(gctx, tenant, today, m.Health.Window); return err })
-	g.Go(func() (err error) {
-		if set.contiguous {
-			traits, err = s.traits.TraitsBetween(gctx, tenant, ids[0], ids[len(ids)-1])
-		} else {
-			traits, err = s.traits.Traits(gctx, tenant, ids)
-		}
-		return err
-	})
-	g.Go(func() (err error) { onboarding, err = readOnboarding(gctx, s.db, tenant, set); return err })
-	g.Go(func() (err error) { sentiments, err = readSentiment(gctx, s.db, tenant, set); return err })
+	g.Go(func() (err error) { traits, err = s.store.Traits(gctx, tenant, set); return err })
+	g.Go(func() (err error) { onboarding, err = s.store.Onboarding(gctx, tenant, set); return err })
+	g.Go(func() (err error) { sentiments, err = s.store.Sentiment(gctx, tenant, set); return err })
 	if withEvents {
 		g.Go(func() error {
-			all, err := readRuleEvents(gctx, s.db, tenant, set, m, now.Add(-lookback(m)), now)
+			all, err := s.store.RuleEvents(gctx, tenant, set, m, now.Add(-lookback(m)), now)
 			if err != nil {
 				return err
 			}
@@ -478,7 +456,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 			}
 			return nil
 		})
-		g.Go(func() (err error) { activity, err = eventSpans(gctx, s.db, tenant, set, prev, since); return err })
+		g.Go(func() (err error) { activity, err = s.store.EventSpans(gctx, tenant, set, prev, since); return err })
 	}
 	if err := g.Wait(); err != nil {
 		return Result{}, err
@@ -581,13 +559,13 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		if err := s.emit(ctx, tenant, churnSigs); err != nil {
 			return Result{}, err
 		}
-		if err := insertChurns(ctx, s.db, tenant, changed, now); err != nil {
+		if err := s.store.PutChurns(ctx, tenant, changed, now); err != nil {
 			return Result{}, err
 		}
 		sigs = append(sigs, churnSigs...)
 	}
 	lap("emit+churn")
-	if err := insertRows(ctx, s.db, tenant, changed); err != nil {
+	if err := s.store.Put(ctx, tenant, changed); err != nil {
 		return Result{}, err
 	}
 	if s.OnStored != nil {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/services/health/internal/model"
@@ -25,6 +27,112 @@ func (s accountSet) where() (string, []any) {
 		return "account_id >= ? AND account_id <= ?", []any{s.ids[0], s.ids[len(s.ids)-1]}
 	}
 	return "account_id IN ?", []any{chstore.In(s.ids)}
+}
+
+// Store is what the scorer reads and writes: the accounts' rollups,
+// norms, traits, onboarding, sentiment, rule events and activity, and
+// their stored scores. The service's is ClickHouse; a backtest's is
+// memory (NewMemoryStore), so that thousands of steps of its clock cost
+// no query each. Both give the scorer the same answers.
+type Store interface {
+	// RebuildUsage rewrites the rollups of the accounts' UTC days from
+	// from to to, from their events.
+	RebuildUsage(ctx context.Context, tenant string, set accountSet, from, to time.Time) error
+	// Usage sums the accounts' rollups as score.Aggregate does.
+	Usage(ctx context.Context, tenant string, set accountSet, sp score.Spans, keys []string) (map[string]score.Usage, error)
+	// Norms are the tenant's median active account over the days from
+	// from (included) to until (excluded).
+	Norms(ctx context.Context, tenant string, from, until time.Time) (score.Norms, error)
+	// Traits are the accounts' merged traits.
+	Traits(ctx context.Context, tenant string, set accountSet) (map[string]accounts.Traits, error)
+	// Onboarding is the accounts' onboarding status, from milestone
+	// tracking's latest evaluation.
+	Onboarding(ctx context.Context, tenant string, set accountSet) (map[string]string, error)
+	// Sentiment is the accounts' latest CSM sentiment.
+	Sentiment(ctx context.Context, tenant string, set accountSet) (map[string]*score.Sentiment, error)
+	// RuleEvents are the accounts' events the model's rules could match
+	// (see readRuleEvents), times in whole seconds.
+	RuleEvents(ctx context.Context, tenant string, set accountSet, m model.Model, lookback, until time.Time) ([]event, error)
+	// EventSpans are the accounts' first and last event times, in whole
+	// seconds (see eventSpans).
+	EventSpans(ctx context.Context, tenant string, set accountSet, prev map[string]Row, since time.Time) (map[string][2]time.Time, error)
+	// Rows are the accounts' stored scores, as stored.
+	Rows(ctx context.Context, tenant string, set accountSet) ([]Row, error)
+	// Movable is the next page of up to limit scored accounts, after
+	// after, that time or the norms can have moved (see Scorer.Sweep).
+	Movable(ctx context.Context, tenant, after string, today time.Time, norms score.Norms, modelVersion int64, limit int) ([]string, error)
+	// Put stores new scores; PutChurns the churn records among them.
+	Put(ctx context.Context, tenant string, rows []Row) error
+	PutChurns(ctx context.Context, tenant string, rows []Row, now time.Time) error
+}
+
+// clickHouse is the service's store.
+type clickHouse struct {
+	db     chstore.Store
+	traits *accounts.Reader
+}
+
+func (c clickHouse) RebuildUsage(ctx context.Context, tenant string, set accountSet, from, to time.Time) error {
+	return rebuildUsage(ctx, c.db, tenant, set, from, to)
+}
+
+func (c clickHouse) Usage(ctx context.Context, tenant string, set accountSet, sp score.Spans, keys []string) (map[string]score.Usage, error) {
+	return readUsage(ctx, c.db, tenant, set, sp, keys)
+}
+
+func (c clickHouse) Norms(ctx context.Context, tenant string, from, until time.Time) (score.Norms, error) {
+	return readNorms(ctx, c.db, tenant, from, until)
+}
+
+func (c clickHouse) Traits(ctx context.Context, tenant string, set accountSet) (map[string]accounts.Traits, error) {
+	if set.contiguous {
+		return c.traits.TraitsBetween(ctx, tenant, set.ids[0], set.ids[len(set.ids)-1])
+	}
+	return c.traits.Traits(ctx, tenant, set.ids)
+}
+
+func (c clickHouse) Onboarding(ctx context.Context, tenant string, set accountSet) (map[string]string, error) {
+	return readOnboarding(ctx, c.db, tenant, set)
+}
+
+func (c clickHouse) Sentiment(ctx context.Context, tenant string, set accountSet) (map[string]*score.Sentiment, error) {
+	return readSentiment(ctx, c.db, tenant, set)
+}
+
+func (c clickHouse) RuleEvents(ctx context.Context, tenant string, set accountSet, m model.Model, lookback, until time.Time) ([]event, error) {
+	return readRuleEvents(ctx, c.db, tenant, set, m, lookback, until)
+}
+
+func (c clickHouse) EventSpans(ctx context.Context, tenant string, set accountSet, prev map[string]Row, since time.Time) (map[string][2]time.Time, error) {
+	return eventSpans(ctx, c.db, tenant, set, prev, since)
+}
+
+func (c clickHouse) Rows(ctx context.Context, tenant string, set accountSet) ([]Row, error) {
+	cond, args := set.where()
+	return ReadRows(ctx, c.db, tenant, "AND "+cond, args...)
+}
+
+func (c clickHouse) Movable(ctx context.Context, tenant, after string, today time.Time, norms score.Norms, modelVersion int64, limit int) ([]string, error) {
+	raw, err := json.Marshal(norms)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := c.db.Query(ctx, `SELECT account_id FROM account_health FINAL
+		WHERE tenant_id = ? AND account_id > ? AND (evaluated_at < ? OR visitParamHas(state, 'hits') OR visitParamHas(state, 'sentiment')
+			OR visitParamExtractRaw(state, 'norms') != ? OR visitParamExtractInt(state, 'model_version') != ?)
+		ORDER BY account_id LIMIT ?`, tenant, after, today, string(raw), modelVersion, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list the accounts to sweep: %w", err)
+	}
+	return rows.Strings()
+}
+
+func (c clickHouse) Put(ctx context.Context, tenant string, rows []Row) error {
+	return insertRows(ctx, c.db, tenant, rows)
+}
+
+func (c clickHouse) PutChurns(ctx context.Context, tenant string, rows []Row, now time.Time) error {
+	return insertChurns(ctx, c.db, tenant, rows, now)
 }
 
 // rebuildUsage rewrites the rollup rows of the accounts' UTC days from
@@ -79,6 +187,12 @@ func readUsage(ctx context.Context, db chstore.Store, tenant string, set account
 			return nil, err
 		}
 		u.ActiveDays, u.Events, u.Users, u.Recent, u.Baseline = int(days), int(events), int(users), int(recent), int(baseline)
+		// A set: kept in one order, and none as nil, so that a state
+		// compares as stored whatever order or engine read it.
+		slices.Sort(u.Features)
+		if len(u.Features) == 0 {
+			u.Features = nil
+		}
 		out[id] = u
 	}
 	return out, nil
@@ -92,24 +206,25 @@ func minTime(a, b time.Time) time.Time {
 }
 
 // readNorms is the tenant's median active account over the days from
-// from (included) to until (excluded).
+// from (included) to until (excluded). ClickHouse sends each active
+// account's two sums, and score.NormsOf takes their exact medians (a
+// tenant's accounts are few enough to send; ClickHouse's median samples).
 func readNorms(ctx context.Context, db chstore.Store, tenant string, from, until time.Time) (score.Norms, error) {
-	// The median of no rows is NaN, which the embedded engine's JSON
-	// carries as null: a tenant with no usage in the window has no norms.
-	rows, err := db.Query(ctx, `SELECT if(count() = 0, 0., median(d)), if(count() = 0, 0., median(e)) FROM (
-			SELECT account_id, count() AS d, sum(events) AS e
+	rows, err := db.Query(ctx, `SELECT count() AS d, sum(events) AS e
 			FROM account_day_usage FINAL WHERE tenant_id = ? AND day >= toDate(?) AND day < toDate(?)
-			GROUP BY account_id)`, tenant, from, until)
+			GROUP BY account_id`, tenant, from, until)
 	if err != nil {
 		return score.Norms{}, fmt.Errorf("read the tenant's norms: %w", err)
 	}
-	var n score.Norms
+	days, evs := make([]float64, 0, rows.Len()), make([]float64, 0, rows.Len())
 	for rows.Next() {
-		if err := rows.Scan(&n.ActiveDays, &n.Events); err != nil {
-			return n, err
+		var d, e uint64
+		if err := rows.Scan(&d, &e); err != nil {
+			return score.Norms{}, err
 		}
+		days, evs = append(days, float64(d)), append(evs, float64(e))
 	}
-	return n, nil
+	return score.NormsOf(days, evs), nil
 }
 
 // event is a stored event the cancel-intent and churn rules look at.

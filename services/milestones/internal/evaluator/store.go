@@ -79,13 +79,10 @@ func (c clickHouse) Put(ctx context.Context, tenant string, rows []Row) error {
 
 // Memory is a store in memory over a history of stored events: a
 // backtest's. Its evaluations are kept as account_onboarding keeps them
-// (times in whole seconds, the state as its JSON decodes), and, when
-// Also is set, stored there too, for the services that still read them
-// from ClickHouse.
+// (times in whole seconds, the state as its JSON decodes), and stay in
+// memory: health scoring reads their statuses from it (Statuses).
 type Memory struct {
 	history *accounts.History
-	// Also, when set, stores every evaluation again.
-	Also Store
 
 	mu   sync.RWMutex
 	rows map[string]map[string]Row // by tenant and account
@@ -183,12 +180,7 @@ func (m *Memory) JourneyRows(_ context.Context, tenant, after string, limit int)
 	return out, nil
 }
 
-func (m *Memory) Put(ctx context.Context, tenant string, rows []Row) error {
-	if m.Also != nil {
-		if err := m.Also.Put(ctx, tenant, rows); err != nil {
-			return err
-		}
-	}
+func (m *Memory) Put(_ context.Context, tenant string, rows []Row) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	byID := m.rows[tenant]
@@ -223,12 +215,24 @@ func sortRows(rows []Row) {
 	slices.SortFunc(rows, func(a, b Row) int { return strings.Compare(a.AccountID, b.AccountID) })
 }
 
+// Statuses are the accounts' onboarding statuses, as readOnboarding
+// reads them from account_onboarding: an account not evaluated is absent.
+func (m *Memory) Statuses(tenant string, ids []string) map[string]string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make(map[string]string, len(ids))
+	for _, id := range ids {
+		if r, ok := m.rows[tenant][id]; ok {
+			out[id] = r.Status
+		}
+	}
+	return out
+}
+
 // UseMemory makes the evaluator read and keep its accounts in memory, over
-// a history of stored events (a backtest), instead of ClickHouse. The
-// evaluations are stored in ClickHouse too, for the services that read
-// them from there.
-func (e *Evaluator) UseMemory(h *accounts.History) {
+// a history of stored events (a backtest), instead of ClickHouse.
+func (e *Evaluator) UseMemory(h *accounts.History) *Memory {
 	m := NewMemoryStore(h)
-	m.Also = e.store
 	e.store = m
+	return m
 }

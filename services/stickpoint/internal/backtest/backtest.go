@@ -260,7 +260,7 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 	// what the writer stores.
 	history := accounts.NewHistory()
 	r.ing.KeepHistory(history)
-	r.ms.UseMemory(history)
+	r.hs.UseMemory(history, r.ms.UseMemory(history))
 	r.ing.SetClock(r.clock.Now)
 	r.ms.SetClock(r.clock.Now)
 	r.hs.SetClock(r.clock.Now)

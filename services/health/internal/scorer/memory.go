@@ -1,0 +1,283 @@
+package scorer
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/stickpoint/stickpoint/pkg/accounts"
+	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/pkg/specfile"
+	"github.com/stickpoint/stickpoint/services/health/internal/model"
+	"github.com/stickpoint/stickpoint/services/health/internal/score"
+)
+
+// Memory is a store in memory over a history of stored events: a
+// backtest's. It answers as the ClickHouse tables would: rollups rebuilt
+// from the events as rebuildUsage builds them, event times in whole
+// seconds where the events table's timestamp column is read, scores kept
+// as account_health keeps them. A backtest has no CSM sentiment. When
+// Also is set, scores and churn records are stored there too.
+type Memory struct {
+	history *accounts.History
+	// onboarding reads the accounts' onboarding status: milestone
+	// tracking's memory.
+	onboarding func(tenant string, ids []string) map[string]string
+	// Also, when set, stores every score and churn record again.
+	Also Store
+
+	mu    sync.RWMutex
+	usage map[string]map[string]map[time.Time]score.DayUsage // by tenant, account and day
+	rows  map[string]map[string]Row                          // by tenant and account
+}
+
+// NewMemoryStore returns a store over a history, reading onboarding
+// statuses with onboarding.
+func NewMemoryStore(h *accounts.History, onboarding func(tenant string, ids []string) map[string]string) *Memory {
+	return &Memory{history: h, onboarding: onboarding, usage: map[string]map[string]map[time.Time]score.DayUsage{}, rows: map[string]map[string]Row{}}
+}
+
+func isUsage(typ string) bool {
+	return typ == events.TypeTrack || typ == events.TypePage || typ == events.TypeScreen
+}
+
+// RebuildUsage rebuilds the days' rollups as rebuildUsage does: per UTC
+// day, the usage events each messageId once, the names used (pages and
+// screens as "type:name") and the identified users.
+func (m *Memory) RebuildUsage(_ context.Context, tenant string, set accountSet, from, to time.Time) error {
+	first, last := from.UTC().Truncate(specfile.Day), to.UTC().Truncate(specfile.Day).Add(specfile.Day)
+	type day struct {
+		ids          map[string]bool
+		names, users []string
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	byAccount := m.usage[tenant]
+	if byAccount == nil {
+		byAccount = map[string]map[time.Time]score.DayUsage{}
+		m.usage[tenant] = byAccount
+	}
+	for _, id := range set.ids {
+		evs := m.history.Events(tenant, id)
+		days := map[time.Time]*day{}
+		for i := sort.Search(len(evs), func(i int) bool { return !evs[i].Timestamp.Before(first) }); i < len(evs) && evs[i].Timestamp.Before(last); i++ {
+			e := &evs[i]
+			if !isUsage(e.Type) {
+				continue
+			}
+			k := e.Timestamp.Truncate(specfile.Day)
+			d := days[k]
+			if d == nil {
+				d = &day{ids: map[string]bool{}}
+				days[k] = d
+			}
+			d.ids[e.MessageID] = true
+			name := e.Name
+			if e.Type != events.TypeTrack {
+				name = e.Type + ":" + e.Name
+			}
+			if !slices.Contains(d.names, name) {
+				d.names = append(d.names, name)
+			}
+			if e.UserID != "" && !slices.Contains(d.users, e.UserID) {
+				d.users = append(d.users, e.UserID)
+			}
+		}
+		if len(days) == 0 {
+			continue
+		}
+		rollups := byAccount[id]
+		if rollups == nil {
+			rollups = map[time.Time]score.DayUsage{}
+			byAccount[id] = rollups
+		}
+		for k, d := range days {
+			rollups[k] = score.DayUsage{Day: k, Events: len(d.ids), Names: d.names, Users: d.users}
+		}
+	}
+	return nil
+}
+
+// Usage sums the rollups with score.Aggregate, over the days readUsage
+// reads: an account with none in them is absent.
+func (m *Memory) Usage(_ context.Context, tenant string, set accountSet, sp score.Spans, keys []string) (map[string]score.Usage, error) {
+	lo, hi := minTime(sp.Window.From, sp.Baseline.From), sp.Window.To
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make(map[string]score.Usage, len(set.ids))
+	for _, id := range set.ids {
+		var rows []score.DayUsage
+		for k, d := range m.usage[tenant][id] {
+			if !k.Before(lo) && !k.After(hi) {
+				rows = append(rows, d)
+			}
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		u := score.Aggregate(rows, keys, sp)
+		slices.Sort(u.Features)
+		if len(u.Features) == 0 {
+			u.Features = nil
+		}
+		out[id] = u
+	}
+	return out, nil
+}
+
+// Norms are the medians over the accounts with rollups in the days, as
+// readNorms takes them.
+func (m *Memory) Norms(_ context.Context, tenant string, from, until time.Time) (score.Norms, error) {
+	from, until = from.UTC().Truncate(specfile.Day), until.UTC().Truncate(specfile.Day)
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var days, evs []float64
+	for _, rollups := range m.usage[tenant] {
+		n, sum := 0, 0
+		for k, d := range rollups {
+			if !k.Before(from) && k.Before(until) {
+				n++
+				sum += d.Events
+			}
+		}
+		if n > 0 {
+			days, evs = append(days, float64(n)), append(evs, float64(sum))
+		}
+	}
+	return score.NormsOf(days, evs), nil
+}
+
+func (m *Memory) Traits(_ context.Context, tenant string, set accountSet) (map[string]accounts.Traits, error) {
+	return m.history.Traits(tenant, set.ids), nil
+}
+
+func (m *Memory) Onboarding(_ context.Context, tenant string, set accountSet) (map[string]string, error) {
+	return m.onboarding(tenant, set.ids), nil
+}
+
+// Sentiment is none: a backtest has no CSM to set it.
+func (m *Memory) Sentiment(context.Context, string, accountSet) (map[string]*score.Sentiment, error) {
+	return map[string]*score.Sentiment{}, nil
+}
+
+// RuleEvents reads what readRuleEvents reads: the usage of the rules'
+// names (or pages and screens) from lookback to until, and churn events
+// of any time up to until, compared and returned in whole seconds.
+func (m *Memory) RuleEvents(_ context.Context, tenant string, set accountSet, md model.Model, lookback, until time.Time) ([]event, error) {
+	var names []string
+	pages := false
+	for _, match := range matches(md) {
+		if match.Event != "" {
+			names = append(names, match.Event)
+		} else {
+			pages = true
+		}
+	}
+	var out []event
+	for _, id := range set.ids {
+		seen := map[string]bool{}
+		for _, e := range m.history.Events(tenant, id) {
+			at := e.Timestamp.Truncate(time.Second)
+			if at.After(until) {
+				break
+			}
+			recent := !at.Before(lookback) && (slices.Contains(names, e.Name) || (pages && (e.Type == events.TypePage || e.Type == events.TypeScreen)))
+			churn := e.Type == events.TypeTrack && e.Name == md.Churn.Event
+			if (!recent && !churn) || seen[e.MessageID] {
+				continue
+			}
+			seen[e.MessageID] = true
+			ev := event{account: id, messageID: e.MessageID, typ: e.Type, name: e.Name, user: e.UserID, at: at}
+			if len(e.Properties) > 0 {
+				_ = json.Unmarshal(e.Properties, &ev.props) // as readRuleEvents
+			}
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}
+
+// EventSpans reads the history whole: the shortcut eventSpans takes for
+// accounts scored before saves a scan, not an answer.
+func (m *Memory) EventSpans(_ context.Context, tenant string, set accountSet, _ map[string]Row, _ time.Time) (map[string][2]time.Time, error) {
+	out := make(map[string][2]time.Time, len(set.ids))
+	for _, id := range set.ids {
+		if evs := m.history.Events(tenant, id); len(evs) > 0 {
+			out[id] = [2]time.Time{evs[0].Timestamp.Truncate(time.Second), evs[len(evs)-1].Timestamp.Truncate(time.Second)}
+		}
+	}
+	return out, nil
+}
+
+func (m *Memory) Rows(_ context.Context, tenant string, set accountSet) ([]Row, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []Row
+	for _, id := range set.ids {
+		if r, ok := m.rows[tenant][id]; ok {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// Movable takes the accounts Movable's query takes, from the kept scores.
+func (m *Memory) Movable(_ context.Context, tenant, after string, today time.Time, norms score.Norms, modelVersion int64, limit int) ([]string, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []string
+	for id, r := range m.rows[tenant] {
+		st := r.State
+		if id > after && (r.EvaluatedAt.Before(today) || len(st.Hits) > 0 || st.Sentiment != nil || st.Norms != norms || st.ModelVersion != modelVersion) {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+func (m *Memory) Put(ctx context.Context, tenant string, rows []Row) error {
+	if m.Also != nil {
+		if err := m.Also.Put(ctx, tenant, rows); err != nil {
+			return err
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	byID := m.rows[tenant]
+	if byID == nil {
+		byID = map[string]Row{}
+		m.rows[tenant] = byID
+	}
+	for _, r := range rows {
+		stored, err := r.AsStored()
+		if err != nil {
+			return err
+		}
+		byID[r.AccountID] = stored
+	}
+	return nil
+}
+
+func (m *Memory) PutChurns(ctx context.Context, tenant string, rows []Row, now time.Time) error {
+	if m.Also != nil {
+		return m.Also.PutChurns(ctx, tenant, rows, now)
+	}
+	return nil
+}
+
+// UseMemory makes the scorer read and keep its accounts in memory, over
+// a history of stored events (a backtest), instead of ClickHouse, with
+// the onboarding statuses onboarding reads. Scores and churn records are
+// stored in ClickHouse too, for the report to read.
+func (s *Scorer) UseMemory(h *accounts.History, onboarding func(tenant string, ids []string) map[string]string) {
+	m := NewMemoryStore(h, onboarding)
+	m.Also = s.store
+	s.store = m
+}

@@ -1,0 +1,182 @@
+package scorer
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stickpoint/stickpoint/pkg/accounts"
+	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/pkg/signals"
+	"github.com/stickpoint/stickpoint/pkg/testutil"
+)
+
+// A backtest's scorer reads its accounts from memory: played the same
+// live history (usage, pages, cancel-intent events, a cancellation and
+// churns, onboarding statuses), a day at a time with the sweep, it stores
+// the same scores and churn records and emits the same signals as the
+// service's, which reads ClickHouse.
+func TestTheMemoryStoreGivesTheAnswersOfClickHouse(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		e := newEnv(t, db)
+		e.putModel("t1", testModel)
+		e.putModel("t2", testModel)
+		mem, err := New(db, e.models, signals.NewEmitter(e.bus, db), testutil.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mem.Now = e.sc.Now
+		h := accounts.NewHistory()
+		onboarding := map[string]string{}
+		mem.UseMemory(h, func(_ string, ids []string) map[string]string {
+			out := map[string]string{}
+			for _, id := range ids {
+				if st, ok := onboarding[id]; ok {
+					out[id] = st
+				}
+			}
+			return out
+		})
+
+		r := rand.New(rand.NewPCG(5, 6))
+		start := now0.Add(-50 * day).Truncate(day)
+		names := []string{"Report Built", "Dashboard Shared", "Alert Created", "Source Connected", "Other", "Data Exported", "Seats Removed"}
+		var history []testutil.StoredEvent
+		var ids []string
+		for a := range 14 {
+			id := fmt.Sprintf("acc-%02d", a)
+			ids = append(ids, id)
+			joined := start.Add(time.Duration(r.IntN(20*24)) * time.Hour)
+			traits, _ := json.Marshal(map[string]any{"seats": 2 + r.IntN(8), "industry": []string{"software", "retail"}[r.IntN(2)], "employees": []int{3, 50}[r.IntN(2)]})
+			history = append(history, testutil.StoredEvent{Tenant: "", Account: id, Type: "group", At: joined, Properties: string(traits)})
+			quits := now0.Add(time.Hour)
+			if a%4 == 0 {
+				quits = joined.Add(time.Duration(10+r.IntN(20)) * day)
+			}
+			for at := joined; at.Before(quits) && at.Before(now0); at = at.Add(time.Duration(2+r.IntN(30)) * time.Hour) {
+				// Times to the millisecond: the events table reads some in whole seconds.
+				ev := testutil.StoredEvent{Account: id, Name: names[r.IntN(len(names))], User: fmt.Sprintf("%s-u%d", id, r.IntN(3)),
+					At: at.Add(time.Duration(r.IntN(60_000)) * time.Millisecond)}
+				switch r.IntN(8) {
+				case 0:
+					ev.Type, ev.Name, ev.Properties = "page", "Billing", `{"path":"/settings/billing/plan"}`
+				case 1:
+					ev.User = "" // anonymous
+				}
+				history = append(history, ev)
+			}
+			if a%4 == 0 && quits.Before(now0) {
+				history = append(history, testutil.StoredEvent{Account: id, Name: "Subscription Cancelled", User: id + "-u0", At: quits, Properties: `{"reason":"price"}`})
+			}
+			if a%5 == 1 {
+				onboarding[id] = []string{"on_track", "late", "stalled"}[r.IntN(3)]
+			}
+		}
+		slices.SortStableFunc(history, func(a, b testutil.StoredEvent) int { return a.At.Compare(b.At) })
+		for i := range history {
+			history[i].MessageID = fmt.Sprintf("h-%d", i)
+		}
+		var rows [][]any
+		for id, st := range onboarding {
+			rows = append(rows, []any{"t1", id, "j", st, start, start, "", start, uint64(1)})
+		}
+		if err := db.Insert(t.Context(), "account_onboarding", []string{"tenant_id", "account_id", "journey_id", "status", "start", "first_event_at", "state", "evaluated_at", "version"}, rows); err != nil {
+			t.Fatal(err)
+		}
+
+		// Live: a day at a time, the day's events are stored, their
+		// accounts scored as their notice says, and the sweep runs.
+		next := 0
+		for now := start.Add(day + 12*time.Hour); !now.After(now0); now = now.Add(day) { // at noon: today has usage
+			e.now = now
+			var today []testutil.StoredEvent
+			for ; next < len(history) && !history[next].At.After(now); next++ {
+				today = append(today, history[next])
+			}
+			if len(today) > 0 {
+				var stored []events.Event
+				for _, ev := range today {
+					if ev.Type == "group" {
+						if err := db.Insert(t.Context(), "account_traits", accounts.TraitsColumns,
+							[][]any{accounts.TraitsRow("t1", ev.Account, json.RawMessage(ev.Properties), ev.At, ev.MessageID)}); err != nil {
+							t.Fatal(err)
+						}
+						testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: ev.Account, MessageID: ev.MessageID, Type: "group", At: ev.At})
+						stored = append(stored, events.Event{TenantID: "t2", AccountID: ev.Account, MessageID: ev.MessageID, Type: events.TypeGroup, Timestamp: ev.At, Traits: json.RawMessage(ev.Properties)})
+						continue
+					}
+					ev.Tenant = "t1"
+					testutil.InsertEvents(t, db, ev)
+					if ev.Type == "" {
+						ev.Type = "track"
+					}
+					stored = append(stored, events.Event{TenantID: "t2", AccountID: ev.Account, MessageID: ev.MessageID, Type: ev.Type, Name: ev.Name, UserID: ev.User,
+						Timestamp: ev.At, Properties: json.RawMessage(ev.Properties)})
+				}
+				h.Add(stored)
+				for _, n := range events.StoredNotices(stored) {
+					span := Span{From: n.From, To: n.To}
+					if _, err := e.sc.Score(t.Context(), "t1", n.Accounts, span, "events"); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := mem.Score(t.Context(), "t2", n.Accounts, span, "events"); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if _, err := e.sc.Sweep(t.Context(), []string{"t1"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := mem.Sweep(t.Context(), []string{"t2"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+
+		want, err := ReadRows(t.Context(), db, "t1", "ORDER BY account_id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := mem.store.Rows(t.Context(), "t2", accountSet{ids: ids})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(want) != len(ids) || len(got) != len(want) {
+			t.Fatalf("%d accounts scored from ClickHouse, %d from memory, of %d", len(want), len(got), len(ids))
+		}
+		bands, churned := map[string]int{}, 0
+		for i, w := range want {
+			g := got[i]
+			if w.AccountID != g.AccountID || w.Score != g.Score || w.Band != g.Band || w.Change != g.Change || w.Fit != g.Fit || w.Onboarding != g.Onboarding ||
+				w.Intent != g.Intent || w.AtRisk != g.AtRisk || !w.ChurnedAt.Equal(g.ChurnedAt) || w.state != g.state || !w.EvaluatedAt.Equal(g.EvaluatedAt) {
+				t.Errorf("%s:\nClickHouse %d %s %s %v\n%s\nmemory     %d %s %s %v\n%s", w.AccountID, w.Score, w.Band, w.Onboarding, w.ChurnedAt, w.state,
+					g.Score, g.Band, g.Onboarding, g.ChurnedAt, g.state)
+			}
+			bands[w.Band]++
+			if !w.ChurnedAt.IsZero() {
+				churned++
+			}
+		}
+		if len(bands) < 2 || churned == 0 {
+			t.Errorf("bands %v, %d churned: the history tests too little", bands, churned)
+		}
+		list := func(tenant string) []string {
+			sigs, err := signals.List(t.Context(), db, tenant, signals.Filter{Limit: 10000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, s := range sigs {
+				out = append(out, s.GetAccountId()+" "+s.GetKind()+" "+s.GetOccurredAt().AsTime().Format(time.RFC3339))
+			}
+			slices.Sort(out)
+			return out
+		}
+		if w, g := list("t1"), list("t2"); !slices.Equal(w, g) || len(w) == 0 {
+			t.Errorf("signals differ:\nClickHouse %q\nmemory     %q", w, g)
+		}
+	})
+}
