@@ -552,6 +552,10 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 			if err := s.classify(ctx, tenant, changed[i].AccountID, c); err != nil {
 				return Result{}, err
 			}
+			// The state holds the churn as classified: it was encoded
+			// before.
+			raw, _ := json.Marshal(changed[i].State)
+			changed[i].state = string(raw)
 			sig := churnSignal(tenant, changed[i].AccountID, c, now)
 			sig.Account = signals.Snapshot(traits[changed[i].AccountID], changed[i].Fit, changed[i].Band)
 			churnSigs = append(churnSigs, sig)
