@@ -105,6 +105,22 @@ func (h *History) Traits(tenant string, ids []string) map[string]Traits {
 	return out
 }
 
+// FirstTraitsAt is the earliest time of the account's group calls as
+// account_traits keeps them (whole seconds), zero when it has none.
+func (h *History) FirstTraitsAt(tenant, account string) time.Time {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	var first time.Time
+	if a := h.accounts[key(tenant, account)]; a != nil {
+		for _, c := range a.calls {
+			if first.IsZero() || c.At.Before(first) {
+				first = c.At
+			}
+		}
+	}
+	return first
+}
+
 // WithEvents lists the tenant's accounts that have events, in order, as
 // Reader.WithEvents does.
 func (h *History) WithEvents(tenant string) []string {

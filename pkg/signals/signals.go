@@ -48,6 +48,10 @@ type Emitter struct {
 	bus    *natsjs.Bus
 	db     chstore.Store
 	traits *accounts.Reader
+	// memory and history, when set, replace the signals table and
+	// account_traits (UseMemory).
+	memory  *Memory
+	history *accounts.History
 }
 
 // NewEmitter publishes on bus and records in db.
@@ -76,8 +80,11 @@ func (e *Emitter) snapshot(ctx context.Context, sigs []*signalsv1.Signal) error 
 		}
 	}
 	for tenant, ids := range missing {
-		traits, err := e.traits.Traits(ctx, tenant, ids)
-		if err != nil {
+		var traits map[string]accounts.Traits
+		var err error
+		if e.history != nil {
+			traits = e.history.Traits(tenant, ids)
+		} else if traits, err = e.traits.Traits(ctx, tenant, ids); err != nil {
 			return err
 		}
 		for _, s := range sigs {
@@ -99,6 +106,10 @@ func (e *Emitter) Emit(ctx context.Context, sigs []*signalsv1.Signal) error {
 	published, err := e.Publish(ctx, sigs)
 	if err != nil || len(published) == 0 {
 		return err
+	}
+	if e.memory != nil {
+		e.memory.add(sigs)
+		return nil
 	}
 	rows := make([][]any, 0, len(sigs))
 	for i, s := range sigs {

@@ -98,6 +98,8 @@ type Service struct {
 	accounts   *api.Accounts
 	health     *api.Health
 	models     *models.Store
+	// memory is the scorer's store in a backtest (UseMemory), else nil.
+	memory *scorer.Memory
 
 	pending *service.Pending // rescores asked for (by tenant)
 }
@@ -300,11 +302,37 @@ func (s *Service) PutModel(ctx context.Context, tenant string, src []byte) error
 	return err
 }
 
-// UseMemory makes the scorer read its accounts from h, and their
-// onboarding statuses with onboarding, keeping their scores in memory (a
-// backtest: no query per step of its clock).
-func (s *Service) UseMemory(h *accounts.History, onboarding func(tenant string, ids []string) map[string]string) {
-	s.Scorer.UseMemory(h, onboarding)
+// UseMemory makes the scorer read its accounts from h, the signals
+// emitted from sigs (where its own go) and their onboarding statuses with
+// onboarding, keeping their scores and churns in memory (a backtest: no
+// query per step of its clock). Scored then lists them.
+func (s *Service) UseMemory(h *accounts.History, sigs *signals.Memory, onboarding func(tenant string, ids []string) map[string]string) {
+	s.memory = s.Scorer.UseMemory(h, sigs, onboarding)
+}
+
+// Scored is an account as a backtest's scoring left it: its fit, and its
+// first churn, with the reason recorded.
+type Scored struct {
+	AccountID, Fit string
+	Churned        bool
+	ChurnedAt      time.Time
+	ChurnReason    string
+}
+
+// Scored lists the tenant's scored accounts, in order, after UseMemory.
+func (s *Service) Scored(tenant string) []Scored {
+	if s.memory == nil {
+		return nil
+	}
+	var out []Scored
+	for _, k := range s.memory.Kept(tenant) {
+		sc := Scored{AccountID: k.AccountID, Fit: k.Fit}
+		if k.Churn != nil {
+			sc.Churned, sc.ChurnedAt, sc.ChurnReason = true, k.Churn.At, k.Churn.Reason
+		}
+		out = append(out, sc)
+	}
+	return out
 }
 
 // SetClock sets the clock the scorer judges by: a backtest's simulated

@@ -180,11 +180,12 @@ func (s *Service) PutJourneys(ctx context.Context, tenant string, src []byte) er
 	return nil
 }
 
-// UseMemory makes the evaluator read its accounts from h and keep their
-// evaluations in memory (a backtest: no query per step of its clock). It
-// returns what reads their onboarding statuses, for health scoring.
-func (s *Service) UseMemory(h *accounts.History) (statuses func(tenant string, ids []string) map[string]string) {
-	return s.Evaluator.UseMemory(h).Statuses
+// UseMemory makes the evaluator read its accounts from h, keep their
+// evaluations in memory and record its signals in sigs (a backtest: no
+// query per step of its clock). It returns what reads their onboarding
+// statuses, for health scoring.
+func (s *Service) UseMemory(h *accounts.History, sigs *signals.Memory) (statuses func(tenant string, ids []string) map[string]string) {
+	return s.Evaluator.UseMemory(h, sigs).Statuses
 }
 
 // SetClock sets the clock the evaluator judges by: a backtest's

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/services/health/internal/model"
 	"github.com/stickpoint/stickpoint/services/health/internal/score"
@@ -19,25 +21,26 @@ import (
 // backtest's. It answers as the ClickHouse tables would: rollups rebuilt
 // from the events as rebuildUsage builds them, event times in whole
 // seconds where the events table's timestamp column is read, scores kept
-// as account_health keeps them. A backtest has no CSM sentiment. When
-// Also is set, scores and churn records are stored there too.
+// as account_health keeps them, risk signals from the emitters' memory.
+// A backtest has no CSM sentiment.
 type Memory struct {
 	history *accounts.History
+	signals *signals.Memory
 	// onboarding reads the accounts' onboarding status: milestone
 	// tracking's memory.
 	onboarding func(tenant string, ids []string) map[string]string
-	// Also, when set, stores every score and churn record again.
-	Also Store
 
-	mu    sync.RWMutex
-	usage map[string]map[string][]score.DayUsage // by tenant and account, in day order
-	rows  map[string]map[string]Row              // by tenant and account
+	mu     sync.RWMutex
+	usage  map[string]map[string][]score.DayUsage // by tenant and account, in day order
+	rows   map[string]map[string]Row              // by tenant and account
+	churns map[string]map[string]Churn            // by tenant and account: the earliest recorded
 }
 
-// NewMemoryStore returns a store over a history, reading onboarding
-// statuses with onboarding.
-func NewMemoryStore(h *accounts.History, onboarding func(tenant string, ids []string) map[string]string) *Memory {
-	return &Memory{history: h, onboarding: onboarding, usage: map[string]map[string][]score.DayUsage{}, rows: map[string]map[string]Row{}}
+// NewMemoryStore returns a store over a history and the signals emitted,
+// reading onboarding statuses with onboarding.
+func NewMemoryStore(h *accounts.History, sigs *signals.Memory, onboarding func(tenant string, ids []string) map[string]string) *Memory {
+	return &Memory{history: h, signals: sigs, onboarding: onboarding, usage: map[string]map[string][]score.DayUsage{},
+		rows: map[string]map[string]Row{}, churns: map[string]map[string]Churn{}}
 }
 
 func isUsage(typ string) bool {
@@ -247,12 +250,18 @@ func (m *Memory) Movable(_ context.Context, tenant, after string, today time.Tim
 	return out, nil
 }
 
-func (m *Memory) Put(ctx context.Context, tenant string, rows []Row) error {
-	if m.Also != nil {
-		if err := m.Also.Put(ctx, tenant, rows); err != nil {
-			return err
-		}
+func (m *Memory) FirstTraitsAt(_ context.Context, tenant, account string) (time.Time, error) {
+	return m.history.FirstTraitsAt(tenant, account), nil
+}
+
+func (m *Memory) FirstRisk(_ context.Context, tenant, account string, t time.Time) (string, time.Time, error) {
+	if s := m.signals.First(tenant, account, riskKinds, t); s != nil {
+		return s.GetKind(), s.GetOccurredAt().AsTime(), nil
 	}
+	return "", time.Time{}, nil
+}
+
+func (m *Memory) Put(_ context.Context, tenant string, rows []Row) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	byID := m.rows[tenant]
@@ -272,19 +281,60 @@ func (m *Memory) Put(ctx context.Context, tenant string, rows []Row) error {
 	return nil
 }
 
-func (m *Memory) PutChurns(ctx context.Context, tenant string, rows []Row, now time.Time) error {
-	if m.Also != nil {
-		return m.Also.PutChurns(ctx, tenant, rows, now)
+// PutChurns keeps each account's earliest churn record, as the churn
+// report reads churn_records (insertChurns writes them).
+func (m *Memory) PutChurns(_ context.Context, tenant string, rows []Row, _ time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	byID := m.churns[tenant]
+	if byID == nil {
+		byID = map[string]Churn{}
+		m.churns[tenant] = byID
+	}
+	for _, r := range rows {
+		c := r.State.Churn
+		if c == nil || c.At.IsZero() {
+			continue
+		}
+		kept := *c
+		kept.At = kept.At.Truncate(time.Second) // as churn_records' column
+		if old, ok := byID[r.AccountID]; !ok || kept.At.Before(old.At) {
+			byID[r.AccountID] = kept
+		}
 	}
 	return nil
 }
 
+// Kept is an account as the memory keeps it: its latest fit and its
+// earliest churn, if any.
+type Kept struct {
+	AccountID, Fit string
+	Churn          *Churn
+}
+
+// Kept lists the tenant's scored accounts, in order.
+func (m *Memory) Kept(tenant string) []Kept {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]Kept, 0, len(m.rows[tenant]))
+	for id, r := range m.rows[tenant] {
+		k := Kept{AccountID: id, Fit: r.Fit}
+		if c, ok := m.churns[tenant][id]; ok {
+			k.Churn = &c
+		}
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b Kept) int { return strings.Compare(a.AccountID, b.AccountID) })
+	return out
+}
+
 // UseMemory makes the scorer read and keep its accounts in memory, over
-// a history of stored events (a backtest), instead of ClickHouse, with
-// the onboarding statuses onboarding reads. Scores and churn records are
-// stored in ClickHouse too, for the report to read.
-func (s *Scorer) UseMemory(h *accounts.History, onboarding func(tenant string, ids []string) map[string]string) {
-	m := NewMemoryStore(h, onboarding)
-	m.Also = s.store
+// a history of stored events and the signals emitted (a backtest),
+// instead of ClickHouse, with the onboarding statuses onboarding reads.
+// The scorer's emitter records its signals in sigs.
+func (s *Scorer) UseMemory(h *accounts.History, sigs *signals.Memory, onboarding func(tenant string, ids []string) map[string]string) *Memory {
+	m := NewMemoryStore(h, sigs, onboarding)
 	s.store = m
+	s.emitter.UseMemory(sigs, h)
+	return m
 }

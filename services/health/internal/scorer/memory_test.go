@@ -13,6 +13,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
+	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
 )
 
 // A backtest's scorer reads its accounts from memory: played the same
@@ -30,9 +31,9 @@ func TestTheMemoryStoreGivesTheAnswersOfClickHouse(t *testing.T) {
 			t.Fatal(err)
 		}
 		mem.Now = e.sc.Now
-		h := accounts.NewHistory()
+		h, sigs := accounts.NewHistory(), signals.NewMemory()
 		onboarding := map[string]string{}
-		mem.UseMemory(h, func(_ string, ids []string) map[string]string {
+		kept := mem.UseMemory(h, sigs, func(_ string, ids []string) map[string]string {
 			out := map[string]string{}
 			for _, id := range ids {
 				if st, ok := onboarding[id]; ok {
@@ -163,20 +164,56 @@ func TestTheMemoryStoreGivesTheAnswersOfClickHouse(t *testing.T) {
 		if len(bands) < 2 || churned == 0 {
 			t.Errorf("bands %v, %d churned: the history tests too little", bands, churned)
 		}
-		list := func(tenant string) []string {
-			sigs, err := signals.List(t.Context(), db, tenant, signals.Filter{Limit: 10000})
-			if err != nil {
-				t.Fatal(err)
-			}
+		words := func(list []*signalsv1.Signal) []string {
 			var out []string
-			for _, s := range sigs {
+			for _, s := range list {
 				out = append(out, s.GetAccountId()+" "+s.GetKind()+" "+s.GetOccurredAt().AsTime().Format(time.RFC3339))
 			}
 			slices.Sort(out)
 			return out
 		}
-		if w, g := list("t1"), list("t2"); !slices.Equal(w, g) || len(w) == 0 {
+		stored, err := signals.List(t.Context(), db, "t1", signals.Filter{Limit: 10000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w, g := words(stored), words(sigs.Signals("t2")); !slices.Equal(w, g) || len(w) == 0 {
 			t.Errorf("signals differ:\nClickHouse %q\nmemory     %q", w, g)
 		}
+		// The churns kept are the churn records stored.
+		recs, err := db.Query(t.Context(), `SELECT account_id, min(churned_at), argMin(reason, churned_at), argMin(foreseen, churned_at), argMin(first_risk_kind, churned_at)
+			FROM churn_records WHERE tenant_id = 't1' GROUP BY account_id ORDER BY account_id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wantChurns, gotChurns []string
+		for recs.Next() {
+			var id, reason, kind string
+			var at time.Time
+			var foreseen uint64
+			if err := recs.Scan(&id, &at, &reason, &foreseen, &kind); err != nil {
+				t.Fatal(err)
+			}
+			wantChurns = append(wantChurns, fmt.Sprintf("%s %s %s %v %s", id, at.UTC().Format(time.RFC3339), reason, foreseen == 1, kind))
+		}
+		for _, k := range kept.Kept("t2") {
+			if c := k.Churn; c != nil {
+				gotChurns = append(gotChurns, fmt.Sprintf("%s %s %s %v %s", k.AccountID, c.At.UTC().Format(time.RFC3339), c.Reason, c.Foreseen, c.FirstRiskKind))
+			}
+		}
+		if !slices.Equal(wantChurns, gotChurns) {
+			t.Errorf("churns differ:\nClickHouse %q\nmemory     %q", wantChurns, gotChurns)
+		}
+		if n := len(words(mustList(t, db, "t2"))); n != 0 {
+			t.Errorf("the memory store wrote %d signals to ClickHouse", n)
+		}
 	})
+}
+
+func mustList(t *testing.T, db chstore.Store, tenant string) []*signalsv1.Signal {
+	t.Helper()
+	out, err := signals.List(t.Context(), db, tenant, signals.Filter{Limit: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -753,29 +753,21 @@ var riskKinds = []string{"onboarding_late", "onboarding_stalled", KindHealthRed,
 // takes its time from the group call that set it.
 func (s *Scorer) classify(ctx context.Context, tenant, account string, c *Churn) error {
 	if c.At.IsZero() {
-		rows, err := s.db.Query(ctx, `SELECT min(updated_at) FROM account_traits WHERE tenant_id = ? AND account_id = ?`, tenant, account)
+		at, err := s.store.FirstTraitsAt(ctx, tenant, account)
 		if err != nil {
-			return fmt.Errorf("read churn time: %w", err)
+			return err
 		}
-		for rows.Next() {
-			if err := rows.Scan(&c.At); err != nil {
-				return err
-			}
-		}
+		c.At = at
 		if c.At.IsZero() {
 			c.At = s.Now().UTC()
 		}
 	}
-	rows, err := s.db.Query(ctx, `SELECT kind, occurred_at FROM signals WHERE tenant_id = ? AND account_id = ? AND kind IN ? AND occurred_at <= ?
-		ORDER BY occurred_at LIMIT 1`, tenant, account, chstore.In(riskKinds), c.At)
+	kind, at, err := s.store.FirstRisk(ctx, tenant, account, c.At)
 	if err != nil {
-		return fmt.Errorf("read risk signals: %w", err)
+		return err
 	}
-	for rows.Next() {
-		if err := rows.Scan(&c.FirstRiskKind, &c.FirstRiskAt); err != nil {
-			return err
-		}
-		c.Foreseen = true
+	if kind != "" {
+		c.FirstRiskKind, c.FirstRiskAt, c.Foreseen = kind, at, true
 	}
 	return nil
 }

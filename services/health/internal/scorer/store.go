@@ -61,6 +61,12 @@ type Store interface {
 	// Movable is the next page of up to limit scored accounts, after
 	// after, that time or the norms can have moved (see Scorer.Sweep).
 	Movable(ctx context.Context, tenant, after string, today time.Time, norms score.Norms, modelVersion int64, limit int) ([]string, error)
+	// FirstTraitsAt is the time of the account's first group call (whole
+	// seconds), zero when it has none: a churn by trait takes it.
+	FirstTraitsAt(ctx context.Context, tenant, account string) (time.Time, error)
+	// FirstRisk is the account's earliest risk signal (riskKinds) that
+	// occurred at or before t: its kind and time, or "".
+	FirstRisk(ctx context.Context, tenant, account string, t time.Time) (string, time.Time, error)
 	// Put stores new scores; PutChurns the churn records among them.
 	Put(ctx context.Context, tenant string, rows []Row) error
 	PutChurns(ctx context.Context, tenant string, rows []Row, now time.Time) error
@@ -125,6 +131,39 @@ func (c clickHouse) Movable(ctx context.Context, tenant, after string, today tim
 		return nil, fmt.Errorf("list the accounts to sweep: %w", err)
 	}
 	return rows.Strings()
+}
+
+func (c clickHouse) FirstTraitsAt(ctx context.Context, tenant, account string) (time.Time, error) {
+	rows, err := c.db.Query(ctx, `SELECT min(updated_at) FROM account_traits WHERE tenant_id = ? AND account_id = ?`, tenant, account)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read churn time: %w", err)
+	}
+	var at time.Time
+	for rows.Next() {
+		if err := rows.Scan(&at); err != nil {
+			return time.Time{}, err
+		}
+	}
+	if at.Unix() <= 0 { // min of no rows: the epoch
+		at = time.Time{}
+	}
+	return at, nil
+}
+
+func (c clickHouse) FirstRisk(ctx context.Context, tenant, account string, t time.Time) (string, time.Time, error) {
+	rows, err := c.db.Query(ctx, `SELECT kind, occurred_at FROM signals WHERE tenant_id = ? AND account_id = ? AND kind IN ? AND occurred_at <= ?
+		ORDER BY occurred_at LIMIT 1`, tenant, account, chstore.In(riskKinds), t)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("read risk signals: %w", err)
+	}
+	var kind string
+	var at time.Time
+	for rows.Next() {
+		if err := rows.Scan(&kind, &at); err != nil {
+			return "", time.Time{}, err
+		}
+	}
+	return kind, at, nil
 }
 
 func (c clickHouse) Put(ctx context.Context, tenant string, rows []Row) error {

@@ -11,6 +11,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/journeys"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/progress"
 )
@@ -222,9 +223,11 @@ func (m *Memory) Statuses(tenant string, ids []string) map[string]string {
 }
 
 // UseMemory makes the evaluator read and keep its accounts in memory, over
-// a history of stored events (a backtest), instead of ClickHouse.
-func (e *Evaluator) UseMemory(h *accounts.History) *Memory {
+// a history of stored events (a backtest), instead of ClickHouse, and its
+// emitter record its signals in sigs.
+func (e *Evaluator) UseMemory(h *accounts.History, sigs *signals.Memory) *Memory {
 	m := NewMemoryStore(h)
 	e.store = m
+	e.emitter.UseMemory(sigs, h)
 	return m
 }

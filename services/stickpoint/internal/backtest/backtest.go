@@ -177,10 +177,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err := r.replay(ctx, evs, from, to); err != nil {
 		return nil, err
 	}
-	in, warnings, err := r.inputs(ctx, from, to)
-	if err != nil {
-		return nil, err
-	}
+	in, warnings := r.inputs(from, to)
 	res.Warnings = append(res.Warnings, warnings...)
 	res.Report = Compute(in)
 	res.Report.Step = opts.Step.String()
@@ -257,10 +254,11 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 		return nil, err
 	}
 	// The services read the accounts' events from memory, filled with
-	// what the writer stores.
-	history := accounts.NewHistory()
+	// what the writer stores, and keep their evaluations, scores and
+	// signals there: a step costs them no query.
+	history, sigs := accounts.NewHistory(), signals.NewMemory()
 	r.ing.KeepHistory(history)
-	r.hs.UseMemory(history, r.ms.UseMemory(history))
+	r.hs.UseMemory(history, sigs, r.ms.UseMemory(history, sigs))
 	r.ing.SetClock(r.clock.Now)
 	r.ms.SetClock(r.clock.Now)
 	r.hs.SetClock(r.clock.Now)
@@ -492,26 +490,17 @@ func (r *run) recordAlerts(ctx context.Context) error {
 	return nil
 }
 
-// inputs reads what the report needs once the replay is over: the
-// accounts and their fit, and their outcomes (the file's, or the churn
-// records the model's rule made).
-func (r *run) inputs(ctx context.Context, from, to time.Time) (Inputs, []string, error) {
-	db := r.base.Store
+// inputs is what the report needs once the replay is over: the accounts
+// scored and their fit, and their outcomes (the file's, or the churns the
+// model's rule recorded), as health scoring kept them.
+func (r *run) inputs(from, to time.Time) (Inputs, []string) {
 	in := Inputs{From: from, To: to, Alerts: r.alertEvents, Outcomes: map[string]Outcome{}}
-	rows, err := db.Query(ctx, `SELECT account_id, argMax(fit, version) FROM account_health WHERE tenant_id = ? GROUP BY account_id ORDER BY account_id`, Tenant)
-	if err != nil {
-		return in, nil, fmt.Errorf("read the accounts: %w", err)
-	}
+	scored := r.hs.Scored(Tenant)
 	known := map[string]bool{}
-	for rows.Next() {
-		var a Account
-		if err := rows.Scan(&a.ID, &a.Fit); err != nil {
-			return in, nil, err
-		}
-		in.Accounts = append(in.Accounts, a)
-		known[a.ID] = true
+	for _, a := range scored {
+		in.Accounts = append(in.Accounts, Account{ID: a.AccountID, Fit: a.Fit})
+		known[a.AccountID] = true
 	}
-	var warnings []string
 	if r.opts.Outcomes != nil {
 		var unknown []string
 		for id, o := range r.opts.Outcomes {
@@ -521,26 +510,20 @@ func (r *run) inputs(ctx context.Context, from, to time.Time) (Inputs, []string,
 			}
 			in.Outcomes[id] = o
 		}
+		var warnings []string
 		if len(unknown) > 0 {
 			slices.Sort(unknown)
 			warnings = append(warnings, fmt.Sprintf("%d accounts of the outcomes file have no events in the history, and are left out: %s",
 				len(unknown), strings.Join(unknown[:min(len(unknown), 5)], ", ")))
 		}
-		return in, warnings, nil
+		return in, warnings
 	}
-	rows, err = db.Query(ctx, `SELECT account_id, min(churned_at), argMin(reason, churned_at) FROM churn_records WHERE tenant_id = ? GROUP BY account_id`, Tenant)
-	if err != nil {
-		return in, nil, fmt.Errorf("read the churn records: %w", err)
-	}
-	for rows.Next() {
-		var id string
-		o := Outcome{Churned: true}
-		if err := rows.Scan(&id, &o.At, &o.Reason); err != nil {
-			return in, nil, err
+	for _, a := range scored {
+		if a.Churned {
+			in.Outcomes[a.AccountID] = Outcome{Churned: true, At: a.ChurnedAt, Reason: a.ChurnReason}
 		}
-		in.Outcomes[id] = o
 	}
-	return in, warnings, nil
+	return in, nil
 }
 
 // puller takes a stream's messages synchronously, in order.
