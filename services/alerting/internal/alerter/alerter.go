@@ -67,6 +67,16 @@ func (c configCache) get(ctx context.Context, tenant string) (config.Config, err
 	return st.Spec, nil
 }
 
+// Escalates reports whether tenant's alerts escalate: its configuration
+// has an escalation.
+func (a *Alerter) Escalates(ctx context.Context, tenant string) (bool, error) {
+	st, err := a.configs.Get(ctx, tenant)
+	if err != nil {
+		return false, err
+	}
+	return st.Spec.Escalation != nil, nil
+}
+
 // Handle applies a batch of SIGNALS messages, in order. It is idempotent:
 // an alert remembers the signals it applied, and its notifications carry
 // ids the streams dedup on.

@@ -167,3 +167,26 @@ func TestSameInputSameReport(t *testing.T) {
 		t.Errorf("two runs' alerts differ:\n%+v\n%+v", a.Alerts, b.Alerts)
 	}
 }
+
+// With an escalation, the alerting sweep runs at each step and escalates
+// the alerts left unacknowledged: two days after each opening.
+func TestEscalationsRunInABacktest(t *testing.T) {
+	lines, outcomes := script()
+	ch := testutil.StoreConfig(t, chstore.EngineEmbedded)
+	res, err := Run(context.Background(), Options{Lines: lines, Journeys: []byte(milestones.JourneyTemplate), Model: []byte(scriptModel),
+		Alerting: []byte(scriptAlerting + "escalation: {after: 2d, channels: []}\n"), Outcomes: outcomes, Step: 24 * time.Hour, From: at(0), To: at(25),
+		Dir: t.TempDir(), ClickHouse: &ch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	escalated := map[string]time.Time{}
+	for _, a := range res.Alerts {
+		if a.Change == "escalated" {
+			escalated[a.Account] = a.At
+		}
+	}
+	want := map[string]time.Time{"intent-1": at(13), "intent-2": at(8), "false": at(15)}
+	if !reflect.DeepEqual(escalated, want) {
+		t.Errorf("alerts escalated %v, want %v", escalated, want)
+	}
+}
