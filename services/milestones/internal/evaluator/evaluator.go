@@ -232,7 +232,7 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 			row.State, row.JourneyID, row.Status = &st, p.j.ID, st.Status
 		}
 		old, seen := prev[id]
-		if seen && sameRow(old, row) {
+		if seen && sameRow(&old, &row) {
 			continue
 		}
 		changed = append(changed, row)

@@ -189,6 +189,7 @@ func (m *Memory) Put(_ context.Context, tenant string, rows []Row) error {
 		m.rows[tenant] = byID
 	}
 	for _, r := range rows {
+		r.stateText() // kept encoded, for the next comparison
 		byID[r.AccountID] = asStored(r)
 	}
 	return nil
