@@ -11,6 +11,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/services/ingest/internal/segment"
+	"github.com/stickpoint/stickpoint/services/ingest/internal/store"
 )
 
 // HistoryRejection is a line of a history file that is not a valid call.
@@ -106,10 +107,12 @@ func (s *Service) WriteHistory(ctx context.Context, evs []events.Event) error {
 	return s.writer.WriteEvents(ctx, evs)
 }
 
-// KeepHistory hands every event the writer stores to h as well: a
-// backtest's services read their accounts from it.
-func (s *Service) KeepHistory(h *accounts.History) {
+// UseMemory makes the writer store in memory instead of ClickHouse (a
+// backtest: no insert per step of its clock), and hand every event it
+// stores to h, where the backtest's services read them.
+func (s *Service) UseMemory(h *accounts.History) {
 	if s.writer != nil {
+		s.writer.UseStore(store.NewMemory())
 		s.writer.Stored = h.Add
 	}
 }

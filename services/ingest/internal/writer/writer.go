@@ -58,7 +58,7 @@ type Config struct {
 
 // Writer is the consumer handler of every partition.
 type Writer struct {
-	store *store.Store
+	store Store
 	cfg   Config
 	log   *slog.Logger
 	now   func() time.Time
@@ -107,6 +107,19 @@ type partition struct {
 const maxCachedUsers = 1 << 20
 
 // New returns a writer over s. Load must run before the handlers.
+// Store is what the writer stores events in and reads back: ClickHouse
+// (*store.Store) for the service, memory (store.Memory) for a backtest.
+type Store interface {
+	Write(ctx context.Context, evs []events.Event) error
+	Memberships(ctx context.Context, tenant string, users []string) (map[string][]store.Membership, error)
+	StoredIDs(ctx context.Context, tenant string, ids []string, since time.Time) (map[string]bool, error)
+	ClaimHashes(ctx context.Context, since time.Time, each func(hash uint64, claimedAt time.Time)) error
+	DropClaimsBefore(ctx context.Context, day time.Time) (int, error)
+}
+
+// UseStore makes the writer store in s: a backtest's memory.
+func (w *Writer) UseStore(s Store) { w.store = s }
+
 func New(s *store.Store, cfg Config, log *slog.Logger) (*Writer, error) {
 	if cfg.Horizon <= 0 || cfg.AckWait <= 0 || cfg.Partitions < 1 {
 		return nil, errors.New("writer: horizon, ack wait and partitions must be positive")

@@ -253,11 +253,11 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 	if r.as, err = alerting.New(ctx, cfg.Alerting, b.Bus, b.Log); err != nil {
 		return nil, err
 	}
-	// The services read the accounts' events from memory, filled with
-	// what the writer stores, and keep their evaluations, scores and
-	// signals there: a step costs them no query.
+	// The writer stores the events in memory, where the services read
+	// them and keep their evaluations, scores and signals: a step costs
+	// no query.
 	history, sigs := accounts.NewHistory(), signals.NewMemory()
-	r.ing.KeepHistory(history)
+	r.ing.UseMemory(history)
 	r.hs.UseMemory(history, sigs, r.ms.UseMemory(history, sigs))
 	r.ing.SetClock(r.clock.Now)
 	r.ms.SetClock(r.clock.Now)
