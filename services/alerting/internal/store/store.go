@@ -12,10 +12,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -38,17 +36,6 @@ var ErrNotFound = errors.New("alert not found")
 type Store struct {
 	bus *natsjs.Bus
 	kv  jetstream.KeyValue
-
-	// decoded keeps the records Each decoded, by key, with their
-	// revision: the sweep reads every alert every 30 seconds, and decoding
-	// them again was most of its cost (a backtest's alerting sweeps, 80%).
-	mu      sync.Mutex
-	decoded map[string]decodedRecord
-}
-
-type decodedRecord struct {
-	revision uint64
-	rec      *lifecycle.Record
 }
 
 // Open opens (or creates) the bucket.
@@ -60,7 +47,7 @@ func Open(ctx context.Context, bus *natsjs.Bus) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{bus: bus, kv: kv, decoded: map[string]decodedRecord{}}, nil
+	return &Store{bus: bus, kv: kv}, nil
 }
 
 // Healthy reports whether the bucket answers.
@@ -139,8 +126,6 @@ func (s *Store) Update(ctx context.Context, tenant, id string, change func(*life
 }
 
 // Each calls f with every stored alert of tenant ("" for every tenant).
-// f must not change the record: an unchanged alert's is shared with the
-// next call of Each.
 func (s *Store) Each(ctx context.Context, tenant string, f func(*lifecycle.Record) error) error {
 	filter := ">"
 	if tenant != "" {
@@ -151,22 +136,15 @@ func (s *Store) Each(ctx context.Context, tenant string, f func(*lifecycle.Recor
 		return fmt.Errorf("list alerts: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
-	seen := map[string]bool{}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case e := <-w.Updates():
 			if e == nil { // every current value has been sent
-				if tenant == "" { // forget the records no longer stored
-					s.mu.Lock()
-					maps.DeleteFunc(s.decoded, func(k string, _ decodedRecord) bool { return !seen[k] })
-					s.mu.Unlock()
-				}
 				return nil
 			}
-			seen[e.Key()] = true
-			rec, err := s.decode(e)
+			rec, err := lifecycle.Unmarshal(e.Value())
 			if err != nil {
 				return err
 			}
@@ -175,24 +153,6 @@ func (s *Store) Each(ctx context.Context, tenant string, f func(*lifecycle.Recor
 			}
 		}
 	}
-}
-
-// decode is the record of an entry, decoded once per revision.
-func (s *Store) decode(e jetstream.KeyValueEntry) (*lifecycle.Record, error) {
-	s.mu.Lock()
-	d, ok := s.decoded[e.Key()]
-	s.mu.Unlock()
-	if ok && d.revision == e.Revision() {
-		return d.rec, nil
-	}
-	rec, err := lifecycle.Unmarshal(e.Value())
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	s.decoded[e.Key()] = decodedRecord{revision: e.Revision(), rec: rec}
-	s.mu.Unlock()
-	return rec, nil
 }
 
 // Flush hands a record's outbox to the DELIVERIES stream and its change to
