@@ -135,6 +135,27 @@ func (s *Store[T]) Get(ctx context.Context, tenant string) (Stored[T], error) {
 	return s.decode(h.value)
 }
 
+// Await waits until Get gives tenant's spec at version or later. Get reads
+// what the store's watcher holds, which follows a Put a moment later: a
+// caller that acts on its own Put at once (a backtest's first step, a
+// millisecond after it puts its files) waits for it first.
+func (s *Store[T]) Await(ctx context.Context, tenant string, version int64) error {
+	for {
+		st, err := s.Get(ctx, tenant)
+		if err != nil {
+			return err
+		}
+		if st.Version >= version {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
 func (s *Store[T]) defaults() Stored[T] {
 	return Stored[T]{Source: s.kind.Template, Spec: s.kind.Default}
 }

@@ -1,6 +1,7 @@
 package specstore_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"strings"
@@ -55,6 +56,14 @@ func TestFilesAreHeldCurrentOnEveryReplica(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the put never reached the other replica: %+v %v", got, err)
 		}
+	}
+	if err := there.Await(ctx, "t1", 1); err != nil {
+		t.Errorf("await the version held: %v", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := there.Await(short, "t1", 2); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("await a version never put: %v", err)
 	}
 	if got, err = there.Get(ctx, "t2"); err != nil || got.Version != 0 {
 		t.Errorf("another tenant: %+v %v", got, err)

@@ -123,8 +123,11 @@ const ChangeHeader = store.HeaderChange
 // PutConfig puts a tenant's alerting configuration, as `stickpoint
 // alerting put` does.
 func (s *Service) PutConfig(ctx context.Context, tenant string, src []byte) error {
-	_, _, err := s.configs.Put(ctx, tenant, src)
-	return err
+	st, _, err := s.configs.Put(ctx, tenant, src)
+	if err != nil {
+		return err
+	}
+	return s.configs.Await(ctx, tenant, st.Version)
 }
 
 // SetClock sets the clock alerts are opened, resolved and escalated by: a

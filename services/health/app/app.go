@@ -298,8 +298,11 @@ func keys(m map[string]bool) []string {
 // does, without the rescore a put queues: a backtest puts it before any
 // event.
 func (s *Service) PutModel(ctx context.Context, tenant string, src []byte) error {
-	_, _, err := s.models.Put(ctx, tenant, src)
-	return err
+	st, _, err := s.models.Put(ctx, tenant, src)
+	if err != nil {
+		return err
+	}
+	return s.models.Await(ctx, tenant, st.Version)
 }
 
 // UseMemory makes the scorer read its accounts from h, the signals
@@ -309,6 +312,10 @@ func (s *Service) PutModel(ctx context.Context, tenant string, src []byte) error
 func (s *Service) UseMemory(h *accounts.History, sigs *signals.Memory, onboarding func(tenant string, ids []string) map[string]string) {
 	s.memory = s.Scorer.UseMemory(h, sigs, onboarding)
 }
+
+// SaveMemory stores what UseMemory kept in memory in ClickHouse: a
+// backtest whose data folder is kept.
+func (s *Service) SaveMemory(ctx context.Context) error { return s.Scorer.SaveMemory(ctx) }
 
 // Scored is an account as a backtest's scoring left it: its fit, and its
 // first churn, with the reason recorded.

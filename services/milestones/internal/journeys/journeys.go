@@ -47,7 +47,9 @@ type Stored struct {
 // Store reads and writes journeys, and the progress of the recompute a
 // change starts.
 type Store struct {
-	kv        jetstream.KeyValue
+	kv jetstream.KeyValue
+	// stream is the bucket's stream: its subjects list the keys (see ids).
+	stream    jetstream.Stream
 	backfills jetstream.KeyValue
 	now       func() time.Time
 }
@@ -74,7 +76,11 @@ func Open(ctx context.Context, bus *natsjs.Bus) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{kv: kv, backfills: bf, now: time.Now}, nil
+	stream, err := bus.JS.Stream(ctx, "KV_"+Bucket)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{kv: kv, stream: stream, backfills: bf, now: time.Now}, nil
 }
 
 // Backfill is a recompute of a tenant's accounts after its journeys
@@ -131,11 +137,11 @@ func (s *Store) Put(ctx context.Context, tenant string, source []byte) (st Store
 		cur, rev, err := s.get(ctx, tenant, j.ID)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			ids, err := s.ids(ctx, tenant)
+			held, err := s.List(ctx, tenant)
 			if err != nil {
 				return Stored{}, false, err
 			}
-			if len(ids) >= MaxPerTenant {
+			if len(held) >= MaxPerTenant {
 				return Stored{}, false, ErrTooMany
 			}
 			now := s.now().UTC()
@@ -223,13 +229,19 @@ func (s *Store) List(ctx context.Context, tenant string) ([]Stored, error) {
 }
 
 func (s *Store) ids(ctx context.Context, tenant string) ([]string, error) {
-	lister, err := s.kv.ListKeysFiltered(ctx, tenant+".*")
+	// The stream's subjects, from the server's own count, not a key
+	// lister: a lister's end-of-keys marker can come before the keys
+	// (nats-server#4824), and an evaluation that saw no journey would
+	// drop every account's onboarding. Deleted keys are listed too; List
+	// skips them.
+	prefix := "$KV." + Bucket + "." + tenant + "."
+	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(prefix+"*"))
 	if err != nil {
 		return nil, fmt.Errorf("list journeys: %w", err)
 	}
-	var ids []string
-	for k := range lister.Keys() {
-		ids = append(ids, strings.TrimPrefix(k, tenant+"."))
+	ids := make([]string, 0, len(info.State.Subjects))
+	for subject := range info.State.Subjects {
+		ids = append(ids, strings.TrimPrefix(subject, prefix))
 	}
 	return ids, nil
 }
