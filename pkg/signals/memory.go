@@ -1,12 +1,16 @@
 package signals
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/stickpoint/stickpoint/pkg/accounts"
+	"github.com/stickpoint/stickpoint/pkg/chstore"
 	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
 )
 
@@ -64,6 +68,31 @@ func (m *Memory) Signals(tenant string) []*signalsv1.Signal {
 		}
 	}
 	return out
+}
+
+// Save records every signal kept in the signals table of db: a backtest
+// whose data folder is kept.
+func (m *Memory) Save(ctx context.Context, db chstore.Store) error {
+	m.mu.RLock()
+	var all []*signalsv1.Signal
+	for _, sigs := range m.byAccount {
+		all = append(all, sigs...)
+	}
+	m.mu.RUnlock()
+	for chunk := range slices.Chunk(all, 50_000) {
+		published := make([][]byte, len(chunk))
+		for i, s := range chunk {
+			data, err := proto.Marshal(s)
+			if err != nil {
+				return err
+			}
+			published[i] = data
+		}
+		if err := record(ctx, db, chunk, published); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // UseMemory makes the emitter record signals in m instead of the signals

@@ -111,6 +111,12 @@ func (e *Emitter) Emit(ctx context.Context, sigs []*signalsv1.Signal) error {
 		e.memory.add(sigs)
 		return nil
 	}
+	return record(ctx, e.db, sigs, published)
+}
+
+// record inserts signals into the signals table, each with the message
+// as published.
+func record(ctx context.Context, db chstore.Store, sigs []*signalsv1.Signal, published [][]byte) error {
 	rows := make([][]any, 0, len(sigs))
 	for i, s := range sigs {
 		// The payload is the message as published, in base64: a tenth of
@@ -118,7 +124,7 @@ func (e *Emitter) Emit(ctx context.Context, sigs []*signalsv1.Signal) error {
 		rows = append(rows, []any{s.GetTenantId(), s.GetAccountId(), s.GetId(), s.GetKind(), s.GetSeverity().String(),
 			s.GetOccurredAt().AsTime().UTC(), s.GetDetectedAt().AsTime().UTC(), s.GetSummary(), base64.StdEncoding.EncodeToString(published[i])})
 	}
-	if err := e.db.Insert(ctx, "signals", columns, rows); err != nil {
+	if err := db.Insert(ctx, "signals", columns, rows); err != nil {
 		return fmt.Errorf("record signals: %w", err)
 	}
 	return nil

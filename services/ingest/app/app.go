@@ -119,6 +119,7 @@ type Service struct {
 	ingest  *grpcapi.Server
 	intake  *intake.Intake
 	store   *store.Store
+	memory  *store.Memory // the writer's, in a backtest (UseMemory)
 	log     *slog.Logger
 	bus     *natsjs.Bus
 	writer  *writer.Writer

@@ -109,12 +109,24 @@ func (s *Service) WriteHistory(ctx context.Context, evs []events.Event) error {
 
 // UseMemory makes the writer store in memory instead of ClickHouse (a
 // backtest: no insert per step of its clock), and hand every event it
-// stores to h, where the backtest's services read them.
-func (s *Service) UseMemory(h *accounts.History) {
+// stores to h, where the backtest's services read them. With keep, the
+// events are kept for SaveMemory.
+func (s *Service) UseMemory(h *accounts.History, keep bool) {
 	if s.writer != nil {
-		s.writer.UseStore(store.NewMemory())
+		s.memory = store.NewMemory()
+		s.memory.Keep = keep
+		s.writer.UseStore(s.memory)
 		s.writer.Stored = h.Add
 	}
+}
+
+// SaveMemory writes the events kept in memory to ClickHouse: a backtest
+// whose data folder is kept.
+func (s *Service) SaveMemory(ctx context.Context) error {
+	if s.memory == nil {
+		return nil
+	}
+	return s.memory.Saved(ctx, s.store)
 }
 
 // SetClock sets the writer's clock: a backtest's simulated one.

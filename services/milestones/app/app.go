@@ -188,6 +188,10 @@ func (s *Service) UseMemory(h *accounts.History, sigs *signals.Memory) (statuses
 	return s.Evaluator.UseMemory(h, sigs).Statuses
 }
 
+// SaveMemory stores what UseMemory kept in memory in ClickHouse: a
+// backtest whose data folder is kept.
+func (s *Service) SaveMemory(ctx context.Context) error { return s.Evaluator.SaveMemory(ctx) }
+
 // SetClock sets the clock the evaluator judges by: a backtest's
 // simulated one.
 func (s *Service) SetClock(now func() time.Time) { s.Evaluator.Now = now }

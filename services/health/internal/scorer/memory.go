@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stickpoint/stickpoint/pkg/accounts"
+	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/pkg/specfile"
@@ -34,13 +35,21 @@ type Memory struct {
 	usage  map[string]map[string][]score.DayUsage // by tenant and account, in day order
 	rows   map[string]map[string]Row              // by tenant and account
 	churns map[string]map[string]Churn            // by tenant and account: the earliest recorded
+	// norms are the last norms read, by tenant: a sweep reads them at
+	// every step, and they move only when a day before until is rebuilt.
+	norms map[string]keptNorms
+}
+
+type keptNorms struct {
+	from, until time.Time
+	norms       score.Norms
 }
 
 // NewMemoryStore returns a store over a history and the signals emitted,
 // reading onboarding statuses with onboarding.
 func NewMemoryStore(h *accounts.History, sigs *signals.Memory, onboarding func(tenant string, ids []string) map[string]string) *Memory {
 	return &Memory{history: h, signals: sigs, onboarding: onboarding, usage: map[string]map[string][]score.DayUsage{},
-		rows: map[string]map[string]Row{}, churns: map[string]map[string]Churn{}}
+		rows: map[string]map[string]Row{}, churns: map[string]map[string]Churn{}, norms: map[string]keptNorms{}}
 }
 
 func isUsage(typ string) bool {
@@ -58,6 +67,9 @@ func (m *Memory) RebuildUsage(_ context.Context, tenant string, set accountSet, 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if k, ok := m.norms[tenant]; ok && first.Before(k.until) {
+		delete(m.norms, tenant) // a day they cover may change
+	}
 	byAccount := m.usage[tenant]
 	if byAccount == nil {
 		byAccount = map[string][]score.DayUsage{}
@@ -139,11 +151,14 @@ func (m *Memory) Usage(_ context.Context, tenant string, set accountSet, sp scor
 }
 
 // Norms are the medians over the accounts with rollups in the days, as
-// readNorms takes them.
+// readNorms takes them; kept until a day they cover is rebuilt.
 func (m *Memory) Norms(_ context.Context, tenant string, from, until time.Time) (score.Norms, error) {
 	from, until = from.UTC().Truncate(specfile.Day), until.UTC().Truncate(specfile.Day)
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if k, ok := m.norms[tenant]; ok && k.from.Equal(from) && k.until.Equal(until) {
+		return k.norms, nil
+	}
 	var days, evs []float64
 	for _, rollups := range m.usage[tenant] {
 		in := daysIn(rollups, from, until.Add(-specfile.Day))
@@ -155,7 +170,9 @@ func (m *Memory) Norms(_ context.Context, tenant string, from, until time.Time) 
 			days, evs = append(days, float64(n)), append(evs, float64(sum))
 		}
 	}
-	return score.NormsOf(days, evs), nil
+	n := score.NormsOf(days, evs)
+	m.norms[tenant] = keptNorms{from: from, until: until, norms: n}
+	return n, nil
 }
 
 func (m *Memory) Traits(_ context.Context, tenant string, set accountSet) (map[string]accounts.Traits, error) {
@@ -305,6 +322,29 @@ func (m *Memory) PutChurns(_ context.Context, tenant string, rows []Row, _ time.
 	return nil
 }
 
+// Save stores every score and churn kept in account_health and
+// churn_records of db: a backtest whose data folder is kept.
+func (m *Memory) Save(ctx context.Context, db chstore.Store, now time.Time) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for tenant, byID := range m.rows {
+		rows := make([]Row, 0, len(byID))
+		for _, r := range byID {
+			rows = append(rows, r)
+		}
+		slices.SortFunc(rows, func(a, b Row) int { return strings.Compare(a.AccountID, b.AccountID) })
+		for chunk := range slices.Chunk(rows, 50_000) {
+			if err := insertRows(ctx, db, tenant, chunk); err != nil {
+				return err
+			}
+			if err := insertChurns(ctx, db, tenant, chunk, now); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Kept is an account as the memory keeps it: its latest fit and its
 // earliest churn, if any.
 type Kept struct {
@@ -337,4 +377,13 @@ func (s *Scorer) UseMemory(h *accounts.History, sigs *signals.Memory, onboarding
 	s.store = m
 	s.emitter.UseMemory(sigs, h)
 	return m
+}
+
+// SaveMemory stores the scores and churns kept in memory in ClickHouse,
+// when UseMemory made the scorer keep them there.
+func (s *Scorer) SaveMemory(ctx context.Context) error {
+	if m, ok := s.store.(*Memory); ok {
+		return m.Save(ctx, s.db, s.Now().UTC())
+	}
+	return nil
 }

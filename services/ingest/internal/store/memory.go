@@ -17,7 +17,11 @@ import (
 // and group calls, as the users table keeps them); the events themselves
 // go to the writer's Stored hook (accounts.History).
 type Memory struct {
+	// Keep keeps every event written, for Saved.
+	Keep bool
+
 	mu      sync.RWMutex
+	kept    []events.Event
 	ids     map[string]time.Time    // claim times, by tenant and messageId
 	members map[string][]Membership // by tenant and user
 }
@@ -34,6 +38,9 @@ func memKey(tenant, id string) string { return tenant + "\x00" + id }
 func (m *Memory) Write(_ context.Context, evs []events.Event) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.Keep {
+		m.kept = append(m.kept, evs...)
+	}
 	for i := range evs {
 		e := &evs[i]
 		if _, ok := m.ids[memKey(e.TenantID, e.MessageID)]; !ok {
@@ -97,3 +104,15 @@ func (m *Memory) ClaimHashes(_ context.Context, since time.Time, each func(hash 
 
 // DropClaimsBefore drops nothing: a backtest keeps every claim.
 func (m *Memory) DropClaimsBefore(context.Context, time.Time) (int, error) { return 0, nil }
+
+// Saved writes the events kept to s, a chunk at a time.
+func (m *Memory) Saved(ctx context.Context, s *Store) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for chunk := range slices.Chunk(m.kept, 100_000) {
+		if err := s.Write(ctx, chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -86,11 +86,12 @@ type Memory struct {
 
 	mu   sync.RWMutex
 	rows map[string]map[string]Row // by tenant and account
+	ids  map[string][]string       // the accounts of rows, by tenant, in order: the sweep's pages
 }
 
 // NewMemoryStore returns a store over a history.
 func NewMemoryStore(h *accounts.History) *Memory {
-	return &Memory{history: h, rows: map[string]map[string]Row{}}
+	return &Memory{history: h, rows: map[string]map[string]Row{}, ids: map[string][]string{}}
 }
 
 func (m *Memory) Traits(_ context.Context, tenant string, set accountSet) (map[string]accounts.Traits, error) {
@@ -167,15 +168,16 @@ func isUsage(typ string) bool {
 func (m *Memory) JourneyRows(_ context.Context, tenant, after string, limit int) ([]Row, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	ids := m.ids[tenant]
+	i, found := slices.BinarySearch(ids, after)
+	if found {
+		i++
+	}
 	var out []Row
-	for id, r := range m.rows[tenant] {
-		if id > after && r.JourneyID != "" {
+	for ; i < len(ids) && len(out) < limit; i++ {
+		if r := m.rows[tenant][ids[i]]; r.JourneyID != "" {
 			out = append(out, r)
 		}
-	}
-	sortRows(out)
-	if len(out) > limit {
-		out = out[:limit]
 	}
 	return out, nil
 }
@@ -190,6 +192,10 @@ func (m *Memory) Put(_ context.Context, tenant string, rows []Row) error {
 	}
 	for _, r := range rows {
 		r.stateText() // kept encoded, for the next comparison
+		if _, ok := byID[r.AccountID]; !ok {
+			i, _ := slices.BinarySearch(m.ids[tenant], r.AccountID)
+			m.ids[tenant] = slices.Insert(m.ids[tenant], i, r.AccountID)
+		}
 		byID[r.AccountID] = asStored(r)
 	}
 	return nil
@@ -207,6 +213,26 @@ func asStored(r Row) Row {
 
 func sortRows(rows []Row) {
 	slices.SortFunc(rows, func(a, b Row) int { return strings.Compare(a.AccountID, b.AccountID) })
+}
+
+// Save stores every evaluation kept in account_onboarding of db: a
+// backtest whose data folder is kept.
+func (m *Memory) Save(ctx context.Context, db chstore.Store) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for tenant, byID := range m.rows {
+		rows := make([]Row, 0, len(byID))
+		for _, r := range byID {
+			rows = append(rows, r)
+		}
+		sortRows(rows)
+		for chunk := range slices.Chunk(rows, 50_000) {
+			if err := insertRows(ctx, db, tenant, chunk); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Statuses are the accounts' onboarding statuses, as readOnboarding
@@ -231,4 +257,13 @@ func (e *Evaluator) UseMemory(h *accounts.History, sigs *signals.Memory) *Memory
 	e.store = m
 	e.emitter.UseMemory(sigs, h)
 	return m
+}
+
+// SaveMemory stores the evaluations kept in memory in ClickHouse, when
+// UseMemory made the evaluator keep them there.
+func (e *Evaluator) SaveMemory(ctx context.Context) error {
+	if m, ok := e.store.(*Memory); ok {
+		return m.Save(ctx, e.db)
+	}
+	return nil
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/service"
 	"github.com/stickpoint/stickpoint/pkg/signals"
+	"github.com/stickpoint/stickpoint/pkg/tenancy"
 	alertsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/alerts/v1"
 	alerting "github.com/stickpoint/stickpoint/services/alerting/app"
 	health "github.com/stickpoint/stickpoint/services/health/app"
@@ -122,6 +123,7 @@ type run struct {
 	as    *alerting.Service
 
 	stored, onboarding, signals, alerts, deliveries *puller
+	signalMemory                                    *signals.Memory
 
 	writeKey    string // the tenant's, for tests that send over HTTP
 	timings     map[string]time.Duration
@@ -176,6 +178,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	defer r.base.Close(context.WithoutCancel(ctx))
 	if err := r.replay(ctx, evs, from, to); err != nil {
 		return nil, err
+	}
+	if opts.Dir != "" {
+		if err := r.save(ctx); err != nil {
+			return nil, err
+		}
 	}
 	in, warnings := r.inputs(from, to)
 	res.Warnings = append(res.Warnings, warnings...)
@@ -241,6 +248,16 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 		return nil, fmt.Errorf("backtest tenant: %w", err)
 	}
 	r.writeKey = key.Key
+	// The registry's list of tenants, which the sweeps go through, follows
+	// a moment after the tenant is stored: the first steps, a millisecond
+	// away, must find it.
+	for !slices.ContainsFunc(b.Registry.Tenants(), func(t tenancy.Tenant) bool { return t.ID == Tenant }) {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
 	if r.ing, err = ingest.New(cfg.Ingest, b.Bus, b.Store, b.Registry, b.Log); err != nil {
 		return nil, err
 	}
@@ -257,7 +274,8 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 	// them and keep their evaluations, scores and signals: a step costs
 	// no query.
 	history, sigs := accounts.NewHistory(), signals.NewMemory()
-	r.ing.UseMemory(history)
+	r.ing.UseMemory(history, opts.Dir != "")
+	r.signalMemory = sigs
 	r.hs.UseMemory(history, sigs, r.ms.UseMemory(history, sigs))
 	r.ing.SetClock(r.clock.Now)
 	r.ms.SetClock(r.clock.Now)
@@ -502,6 +520,23 @@ func (r *run) recordAlerts(ctx context.Context) error {
 	return nil
 }
 
+// save writes what the services kept in memory to the data folder's
+// ClickHouse, to inspect: the events stored, the signals, the onboarding
+// evaluations, the health scores and the churn records.
+func (r *run) save(ctx context.Context) error {
+	lap := time.Now()
+	for _, f := range []func(context.Context) error{
+		r.ing.SaveMemory, r.ms.SaveMemory, r.hs.SaveMemory,
+		func(ctx context.Context) error { return r.signalMemory.Save(ctx, r.base.Store) },
+	} {
+		if err := f(ctx); err != nil {
+			return fmt.Errorf("save to the data folder: %w", err)
+		}
+	}
+	r.timings["save"] = time.Since(lap)
+	return nil
+}
+
 // inputs is what the report needs once the replay is over: the accounts
 // scored and their fit, and their outcomes (the file's, or the churns the
 // model's rule recorded), as health scoring kept them.
@@ -558,7 +593,12 @@ func newPuller(ctx context.Context, js jetstream.JetStream, name, stream string,
 
 const fetchMax = 1000
 
-// take returns every message available now.
+// take returns every message stored on the stream for the consumer so
+// far. A fetch that does not wait can come back short of what was just
+// stored (the consumer sees a new message a moment after the publish is
+// acknowledged), and a message left for the next step would be handled a
+// step late: the consumer's count of pending messages, read from the
+// server, says when it has them all.
 func (p *puller) take(ctx context.Context) ([]jetstream.Msg, error) {
 	var out []jetstream.Msg
 	for {
@@ -566,16 +606,21 @@ func (p *puller) take(ctx context.Context) ([]jetstream.Msg, error) {
 		if err != nil {
 			return nil, err
 		}
-		n := 0
 		for m := range batch.Messages() {
 			out = append(out, m)
-			n++
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return nil, err
 		}
-		if n < fetchMax || ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return out, ctx.Err()
+		}
+		info, err := p.cons.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if info.NumPending == 0 {
+			return out, nil
 		}
 	}
 }

@@ -97,6 +97,14 @@ func script() (lines [][]byte, outcomes map[string]Outcome) {
 
 func runScript(t *testing.T) *Result {
 	t.Helper()
+	res, _ := runScriptIn(t)
+	return res
+}
+
+// runScriptIn runs the script keeping its data folder, and returns the
+// ClickHouse configuration it kept it in.
+func runScriptIn(t *testing.T) (*Result, chstore.Config) {
+	t.Helper()
 	lines, outcomes := script()
 	ch := testutil.StoreConfig(t, chstore.EngineEmbedded)
 	res, err := Run(context.Background(), Options{Lines: lines, Journeys: []byte(milestones.JourneyTemplate), Model: []byte(scriptModel),
@@ -105,7 +113,46 @@ func runScript(t *testing.T) *Result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return res
+	return res, ch
+}
+
+// A kept data folder holds what the backtest kept in memory: every event
+// stored, every signal, each account's onboarding evaluation, health score
+// and churn record.
+func TestAKeptDataFolderHoldsTheResults(t *testing.T) {
+	res, ch := runScriptIn(t)
+	db, err := chstore.Open(t.Context(), ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	signalsKept := 0
+	for _, n := range res.Report.SignalsByKind {
+		signalsKept += n
+	}
+	for _, c := range []struct {
+		q    string
+		want int
+	}{
+		{"SELECT count() FROM events WHERE tenant_id = 'backtest'", res.Report.Events},
+		{"SELECT count() FROM (SELECT DISTINCT signal_id FROM signals WHERE tenant_id = 'backtest')", signalsKept},
+		{"SELECT count() FROM account_onboarding FINAL WHERE tenant_id = 'backtest'", 8},
+		{"SELECT count() FROM account_health FINAL WHERE tenant_id = 'backtest'", 8},
+	} {
+		rows, err := db.Query(t.Context(), c.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n uint64
+		for rows.Next() {
+			if err := rows.Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if int(n) != c.want {
+			t.Errorf("%s: %d, want %d", c.q, n, c.want)
+		}
+	}
 }
 
 // TestScriptedHistoryGivesTheHandComputedReport replays the script

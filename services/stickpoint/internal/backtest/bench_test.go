@@ -111,8 +111,9 @@ func BenchmarkBacktest(b *testing.B) {
 			for b.Loop() {
 				ch := testutil.StoreConfig(b, chstore.EngineEmbedded)
 				began := time.Now()
+				// No Dir: a temporary folder, not kept, as the command's default.
 				res, err := Run(context.Background(), Options{Lines: lines, Journeys: []byte(milestones.JourneyTemplate), Step: step,
-					Dir: b.TempDir(), ClickHouse: &ch})
+					ClickHouse: &ch})
 				if err != nil {
 					b.Fatal(err)
 				}
