@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -297,14 +298,18 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 			return nil, fmt.Errorf("alerting: %w", err)
 		}
 	}
-	var onboarding []string
-	for _, k := range health.OnboardingKinds {
-		onboarding = append(onboarding, natsjs.SignalSubject("*", k))
+	onboarding := func(m jetstream.Msg) bool {
+		for _, k := range health.OnboardingKinds {
+			if strings.HasSuffix(m.Subject(), "."+k) {
+				return true
+			}
+		}
+		return false
 	}
 	for _, p := range []struct {
 		to           **puller
 		name, stream string
-		subjects     []string
+		keep         func(jetstream.Msg) bool
 	}{
 		{&r.stored, "backtest-stored", natsjs.StoredStream, nil},
 		{&r.onboarding, "backtest-onboarding", natsjs.SignalsStream, onboarding},
@@ -312,7 +317,7 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 		{&r.alerts, "backtest-alerts", natsjs.AlertsStream, nil},
 		{&r.deliveries, "backtest-deliveries", natsjs.DeliveriesStream, nil},
 	} {
-		if *p.to, err = newPuller(ctx, b.Bus.JS, p.name, p.stream, p.subjects); err != nil {
+		if *p.to, err = newPuller(ctx, b.Bus.JS, p.name, p.stream, p.keep); err != nil {
 			return nil, err
 		}
 	}
@@ -573,55 +578,80 @@ func (r *run) inputs(from, to time.Time) (Inputs, []string) {
 	return in, nil
 }
 
-// puller takes a stream's messages synchronously, in order.
-type puller struct{ cons jetstream.Consumer }
+// puller takes a stream's messages synchronously, in order. Its consumer
+// takes every message of the stream, so that the stream's last sequence
+// says when it has them all; keep, when set, picks the ones it hands on
+// (the others are acked at once).
+type puller struct {
+	stream jetstream.Stream
+	cons   jetstream.Consumer
+	keep   func(jetstream.Msg) bool
+}
 
-func newPuller(ctx context.Context, js jetstream.JetStream, name, stream string, subjects []string) (*puller, error) {
+func newPuller(ctx context.Context, js jetstream.JetStream, name, stream string, keep func(jetstream.Msg) bool) (*puller, error) {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", stream, err)
 	}
 	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable: name, FilterSubjects: subjects,
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Hour, MaxAckPending: -1,
+		Durable: name, AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Hour, MaxAckPending: -1,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("consumer of %s: %w", stream, err)
 	}
-	return &puller{cons: cons}, nil
+	return &puller{stream: st, cons: cons, keep: keep}, nil
 }
 
 const fetchMax = 1000
 
-// take returns every message stored on the stream for the consumer so
-// far. A fetch that does not wait can come back short of what was just
-// stored (the consumer sees a new message a moment after the publish is
-// acknowledged), and a message left for the next step would be handled a
-// step late: the consumer's count of pending messages, read from the
-// server, says when it has them all.
+// take returns every message stored on the stream so far. A fetch that
+// does not wait can come back short of what was just stored, and so can
+// the consumer's own count of pending messages (the server updates it a
+// moment later): a message left for the next step would be handled a
+// step late, and the report would depend on the machine's load. So it
+// takes until the consumer has been delivered the stream's last
+// sequence, as the stream reports it.
 func (p *puller) take(ctx context.Context) ([]jetstream.Msg, error) {
 	var out []jetstream.Msg
+	wait := false
 	for {
-		batch, err := p.cons.FetchNoWait(fetchMax)
+		var batch jetstream.MessageBatch
+		var err error
+		if wait {
+			batch, err = p.cons.Fetch(fetchMax, jetstream.FetchMaxWait(5*time.Millisecond))
+		} else {
+			batch, err = p.cons.FetchNoWait(fetchMax)
+		}
 		if err != nil {
 			return nil, err
 		}
+		n := 0
 		for m := range batch.Messages() {
-			out = append(out, m)
+			n++
+			if p.keep == nil || p.keep(m) {
+				out = append(out, m)
+			} else {
+				_ = m.Ack()
+			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
 			return nil, err
 		}
 		if ctx.Err() != nil {
 			return out, ctx.Err()
 		}
-		info, err := p.cons.Info(ctx)
+		si, err := p.stream.Info(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if info.NumPending == 0 {
+		ci, err := p.cons.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if ci.Delivered.Stream >= si.State.LastSeq {
 			return out, nil
 		}
+		wait = n == 0
 	}
 }
 
