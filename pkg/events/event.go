@@ -29,6 +29,10 @@ const (
 // Types lists every event type.
 var Types = []string{TypeTrack, TypePage, TypeScreen, TypeIdentify, TypeGroup, TypeAlias}
 
+// IsUsage reports whether an event type records use of the product (track,
+// page, screen), as opposed to who a user or account is.
+func IsUsage(typ string) bool { return typ == TypeTrack || typ == TypePage || typ == TypeScreen }
+
 // Event is one normalised call.
 type Event struct {
 	TenantID string `json:"tenant_id"`

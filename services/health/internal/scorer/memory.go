@@ -52,10 +52,6 @@ func NewMemoryStore(h *accounts.History, sigs *signals.Memory, onboarding func(t
 		rows: map[string]map[string]Row{}, churns: map[string]map[string]Churn{}, norms: map[string]keptNorms{}}
 }
 
-func isUsage(typ string) bool {
-	return typ == events.TypeTrack || typ == events.TypePage || typ == events.TypeScreen
-}
-
 // RebuildUsage rebuilds the days' rollups as rebuildUsage does: per UTC
 // day, the usage events each messageId once, the names used (pages and
 // screens as "type:name") and the identified users.
@@ -80,7 +76,7 @@ func (m *Memory) RebuildUsage(_ context.Context, tenant string, set accountSet, 
 		days := map[time.Time]*day{}
 		for i := sort.Search(len(evs), func(i int) bool { return !evs[i].Timestamp.Before(first) }); i < len(evs) && evs[i].Timestamp.Before(last); i++ {
 			e := &evs[i]
-			if !isUsage(e.Type) {
+			if !events.IsUsage(e.Type) {
 				continue
 			}
 			k := e.Timestamp.Truncate(specfile.Day)

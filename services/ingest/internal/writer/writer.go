@@ -338,7 +338,7 @@ func (w *Writer) write(ctx context.Context, part *partition, batch []*candidate)
 			tallies[c.ev.TenantID] = t
 		}
 		t.stored++
-		if c.ev.AccountID == "" && isUsage(c.ev.Type) {
+		if c.ev.AccountID == "" && events.IsUsage(c.ev.Type) {
 			t.unattributed++
 		}
 	}
@@ -361,10 +361,6 @@ func (w *Writer) write(ctx context.Context, part *partition, batch []*candidate)
 		w.AfterWrite()
 	}
 	return nil
-}
-
-func isUsage(typ string) bool {
-	return typ == events.TypeTrack || typ == events.TypePage || typ == events.TypeScreen
 }
 
 func (w *Writer) count(ctx context.Context, tenant, outcome string, n int) {

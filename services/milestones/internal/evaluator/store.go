@@ -145,7 +145,7 @@ func (m *Memory) MilestoneEvents(_ context.Context, tenant string, need map[stri
 			if e.Timestamp.After(now) {
 				break
 			}
-			if !isUsage(e.Type) || !slices.Contains(names, e.Name) {
+			if !events.IsUsage(e.Type) || !slices.Contains(names, e.Name) {
 				continue
 			}
 			pe := progress.Event{MessageID: e.MessageID, User: e.UserID, Name: e.Name, At: e.Timestamp}
@@ -159,10 +159,6 @@ func (m *Memory) MilestoneEvents(_ context.Context, tenant string, need map[stri
 		}
 	}
 	return out, nil
-}
-
-func isUsage(typ string) bool {
-	return typ == events.TypeTrack || typ == events.TypePage || typ == events.TypeScreen
 }
 
 func (m *Memory) JourneyRows(_ context.Context, tenant, after string, limit int) ([]Row, error) {
