@@ -26,6 +26,10 @@ type History struct {
 type accountHistory struct {
 	events []events.Event // in time order, then in the order stored
 	calls  []Call         // one per distinct traits, at its latest time
+	// merged is Merge(calls), kept until a group call changes calls:
+	// services read an account's traits at every step it is evaluated,
+	// and a group call is rare.
+	merged Traits
 }
 
 // NewHistory returns an empty history.
@@ -68,6 +72,7 @@ func (a *accountHistory) addCall(e events.Event) {
 		traits = []byte("{}")
 	}
 	at := e.Timestamp.Truncate(time.Second)
+	a.merged = nil
 	for i := range a.calls {
 		if string(a.calls[i].Traits) == string(traits) {
 			if at.After(a.calls[i].At) {
@@ -92,14 +97,20 @@ func (h *History) Events(tenant, account string) []events.Event {
 }
 
 // Traits returns the merged traits of the given accounts, as
-// Reader.Traits does: an account without a group call is absent.
+// Reader.Traits does: an account without a group call is absent. Each
+// account's Traits are the history's own, as Events' slices are: callers
+// must not change them.
 func (h *History) Traits(tenant string, ids []string) map[string]Traits {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
+	// A write lock: the merge is kept on first read.
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	out := make(map[string]Traits, len(ids))
 	for _, id := range ids {
 		if a := h.accounts[key(tenant, id)]; a != nil && len(a.calls) > 0 {
-			out[id] = Merge(a.calls)
+			if a.merged == nil {
+				a.merged = Merge(a.calls)
+			}
+			out[id] = a.merged
 		}
 	}
 	return out

@@ -39,6 +39,7 @@ func TestHistoryKeepsWhatTheTablesKeep(t *testing.T) {
 	}
 	for chunk := range slices.Chunk(all, 37) { // in about time order, as steps store them
 		h.Add(chunk)
+		h.Traits("t1", []string{"a0", "a1", "a2", "a3", "a4"}) // read between adds, as services do: a later group call must show
 	}
 	h.Add([]events.Event{{TenantID: "t2", AccountID: "a0", MessageID: "other", Type: events.TypeTrack, Timestamp: t0}})
 

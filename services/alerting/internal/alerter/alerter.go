@@ -6,7 +6,6 @@ package alerter
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -141,18 +140,9 @@ func (a *Alerter) Apply(ctx context.Context, tenant string, cfg config.Config, s
 // is no change it still hands over what an earlier, interrupted change
 // left in the alert's outbox.
 func (a *Alerter) change(ctx context.Context, tenant, id string, f func(*lifecycle.Record) (*lifecycle.Record, error)) error {
-	rec, err := a.alerts.Update(ctx, tenant, id, f)
+	rec, err := a.alerts.Update(ctx, tenant, id, f) // the record as stored, changed or not; nil when none
 	if err != nil {
 		return err
-	}
-	if rec == nil {
-		rec, err = a.alerts.Get(ctx, tenant, id)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil // none stored: nothing owed
-		}
-		if err != nil {
-			return err
-		}
 	}
 	return a.alerts.Flush(ctx, rec)
 }

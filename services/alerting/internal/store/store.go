@@ -91,7 +91,9 @@ func (s *Store) get(ctx context.Context, k string) (*lifecycle.Record, uint64, e
 
 // Update applies change to tenant's alert id (nil when there is none) and
 // stores what it returns, retrying on a concurrent change. A nil result
-// stores nothing. It returns the record stored, or nil.
+// stores nothing. It returns the record as it stands after the call: the
+// one stored, or, when change stored nothing, the one change was given
+// (nil when there is none), so a caller need not read it again.
 func (s *Store) Update(ctx context.Context, tenant, id string, change func(*lifecycle.Record) (*lifecycle.Record, error)) (*lifecycle.Record, error) {
 	if !validID(id) {
 		return nil, ErrNotFound
@@ -103,8 +105,11 @@ func (s *Store) Update(ctx context.Context, tenant, id string, change func(*life
 			return nil, err
 		}
 		next, err := change(cur)
-		if err != nil || next == nil {
+		if err != nil {
 			return nil, err
+		}
+		if next == nil {
+			return cur, nil
 		}
 		b, err := next.Marshal()
 		if err != nil {
