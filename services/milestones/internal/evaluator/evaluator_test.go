@@ -494,7 +494,7 @@ func TestTheMemoryStoreGivesTheAnswersOfClickHouse(t *testing.T) {
 				t.Errorf("%s: ClickHouse %s %s %s %s\nmemory     %s %s %s %s", g.AccountID, w.Status, w.Start, w.FirstEventAt, stateJSON(w.State),
 					g.Status, g.Start, g.FirstEventAt, stateJSON(g.State))
 			}
-			if g.encoded != stateJSON(g.State) {
+			if g.encoded != "" && g.encoded != stateJSON(g.State) { // encoded lazily; never stale
 				t.Errorf("%s: kept encoded as %s, its state is %s", g.AccountID, g.encoded, stateJSON(g.State))
 			}
 			if st := kept.Statuses("t2", []string{g.AccountID}); st[g.AccountID] != w.Status {

@@ -28,10 +28,9 @@ type Row struct {
 	EvaluatedAt  time.Time
 	// State is nil when no journey applies to the account.
 	State *progress.State
-	// encoded is State's JSON once known (as read, or encoded once):
-	// comparing a row with the stored one and storing it need it, and
-	// encoding every state twice per round was a tenth of a backtest.
-	// Whoever changes State clears it.
+	// encoded is State's JSON once known (as read, or encoded to store
+	// it): rows are compared by State.Equal, and only those stored are
+	// encoded. Whoever changes State clears it.
 	encoded string
 }
 
@@ -308,7 +307,7 @@ func stateJSON(s *progress.State) string {
 func sameRow(a, b *Row) bool {
 	return a.JourneyID == b.JourneyID && a.Status == b.Status &&
 		a.Start.Equal(b.Start) && a.FirstEventAt.Equal(b.FirstEventAt) &&
-		a.stateText() == b.stateText()
+		(a.State == nil) == (b.State == nil) && (a.State == nil || a.State.Equal(*b.State))
 }
 
 func insertRows(ctx context.Context, db chstore.Store, tenant string, rs []Row) error {

@@ -187,7 +187,6 @@ func (m *Memory) Put(_ context.Context, tenant string, rows []Row) error {
 		m.rows[tenant] = byID
 	}
 	for _, r := range rows {
-		r.stateText() // kept encoded, for the next comparison
 		if _, ok := byID[r.AccountID]; !ok {
 			i, _ := slices.BinarySearch(m.ids[tenant], r.AccountID)
 			m.ids[tenant] = slices.Insert(m.ids[tenant], i, r.AccountID)

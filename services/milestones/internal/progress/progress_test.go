@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -472,5 +473,56 @@ func TestStateJSONKeepsWhatHealthReads(t *testing.T) {
 	}
 	if len(read.Milestones) != 2 || !read.Milestones[0].Reached || !read.Milestones[0].ReachedAt.Equal(t0) || read.Milestones[1].Reached {
 		t.Errorf("health reads %+v from %s", read, b)
+	}
+}
+
+// Equal is what decides whether an evaluation stores a state: a field it
+// does not compare would be lost whenever only that field changed. Each
+// field of State and Milestone, changed on its own, must make it false.
+func TestEqualSeesEveryField(t *testing.T) {
+	at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	m := Milestone{ID: "connected", Reached: true, ReachedAt: at, Progress: 1, Required: 1, TargetAt: at, LastProgressAt: at}
+	st := State{JourneyID: "onboarding", JourneyVersion: 2, Start: at, Milestones: []Milestone{m}, Status: "on_track",
+		StatusSince: at, Cause: "connected", TimeToFirstValue: time.Hour, StickPointAt: at, PastStickPoint: true}
+	differsInEachField(t, m, Milestone.Equal)
+	differsInEachField(t, st, State.Equal)
+	// Times are compared as instants, whatever their zone.
+	moved := st
+	moved.Start = at.In(time.FixedZone("CET", 3600))
+	if !st.Equal(moved) {
+		t.Error("the same instant in another zone is not equal")
+	}
+}
+
+func differsInEachField[T any](t *testing.T, base T, equal func(a, b T) bool) {
+	t.Helper()
+	if !equal(base, base) {
+		t.Fatalf("%T: not equal to itself", base)
+	}
+	typ := reflect.TypeOf(base)
+	for i := range typ.NumField() {
+		changed := base
+		f := reflect.ValueOf(&changed).Elem().Field(i)
+		switch v := f.Addr().Interface().(type) {
+		case *string:
+			*v += "x"
+		case *bool:
+			*v = !*v
+		case *int:
+			*v++
+		case *int64:
+			*v++
+		case *time.Duration:
+			*v++
+		case *time.Time:
+			*v = v.Add(time.Millisecond)
+		case *[]Milestone:
+			*v = append(slices.Clone(*v), Milestone{})
+		default:
+			t.Fatalf("%T.%s: a %s; teach this test to change it", base, typ.Field(i).Name, f.Type())
+		}
+		if equal(base, changed) {
+			t.Errorf("%T.%s changed, and Equal says the same", base, typ.Field(i).Name)
+		}
 	}
 }
