@@ -84,6 +84,22 @@ type Usage struct {
 	Recent, Baseline int
 }
 
+// Equal reports whether two usages are the same.
+func (u Usage) Equal(o Usage) bool {
+	return u.ActiveDays == o.ActiveDays && u.Events == o.Events && u.Users == o.Users && slices.Equal(u.Features, o.Features) &&
+		u.Recent == o.Recent && u.Baseline == o.Baseline
+}
+
+// Equal reports whether two hits are the same.
+func (h Hit) Equal(o Hit) bool {
+	return h.Signal == o.Signal && h.At.Equal(o.At) && h.User == o.User && h.MessageID == o.MessageID
+}
+
+// Equal reports whether two sentiments are the same.
+func (s Sentiment) Equal(o Sentiment) bool {
+	return s.Score == o.Score && s.Note == o.Note && s.Author == o.Author && s.SetAt.Equal(o.SetAt) && s.ExpiresAt.Equal(o.ExpiresAt)
+}
+
 // Spans are the UTC days, midnight to midnight, each part of Usage covers.
 type Spans struct{ Window, Recent, Baseline Days }
 

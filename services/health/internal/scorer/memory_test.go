@@ -152,9 +152,9 @@ func TestTheMemoryStoreGivesTheAnswersOfClickHouse(t *testing.T) {
 		for i, w := range want {
 			g := got[i]
 			if w.AccountID != g.AccountID || w.Score != g.Score || w.Band != g.Band || w.Change != g.Change || w.Fit != g.Fit || w.Onboarding != g.Onboarding ||
-				w.Intent != g.Intent || w.AtRisk != g.AtRisk || !w.ChurnedAt.Equal(g.ChurnedAt) || w.state != g.state || !w.EvaluatedAt.Equal(g.EvaluatedAt) {
-				t.Errorf("%s:\nClickHouse %d %s %s %v\n%s\nmemory     %d %s %s %v\n%s", w.AccountID, w.Score, w.Band, w.Onboarding, w.ChurnedAt, w.state,
-					g.Score, g.Band, g.Onboarding, g.ChurnedAt, g.state)
+				w.Intent != g.Intent || w.AtRisk != g.AtRisk || !w.ChurnedAt.Equal(g.ChurnedAt) || w.stateText() != g.stateText() || !w.EvaluatedAt.Equal(g.EvaluatedAt) {
+				t.Errorf("%s:\nClickHouse %d %s %s %v\n%s\nmemory     %d %s %s %v\n%s", w.AccountID, w.Score, w.Band, w.Onboarding, w.ChurnedAt, w.stateText(),
+					g.Score, g.Band, g.Onboarding, g.ChurnedAt, g.stateText())
 			}
 			bands[w.Band]++
 			if !w.ChurnedAt.IsZero() {

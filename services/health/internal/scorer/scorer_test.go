@@ -653,3 +653,25 @@ func TestFirstAndLastEventFollowTheNotices(t *testing.T) {
 		check("from a state without them", truth())
 	})
 }
+
+// Equal is what decides whether a scoring stores a state: a field it does
+// not compare would be lost whenever only that field changed. Each field
+// of State, at any depth, changed on its own, must make it false.
+func TestEqualSeesEveryField(t *testing.T) {
+	at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	st := State{ModelVersion: 3, FirstEvent: at, LastEvent: at, Seats: 10,
+		Usage:      score.Usage{ActiveDays: 4, Events: 40, Users: 3, Features: []string{"Report Built"}, Recent: 10, Baseline: 20},
+		Norms:      score.Norms{ActiveDays: 5, Events: 50},
+		Onboarding: "on_track", Sentiment: &score.Sentiment{Score: 2, Note: "n", Author: "a", SetAt: at, ExpiresAt: at},
+		Hits: []score.Hit{{Signal: "export", At: at, User: "u", MessageID: "m"}}, IntentOver: true,
+		Peaks: []Peak{{Day: at, Score: 80}}, DropFrom: at, CancelRequestedAt: at,
+		Churn: &Churn{At: at, Source: "event", Reason: "r", Fit: "good", Foreseen: true, FirstRiskKind: "health_red", FirstRiskAt: at}}
+	if !st.Equal(st) {
+		t.Fatal("a state is not equal to itself")
+	}
+	for path, changed := range testutil.Variants(t, st) {
+		if st.Equal(changed) {
+			t.Errorf("%s changed, and Equal says the same", path)
+		}
+	}
+}

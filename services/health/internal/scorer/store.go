@@ -392,7 +392,7 @@ type Row struct {
 	EvaluatedAt time.Time
 	Version     uint64
 
-	state        string        // State as stored (JSON)
+	state        string        // State as stored (JSON): as read, or once stored; see stateText
 	health       *score.Health // as scored, before it is stored
 	scoreChanged bool          // a new score for the history
 }
@@ -439,12 +439,24 @@ func ReadRows(ctx context.Context, db chstore.Store, tenant, where string, args 
 	return out, nil
 }
 
+// stateText is the row's state as stored: the JSON it was read with or
+// stored as, else State encoded. Rows are compared by State.Equal; only
+// those stored are encoded.
+func (r Row) stateText() string {
+	if r.state != "" {
+		return r.state
+	}
+	raw, _ := json.Marshal(r.State)
+	return string(raw)
+}
+
 // AsStored is r as ReadRows reads it back once stored: the state decoded
 // from its JSON, the health recomputed from it (not the one scored), the
 // churn time in the column's whole seconds.
 func (r Row) AsStored() (Row, error) {
 	r.health, r.scoreChanged = nil, false
 	r.ChurnedAt = r.ChurnedAt.Truncate(time.Second)
+	r.state = r.stateText()
 	r.State = State{}
 	if err := json.Unmarshal([]byte(r.state), &r.State); err != nil {
 		return Row{}, fmt.Errorf("account %s: health state: %w", r.AccountID, err)
@@ -462,7 +474,9 @@ func insertRows(ctx context.Context, db chstore.Store, tenant string, rs []Row) 
 	}
 	rows := make([][]any, len(rs))
 	hist := make([][]any, 0, len(rs))
-	for i, r := range rs {
+	for i := range rs {
+		rs[i].state = rs[i].stateText() // kept: AsStored needs it after
+		r := rs[i]
 		rows[i] = []any{tenant, r.AccountID, uint8(r.Score), r.Band, int16(r.Change), r.Fit, r.Onboarding, r.Intent, r.AtRisk, r.ChurnedAt.UTC(),
 			r.state, r.EvaluatedAt.UTC(), r.Version}
 		if r.InHistory() {
