@@ -80,7 +80,7 @@ func (b *Bus) Streams() []jetstream.StreamConfig {
 				Source:      "events.*.*",
 				Destination: fmt.Sprintf("events.{{partition(%d,1)}}.{{wildcard(1)}}.{{wildcard(2)}}", b.cfg.EventPartitions),
 			},
-			Storage:  jetstream.FileStorage,
+			Storage:  b.storage(),
 			Replicas: b.cfg.Replicas,
 			// The writer purges what it stored (ConsumerConfig.PurgeAcked):
 			// each partition up to its consumer's ack floor, every second.
@@ -104,7 +104,7 @@ func (b *Bus) Streams() []jetstream.StreamConfig {
 			Name:        SignalsStream,
 			Description: "Customer-success signals: milestones, health, cancel intent, churn.",
 			Subjects:    []string{"signals.>"},
-			Storage:     jetstream.FileStorage,
+			Storage:     b.storage(),
 			Replicas:    b.cfg.Replicas,
 			MaxAge:      30 * 24 * time.Hour,
 			Duplicates:  b.cfg.DuplicateWindow,
@@ -113,7 +113,7 @@ func (b *Bus) Streams() []jetstream.StreamConfig {
 			Name:        StoredStream,
 			Description: "The writer's notices of the accounts it stored events for, read by the detection services.",
 			Subjects:    []string{"stored.>"},
-			Storage:     jetstream.FileStorage,
+			Storage:     b.storage(),
 			Replicas:    b.cfg.Replicas,
 			// A notice is a hint to recompute soon: the detection services'
 			// scheduled sweep recomputes every account anyway, so an old
@@ -126,7 +126,7 @@ func (b *Bus) Streams() []jetstream.StreamConfig {
 			Name:        DeadLetterStream,
 			Description: "Messages a consumer gave up on after its delivery limit, kept for inspection and replay.",
 			Subjects:    []string{"deadletter.>"},
-			Storage:     jetstream.FileStorage,
+			Storage:     b.storage(),
 			Replicas:    b.cfg.Replicas,
 			MaxAge:      30 * 24 * time.Hour,
 		},
@@ -134,7 +134,7 @@ func (b *Bus) Streams() []jetstream.StreamConfig {
 			Name:        AlertsStream,
 			Description: "Every change to an alert, for watchers: a watcher resumes from the last sequence it saw.",
 			Subjects:    []string{"alerts.>"},
-			Storage:     jetstream.FileStorage,
+			Storage:     b.storage(),
 			Replicas:    b.cfg.Replicas,
 			MaxAge:      7 * 24 * time.Hour,
 			Duplicates:  b.cfg.DuplicateWindow,
@@ -143,7 +143,7 @@ func (b *Bus) Streams() []jetstream.StreamConfig {
 			Name:        DeliveriesStream,
 			Description: "Alert notifications owed to channels, each removed once delivered or dead-lettered.",
 			Subjects:    []string{"deliveries.>"},
-			Storage:     jetstream.FileStorage,
+			Storage:     b.storage(),
 			Replicas:    b.cfg.Replicas,
 			Retention:   jetstream.WorkQueuePolicy,
 			// The duplicate window drops a notification handed over twice
@@ -151,6 +151,14 @@ func (b *Bus) Streams() []jetstream.StreamConfig {
 			Duplicates: b.cfg.DuplicateWindow,
 		},
 	}
+}
+
+// storage is where streams and buckets keep their messages.
+func (b *Bus) storage() jetstream.StorageType {
+	if b.cfg.MemoryStorage {
+		return jetstream.MemoryStorage
+	}
+	return jetstream.FileStorage
 }
 
 // EnsureStreams creates the streams, or updates them to these definitions.
@@ -229,7 +237,7 @@ func (b *Bus) replaceOldLayout(ctx context.Context, sc jetstream.StreamConfig) (
 // KeyValue creates or opens a KV bucket with the bus's replica count.
 func (b *Bus) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	cfg.Replicas = b.cfg.Replicas
-	cfg.Storage = jetstream.FileStorage
+	cfg.Storage = b.storage()
 	kv, err := b.JS.CreateOrUpdateKeyValue(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("declare kv bucket %s: %w", cfg.Bucket, err)

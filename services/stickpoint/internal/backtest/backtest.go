@@ -220,6 +220,8 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 	cfg.HTTPAddr, cfg.GRPC.Addr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Telemetry.LogLevel = "warn"
 	cfg.Health.AccountsCache = 0 // no one calls the accounts API in a backtest
+	// A temporary folder's streams need not be files: they go with it.
+	cfg.NATS.MemoryStorage = opts.Dir == ""
 	if opts.ClickHouse != nil {
 		cfg.ClickHouse = *opts.ClickHouse
 	}
