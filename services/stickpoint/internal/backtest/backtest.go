@@ -431,7 +431,7 @@ func (r *run) settle(ctx context.Context) error {
 			if err := r.hs.ScoreNotices(ctx, notices); err != nil {
 				return err
 			}
-			ack(notices)
+			r.stored.ack(notices)
 		}
 		onboarding, err := r.onboarding.take(ctx)
 		if err != nil {
@@ -442,7 +442,7 @@ func (r *run) settle(ctx context.Context) error {
 			if err := r.hs.HandleOnboarding(ctx, onboarding); err != nil {
 				return err
 			}
-			ack(onboarding)
+			r.onboarding.ack(onboarding)
 		}
 		sigs, err := r.signals.take(ctx)
 		if err != nil {
@@ -456,7 +456,7 @@ func (r *run) settle(ctx context.Context) error {
 			if err := r.as.Alerter.Handle(ctx, sigs); err != nil {
 				return err
 			}
-			ack(sigs)
+			r.signals.ack(sigs)
 		}
 		if err := r.recordAlerts(ctx); err != nil {
 			return err
@@ -499,7 +499,7 @@ func (r *run) recordAlerts(ctx context.Context) error {
 			Change: m.Headers().Get(alerting.ChangeHeader), Severity: strings.ToLower(strings.TrimPrefix(a.GetSeverity().String(), "SEVERITY_")),
 			Owner: a.GetOwner(), Summary: a.GetSummary(), Evidence: signals.Evidence(a.GetEvidence())})
 	}
-	ack(msgs)
+	r.alerts.ack(msgs)
 	if r.deliveries == nil {
 		return nil
 	}
@@ -523,7 +523,7 @@ func (r *run) recordAlerts(ctx context.Context) error {
 			}
 		}
 	}
-	ack(jobs)
+	r.deliveries.ack(jobs)
 	return nil
 }
 
@@ -580,14 +580,21 @@ func (r *run) inputs(from, to time.Time) (Inputs, []string) {
 	return in, nil
 }
 
-// puller takes a stream's messages synchronously, in order. Its consumer
-// takes every message of the stream, so that the stream's last sequence
-// says when it has them all; keep, when set, picks the ones it hands on
-// (the others are acked at once).
+// puller reads a stream for the backtest, as a service's consumer would,
+// and says when it has read it all; keep, when set, picks the messages it
+// hands on (the others are dropped).
 type puller struct {
 	stream jetstream.Stream
 	cons   jetstream.Consumer
 	keep   func(jetstream.Msg) bool
+	// acks: only a work queue's consumer acknowledges (the stream removes
+	// what is acked). The others need not: the backtest is the one reader
+	// and reads each message once, and acking every signal and notice was
+	// a third of the embedded server's work.
+	acks bool
+	// read is the stream sequence of the last message fetched: the
+	// consumer reads every message of the stream, in order.
+	read uint64
 }
 
 func newPuller(ctx context.Context, js jetstream.JetStream, name, stream string, keep func(jetstream.Msg) bool) (*puller, error) {
@@ -595,30 +602,35 @@ func newPuller(ctx context.Context, js jetstream.JetStream, name, stream string,
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", stream, err)
 	}
-	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable: name, AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Hour, MaxAckPending: -1,
-	})
+	acks := st.CachedInfo().Config.Retention == jetstream.WorkQueuePolicy
+	cfg := jetstream.ConsumerConfig{Durable: name, AckPolicy: jetstream.AckNonePolicy}
+	if acks {
+		cfg.AckPolicy, cfg.AckWait, cfg.MaxAckPending = jetstream.AckExplicitPolicy, time.Hour, -1
+	}
+	cons, err := st.CreateOrUpdateConsumer(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consumer of %s: %w", stream, err)
 	}
-	return &puller{stream: st, cons: cons, keep: keep}, nil
+	return &puller{stream: st, cons: cons, keep: keep, acks: acks}, nil
 }
 
 const fetchMax = 1000
 
-// take returns every message stored on the stream so far. A fetch that
-// does not wait can come back short of what was just stored, and so can
-// the consumer's own count of pending messages (the server updates it a
-// moment later): a message left for the next step would be handled a
-// step late, and the report would depend on the machine's load. So it
-// takes until the consumer has been delivered the stream's last
-// sequence, as the stream reports it.
+// take returns every message stored on the stream so far: it asks the
+// stream for its last sequence and fetches until it has read it. A fetch
+// that does not wait can come back short of what was just stored, and so
+// can the consumer's own count of pending messages (the server updates it
+// a moment later): a message left for the next step would be handled a
+// step late, and the report would depend on the machine's load.
 func (p *puller) take(ctx context.Context) ([]jetstream.Msg, error) {
+	si, err := p.stream.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var out []jetstream.Msg
 	wait := false
-	for {
+	for p.read < si.State.LastSeq {
 		var batch jetstream.MessageBatch
-		var err error
 		if wait {
 			batch, err = p.cons.Fetch(fetchMax, jetstream.FetchMaxWait(5*time.Millisecond))
 		} else {
@@ -630,10 +642,15 @@ func (p *puller) take(ctx context.Context) ([]jetstream.Msg, error) {
 		n := 0
 		for m := range batch.Messages() {
 			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				return nil, err
+			}
+			p.read = meta.Sequence.Stream
 			if p.keep == nil || p.keep(m) {
 				out = append(out, m)
 			} else {
-				_ = m.Ack()
+				p.ack([]jetstream.Msg{m})
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
@@ -642,22 +659,16 @@ func (p *puller) take(ctx context.Context) ([]jetstream.Msg, error) {
 		if ctx.Err() != nil {
 			return out, ctx.Err()
 		}
-		si, err := p.stream.Info(ctx)
-		if err != nil {
-			return nil, err
-		}
-		ci, err := p.cons.Info(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if ci.Delivered.Stream >= si.State.LastSeq {
-			return out, nil
-		}
 		wait = n == 0
 	}
+	return out, nil
 }
 
-func ack(msgs []jetstream.Msg) {
+// ack acknowledges msgs, if the consumer takes acks.
+func (p *puller) ack(msgs []jetstream.Msg) {
+	if !p.acks {
+		return
+	}
 	for _, m := range msgs {
 		_ = m.Ack()
 	}

@@ -131,7 +131,7 @@ func (r *run) live(t *testing.T, ctx context.Context) {
 	if err := r.recordSignals(sigs); err != nil {
 		t.Fatal(err)
 	}
-	ack(sigs)
+	r.signals.ack(sigs)
 	if err := r.recordAlerts(ctx); err != nil {
 		t.Fatal(err)
 	}
