@@ -130,14 +130,17 @@ func SpansOf(h model.Health, now time.Time) Spans {
 // Aggregate sums rollup rows into Usage.
 func Aggregate(rows []DayUsage, keys []string, s Spans) Usage {
 	var u Usage
-	active, users := map[time.Time]bool{}, map[string]bool{}
+	// Slices, not sets: an account has a row a day at most, a few users,
+	// and this runs for every account scored (maps were most of its time).
+	var active []time.Time
+	var users []string
 	for _, r := range rows {
 		if s.Window.has(r.Day) {
-			active[r.Day] = true
-			u.Events += r.Events
-			for _, id := range r.Users {
-				users[id] = true
+			if !slices.ContainsFunc(active, r.Day.Equal) {
+				active = append(active, r.Day)
 			}
+			u.Events += r.Events
+			users = append(users, r.Users...)
 			for _, n := range r.Names {
 				if slices.Contains(keys, n) && !slices.Contains(u.Features, n) {
 					u.Features = append(u.Features, n)
@@ -151,7 +154,8 @@ func Aggregate(rows []DayUsage, keys []string, s Spans) Usage {
 			u.Baseline += r.Events
 		}
 	}
-	u.ActiveDays, u.Users = len(active), len(users)
+	slices.Sort(users)
+	u.ActiveDays, u.Users = len(active), len(slices.Compact(users))
 	return u
 }
 

@@ -236,7 +236,7 @@ func (m *Memory) EventSpans(_ context.Context, tenant string, set accountSet, _ 
 func (m *Memory) Rows(_ context.Context, tenant string, set accountSet) ([]Row, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	var out []Row
+	out := make([]Row, 0, len(set.ids)) // a Row is large: grown by doubling, copying them was a backtest's largest allocation
 	for _, id := range set.ids {
 		if r, ok := m.rows[tenant][id]; ok {
 			out = append(out, r)

@@ -490,7 +490,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	}
 	lap("reads")
 	var sigs []*signalsv1.Signal
-	var changed []Row
+	changed := make([]Row, 0, len(ids)) // most rows change: sized once, as a Row is large
 	var churned []Row
 	foreseenLate := false // a churn scored before became foreseen
 	for _, id := range ids {
