@@ -130,10 +130,13 @@ func SpansOf(h model.Health, now time.Time) Spans {
 // Aggregate sums rollup rows into Usage.
 func Aggregate(rows []DayUsage, keys []string, s Spans) Usage {
 	var u Usage
-	// Slices, not sets: an account has a row a day at most, a few users,
-	// and this runs for every account scored (maps were most of its time).
-	var active []time.Time
-	var users []string
+	// Slices sized once, not sets: this runs for every account scored, and
+	// maps were most of its time.
+	n := 0
+	for _, r := range rows {
+		n += len(r.Users)
+	}
+	active, users := make([]time.Time, 0, len(rows)), make([]string, 0, n)
 	for _, r := range rows {
 		if s.Window.has(r.Day) {
 			if !slices.ContainsFunc(active, r.Day.Equal) {

@@ -495,7 +495,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	foreseenLate := false // a churn scored before became foreseen
 	for _, id := range ids {
 		old, seen := prev[id]
-		tr := decode(traits[id])
+		tr := traits[id].Values()
 		st := State{ModelVersion: stored.Version, Seats: number(tr[m.Health.SeatsTrait]), Usage: usage[id], Norms: norms,
 			Onboarding: onboarding[id], Sentiment: sentiments[id]}
 		if seen {
@@ -910,17 +910,6 @@ func version() uint64 {
 			return now
 		}
 	}
-}
-
-func decode(tr accounts.Traits) map[string]any {
-	out := make(map[string]any, len(tr))
-	for k, raw := range tr {
-		var v any
-		if json.Unmarshal(raw, &v) == nil {
-			out[k] = v
-		}
-	}
-	return out
 }
 
 // number reads a trait holding a number, or a number as text.
