@@ -38,6 +38,26 @@ type Memory struct {
 	// norms are the last norms read, by tenant: a sweep reads them at
 	// every step, and they move only when a day before until is rebuilt.
 	norms map[string]keptNorms
+
+	// summed is each account's usage as last summed, by tenant: an
+	// account is scored at every step it has events and at every sweep,
+	// and its sum moves only when its rollups are rebuilt or the days
+	// move, once a day. Summing the rollups again was a sixth of a
+	// backtest. Guarded by summedMu, taken with mu held.
+	summedMu sync.Mutex
+	summed   map[string]map[string]summedUsage
+}
+
+type summedUsage struct {
+	spans score.Spans
+	keys  []string
+	usage score.Usage
+	none  bool // no rollup in the days: the account is absent
+}
+
+func (k summedUsage) of(sp score.Spans, keys []string) bool {
+	same := func(a, b score.Days) bool { return a.From.Equal(b.From) && a.To.Equal(b.To) }
+	return same(k.spans.Window, sp.Window) && same(k.spans.Recent, sp.Recent) && same(k.spans.Baseline, sp.Baseline) && slices.Equal(k.keys, keys)
 }
 
 type keptNorms struct {
@@ -49,7 +69,8 @@ type keptNorms struct {
 // reading onboarding statuses with onboarding.
 func NewMemoryStore(h *accounts.History, sigs *signals.Memory, onboarding func(tenant string, ids []string) map[string]string) *Memory {
 	return &Memory{history: h, signals: sigs, onboarding: onboarding, usage: map[string]map[string][]score.DayUsage{},
-		rows: map[string]map[string]Row{}, churns: map[string]map[string]Churn{}, norms: map[string]keptNorms{}}
+		rows: map[string]map[string]Row{}, churns: map[string]map[string]Churn{}, norms: map[string]keptNorms{},
+		summed: map[string]map[string]summedUsage{}}
 }
 
 // RebuildUsage rebuilds the days' rollups as rebuildUsage does: per UTC
@@ -71,6 +92,11 @@ func (m *Memory) RebuildUsage(_ context.Context, tenant string, set accountSet, 
 		byAccount = map[string][]score.DayUsage{}
 		m.usage[tenant] = byAccount
 	}
+	m.summedMu.Lock()
+	for _, id := range set.ids {
+		delete(m.summed[tenant], id)
+	}
+	m.summedMu.Unlock()
 	for _, id := range set.ids {
 		evs := m.history.Events(tenant, id)
 		days := map[time.Time]*day{}
@@ -130,18 +156,30 @@ func (m *Memory) Usage(_ context.Context, tenant string, set accountSet, sp scor
 	lo, hi := minTime(sp.Window.From, sp.Baseline.From), sp.Window.To
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	m.summedMu.Lock()
+	defer m.summedMu.Unlock()
+	summed := m.summed[tenant]
+	if summed == nil {
+		summed = map[string]summedUsage{}
+		m.summed[tenant] = summed
+	}
 	out := make(map[string]score.Usage, len(set.ids))
 	for _, id := range set.ids {
-		rows := daysIn(m.usage[tenant][id], lo, hi)
-		if len(rows) == 0 {
-			continue
+		k, ok := summed[id]
+		if !ok || !k.of(sp, keys) {
+			k = summedUsage{spans: sp, keys: keys, none: true}
+			if rows := daysIn(m.usage[tenant][id], lo, hi); len(rows) > 0 {
+				k.usage, k.none = score.Aggregate(rows, keys, sp), false
+				slices.Sort(k.usage.Features)
+				if len(k.usage.Features) == 0 {
+					k.usage.Features = nil
+				}
+			}
+			summed[id] = k
 		}
-		u := score.Aggregate(rows, keys, sp)
-		slices.Sort(u.Features)
-		if len(u.Features) == 0 {
-			u.Features = nil
+		if !k.none {
+			out[id] = k.usage
 		}
-		out[id] = u
 	}
 	return out, nil
 }

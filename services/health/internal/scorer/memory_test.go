@@ -14,6 +14,8 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
 	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
+	"github.com/stickpoint/stickpoint/services/health/internal/model"
+	"github.com/stickpoint/stickpoint/services/health/internal/score"
 )
 
 // A backtest's scorer reads its accounts from memory: played the same
@@ -216,4 +218,49 @@ func mustList(t *testing.T, db chstore.Store, tenant string) []*signalsv1.Signal
 		t.Fatal(err)
 	}
 	return out
+}
+
+// The memory store keeps each account's usage sum between reads: events
+// stored later the same day, which rebuild the account's rollups, must
+// show in the next sum.
+func TestKeptUsageSumsFollowRebuiltRollups(t *testing.T) {
+	h := accounts.NewHistory()
+	m := NewMemoryStore(h, signals.NewMemory(), func(string, []string) map[string]string { return nil })
+	at := time.Date(2026, 3, 10, 6, 0, 0, 0, time.UTC)
+	sp := score.SpansOf(model.Default().Health, at)
+	keys := []string{"Report Built", "Dashboard Shared"}
+	set := accountSet{ids: []string{"a1", "a2"}}
+	add := func(account, user, name string, at time.Time) {
+		h.Add([]events.Event{{TenantID: "t1", AccountID: account, Type: events.TypeTrack, Name: name, UserID: user,
+			MessageID: fmt.Sprint(account, user, name, at.UnixNano()), Timestamp: at}})
+	}
+	sum := func() map[string]score.Usage {
+		t.Helper()
+		if err := m.RebuildUsage(t.Context(), "t1", set, at.Add(-30*day), at); err != nil {
+			t.Fatal(err)
+		}
+		u, err := m.Usage(t.Context(), "t1", set, sp, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	add("a1", "u1", "Report Built", at.Add(-2*day))
+	first := sum()
+	if u := first["a1"]; u.Events != 1 || u.Users != 1 || u.ActiveDays != 1 || !slices.Equal(u.Features, []string{"Report Built"}) {
+		t.Fatalf("a1 after one event: %+v", u)
+	}
+	if _, ok := first["a2"]; ok {
+		t.Fatal("a2 has no event, and a usage")
+	}
+	// Later the same day: new events, the same days summed.
+	add("a1", "u2", "Dashboard Shared", at.Add(-time.Hour))
+	add("a2", "u1", "Report Built", at.Add(-time.Hour))
+	second := sum()
+	if u := second["a1"]; u.Events != 2 || u.Users != 2 || u.ActiveDays != 2 || !slices.Equal(u.Features, []string{"Dashboard Shared", "Report Built"}) {
+		t.Errorf("a1 after a second event: %+v, want the kept sum moved", u)
+	}
+	if u := second["a2"]; u.Events != 1 {
+		t.Errorf("a2 after its first event: %+v", u)
+	}
 }
