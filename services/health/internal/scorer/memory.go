@@ -237,8 +237,10 @@ func (m *Memory) RuleEvents(_ context.Context, tenant string, set accountSet, md
 	}
 	var out []event
 	for _, id := range set.ids {
-		seen := map[string]bool{}
-		for _, e := range m.history.Events(tenant, id) {
+		var seen map[string]bool
+		evs := m.history.Events(tenant, id)
+		for i := range evs {
+			e := &evs[i] // not a copy: an account's whole history is read at each scoring
 			at := e.Timestamp.Truncate(time.Second)
 			if at.After(until) {
 				break
@@ -247,6 +249,9 @@ func (m *Memory) RuleEvents(_ context.Context, tenant string, set accountSet, md
 			churn := e.Type == events.TypeTrack && e.Name == md.Churn.Event
 			if (!recent && !churn) || seen[e.MessageID] {
 				continue
+			}
+			if seen == nil {
+				seen = map[string]bool{}
 			}
 			seen[e.MessageID] = true
 			ev := event{account: id, messageID: e.MessageID, typ: e.Type, name: e.Name, user: e.UserID, at: at}

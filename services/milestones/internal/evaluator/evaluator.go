@@ -293,9 +293,12 @@ func settled(prev Row, j *journeys.Stored, since time.Time) map[string]progress.
 	if prev.State == nil || prev.State.JourneyID != j.ID || prev.State.JourneyVersion != j.Version || since.IsZero() {
 		return nil
 	}
-	out := map[string]progress.Milestone{}
+	var out map[string]progress.Milestone // nil when none is: not allocated for every account evaluated
 	for _, m := range prev.State.Milestones {
 		if m.Reached && m.ReachedAt.Before(since) {
+			if out == nil {
+				out = make(map[string]progress.Milestone, len(prev.State.Milestones))
+			}
 			out[m.ID] = m
 		}
 	}

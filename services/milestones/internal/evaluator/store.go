@@ -141,7 +141,9 @@ func (m *Memory) MilestoneEvents(_ context.Context, tenant string, need map[stri
 	}
 	out := make(map[string][]progress.Event, len(byAccount))
 	for id, names := range byAccount {
-		for _, e := range m.history.Events(tenant, id) {
+		evs := m.history.Events(tenant, id)
+		for i := range evs {
+			e := &evs[i] // not a copy: an account's whole history is read at each evaluation
 			if e.Timestamp.After(now) {
 				break
 			}
