@@ -269,6 +269,39 @@ func status(j journey.Journey, st State, now time.Time) (string, time.Time, stri
 	return OnTrack, lastReached, ""
 }
 
+// NextChange is the earliest time after t at which Restatus gives st
+// another status (Moved), or zero if no time will: a state's status
+// follows the clock only at a few instants, the targets, their graces,
+// the stall and at-risk deadlines and the stick point. A sweep need not
+// look at an account again before then. It is exact: at the time it
+// returns, the status has changed.
+func NextChange(j journey.Journey, st State, t time.Time) time.Time {
+	lastReached := st.Start
+	for _, m := range st.Milestones {
+		if m.Reached {
+			lastReached = maxTime(lastReached, m.ReachedAt)
+		}
+	}
+	// status compares now with each instant as now >= c or now > c: the
+	// answer can change at c or a nanosecond after.
+	instants := []time.Time{st.StickPointAt, lastReached.Add(j.StallAfter)}
+	for i, m := range st.Milestones {
+		if !m.Reached {
+			instants = append(instants, m.TargetAt, m.TargetAt.Add(j.Milestones[i].Grace), m.TargetAt.Add(-j.AtRiskBefore))
+		}
+	}
+	slices.SortFunc(instants, time.Time.Compare)
+	at := Restatus(j, st, t)
+	for _, c := range instants {
+		for _, u := range []time.Time{c, c.Add(time.Nanosecond)} {
+			if u.After(t) && Moved(at, Restatus(j, st, u)) {
+				return u
+			}
+		}
+	}
+	return time.Time{}
+}
+
 func maxTime(a, b time.Time) time.Time {
 	if b.After(a) {
 		return b

@@ -500,3 +500,45 @@ func TestEqualSeesEveryField(t *testing.T) {
 		t.Error("the same instant in another zone is not equal")
 	}
 }
+
+// NextChange against a scan of the clock: on random journeys and states
+// (whole hours), the first hour at which the status has moved is the
+// first hour at or after the change NextChange names, and the status
+// moves exactly there.
+func TestNextChangeIsTheFirstMoveOfTheClock(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 9))
+	hours := func(max int) time.Duration { return time.Duration(r.IntN(max)) * time.Hour }
+	for round := range 300 {
+		j := issueJourney(t)
+		j.StallAfter, j.AtRiskBefore, j.StickPoint = hours(20*24)+time.Hour, hours(5*24), hours(120*24)
+		start := t0.Add(hours(1000))
+		st := State{Start: start, StickPointAt: start.Add(j.StickPoint)}
+		for i := range j.Milestones {
+			j.Milestones[i].Target, j.Milestones[i].Grace = hours(40*24)+time.Hour, hours(10*24)
+			m := Milestone{ID: j.Milestones[i].ID, TargetAt: start.Add(j.Milestones[i].Target)}
+			if r.IntN(3) == 0 {
+				m.Reached, m.ReachedAt = true, start.Add(hours(60*24))
+			}
+			st.Milestones = append(st.Milestones, m)
+		}
+		from := start.Add(hours(150*24) - 20*24*time.Hour)
+		at := Restatus(j, st, from)
+		var first time.Time // the first whole hour after from at which it moved
+		for h := from.Add(time.Hour); h.Before(from.Add(400 * journey.Day)); h = h.Add(time.Hour) {
+			if Moved(at, Restatus(j, st, h)) {
+				first = h
+				break
+			}
+		}
+		got := NextChange(j, st, from)
+		switch {
+		case first.IsZero() && !got.IsZero() && got.Before(from.Add(400*journey.Day)):
+			t.Fatalf("round %d: NextChange %s, and the clock moves nothing", round, got)
+		case first.IsZero():
+		case got.IsZero() || got.After(first) || !got.After(first.Add(-time.Hour)):
+			t.Fatalf("round %d: NextChange %s, and the status first moved by %s", round, got, first)
+		case !Moved(at, Restatus(j, st, got)) || Moved(at, Restatus(j, st, got.Add(-time.Nanosecond))):
+			t.Fatalf("round %d: NextChange %s is not where the status moves", round, got)
+		}
+	}
+}
