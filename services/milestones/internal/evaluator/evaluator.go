@@ -229,7 +229,7 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 		row.Start = startOf(tr, startTrait, firsts[id])
 		if follows {
 			st := progress.Evaluate(p.j.Journey, p.j.Version, row.Start, evs[id], now, p.settled)
-			row.State, row.JourneyID, row.Status = &st, p.j.ID, st.Status
+			row.State, row.JourneyID, row.Status, row.due = &st, p.j.ID, st.Status, dueOf(p.j.Journey, st, now)
 		}
 		old, seen := prev[id]
 		if seen && sameRow(&old, &row) {
@@ -285,6 +285,17 @@ func (e *Evaluator) emit(ctx context.Context, tenant string, sigs []*signalsv1.S
 	}
 	return nil
 }
+
+// dueOf is when st's status can next move by the clock alone, for a
+// row's due: far in the future when it never can.
+func dueOf(j journey.Journey, st progress.State, now time.Time) time.Time {
+	if at := progress.NextChange(j, st, now); !at.IsZero() {
+		return at
+	}
+	return never
+}
+
+var never = time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
 
 // settled is the milestones of an account's last evaluation that no new
 // event can change: of the same journey version, reached before since

@@ -28,6 +28,12 @@ type Row struct {
 	EvaluatedAt  time.Time
 	// State is nil when no journey applies to the account.
 	State *progress.State
+	// due is when the status can next move by the clock alone
+	// (progress.NextChange), set by whoever evaluates or restates the
+	// row; zero when unknown, as in a row read from ClickHouse. The
+	// memory store keeps it, and leaves the row out of the sweep's pages
+	// until then.
+	due time.Time
 	// encoded is State's JSON once known (as read, or encoded to store
 	// it): rows are compared by State.Equal, and only those stored are
 	// encoded. Whoever changes State clears it.
