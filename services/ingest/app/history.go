@@ -5,8 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/events"
@@ -35,64 +38,88 @@ func DecodeHistory(lines [][]byte, tenant string) ([]events.Event, []HistoryReje
 	lim.PastLimit, lim.FutureSkew = 200*365*24*time.Hour, 200*365*24*time.Hour
 	lim.MaxBatchEvents = historyChunk
 	received := time.Now()
+	// The chunks are decoded on every core, each on its own, and joined
+	// in order: decoding a million lines on one was 5 s of a backtest.
+	type decoded struct {
+		events []events.Event
+		bad    []HistoryRejection
+	}
+	chunks := make([]decoded, (len(lines)+historyChunk-1)/historyChunk)
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for c := range chunks {
+		g.Go(func() error {
+			start := c * historyChunk
+			chunks[c].events, chunks[c].bad = decodeChunk(lines[start:min(start+historyChunk, len(lines))], start, tenant, received, lim)
+			return nil
+		})
+	}
+	_ = g.Wait() // decodeChunk fails no chunk: it reports lines
 	// Sized once: a history can hold millions of events, and growing a
 	// slice of them by doubling copies and zeroes hundreds of megabytes.
 	out := make([]events.Event, 0, len(lines))
 	var bad []HistoryRejection
-	for start := 0; start < len(lines); start += historyChunk {
-		var body bytes.Buffer
-		var lineOf []int // the line of each call in the batch
-		body.WriteString(`{"batch":[`)
-		for i, l := range lines[start:min(start+historyChunk, len(lines))] {
-			l = bytes.TrimSpace(l)
-			if len(l) == 0 {
-				continue
-			}
-			if !json.Valid(l) {
-				bad = append(bad, HistoryRejection{Line: start + i + 1, Reason: "not a JSON object"})
-				continue
-			}
-			if len(lineOf) > 0 {
-				body.WriteByte(',')
-			}
-			body.Write(l)
-			lineOf = append(lineOf, start+i+1)
-		}
-		body.WriteString(`]}`)
-		if len(lineOf) == 0 {
+	for _, c := range chunks {
+		out, bad = append(out, c.events...), append(bad, c.bad...)
+	}
+	return out, bad
+}
+
+// decodeChunk decodes the lines of a history that start at line start+1.
+func decodeChunk(lines [][]byte, start int, tenant string, received time.Time, lim segment.Limits) (out []events.Event, bad []HistoryRejection) {
+	out = make([]events.Event, 0, len(lines))
+	var body bytes.Buffer
+	var lineOf []int // the line of each call in the batch
+	body.WriteString(`{"batch":[`)
+	for i, l := range lines {
+		l = bytes.TrimSpace(l)
+		if len(l) == 0 {
 			continue
 		}
-		req, err := segment.Decode("batch", body.Bytes(), received, lim)
-		if err != nil { // a limit of the whole batch: say so on its first line
-			bad = append(bad, HistoryRejection{Line: lineOf[0], Reason: err.Error()})
+		if !json.Valid(l) {
+			bad = append(bad, HistoryRejection{Line: start + i + 1, Reason: "not a JSON object"})
 			continue
 		}
-		rejected := map[int]bool{}
-		for _, r := range req.Rejected {
-			rejected[r.Index] = true
-			// The batch is the decoder's, not the file's: name the field
-			// within the line.
-			reason := r.Err.Error()
-			if _, rest, ok := strings.Cut(reason, "]."); ok && strings.HasPrefix(reason, "batch[") {
-				reason = rest
-			}
-			bad = append(bad, HistoryRejection{Line: lineOf[r.Index], Reason: reason})
+		if len(lineOf) > 0 {
+			body.WriteByte(',')
 		}
-		k := 0
-		for i := range lineOf {
-			if rejected[i] {
-				continue
-			}
-			e := req.Events[k]
-			k++
-			if e.OriginalTimestamp.IsZero() {
-				bad = append(bad, HistoryRejection{Line: lineOf[i], Reason: "timestamp: required in a history"})
-				continue
-			}
-			e.TenantID, e.SourceID = tenant, "backtest"
-			e.Timestamp, e.ReceivedAt = e.OriginalTimestamp, e.OriginalTimestamp
-			out = append(out, e)
+		body.Write(l)
+		lineOf = append(lineOf, start+i+1)
+	}
+	body.WriteString(`]}`)
+	if len(lineOf) == 0 {
+		return out, bad
+	}
+	req, err := segment.Decode("batch", body.Bytes(), received, lim)
+	if err != nil { // a limit of the whole batch: say so on its first line
+		bad = append(bad, HistoryRejection{Line: lineOf[0], Reason: err.Error()})
+		return out, bad
+	}
+	rejected := map[int]bool{}
+	for _, r := range req.Rejected {
+		rejected[r.Index] = true
+		// The batch is the decoder's, not the file's: name the field
+		// within the line.
+		reason := r.Err.Error()
+		if _, rest, ok := strings.Cut(reason, "]."); ok && strings.HasPrefix(reason, "batch[") {
+			reason = rest
 		}
+		bad = append(bad, HistoryRejection{Line: lineOf[r.Index], Reason: reason})
+	}
+	k := 0
+	for i := range lineOf {
+		if rejected[i] {
+			continue
+		}
+		e := req.Events[k]
+		k++
+		if e.OriginalTimestamp.IsZero() {
+			bad = append(bad, HistoryRejection{Line: lineOf[i], Reason: "timestamp: required in a history"})
+			continue
+		}
+		e.TenantID, e.SourceID = tenant, "backtest"
+		e.Timestamp, e.ReceivedAt = e.OriginalTimestamp, e.OriginalTimestamp
+		out = append(out, e)
 	}
 	return out, bad
 }
