@@ -42,8 +42,8 @@ type Memory struct {
 	// summed is each account's usage as last summed, by tenant: an
 	// account is scored at every step it has events and at every sweep,
 	// and its sum moves only when its rollups are rebuilt or the days
-	// move, once a day. Summing the rollups again was a sixth of a
-	// backtest. Guarded by summedMu, taken with mu held.
+	// move, once a day. Summing the rollups again was a tenth of a
+	// backtest's CPU. Guarded by summedMu, taken with mu held.
 	summedMu sync.Mutex
 	summed   map[string]map[string]summedUsage
 }

@@ -589,8 +589,8 @@ type puller struct {
 	keep   func(jetstream.Msg) bool
 	// acks: only a work queue's consumer acknowledges (the stream removes
 	// what is acked). The others need not: the backtest is the one reader
-	// and reads each message once, and acking every signal and notice was
-	// a third of the embedded server's work.
+	// and reads each message once, and an ack for every signal and notice
+	// is work for the embedded server, for nothing.
 	acks bool
 	// read is the stream sequence of the last message fetched: the
 	// consumer reads every message of the stream, in order.
