@@ -48,6 +48,16 @@ type Memory struct {
 	summed   map[string]map[string]summedUsage
 }
 
+// ofTenant is tenant's map of byTenant, made on first use.
+func ofTenant[V any](byTenant map[string]map[string]V, tenant string) map[string]V {
+	m := byTenant[tenant]
+	if m == nil {
+		m = map[string]V{}
+		byTenant[tenant] = m
+	}
+	return m
+}
+
 type summedUsage struct {
 	spans score.Spans
 	keys  []string
@@ -87,11 +97,7 @@ func (m *Memory) RebuildUsage(_ context.Context, tenant string, set accountSet, 
 	if k, ok := m.norms[tenant]; ok && first.Before(k.until) {
 		delete(m.norms, tenant) // a day they cover may change
 	}
-	byAccount := m.usage[tenant]
-	if byAccount == nil {
-		byAccount = map[string][]score.DayUsage{}
-		m.usage[tenant] = byAccount
-	}
+	byAccount := ofTenant(m.usage, tenant)
 	m.summedMu.Lock()
 	for _, id := range set.ids {
 		delete(m.summed[tenant], id)
@@ -158,11 +164,7 @@ func (m *Memory) Usage(_ context.Context, tenant string, set accountSet, sp scor
 	defer m.mu.RUnlock()
 	m.summedMu.Lock()
 	defer m.summedMu.Unlock()
-	summed := m.summed[tenant]
-	if summed == nil {
-		summed = map[string]summedUsage{}
-		m.summed[tenant] = summed
-	}
+	summed := ofTenant(m.summed, tenant)
 	out := make(map[string]score.Usage, len(set.ids))
 	for _, id := range set.ids {
 		k, ok := summed[id]
@@ -320,11 +322,7 @@ func (m *Memory) FirstRisk(_ context.Context, tenant, account string, t time.Tim
 func (m *Memory) Put(_ context.Context, tenant string, rows []Row) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	byID := m.rows[tenant]
-	if byID == nil {
-		byID = map[string]Row{}
-		m.rows[tenant] = byID
-	}
+	byID := ofTenant(m.rows, tenant)
 	for _, r := range rows {
 		// As AsStored, without decoding the state from its JSON: the state
 		// scored is what the JSON decodes to (times and floats survive
@@ -342,11 +340,7 @@ func (m *Memory) Put(_ context.Context, tenant string, rows []Row) error {
 func (m *Memory) PutChurns(_ context.Context, tenant string, rows []Row, _ time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	byID := m.churns[tenant]
-	if byID == nil {
-		byID = map[string]Churn{}
-		m.churns[tenant] = byID
-	}
+	byID := ofTenant(m.churns, tenant)
 	for _, r := range rows {
 		c := r.State.Churn
 		if c == nil || c.At.IsZero() {
