@@ -229,7 +229,7 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 		row.Start = startOf(tr, startTrait, firsts[id])
 		if follows {
 			st := progress.Evaluate(p.j.Journey, p.j.Version, row.Start, evs[id], now, p.settled)
-			row.State, row.JourneyID, row.Status, row.due = &st, p.j.ID, st.Status, dueOf(p.j.Journey, st, now)
+			row.State, row.JourneyID, row.Status, row.due = &st, p.j.ID, st.Status, e.dueOf(p.j.Journey, st, now)
 		}
 		old, seen := prev[id]
 		if seen && sameRow(&old, &row) {
@@ -287,8 +287,13 @@ func (e *Evaluator) emit(ctx context.Context, tenant string, sigs []*signalsv1.S
 }
 
 // dueOf is when st's status can next move by the clock alone, for a
-// row's due: far in the future when it never can.
-func dueOf(j journey.Journey, st progress.State, now time.Time) time.Time {
+// row's due: far in the future when it never can. Only the memory store
+// keeps it (account_onboarding has no column for it), so with ClickHouse
+// it is not worked out: zero, unknown.
+func (e *Evaluator) dueOf(j journey.Journey, st progress.State, now time.Time) time.Time {
+	if _, kept := e.store.(*Memory); !kept {
+		return time.Time{}
+	}
 	if at := progress.NextChange(j, st, now); !at.IsZero() {
 		return at
 	}

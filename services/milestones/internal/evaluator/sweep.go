@@ -111,7 +111,7 @@ func (e *Evaluator) sweepTenant(ctx context.Context, tenant string, js []journey
 			for _, t := range progress.Transitions(&old, cur) {
 				sigs = append(sigs, signalOf(tenant, row.AccountID, j, cur, &old, t, now))
 			}
-			row.State, row.Status, row.EvaluatedAt, row.encoded, row.due = &cur, cur.Status, now, "", dueOf(j.Journey, cur, now)
+			row.State, row.Status, row.EvaluatedAt, row.encoded, row.due = &cur, cur.Status, now, "", e.dueOf(j.Journey, cur, now)
 			changed = append(changed, row)
 		}
 		if err := e.emit(ctx, tenant, sigs); err != nil {
