@@ -603,23 +603,29 @@ func TestReducedFetchesGiveTheAnswerOfEveryEvent(t *testing.T) {
 		names := []string{"A", "B", "C"}
 		var ids []string
 		var evs []event
-		for a := range 40 {
+		for a := range 60 {
 			id := fmt.Sprintf("acc-%02d", a)
 			ids = append(ids, id)
+			var own []event
 			for i := range r.IntN(30) {
-				ev := event{tenant: "t1", account: id, user: []string{"", "u1", "u2", "u3", "u4"}[r.IntN(5)], name: names[r.IntN(3)],
+				ev := event{tenant: "t1", account: id, id: fmt.Sprintf("%s-%d", id, i), user: []string{"", "u1", "u2", "u3", "u4"}[r.IntN(5)], name: names[r.IntN(3)],
 					at: now0.Add(-days(20)).Add(time.Duration(r.Int64N(int64(days(21))))), props: []string{`{"k":1}`, `{"k":2}`, `{}`}[r.IntN(3)]}
-				if i > 0 && r.IntN(6) == 0 { // a re-sent messageId, at another time
-					ev.id = fmt.Sprintf("dup-%s-%d", id, r.IntN(i))
+				switch {
+				case i > 0 && r.IntN(5) == 0: // a re-sent event, at another time
+					src := own[r.IntN(i)]
+					ev.id, ev.name, ev.user, ev.props = src.id, src.name, src.user, src.props
+				case i > 0 && r.IntN(10) == 0: // a messageId used again by another event
+					ev.id = own[r.IntN(i)].id
 				}
-				evs = append(evs, ev)
+				own = append(own, ev)
 			}
+			evs = append(evs, own...)
 		}
 		e.insert(evs...)
-		for round := range 8 {
+		for round := range 16 {
 			var src string
 			for m := range 1 + r.IntN(5) {
-				threshold := []string{"{count: %d}", "{distinct_users: %d}", "{distinct_days: %d, window: 7d}"}[r.IntN(3)]
+				threshold := []string{"{count: %d}", "{distinct_users: %d}", "{distinct_days: %d, window: 7d}", "{distinct_days: %d, window: 4d}", "{distinct_days: %d, window: 30d}"}[r.IntN(5)]
 				where := ""
 				if r.IntN(4) == 0 {
 					where = ", where: [{property: k, op: eq, value: 1}]"
@@ -633,17 +639,32 @@ func TestReducedFetchesGiveTheAnswerOfEveryEvent(t *testing.T) {
 			for _, n := range st.Journey.Events() {
 				need[n] = accountSet{ids: ids}
 			}
-			reduced, err := milestoneEvents(t.Context(), db, "t1", need, fetches([]journeys.Stored{st}, db.Version().AtLeast(jsonFunctions)), now)
-			if err != nil {
-				t.Fatal(err)
+			plan := fetches([]journeys.Stored{st}, db.Version().AtLeast(jsonFunctions))
+			// Both ways of reading: the one pass where the engine has it,
+			// and the sorted reads of older servers.
+			reads := map[string]func() (map[string][]progress.Event, error){
+				"sorted reads": func() (map[string][]progress.Event, error) {
+					return sortedReads(t.Context(), db, "t1", need, plan, now)
+				},
+			}
+			if db.Version().AtLeast(jsonFunctions) {
+				reads["one pass"] = func() (map[string][]progress.Event, error) {
+					return milestoneEvents(t.Context(), db, "t1", need, plan, now)
+				}
 			}
 			all := allEvents(t, db, "t1", ids)
 			start := now0.Add(-days(21))
-			for _, id := range ids {
-				got := progress.Evaluate(st.Journey, 1, start, reduced[id], now, nil)
-				want := progress.Evaluate(st.Journey, 1, start, all[id], now, nil)
-				if stateJSON(&got) != stateJSON(&want) {
-					t.Fatalf("round %d, %s, journey\n%s\nreduced: %s\nall:     %s", round, id, st.Source, stateJSON(&got), stateJSON(&want))
+			for way, read := range reads {
+				reduced, err := read()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, id := range ids {
+					got := progress.Evaluate(st.Journey, 1, start, reduced[id], now, nil)
+					want := progress.Evaluate(st.Journey, 1, start, all[id], now, nil)
+					if stateJSON(&got) != stateJSON(&want) {
+						t.Fatalf("%s, round %d, %s, journey\n%s\nreduced: %s\nall:     %s", way, round, id, st.Source, stateJSON(&got), stateJSON(&want))
+					}
 				}
 			}
 		}

@@ -98,7 +98,14 @@ type fetch struct {
 	firstN int  // count thresholds: the first N distinct events
 	users  int  // distinct-user thresholds: the first event of the first N users
 	days   bool // distinct-day thresholds: the first event of each UTC day
+	// windows are the distinct-day thresholds: the one-pass read keeps
+	// each day's first event only up to the day the last of them holds.
+	windows []dayWindow
 }
+
+// dayWindow is a distinct-day threshold: n days within a window of days
+// whole days, as progress counts them.
+type dayWindow struct{ n, days int }
 
 // fetches is the fetch of each predicate the journeys watch. jsonSQL says
 // whether ClickHouse can run property filters.
@@ -127,6 +134,7 @@ func fetches(js []journeys.Stored, jsonSQL bool) []*fetch {
 				f.users = max(f.users, m.Threshold.N)
 			default:
 				f.days = true
+				f.windows = append(f.windows, dayWindow{n: m.Threshold.N, days: int(m.Threshold.Window / journey.Day)})
 			}
 		}
 	}
@@ -141,18 +149,189 @@ var jsonFunctions = chstore.Version{Major: 20, Minor: 1}
 // milestones need, up to now. It doesn't read every event: a predicate is
 // decided by a few of them (the first N, each user's first, each day's
 // first; these are also the events that count as progress, which is all
-// LastProgressAt needs), so each predicate's fetch
-// reads only those, reduced in ClickHouse with LIMIT BY (each messageId
-// once: its earliest row, before any filter). Their union gives
+// LastProgressAt needs), so only those are read, each messageId of a name
+// once (its earliest row, before any filter). Their union gives
 // progress.Evaluate the answer it gives on every event (see
 // TestReducedFetchesGiveTheAnswerOfEveryEvent).
-// Property filters run in ClickHouse where it has JSON functions; on older
-// servers (18.16) a filtered predicate reads every event of its name, with
-// properties, and the filters run here. Events of a name some milestone
-// filters carry their properties, which progress.Evaluate checks again.
+//
+// Where ClickHouse has the JSON functions the property filters use, one
+// read does it all (onePassRead); older servers (18.16) take a sorted
+// read per predicate (sortedReads), with filtered predicates reading
+// every event of their name, with properties, for the filters to run
+// here. Events of a name some milestone filters carry their properties,
+// which progress.Evaluate checks again.
 //
 // need gives, for each event name, the accounts whose milestones need it.
 func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need map[string]accountSet, plan []*fetch, now time.Time) (map[string][]progress.Event, error) {
+	if db.Version().AtLeast(jsonFunctions) {
+		if q, args, ok := onePassRead(tenant, need, plan, now); ok {
+			out := map[string][]progress.Event{}
+			return out, scanEvents(ctx, db, q, args, true, out)
+		}
+	}
+	return sortedReads(ctx, db, tenant, need, plan, now)
+}
+
+// onePassRead is the query that reads every predicate's events of the
+// accounts in one pass over the events, and its args; ok is false when it
+// can't (more filtered predicates than a flag word holds).
+//
+// It gathers each account's events of the names needed into an array,
+// sorted (time, then messageId and user, as the sorted reads order them),
+// keeps each messageId of a name once (its first row), then takes each
+// predicate's events from that array: the first N, each user's first of
+// the first N users, each day's first up to the day by which the last of
+// its windows holds. The sorted reads read the events' columns once per
+// predicate, and their LIMIT BY keeps a hash of every (account,
+// messageId); here the columns are read once, and the sorting and dedup
+// are per account. (10 million events in 10,000 accounts, the template
+// journey's four predicates, measured alone: 2.7 s of CPU, from 4.5-5 s
+// for the four sorted reads.) It holds the arrays of every account of
+// the read at once: about 100-200 bytes per event of those names (a
+// 10,000-account page of that size peaked between 200 and 400 MB).
+//
+// The rows are those of the sorted reads: account, messageId, user, name,
+// time, milliseconds, properties (empty for a name no milestone filters).
+func onePassRead(tenant string, need map[string]accountSet, plan []*fetch, now time.Time) (string, []any, bool) {
+	var names []string
+	withProps := map[string]bool{}
+	filtered := 0
+	for _, f := range plan {
+		if _, ok := need[f.name]; !ok {
+			continue
+		}
+		if !slices.Contains(names, f.name) {
+			names = append(names, f.name)
+		}
+		if len(f.where) > 0 {
+			withProps[f.name] = true
+			filtered++
+		}
+	}
+	if len(names) == 0 || filtered > 64 {
+		return "", nil, false
+	}
+	now = now.UTC()
+	sec, ms := now.Truncate(time.Second), uint16(now.Nanosecond()/1e6)
+	var args []any
+	// Each event is a tuple r: r.1 time, r.2 milliseconds, r.3 messageId,
+	// r.4 user, r.5 its name's index in names (from 1), r.6 a bit per
+	// filtered predicate it matches, r.7 its properties.
+	nameList := "[" + strings.TrimSuffix(strings.Repeat("?, ", len(names)), ", ") + "]"
+	for _, n := range names {
+		args = append(args, n)
+	}
+	flags := []string{"toUInt64(0)"}
+	bit := 0
+	bits := make([]int, len(plan))
+	for i, f := range plan {
+		bits[i] = -1
+		if _, ok := need[f.name]; !ok || len(f.where) == 0 {
+			continue
+		}
+		filter, filterArgs := whereSQL("properties", f.where)
+		flags = append(flags, fmt.Sprintf("if(name = ? AND %s, %d, 0)", filter, uint64(1)<<bit))
+		args = append(append(args, f.name), filterArgs...)
+		bits[i] = bit
+		bit++
+	}
+	props := "''"
+	var propNames []string
+	for _, n := range names {
+		if withProps[n] {
+			propNames = append(propNames, n)
+		}
+	}
+	if len(propNames) > 0 {
+		props = "if(name IN ?, properties, '')"
+		args = append(args, chstore.In(propNames))
+	}
+	event := fmt.Sprintf("(timestamp, timestamp_ms, message_id, if(user_id != '', user_id, anonymous_id), toUInt8(indexOf(%s, name)), %s, %s)",
+		nameList, strings.Join(flags, " + "), props)
+	// The accounts: one range or list over the sort key, and each name's.
+	var union string
+	var perName []string
+	var whereArgs []any
+	contiguous := true
+	for _, n := range names {
+		contiguous = contiguous && need[n].contiguous
+	}
+	if contiguous {
+		lo, hi := "", ""
+		for _, n := range names {
+			ids := need[n].ids
+			if lo == "" || ids[0] < lo {
+				lo = ids[0]
+			}
+			hi = max(hi, ids[len(ids)-1])
+		}
+		union, whereArgs = "account_id >= ? AND account_id <= ?", []any{lo, hi}
+	} else {
+		var all []string
+		for _, n := range names {
+			all = append(all, need[n].ids...)
+		}
+		slices.Sort(all)
+		union, whereArgs = "account_id IN ?", []any{chstore.In(slices.Compact(all))}
+	}
+	for _, n := range names {
+		cond, condArgs := need[n].where()
+		perName = append(perName, "(name = ? AND "+cond+")")
+		whereArgs = append(append(whereArgs, n), condArgs...)
+	}
+	// Each predicate's events, from s: the account's events, sorted, each
+	// messageId of a name once.
+	var parts []string
+	for i, f := range plan {
+		k := slices.Index(names, f.name)
+		if k < 0 {
+			continue
+		}
+		base := fmt.Sprintf("arrayFilter(r -> r.5 = %d, s)", k+1)
+		if bits[i] >= 0 {
+			base = fmt.Sprintf("arrayFilter(r -> r.5 = %d AND bitTest(r.6, %d), s)", k+1, bits[i])
+		}
+		if f.firstN > 0 {
+			parts = append(parts, fmt.Sprintf("arraySlice(%s, 1, %d)", base, f.firstN))
+		}
+		if f.users > 0 {
+			u := fmt.Sprintf("u%d", i)
+			parts = append(parts, fmt.Sprintf("arraySlice(arrayFilter((r, c) -> c = 1, arrayFilter(r -> r.4 != '', %s) AS %s, arrayEnumerateUniq(arrayMap(r -> r.4, %s))), 1, %d)",
+				base, u, u, f.users))
+		}
+		if f.days {
+			// Each day's first, up to the first day by which every window
+			// holds (all of them when one never does): a threshold of n
+			// days in w holds on day j when day j-n+1 is less than w days
+			// before it. A milestone's walk stops where it is reached.
+			b, d := fmt.Sprintf("b%d", i), fmt.Sprintf("d%d", i)
+			days := fmt.Sprintf("arrayFilter((r, c) -> c = 1, %s AS %s, arrayEnumerateUniq(arrayMap(r -> toDate(r.1), %s))) AS %s", base, b, b, d)
+			var reach []string
+			for _, w := range f.windows {
+				reach = append(reach, fmt.Sprintf("arrayFirstIndex((r, j) -> j >= %d AND toUInt32(toDate(r.1)) - toUInt32(toDate(%s[j - %d].1)) < %d, %s, arrayEnumerate(%s))",
+					w.n, d, w.n-1, w.days, d, d))
+			}
+			until := fmt.Sprintf("if(has([%s] AS reach%d, 0), length(%s), arrayMax(reach%d))", strings.Join(reach, ", "), i, d, i)
+			parts = append(parts, fmt.Sprintf("arraySlice(%s, 1, %s)", days, until))
+		}
+	}
+	q := `SELECT account_id, e.3, e.4, ` + nameList + `[e.5], e.1, e.2, e.7
+		FROM (SELECT account_id, arrayConcat(` + strings.Join(parts, ", ") + `) AS es
+			FROM (SELECT account_id, arraySort(groupArray(` + event + `)) AS sorted,
+					arrayFilter((r, c) -> c = 1, sorted, arrayEnumerateUniq(arrayMap(r -> r.5, sorted), arrayMap(r -> r.3, sorted))) AS s
+				FROM events WHERE tenant_id = ? AND ` + union + ` AND (` + strings.Join(perName, " OR ") + `)
+					AND type IN ('track', 'page', 'screen') AND (timestamp < ? OR (timestamp = ? AND timestamp_ms <= ?))
+				GROUP BY account_id))
+		ARRAY JOIN es AS e`
+	all := append(slices.Clone(args[:len(names)]), args...) // the outer name list, then the inner query's
+	all = append(append(all, tenant), whereArgs...)
+	all = append(all, sec, sec, ms)
+	return q, all, true
+}
+
+// sortedReads reads each predicate's events with a query of its own,
+// sorted by account and time and reduced with LIMIT BY.
+func sortedReads(ctx context.Context, db chstore.Store, tenant string, need map[string]accountSet, plan []*fetch, now time.Time) (map[string][]progress.Event, error) {
 	out := map[string][]progress.Event{}
 	now = now.UTC()
 	sec, ms := now.Truncate(time.Second), uint16(now.Nanosecond()/1e6)
