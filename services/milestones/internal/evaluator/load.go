@@ -248,36 +248,32 @@ func onePassRead(tenant string, need map[string]accountSet, plan []*fetch, now t
 	}
 	event := fmt.Sprintf("(timestamp, timestamp_ms, message_id, if(user_id != '', user_id, anonymous_id), toUInt8(indexOf(%s, name)), %s, %s)",
 		nameList, strings.Join(flags, " + "), props)
-	// The accounts: one range or list over the sort key, and each name's.
-	var union string
-	var perName []string
-	var whereArgs []any
-	contiguous := true
-	for _, n := range names {
-		contiguous = contiguous && need[n].contiguous
+	// The accounts: when every name has the same (a page, or a notice's
+	// accounts on one journey), their range or list and the names; else
+	// all of them, over the sort key, and each name's own.
+	same := true
+	for _, n := range names[1:] {
+		same = same && need[n].contiguous == need[names[0]].contiguous && slices.Equal(need[n].ids, need[names[0]].ids)
 	}
-	if contiguous {
-		lo, hi := "", ""
-		for _, n := range names {
-			ids := need[n].ids
-			if lo == "" || ids[0] < lo {
-				lo = ids[0]
-			}
-			hi = max(hi, ids[len(ids)-1])
-		}
-		union, whereArgs = "account_id >= ? AND account_id <= ?", []any{lo, hi}
+	var scope string
+	var whereArgs []any
+	if same {
+		cond, condArgs := need[names[0]].where()
+		scope, whereArgs = cond+" AND name IN ?", append(condArgs, chstore.In(names))
 	} else {
 		var all []string
 		for _, n := range names {
 			all = append(all, need[n].ids...)
 		}
 		slices.Sort(all)
-		union, whereArgs = "account_id IN ?", []any{chstore.In(slices.Compact(all))}
-	}
-	for _, n := range names {
-		cond, condArgs := need[n].where()
-		perName = append(perName, "(name = ? AND "+cond+")")
-		whereArgs = append(append(whereArgs, n), condArgs...)
+		whereArgs = []any{chstore.In(slices.Compact(all))}
+		var perName []string
+		for _, n := range names {
+			cond, condArgs := need[n].where()
+			perName = append(perName, "(name = ? AND "+cond+")")
+			whereArgs = append(append(whereArgs, n), condArgs...)
+		}
+		scope = "account_id IN ? AND (" + strings.Join(perName, " OR ") + ")"
 	}
 	// Each predicate's events, from s: the account's events, sorted, each
 	// messageId of a name once.
@@ -319,7 +315,7 @@ func onePassRead(tenant string, need map[string]accountSet, plan []*fetch, now t
 		FROM (SELECT account_id, arrayConcat(` + strings.Join(parts, ", ") + `) AS es
 			FROM (SELECT account_id, arraySort(groupArray(` + event + `)) AS sorted,
 					arrayFilter((r, c) -> c = 1, sorted, arrayEnumerateUniq(arrayMap(r -> r.5, sorted), arrayMap(r -> r.3, sorted))) AS s
-				FROM events WHERE tenant_id = ? AND ` + union + ` AND (` + strings.Join(perName, " OR ") + `)
+				FROM events WHERE tenant_id = ? AND ` + scope + `
 					AND type IN ('track', 'page', 'screen') AND (timestamp < ? OR (timestamp = ? AND timestamp_ms <= ?))
 				GROUP BY account_id))
 		ARRAY JOIN es AS e`
