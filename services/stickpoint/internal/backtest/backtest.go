@@ -27,7 +27,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stickpoint/stickpoint/pkg/accounts"
@@ -90,8 +89,7 @@ type Result struct {
 	Report  Report
 	Alerts  []AlertEvent
 	Refused []ingest.HistoryRejection
-	// Signals are every signal emitted, at its simulated time, in time
-	// order, then by account and kind.
+	// Signals are every signal emitted, in order, at its simulated time.
 	Signals []SignalEvent
 	// Timings are the wall time spent in each phase: storing the events,
 	// evaluating what they changed, and each sweep.
@@ -197,18 +195,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Outcomes != nil {
 		res.Report.OutcomesFrom = "outcomes file"
 	}
-	// Within a step, signals and alert changes come in the order the
-	// services ran in; sorted by account and kind they read the same
-	// every run (one service signals each kind, in its own order).
 	sort.SliceStable(r.alertEvents, func(i, j int) bool {
 		a, b := r.alertEvents[i], r.alertEvents[j]
-		if !a.At.Equal(b.At) {
-			return a.At.Before(b.At)
-		}
-		return a.Account+"\x00"+a.Kind < b.Account+"\x00"+b.Kind
-	})
-	sort.SliceStable(r.signalLog, func(i, j int) bool {
-		a, b := r.signalLog[i], r.signalLog[j]
 		if !a.At.Equal(b.At) {
 			return a.At.Before(b.At)
 		}
@@ -437,15 +425,10 @@ func (r *run) settle(ctx context.Context) error {
 		}
 		if len(notices) > 0 {
 			busy = true
-			// Milestone tracking and health scoring take the same notices
-			// and share nothing but what they read (the events, traits and
-			// clock): they run at once, as in production. Their signals
-			// then come in either order; they raise and resolve alerts of
-			// kinds apart, and Run sorts what it records.
-			g, gctx := errgroup.WithContext(ctx)
-			g.Go(func() error { return r.ms.HandleNotices(gctx, notices) })
-			g.Go(func() error { return r.hs.ScoreNotices(gctx, notices) })
-			if err := g.Wait(); err != nil {
+			if err := r.ms.HandleNotices(ctx, notices); err != nil {
+				return err
+			}
+			if err := r.hs.ScoreNotices(ctx, notices); err != nil {
 				return err
 			}
 			r.stored.ack(notices)
