@@ -17,6 +17,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/signals"
+	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
 	ingest "github.com/stickpoint/stickpoint/services/ingest/migrations"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
@@ -672,6 +673,39 @@ func TestReducedFetchesGiveTheAnswerOfEveryEvent(t *testing.T) {
 			}
 		}
 	})
+}
+
+// The one-pass read flags each filtered predicate's events with a bit of
+// a UInt64: past 64 of them, the evaluation takes the sorted reads.
+func TestOnePassReadHoldsUpTo64FilteredPredicates(t *testing.T) {
+	plan := func(n int) []*fetch {
+		var out []*fetch
+		for i := range n {
+			out = append(out, &fetch{name: "A", firstN: 1, where: []specfile.Condition{{Path: []string{"k"}, Op: specfile.OpEq, Value: float64(i)}}})
+		}
+		return out
+	}
+	need := map[string]accountSet{"A": {ids: []string{"acc-1"}}}
+	if _, _, ok := onePassRead("t1", need, plan(65), now0); ok {
+		t.Error("65 filtered predicates: a one-pass read, with more flags than bits")
+	}
+	// The 64th predicate's bit is the word's last: an event that matches
+	// only it is read.
+	db := testutil.Store(t, chstore.EngineEmbedded)
+	e := newEnv(t, db)
+	e.insert(event{tenant: "t1", account: "acc-1", name: "A", at: now0.Add(-time.Hour), props: `{"k":63}`},
+		event{tenant: "t1", account: "acc-1", name: "A", at: now0.Add(-time.Hour), props: `{"k":64}`})
+	q, args, ok := onePassRead("t1", need, plan(64), now0)
+	if !ok {
+		t.Fatal("64 filtered predicates: no one-pass read")
+	}
+	got := map[string][]progress.Event{}
+	if err := scanEvents(t.Context(), db, q, args, true, got); err != nil {
+		t.Fatal(err)
+	}
+	if evs := got["acc-1"]; len(evs) != 1 || evs[0].Properties["k"] != float64(63) {
+		t.Errorf("read %+v, want the one event with k 63", evs)
+	}
 }
 
 // An account's first event (its start, without a start trait) stays the
