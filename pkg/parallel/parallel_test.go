@@ -1,0 +1,51 @@
+package parallel
+
+import (
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Every index is called once, however n divides among the goroutines.
+func TestForCallsEachIndexOnce(t *testing.T) {
+	for _, n := range []int{0, 1, 63, 64, 65, 127, 128, 129, 1000, 4097} {
+		calls := make([]atomic.Int32, n)
+		For(n, func(i int) { calls[i].Add(1) })
+		for i := range calls {
+			if c := calls[i].Load(); c != 1 {
+				t.Fatalf("n=%d: index %d called %d times", n, i, c)
+			}
+		}
+	}
+}
+
+// Enough work runs on more than one goroutine: the first call of each
+// range waits until two are running.
+func TestForRunsAtOnce(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	var running, most atomic.Int32
+	release := make(chan struct{})
+	go func() {
+		for most.Load() < 2 {
+			runtime.Gosched()
+		}
+		close(release)
+	}()
+	For(2*minPerWorker, func(i int) {
+		if i%minPerWorker != 0 {
+			return
+		}
+		n := running.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		select {
+		case <-release:
+		case <-time.After(5 * time.Second): // one at a time: it never comes
+		}
+		running.Add(-1)
+	})
+	if most.Load() < 2 {
+		t.Errorf("at most %d calls ran at once", most.Load())
+	}
+}
