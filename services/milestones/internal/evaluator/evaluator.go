@@ -34,6 +34,7 @@ import (
 
 	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/parallel"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/pkg/specfile"
 	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
@@ -216,9 +217,17 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 		return Result{}, err
 	}
 	res := Result{Accounts: len(present)}
-	var sigs []*signalsv1.Signal
-	var changed []Row
-	for _, id := range present {
+	// Each account is evaluated on its own, from what was read above, on
+	// every core. What changed is gathered after, in the accounts' order:
+	// what is stored and signalled doesn't depend on the order they ran in.
+	type outcome struct {
+		row     Row
+		changed bool
+		sigs    []*signalsv1.Signal
+	}
+	outs := make([]outcome, len(present))
+	parallel.For(len(present), func(i int) {
+		id := present[i]
 		tr := traits[id]
 		row := Row{AccountID: id, FirstEventAt: firsts[id], EvaluatedAt: now}
 		p, follows := plans[id]
@@ -233,9 +242,9 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 		}
 		old, seen := prev[id]
 		if seen && sameRow(&old, &row) {
-			continue
+			return
 		}
-		changed = append(changed, row)
+		out := outcome{row: row, changed: true}
 		if row.State != nil {
 			var oldState *progress.State
 			if seen {
@@ -243,9 +252,18 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 			}
 			for _, t := range progress.Transitions(oldState, *row.State) {
 				sig := signalOf(tenant, id, p.j, *row.State, oldState, t, now)
-				sig.Account = signals.Snapshot(traits[id], "", "") // read above: the emitter needn't read them again
-				sigs = append(sigs, sig)
+				sig.Account = signals.Snapshot(tr, "", "") // read above: the emitter needn't read them again
+				out.sigs = append(out.sigs, sig)
 			}
+		}
+		outs[i] = out
+	})
+	var sigs []*signalsv1.Signal
+	var changed []Row
+	for _, o := range outs {
+		if o.changed {
+			changed = append(changed, o.row)
+			sigs = append(sigs, o.sigs...)
 		}
 	}
 	if err := e.emit(ctx, tenant, sigs); err != nil {
