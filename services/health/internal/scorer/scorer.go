@@ -36,6 +36,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/pkg/parallel"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/pkg/specfile"
 	signalsv1 "github.com/stickpoint/stickpoint/proto/gen/go/stickpoint/signals/v1"
@@ -489,11 +490,20 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		return Result{}, err
 	}
 	lap("reads")
-	var sigs []*signalsv1.Signal
-	changed := make([]Row, 0, len(ids)) // most rows change: sized once, as a Row is large
-	var churned []Row
-	foreseenLate := false // a churn scored before became foreseen
-	for _, id := range ids {
+	// Each account is scored on its own, from what was read above, on
+	// every core. What changed is gathered after, in the accounts' order:
+	// what is stored and signalled doesn't depend on the order they ran in.
+	type outcome struct {
+		row  Row
+		sigs []*signalsv1.Signal
+		// changed: the row stores something new; churned: it churned in
+		// this round; foreseenLate: a churn scored before became foreseen.
+		changed, churned, foreseenLate bool
+	}
+	outs := make([]outcome, len(ids))
+	parallel.For(len(ids), func(i int) {
+		id := ids[i]
+		var out outcome
 		old, seen := prev[id]
 		tr := traits[id].Values()
 		st := State{ModelVersion: stored.Version, Seats: number(tr[m.Health.SeatsTrait]), Usage: usage[id], Norms: norms,
@@ -521,12 +531,10 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		if seen {
 			before = &old
 		}
-		first := len(sigs)
-		sigs = append(sigs, s.transitions(tenant, id, m, before, &st, h, now)...)
-		lap("compute")
+		out.sigs = s.transitions(tenant, id, m, before, &st, h, now)
 		for _, r := range requests {
 			if r.At.After(st.CancelRequestedAt) {
-				sigs = append(sigs, requestSignal(tenant, id, h.Intent, r, now))
+				out.sigs = append(out.sigs, requestSignal(tenant, id, h.Intent, r, now))
 			}
 		}
 		for _, r := range requests {
@@ -536,31 +544,44 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 			if c := churnOf(m, tr, churnEvent, traits[id]); c != nil {
 				c.Fit = row.Fit
 				st.Churn = c
-				churned = append(churned, row)
+				out.churned = true
 			}
 		} else if !st.Churn.Foreseen {
 			// Writers store events out of their order: a churn scored
 			// before the events that foresaw it is foreseen once their
 			// risk signal comes, and its record is written again.
-			if sig := firstRisk(sigs[first:], st.Churn.At); sig != nil {
+			if sig := firstRisk(out.sigs, st.Churn.At); sig != nil {
 				c := *st.Churn
 				c.Foreseen, c.FirstRiskKind, c.FirstRiskAt = true, sig.GetKind(), sig.GetOccurredAt().AsTime()
 				st.Churn = &c
-				foreseenLate = true
+				out.foreseenLate = true
 			}
 		}
 		if st.Churn != nil {
 			row.ChurnedAt = st.Churn.At
 		}
-		for _, sig := range sigs[first:] {
+		for _, sig := range out.sigs {
 			sig.Account = signals.Snapshot(traits[id], row.Fit, row.Band)
 		}
 		row.State = st
 		row.scoreChanged = !seen || old.Score != row.Score || old.Band != row.Band || old.Intent != row.Intent
-		if seen && !row.scoreChanged && sameRow(old, row) {
-			continue
+		out.row, out.changed = row, !seen || row.scoreChanged || !sameRow(old, row)
+		outs[i] = out
+	})
+	lap("compute")
+	var sigs []*signalsv1.Signal
+	changed := make([]Row, 0, len(ids)) // most rows change: sized once, as a Row is large
+	var churned []Row
+	foreseenLate := false // a churn scored before became foreseen
+	for _, o := range outs {
+		sigs = append(sigs, o.sigs...)
+		if o.churned {
+			churned = append(churned, o.row)
 		}
-		changed = append(changed, row)
+		foreseenLate = foreseenLate || o.foreseenLate
+		if o.changed {
+			changed = append(changed, o.row)
+		}
 	}
 	if err := s.emit(ctx, tenant, sigs); err != nil {
 		return Result{}, err
