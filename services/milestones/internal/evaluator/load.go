@@ -187,8 +187,9 @@ func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need 
 // are per account. (10 million events in 10,000 accounts, the template
 // journey's four predicates, measured alone: 2.7 s of CPU, from 4.5-5 s
 // for the four sorted reads.) It holds the arrays of every account of
-// the read at once: about 100-200 bytes per event of those names (a
-// 10,000-account page of that size peaked between 200 and 400 MB).
+// the read at once: about 100-200 bytes per event of those names (the
+// page above, 2 million such events, failed under a 200 MB limit and ran
+// under 400 MB).
 //
 // The rows are those of the sorted reads: account, messageId, user, name,
 // time, milliseconds, properties (empty for a name no milestone filters).
