@@ -219,16 +219,8 @@ func dayOf(t time.Time) int64 { return t.Unix() / 86400 }
 // status is the first status that holds at now (the milestones issue's
 // table), when it became true, and the milestone behind it.
 func status(j journey.Journey, st State, now time.Time) (string, time.Time, string) {
-	lastReached := st.Start
-	allReached := true
-	for _, m := range st.Milestones {
-		if m.Reached {
-			lastReached = maxTime(lastReached, m.ReachedAt)
-		} else {
-			allReached = false
-		}
-	}
-	if allReached {
+	lastReached := lastReachedOf(st)
+	if !slices.ContainsFunc(st.Milestones, func(m Milestone) bool { return !m.Reached }) {
 		return Completed, lastReached, ""
 	}
 	// Stalled: no milestone for stall_after, or one late past its grace;
@@ -276,12 +268,7 @@ func status(j journey.Journey, st State, now time.Time) (string, time.Time, stri
 // look at an account again before then. It is exact: at the time it
 // returns, the status has changed.
 func NextChange(j journey.Journey, st State, t time.Time) time.Time {
-	lastReached := st.Start
-	for _, m := range st.Milestones {
-		if m.Reached {
-			lastReached = maxTime(lastReached, m.ReachedAt)
-		}
-	}
+	lastReached := lastReachedOf(st)
 	// status compares now with each instant as now >= c or now > c: the
 	// answer can change at c or a nanosecond after.
 	instants := []time.Time{st.StickPointAt, lastReached.Add(j.StallAfter)}
@@ -300,6 +287,18 @@ func NextChange(j journey.Journey, st State, t time.Time) time.Time {
 		}
 	}
 	return time.Time{}
+}
+
+// lastReachedOf is when the account last made a milestone: the latest
+// reached time, or its start before any.
+func lastReachedOf(st State) time.Time {
+	last := st.Start
+	for _, m := range st.Milestones {
+		if m.Reached {
+			last = maxTime(last, m.ReachedAt)
+		}
+	}
+	return last
 }
 
 func maxTime(a, b time.Time) time.Time {
