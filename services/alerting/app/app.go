@@ -63,6 +63,7 @@ type Service struct {
 	log        *slog.Logger
 	Alerter    *alerter.Alerter
 	API        *api.Alerts
+	alerts     *store.Store
 	configs    *specstore.Store[config.Config]
 	dispatcher *delivery.Dispatcher
 	signals    *natsjs.Consumer
@@ -94,7 +95,7 @@ func New(ctx context.Context, cfg Config, bus *natsjs.Bus, log *slog.Logger) (*S
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: log, API: api.New(bus, alerts, configs), configs: configs}
+	s := &Service{cfg: cfg, log: log, API: api.New(bus, alerts, configs), alerts: alerts, configs: configs}
 	if s.Alerter, err = alerter.New(alerts, configs, cfg.AccountURL, log); err != nil {
 		return nil, err
 	}
@@ -133,6 +134,15 @@ func (s *Service) PutConfig(ctx context.Context, tenant string, src []byte) erro
 // SetClock sets the clock alerts are opened, resolved and escalated by: a
 // backtest's simulated one.
 func (s *Service) SetClock(now func() time.Time) { s.Alerter.Now = now }
+
+// UseMemory keeps the alerts in memory, not in the key-value bucket: a
+// backtest, before it applies any signal. What they announce and deliver
+// still goes to the ALERTS and DELIVERIES streams.
+func (s *Service) UseMemory() { s.alerts.UseMemory() }
+
+// SaveMemory writes the alerts UseMemory kept to the bucket: a backtest
+// whose data folder is kept.
+func (s *Service) SaveMemory(ctx context.Context) error { return s.alerts.SaveMemory(ctx) }
 
 // Register serves the alerts API on srv.
 func (s *Service) Register(srv *grpcserver.Server) {

@@ -34,8 +34,10 @@ var ErrNotFound = errors.New("alert not found")
 
 // Store reads and changes alerts.
 type Store struct {
-	bus *natsjs.Bus
-	kv  jetstream.KeyValue
+	bus     *natsjs.Bus
+	kv      jetstream.KeyValue
+	records records // the bucket, or memory after UseMemory
+	memory  *memory
 }
 
 // Open opens (or creates) the bucket.
@@ -47,7 +49,25 @@ func Open(ctx context.Context, bus *natsjs.Bus) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{bus: bus, kv: kv}, nil
+	return &Store{bus: bus, kv: kv, records: bucket{kv}}, nil
+}
+
+// UseMemory keeps the alerts in memory from now on, not in the bucket: a
+// backtest, which changes them a few times for every signal, on a
+// simulated clock. What they announce and deliver still goes to the
+// streams. Call it before any alert is stored.
+func (s *Store) UseMemory() {
+	s.memory = newMemory()
+	s.records = s.memory
+}
+
+// SaveMemory writes the alerts kept in memory to the bucket: a backtest
+// whose data folder is kept, to inspect.
+func (s *Store) SaveMemory(ctx context.Context) error {
+	if s.memory == nil {
+		return nil
+	}
+	return s.memory.save(ctx, s.kv)
 }
 
 // Healthy reports whether the bucket answers.
@@ -78,15 +98,15 @@ func (s *Store) Get(ctx context.Context, tenant, id string) (*lifecycle.Record, 
 }
 
 func (s *Store) get(ctx context.Context, k string) (*lifecycle.Record, uint64, error) {
-	e, err := s.kv.Get(ctx, k)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, nil
-	}
+	b, rev, err := s.records.get(ctx, k)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read alert: %w", err)
 	}
-	rec, err := lifecycle.Unmarshal(e.Value())
-	return rec, e.Revision(), err
+	if b == nil {
+		return nil, 0, nil
+	}
+	rec, err := lifecycle.Unmarshal(b)
+	return rec, rev, err
 }
 
 // Update applies change to tenant's alert id (nil when there is none) and
@@ -115,15 +135,11 @@ func (s *Store) Update(ctx context.Context, tenant, id string, change func(*life
 		if err != nil {
 			return nil, err
 		}
-		if rev == 0 {
-			_, err = s.kv.Create(ctx, k, b)
-		} else {
-			_, err = s.kv.Update(ctx, k, b, rev)
-		}
+		err = s.records.put(ctx, k, b, rev)
 		if err == nil {
 			return next, nil
 		}
-		if !natsjs.CASConflict(err) && !errors.Is(err, jetstream.ErrKeyExists) {
+		if !errors.Is(err, errConflict) {
 			return nil, fmt.Errorf("store alert: %w", err)
 		}
 	}
@@ -132,32 +148,26 @@ func (s *Store) Update(ctx context.Context, tenant, id string, change func(*life
 
 // Each calls f with every stored alert of tenant ("" for every tenant).
 func (s *Store) Each(ctx context.Context, tenant string, f func(*lifecycle.Record) error) error {
-	filter := ">"
+	prefix := ""
 	if tenant != "" {
-		filter = tenant + ".*"
+		prefix = tenant + "."
 	}
-	w, err := s.kv.WatchFiltered(ctx, []string{filter}, jetstream.IgnoreDeletes())
+	var ferr error // f's, returned as it is
+	err := s.records.each(ctx, prefix, func(b []byte) error {
+		rec, err := lifecycle.Unmarshal(b)
+		if err != nil {
+			return err
+		}
+		ferr = f(rec)
+		return ferr
+	})
+	if ferr != nil {
+		return ferr
+	}
 	if err != nil {
 		return fmt.Errorf("list alerts: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e := <-w.Updates():
-			if e == nil { // every current value has been sent
-				return nil
-			}
-			rec, err := lifecycle.Unmarshal(e.Value())
-			if err != nil {
-				return err
-			}
-			if err := f(rec); err != nil {
-				return err
-			}
-		}
-	}
+	return nil
 }
 
 // Flush hands a record's outbox to the DELIVERIES stream and its change to

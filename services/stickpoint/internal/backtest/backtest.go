@@ -274,10 +274,11 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 		return nil, err
 	}
 	// The writer stores the events in memory, where the services read
-	// them and keep their evaluations, scores and signals: a step costs
-	// no query.
+	// them and keep their evaluations, scores, signals and alerts: a step
+	// costs no query, and an alert no round trip to the key-value bucket.
 	history, sigs := accounts.NewHistory(), signals.NewMemory()
 	r.ing.UseMemory(history, opts.Dir != "")
+	r.as.UseMemory()
 	r.signalMemory = sigs
 	r.hs.UseMemory(history, sigs, r.ms.UseMemory(history, sigs))
 	r.ing.SetClock(r.clock.Now)
@@ -533,7 +534,7 @@ func (r *run) recordAlerts(ctx context.Context) error {
 func (r *run) save(ctx context.Context) error {
 	lap := time.Now()
 	for _, f := range []func(context.Context) error{
-		r.ing.SaveMemory, r.ms.SaveMemory, r.hs.SaveMemory,
+		r.ing.SaveMemory, r.ms.SaveMemory, r.hs.SaveMemory, r.as.SaveMemory,
 		func(ctx context.Context) error { return r.signalMemory.Save(ctx, r.base.Store) },
 	} {
 		if err := f(ctx); err != nil {

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
 	milestones "github.com/stickpoint/stickpoint/services/milestones/app"
 )
@@ -97,30 +99,60 @@ func script() (lines [][]byte, outcomes map[string]Outcome) {
 
 func runScript(t *testing.T) *Result {
 	t.Helper()
-	res, _ := runScriptIn(t)
+	res, _, _ := runScriptIn(t)
 	return res
 }
 
 // runScriptIn runs the script keeping its data folder, and returns the
-// ClickHouse configuration it kept it in.
-func runScriptIn(t *testing.T) (*Result, chstore.Config) {
+// folder and the ClickHouse configuration it kept it in.
+func runScriptIn(t *testing.T) (*Result, string, chstore.Config) {
 	t.Helper()
 	lines, outcomes := script()
 	ch := testutil.StoreConfig(t, chstore.EngineEmbedded)
+	dir := t.TempDir()
 	res, err := Run(context.Background(), Options{Lines: lines, Journeys: []byte(milestones.JourneyTemplate), Model: []byte(scriptModel),
 		Alerting: []byte(scriptAlerting), Outcomes: outcomes, Step: 24 * time.Hour, From: at(0), To: at(25),
-		Dir: t.TempDir(), ClickHouse: &ch})
+		Dir: dir, ClickHouse: &ch})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return res, ch
+	return res, dir, ch
 }
 
 // A kept data folder holds what the backtest kept in memory: every event
 // stored, every signal, each account's onboarding evaluation, health score
-// and churn record.
+// and churn record, and every alert as it ended.
 func TestAKeptDataFolderHoldsTheResults(t *testing.T) {
-	res, ch := runScriptIn(t)
+	res, dir, ch := runScriptIn(t)
+	alerts := map[string]bool{}
+	for _, a := range res.Alerts {
+		alerts[a.AlertID] = true
+	}
+	if len(alerts) == 0 {
+		t.Fatal("the script raised no alert")
+	}
+	bus := testutil.NATS(t, func(c *natsjs.Config) { c.StoreDir = filepath.Join(dir, "nats") })
+	kv, err := bus.JS.KeyValue(t.Context(), "alerts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := range alerts {
+		if _, err := kv.Get(t.Context(), Tenant+"."+id); err != nil {
+			t.Errorf("alert %s is not in the kept folder's bucket: %v", id, err)
+		}
+	}
+	keys, err := kv.ListKeys(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for range keys.Keys() {
+		n++
+	}
+	if n != len(alerts) {
+		t.Errorf("%d alerts in the kept folder's bucket; want the %d the backtest raised", n, len(alerts))
+	}
+
 	db, err := chstore.Open(t.Context(), ch)
 	if err != nil {
 		t.Fatal(err)
