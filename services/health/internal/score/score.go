@@ -129,21 +129,20 @@ func SpansOf(h model.Health, now time.Time) Spans {
 
 // Aggregate sums rollup rows into Usage.
 func Aggregate(rows []DayUsage, keys []string, s Spans) Usage {
+	// No maps and no copies of the users: this runs for every account at
+	// every sweep of a backtest, and the copies were most of its time.
 	var u Usage
-	// Slices sized once, not sets: this runs for every account scored, and
-	// maps were most of its time.
-	n := 0
-	for _, r := range rows {
-		n += len(r.Users)
-	}
-	active, users := make([]time.Time, 0, len(rows)), make([]string, 0, n)
+	var users distinct
+	active := make([]int64, 0, 64) // the window's days, in Unix seconds
 	for _, r := range rows {
 		if s.Window.has(r.Day) {
-			if !slices.ContainsFunc(active, r.Day.Equal) {
-				active = append(active, r.Day)
+			if d := r.Day.Unix(); !slices.Contains(active, d) {
+				active = append(active, d)
 			}
 			u.Events += r.Events
-			users = append(users, r.Users...)
+			for _, id := range r.Users {
+				users.add(id)
+			}
 			for _, n := range r.Names {
 				if slices.Contains(keys, n) && !slices.Contains(u.Features, n) {
 					u.Features = append(u.Features, n)
@@ -157,9 +156,40 @@ func Aggregate(rows []DayUsage, keys []string, s Spans) Usage {
 			u.Baseline += r.Events
 		}
 	}
-	slices.Sort(users)
-	u.ActiveDays, u.Users = len(active), len(slices.Compact(users))
+	u.ActiveDays, u.Users = len(active), users.count()
 	return u
+}
+
+// distinct counts distinct strings: in an array while they are few, as
+// an account's users mostly are, in a map past that.
+type distinct struct {
+	few  [32]string
+	n    int
+	many map[string]struct{}
+}
+
+func (d *distinct) add(s string) {
+	switch {
+	case d.many != nil:
+		d.many[s] = struct{}{}
+	case slices.Contains(d.few[:d.n], s):
+	case d.n < len(d.few):
+		d.few[d.n] = s
+		d.n++
+	default:
+		d.many = make(map[string]struct{}, 2*len(d.few))
+		for _, f := range d.few {
+			d.many[f] = struct{}{}
+		}
+		d.many[s] = struct{}{}
+	}
+}
+
+func (d *distinct) count() int {
+	if d.many != nil {
+		return len(d.many)
+	}
+	return d.n
 }
 
 // Inputs are everything an account's health depends on.

@@ -1,7 +1,10 @@
 package score
 
 import (
+	"fmt"
+	"maps"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -263,6 +266,63 @@ func TestNormsAreExactMedians(t *testing.T) {
 		}
 		if !slices.Equal(in, c.days) {
 			t.Errorf("NormsOf sorted its input: %v", c.days)
+		}
+	}
+}
+
+// Aggregate counts what a set would: the days, events and distinct users
+// of the window, the key features used, and the trend's events, on random
+// rollups of few users and of many (past the count it keeps in an array).
+func TestAggregateCountsAsSetsWould(t *testing.T) {
+	m := testModel(t, "health:\n  key_features: [A, B, C]\n")
+	sp := SpansOf(m.Health, now)
+	r := rand.New(rand.NewPCG(3, 3))
+	for _, pool := range []int{3, 31, 32, 33, 200} {
+		for range 50 {
+			var rows []DayUsage
+			for ago := range 80 {
+				if r.IntN(3) == 0 {
+					continue
+				}
+				for range 1 + r.IntN(2) { // a day can have a row per name
+					d := DayUsage{Day: today.Add(-time.Duration(ago) * day), Events: 1 + r.IntN(20)}
+					for range r.IntN(12) {
+						d.Users = append(d.Users, fmt.Sprintf("u%d", r.IntN(pool)))
+					}
+					d.Names = []string{[]string{"A", "B", "C", "Z"}[r.IntN(4)]}
+					rows = append(rows, d)
+				}
+			}
+			var want Usage
+			users, features, days := map[string]bool{}, map[string]bool{}, map[time.Time]bool{}
+			for _, d := range rows {
+				if !d.Day.Before(sp.Window.From) && !d.Day.After(sp.Window.To) {
+					days[d.Day] = true
+					want.Events += d.Events
+					for _, u := range d.Users {
+						users[u] = true
+					}
+					for _, n := range d.Names {
+						if n != "Z" {
+							features[n] = true
+						}
+					}
+				}
+				switch {
+				case !d.Day.Before(sp.Recent.From) && !d.Day.After(sp.Recent.To):
+					want.Recent += d.Events
+				case !d.Day.Before(sp.Baseline.From) && !d.Day.After(sp.Baseline.To):
+					want.Baseline += d.Events
+				}
+			}
+			want.Users, want.ActiveDays = len(users), len(days)
+			got := Aggregate(rows, m.Health.KeyFeatures, sp)
+			gotFeatures := slices.Sorted(slices.Values(got.Features))
+			wantFeatures := slices.Sorted(maps.Keys(features))
+			got.Features, want.Features = nil, nil
+			if !got.Equal(want) || !slices.Equal(gotFeatures, wantFeatures) {
+				t.Fatalf("users from %d: Aggregate %+v %v; want %+v %v", pool, got, gotFeatures, want, wantFeatures)
+			}
 		}
 	}
 }
