@@ -6,17 +6,18 @@ import (
 	"sync"
 )
 
-// minPerWorker is the least work a goroutine is started for: a round of a
-// handful of accounts is done sooner on one.
-const minPerWorker = 64
+// Accounts is the fewest calls a goroutine is started for when each call
+// evaluates or scores one account: a round of a handful of accounts is
+// done sooner on one.
+const Accounts = 64
 
 // For calls f(i) for each i in [0, n), on up to GOMAXPROCS goroutines that
-// each take a contiguous range, and returns when every call has. f must be
-// safe to call at once for different i. Callers keep each result at its
-// index, so what they gather after is the same whatever order the calls
-// ran in.
-func For(n int, f func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n/minPerWorker)
+// each take a contiguous range of at least least calls, and returns when
+// every call has. f must be safe to call at once for different i. Callers
+// keep each result at its index, so what they gather after is the same
+// whatever order the calls ran in.
+func For(n, least int, f func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n/max(least, 1))
 	if workers <= 1 {
 		for i := range n {
 			f(i)

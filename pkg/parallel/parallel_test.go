@@ -9,12 +9,14 @@ import (
 
 // Every index is called once, however n divides among the goroutines.
 func TestForCallsEachIndexOnce(t *testing.T) {
-	for _, n := range []int{0, 1, 63, 64, 65, 127, 128, 129, 1000, 4097} {
-		calls := make([]atomic.Int32, n)
-		For(n, func(i int) { calls[i].Add(1) })
-		for i := range calls {
-			if c := calls[i].Load(); c != 1 {
-				t.Fatalf("n=%d: index %d called %d times", n, i, c)
+	for _, least := range []int{0, 1, 3, Accounts} {
+		for _, n := range []int{0, 1, 2, 3, 63, 64, 65, 127, 128, 129, 1000, 4097} {
+			calls := make([]atomic.Int32, n)
+			For(n, least, func(i int) { calls[i].Add(1) })
+			for i := range calls {
+				if c := calls[i].Load(); c != 1 {
+					t.Fatalf("n=%d, least %d: index %d called %d times", n, least, i, c)
+				}
 			}
 		}
 	}
@@ -32,8 +34,8 @@ func TestForRunsAtOnce(t *testing.T) {
 		}
 		close(release)
 	}()
-	For(2*minPerWorker, func(i int) {
-		if i%minPerWorker != 0 {
+	For(2*Accounts, Accounts, func(i int) {
+		if i%Accounts != 0 {
 			return
 		}
 		n := running.Add(1)

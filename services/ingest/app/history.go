@@ -5,14 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"runtime"
 	"strings"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/pkg/parallel"
 	"github.com/stickpoint/stickpoint/services/ingest/internal/segment"
 	"github.com/stickpoint/stickpoint/services/ingest/internal/store"
 )
@@ -45,16 +43,10 @@ func DecodeHistory(lines [][]byte, tenant string) ([]events.Event, []HistoryReje
 		bad    []HistoryRejection
 	}
 	chunks := make([]decoded, (len(lines)+historyChunk-1)/historyChunk)
-	var g errgroup.Group
-	g.SetLimit(runtime.GOMAXPROCS(0))
-	for c := range chunks {
-		g.Go(func() error {
-			start := c * historyChunk
-			chunks[c].events, chunks[c].bad = decodeChunk(lines[start:min(start+historyChunk, len(lines))], start, tenant, received, lim)
-			return nil
-		})
-	}
-	_ = g.Wait() // decodeChunk fails no chunk: it reports lines
+	parallel.For(len(chunks), 1, func(c int) {
+		start := c * historyChunk
+		chunks[c].events, chunks[c].bad = decodeChunk(lines[start:min(start+historyChunk, len(lines))], start, tenant, received, lim)
+	})
 	// Sized once: a history can hold millions of events, and growing a
 	// slice of them by doubling copies and zeroes hundreds of megabytes.
 	out := make([]events.Event, 0, len(lines))

@@ -501,7 +501,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		changed, churned, foreseenLate bool
 	}
 	outs := make([]outcome, len(ids))
-	parallel.For(len(ids), func(i int) {
+	parallel.For(len(ids), parallel.Accounts, func(i int) {
 		id := ids[i]
 		var out outcome
 		old, seen := prev[id]

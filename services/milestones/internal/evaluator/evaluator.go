@@ -226,7 +226,7 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 		sigs    []*signalsv1.Signal
 	}
 	outs := make([]outcome, len(present))
-	parallel.For(len(present), func(i int) {
+	parallel.For(len(present), parallel.Accounts, func(i int) {
 		id := present[i]
 		tr := traits[id]
 		row := Row{AccountID: id, FirstEventAt: firsts[id], EvaluatedAt: now}
