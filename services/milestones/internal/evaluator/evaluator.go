@@ -190,17 +190,20 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 		j       *journeys.Stored
 		settled map[string]progress.Milestone
 	}
-	plans := make(map[string]plan, len(present))
+	plans := make([]plan, len(present)) // by index in present; no journey when j is nil
+	parallel.For(len(present), parallel.Accounts, func(i int) {
+		if j := pick(js, traits[present[i]]); j != nil {
+			plans[i] = plan{j: j, settled: settled(prev[present[i]], j, since)}
+		}
+	})
 	need := map[string][]string{} // event name -> accounts
-	for _, id := range present {
-		j := pick(js, traits[id])
-		if j == nil {
+	for i, id := range present {
+		p := plans[i]
+		if p.j == nil {
 			continue
 		}
-		p := plan{j: j, settled: settled(prev[id], j, since)}
-		plans[id] = p
 		var names []string
-		for _, m := range j.Journey.Milestones {
+		for _, m := range p.j.Journey.Milestones {
 			if _, ok := p.settled[m.ID]; !ok && !slices.Contains(names, m.Event) {
 				names = append(names, m.Event)
 				need[m.Event] = append(need[m.Event], id)
@@ -230,7 +233,8 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 		id := present[i]
 		tr := traits[id]
 		row := Row{AccountID: id, FirstEventAt: firsts[id], EvaluatedAt: now}
-		p, follows := plans[id]
+		p := plans[i]
+		follows := p.j != nil
 		startTrait := journey.DefaultStart
 		if follows {
 			startTrait = p.j.Journey.Start

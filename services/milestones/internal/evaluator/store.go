@@ -3,6 +3,7 @@ package evaluator
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/pkg/parallel"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/journeys"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/progress"
@@ -141,11 +143,15 @@ func (m *Memory) MilestoneEvents(_ context.Context, tenant string, need map[stri
 			byAccount[id] = append(byAccount[id], name)
 		}
 	}
-	out := make(map[string][]progress.Event, len(byAccount))
-	for id, names := range byAccount {
-		evs := m.history.Events(tenant, id)
+	ids := slices.Collect(maps.Keys(byAccount))
+	picked := make([][]progress.Event, len(ids))
+	// Each account's on its own, on every core: an account's whole history
+	// is read at each evaluation.
+	parallel.For(len(ids), parallel.Accounts, func(a int) {
+		names := byAccount[ids[a]]
+		evs := m.history.Events(tenant, ids[a])
 		for i := range evs {
-			e := &evs[i] // not a copy: an account's whole history is read at each evaluation
+			e := &evs[i] // not a copy
 			if e.Timestamp.After(now) {
 				break
 			}
@@ -159,7 +165,13 @@ func (m *Memory) MilestoneEvents(_ context.Context, tenant string, need map[stri
 			if withProps[e.Name] && len(e.Properties) > 0 {
 				_ = json.Unmarshal(e.Properties, &pe.Properties) // as scanEvents: not an object matches nothing
 			}
-			out[id] = append(out[id], pe)
+			picked[a] = append(picked[a], pe)
+		}
+	})
+	out := make(map[string][]progress.Event, len(ids))
+	for a, id := range ids {
+		if picked[a] != nil {
+			out[id] = picked[a]
 		}
 	}
 	return out, nil
