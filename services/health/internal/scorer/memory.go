@@ -12,6 +12,7 @@ import (
 	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/events"
+	"github.com/stickpoint/stickpoint/pkg/parallel"
 	"github.com/stickpoint/stickpoint/pkg/signals"
 	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/services/health/internal/model"
@@ -165,11 +166,15 @@ func (m *Memory) Usage(_ context.Context, tenant string, set accountSet, sp scor
 	m.summedMu.Lock()
 	defer m.summedMu.Unlock()
 	summed := ofTenant(m.summed, tenant)
-	out := make(map[string]score.Usage, len(set.ids))
-	for _, id := range set.ids {
+	// Each account's on its own, on every core (a sweep sums every
+	// account's once a day); the sums are kept after, one at a time.
+	sums := make([]summedUsage, len(set.ids))
+	fresh := make([]bool, len(set.ids))
+	parallel.For(len(set.ids), parallel.Accounts, func(i int) {
+		id := set.ids[i]
 		k, ok := summed[id]
 		if !ok || !k.of(sp, keys) {
-			k = summedUsage{spans: sp, keys: keys, none: true}
+			k, fresh[i] = summedUsage{spans: sp, keys: keys, none: true}, true
 			if rows := daysIn(m.usage[tenant][id], lo, hi); len(rows) > 0 {
 				k.usage, k.none = score.Aggregate(rows, keys, sp), false
 				slices.Sort(k.usage.Features)
@@ -177,10 +182,16 @@ func (m *Memory) Usage(_ context.Context, tenant string, set accountSet, sp scor
 					k.usage.Features = nil
 				}
 			}
-			summed[id] = k
 		}
-		if !k.none {
-			out[id] = k.usage
+		sums[i] = k
+	})
+	out := make(map[string]score.Usage, len(set.ids))
+	for i, id := range set.ids {
+		if fresh[i] {
+			summed[id] = sums[i]
+		}
+		if !sums[i].none {
+			out[id] = sums[i].usage
 		}
 	}
 	return out, nil
