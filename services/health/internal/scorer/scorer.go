@@ -442,9 +442,9 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	if err != nil {
 		return Result{}, err
 	}
-	prev := make(map[string]Row, len(prevRows))
-	for _, r := range prevRows {
-		prev[r.AccountID] = r
+	prev := make(map[string]*Row, len(prevRows)) // into prevRows: a Row is large, and copies of them were much of a backtest's memory
+	for i := range prevRows {
+		prev[prevRows[i].AccountID] = &prevRows[i]
 	}
 	ids := set.ids
 	if len(ids) == 0 {
@@ -494,17 +494,18 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	// every core. What changed is gathered after, in the accounts' order:
 	// what is stored and signalled doesn't depend on the order they ran in.
 	type outcome struct {
-		row  Row
 		sigs []*signalsv1.Signal
 		// changed: the row stores something new; churned: it churned in
 		// this round; foreseenLate: a churn scored before became foreseen.
 		changed, churned, foreseenLate bool
 	}
 	outs := make([]outcome, len(ids))
+	rows := make([]Row, len(ids)) // by index in ids, as outs
 	parallel.For(len(ids), parallel.Accounts, func(i int) {
 		id := ids[i]
 		var out outcome
-		old, seen := prev[id]
+		old := prev[id]
+		seen := old != nil
 		tr := traits[id].Values()
 		st := State{ModelVersion: stored.Version, Seats: number(tr[m.Health.SeatsTrait]), Usage: usage[id], Norms: norms,
 			Onboarding: onboarding[id], Sentiment: sentiments[id]}
@@ -527,11 +528,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		row.Change = h.Score - st.Peaks[0].Score // against the oldest day kept
 		row.AtRisk = len(AtRiskBecause(row.Band, h.Intent.Over(), row.Onboarding)) > 0
 
-		var before *Row
-		if seen {
-			before = &old
-		}
-		out.sigs = s.transitions(tenant, id, m, before, &st, h, now)
+		out.sigs = s.transitions(tenant, id, m, old, &st, h, now)
 		for _, r := range requests {
 			if r.At.After(st.CancelRequestedAt) {
 				out.sigs = append(out.sigs, requestSignal(tenant, id, h.Intent, r, now))
@@ -565,24 +562,26 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 		}
 		row.State = st
 		row.scoreChanged = !seen || old.Score != row.Score || old.Band != row.Band || old.Intent != row.Intent
-		out.row, out.changed = row, !seen || row.scoreChanged || !sameRow(old, row)
-		outs[i] = out
+		out.changed = !seen || row.scoreChanged || !sameRow(old, &row)
+		rows[i], outs[i] = row, out
 	})
 	lap("compute")
 	var sigs []*signalsv1.Signal
-	changed := make([]Row, 0, len(ids)) // most rows change: sized once, as a Row is large
 	var churned []Row
 	foreseenLate := false // a churn scored before became foreseen
-	for _, o := range outs {
+	n := 0                // the changed rows are moved to the front of rows
+	for i, o := range outs {
 		sigs = append(sigs, o.sigs...)
 		if o.churned {
-			churned = append(churned, o.row)
+			churned = append(churned, rows[i])
 		}
 		foreseenLate = foreseenLate || o.foreseenLate
 		if o.changed {
-			changed = append(changed, o.row)
+			rows[n] = rows[i]
+			n++
 		}
 	}
+	changed := rows[:n]
 	if err := s.emit(ctx, tenant, sigs); err != nil {
 		return Result{}, err
 	}
@@ -704,11 +703,11 @@ func (s *Scorer) emit(ctx context.Context, tenant string, sigs []*signalsv1.Sign
 // first and the later last of the state and of those events is then the
 // same as reading all of the account's events, without a scan of its
 // whole history each time it sends one. The others read all their events.
-func eventSpans(ctx context.Context, db chstore.Store, tenant string, set accountSet, prev map[string]Row, since time.Time) (map[string][2]time.Time, error) {
+func eventSpans(ctx context.Context, db chstore.Store, tenant string, set accountSet, prev map[string]*Row, since time.Time) (map[string][2]time.Time, error) {
 	cond, args := set.where()
 	incremental := func(id string) bool {
-		st := prev[id].State
-		return !since.IsZero() && !st.FirstEvent.IsZero() && !st.LastEvent.IsZero()
+		r := prev[id]
+		return r != nil && !since.IsZero() && !r.State.FirstEvent.IsZero() && !r.State.LastEvent.IsZero()
 	}
 	narrow, nargs := accounts.EventsSince(set.ids, since, incremental)
 	rows, err := db.Query(ctx, `SELECT account_id, min(timestamp), max(timestamp) FROM events WHERE tenant_id = ? AND `+cond+narrow+` GROUP BY account_id`,
@@ -912,7 +911,7 @@ func highest(ps []Peak) Peak {
 }
 
 // sameRow reports whether b would store nothing new over a.
-func sameRow(a, b Row) bool {
+func sameRow(a, b *Row) bool {
 	return a.Band == b.Band && a.Fit == b.Fit && a.Onboarding == b.Onboarding && a.Intent == b.Intent && a.AtRisk == b.AtRisk &&
 		a.Change == b.Change && a.ChurnedAt.Equal(b.ChurnedAt) && a.State.Equal(b.State)
 }

@@ -55,7 +55,7 @@ type Store interface {
 	RuleEvents(ctx context.Context, tenant string, set accountSet, m model.Model, lookback, until time.Time) ([]event, error)
 	// EventSpans are the accounts' first and last event times, in whole
 	// seconds (see eventSpans).
-	EventSpans(ctx context.Context, tenant string, set accountSet, prev map[string]Row, since time.Time) (map[string][2]time.Time, error)
+	EventSpans(ctx context.Context, tenant string, set accountSet, prev map[string]*Row, since time.Time) (map[string][2]time.Time, error)
 	// Rows are the accounts' stored scores, as stored.
 	Rows(ctx context.Context, tenant string, set accountSet) ([]Row, error)
 	// Movable is the next page of up to limit scored accounts, after
@@ -109,7 +109,7 @@ func (c clickHouse) RuleEvents(ctx context.Context, tenant string, set accountSe
 	return readRuleEvents(ctx, c.db, tenant, set, m, lookback, until)
 }
 
-func (c clickHouse) EventSpans(ctx context.Context, tenant string, set accountSet, prev map[string]Row, since time.Time) (map[string][2]time.Time, error) {
+func (c clickHouse) EventSpans(ctx context.Context, tenant string, set accountSet, prev map[string]*Row, since time.Time) (map[string][2]time.Time, error) {
 	return eventSpans(ctx, c.db, tenant, set, prev, since)
 }
 
