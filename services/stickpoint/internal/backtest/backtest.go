@@ -13,6 +13,7 @@
 package backtest
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -146,7 +147,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 		return nil, fmt.Errorf("the history holds no valid call: %d lines refused, the first: line %d: %s", len(refused), refused[0].Line, refused[0].Reason)
 	}
-	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Timestamp.Before(evs[j].Timestamp) })
+	sortByTime(evs)
 	from, to := opts.From, opts.To
 	if from.IsZero() {
 		from = evs[0].Timestamp.Truncate(opts.Step)
@@ -205,6 +206,49 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	res.Alerts, res.Signals, res.Timings = r.alertEvents, r.signalLog, r.timings
 	res.Report.Took = time.Since(began).Round(time.Millisecond).String()
 	return res, nil
+}
+
+// sortByTime sorts the events by time, those at the same time in the
+// history's order. It sorts small keys and then moves each event once:
+// sorting the events themselves, a few hundred bytes each, was 2 s of a
+// million-event backtest, on one core.
+func sortByTime(evs []events.Event) {
+	type key struct {
+		sec  int64
+		nsec int32
+		i    int // the event's place in the history: breaks ties
+	}
+	keys := make([]key, len(evs))
+	for i := range evs {
+		t := evs[i].Timestamp
+		keys[i] = key{t.Unix(), int32(t.Nanosecond()), i}
+	}
+	if slices.IsSortedFunc(keys, func(a, b key) int { return cmp.Or(cmp.Compare(a.sec, b.sec), cmp.Compare(a.nsec, b.nsec)) }) {
+		return
+	}
+	slices.SortFunc(keys, func(a, b key) int {
+		return cmp.Or(cmp.Compare(a.sec, b.sec), cmp.Compare(a.nsec, b.nsec), cmp.Compare(a.i, b.i))
+	})
+	// Place j takes the event at keys[j].i: follow each cycle of moves,
+	// holding its first event aside.
+	done := make([]bool, len(evs))
+	for start := range evs {
+		if done[start] {
+			continue
+		}
+		held := evs[start]
+		j := start
+		for {
+			done[j] = true
+			from := keys[j].i
+			if from == start {
+				evs[j] = held
+				break
+			}
+			evs[j] = evs[from]
+			j = from
+		}
+	}
 }
 
 // countUpTo is how many of the sorted events are at or before t.

@@ -4,13 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"sort"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/stickpoint/stickpoint/pkg/chstore"
+	"github.com/stickpoint/stickpoint/pkg/events"
 	"github.com/stickpoint/stickpoint/pkg/natsjs"
 	"github.com/stickpoint/stickpoint/pkg/testutil"
 	milestones "github.com/stickpoint/stickpoint/services/milestones/app"
@@ -267,5 +272,35 @@ func TestEscalationsRunInABacktest(t *testing.T) {
 	want := map[string]time.Time{"intent-1": at(13), "intent-2": at(8), "false": at(15)}
 	if !reflect.DeepEqual(escalated, want) {
 		t.Errorf("alerts escalated %v, want %v", escalated, want)
+	}
+}
+
+// The events are fed in time order, those at the same time in the
+// history's order: as a stable sort puts them, on histories in order, out
+// of order, and with many events at one time.
+func TestSortByTimeIsAStableSort(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		n, times int
+		sorted   bool
+	}{{0, 1, false}, {1, 1, false}, {2, 1, false}, {1000, 20, false}, {1000, 1000000, false}, {1000, 20, true}} {
+		evs := make([]events.Event, c.n)
+		for i := range evs {
+			// Whole seconds and nanoseconds both vary.
+			evs[i] = events.Event{MessageID: strconv.Itoa(i), Timestamp: base.Add(time.Duration(r.IntN(c.times)) * 700 * time.Millisecond)}
+		}
+		if c.sorted {
+			sort.SliceStable(evs, func(i, j int) bool { return evs[i].Timestamp.Before(evs[j].Timestamp) })
+		}
+		want := slices.Clone(evs)
+		sort.SliceStable(want, func(i, j int) bool { return want[i].Timestamp.Before(want[j].Timestamp) })
+		sortByTime(evs)
+		for i := range evs {
+			if evs[i].MessageID != want[i].MessageID {
+				t.Fatalf("%d events over %d times: place %d holds %s at %s; want %s at %s", c.n, c.times, i,
+					evs[i].MessageID, evs[i].Timestamp, want[i].MessageID, want[i].Timestamp)
+			}
+		}
 	}
 }
