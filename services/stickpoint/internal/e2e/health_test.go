@@ -89,7 +89,11 @@ func TestHealthWalkthrough(t *testing.T) {
 	}, 30*time.Second, 200*time.Millisecond, "churn report: %s", &last)
 	require.Regexp(t, `leaving-co\s+\S+ \S+\s+good\s+too expensive\s+yes\s+4h\d*m?\s+cancel_intent`, last)
 
-	// Sentiment is its own component, with its author and note.
+	// Sentiment is its own component, with its author and note. The
+	// history keeps a point a second per account (health_history's key is
+	// the second scored): the rescore is made in a second of its own, so it
+	// adds a point rather than replacing the last score's.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
 	out, errOut, code = cli(t, addr, "health", "sentiment", "healthy-co", "--score", "30", "--note", "champion left", "--expires", "30d", "--token", token)
 	require.Zero(t, code, errOut)
 	require.Contains(t, out, "sentiment 30 set on healthy-co")
