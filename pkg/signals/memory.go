@@ -2,6 +2,7 @@ package signals
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -17,78 +18,109 @@ import (
 // Memory keeps emitted signals in memory instead of the signals table: a
 // backtest's, whose thousands of steps would each cost an insert. Like
 // the table, it keeps one signal per id.
+//
+// It keeps each signal as published, with its kind and time beside it
+// for First: a million-event backtest emits hundreds of thousands, and
+// as messages they were 400 MB of its heap, which the garbage collector
+// went through at every cycle; as bytes it has nothing to go through.
 type Memory struct {
 	mu        sync.RWMutex
 	ids       map[string]bool
-	byAccount map[string][]*signalsv1.Signal // by tenant and account, in the order emitted
+	byAccount map[string][]kept // by tenant and account, in the order emitted
+}
+
+// kept is a signal as Memory keeps it.
+type kept struct {
+	kind string
+	at   int64 // occurred_at, in Unix nanoseconds
+	data []byte
+}
+
+func (k kept) signal() (*signalsv1.Signal, error) {
+	s := &signalsv1.Signal{}
+	if err := proto.Unmarshal(k.data, s); err != nil {
+		return nil, fmt.Errorf("a kept signal: %w", err)
+	}
+	return s, nil
 }
 
 // NewMemory returns an empty record.
 func NewMemory() *Memory {
-	return &Memory{ids: map[string]bool{}, byAccount: map[string][]*signalsv1.Signal{}}
+	return &Memory{ids: map[string]bool{}, byAccount: map[string][]kept{}}
 }
 
-func (m *Memory) add(sigs []*signalsv1.Signal) {
+// add keeps sigs, each with its message as published.
+func (m *Memory) add(sigs []*signalsv1.Signal, published [][]byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, s := range sigs {
+	for i, s := range sigs {
 		if m.ids[s.GetId()] {
 			continue
 		}
 		m.ids[s.GetId()] = true
 		k := s.GetTenantId() + "\x00" + s.GetAccountId()
-		m.byAccount[k] = append(m.byAccount[k], s)
+		m.byAccount[k] = append(m.byAccount[k], kept{kind: s.GetKind(), at: s.GetOccurredAt().AsTime().UnixNano(), data: published[i]})
 	}
 }
 
 // First is the account's earliest signal of one of kinds that occurred
 // at or before t, or nil.
-func (m *Memory) First(tenant, account string, kinds []string, t time.Time) *signalsv1.Signal {
+func (m *Memory) First(tenant, account string, kinds []string, t time.Time) (*signalsv1.Signal, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	var out *signalsv1.Signal
-	for _, s := range m.byAccount[tenant+"\x00"+account] {
-		at := s.GetOccurredAt().AsTime()
-		if slices.Contains(kinds, s.GetKind()) && !at.After(t) && (out == nil || at.Before(out.GetOccurredAt().AsTime())) {
-			out = s
+	var first *kept
+	limit := t.UnixNano()
+	for i, k := range m.byAccount[tenant+"\x00"+account] {
+		if slices.Contains(kinds, k.kind) && k.at <= limit && (first == nil || k.at < first.at) {
+			first = &m.byAccount[tenant+"\x00"+account][i]
 		}
 	}
-	return out
+	if first == nil {
+		return nil, nil
+	}
+	return first.signal()
 }
 
 // Signals are the tenant's signals recorded, by account, in the order
 // emitted.
-func (m *Memory) Signals(tenant string) []*signalsv1.Signal {
+func (m *Memory) Signals(tenant string) ([]*signalsv1.Signal, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	var out []*signalsv1.Signal
 	for k, sigs := range m.byAccount {
-		if strings.HasPrefix(k, tenant+"\x00") {
-			out = append(out, sigs...)
+		if !strings.HasPrefix(k, tenant+"\x00") {
+			continue
+		}
+		for _, s := range sigs {
+			sig, err := s.signal()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, sig)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // Save records every signal kept in the signals table of db: a backtest
 // whose data folder is kept.
 func (m *Memory) Save(ctx context.Context, db chstore.Store) error {
 	m.mu.RLock()
-	var all []*signalsv1.Signal
+	var all []kept
 	for _, sigs := range m.byAccount {
 		all = append(all, sigs...)
 	}
 	m.mu.RUnlock()
 	for chunk := range slices.Chunk(all, 50_000) {
-		published := make([][]byte, len(chunk))
-		for i, s := range chunk {
-			data, err := proto.Marshal(s)
+		sigs, published := make([]*signalsv1.Signal, len(chunk)), make([][]byte, len(chunk))
+		for i, k := range chunk {
+			s, err := k.signal()
 			if err != nil {
 				return err
 			}
-			published[i] = data
+			sigs[i], published[i] = s, k.data
 		}
-		if err := record(ctx, db, chunk, published); err != nil {
+		if err := record(ctx, db, sigs, published); err != nil {
 			return err
 		}
 	}

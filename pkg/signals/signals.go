@@ -108,7 +108,7 @@ func (e *Emitter) Emit(ctx context.Context, sigs []*signalsv1.Signal) error {
 		return err
 	}
 	if e.memory != nil {
-		e.memory.add(sigs)
+		e.memory.add(sigs, published)
 		return nil
 	}
 	return record(ctx, e.db, sigs, published)

@@ -324,10 +324,11 @@ func (m *Memory) FirstTraitsAt(_ context.Context, tenant, account string) (time.
 }
 
 func (m *Memory) FirstRisk(_ context.Context, tenant, account string, t time.Time) (string, time.Time, error) {
-	if s := m.signals.First(tenant, account, riskKinds, t); s != nil {
-		return s.GetKind(), s.GetOccurredAt().AsTime(), nil
+	s, err := m.signals.First(tenant, account, riskKinds, t)
+	if err != nil || s == nil {
+		return "", time.Time{}, err
 	}
-	return "", time.Time{}, nil
+	return s.GetKind(), s.GetOccurredAt().AsTime(), nil
 }
 
 func (m *Memory) Put(_ context.Context, tenant string, rows []Row) error {

@@ -178,7 +178,11 @@ func TestTheMemoryStoreGivesTheAnswersOfClickHouse(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if w, g := words(stored), words(sigs.Signals("t2")); !slices.Equal(w, g) || len(w) == 0 {
+		keptSigs, err := sigs.Signals("t2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w, g := words(stored), words(keptSigs); !slices.Equal(w, g) || len(w) == 0 {
 			t.Errorf("signals differ:\nClickHouse %q\nmemory     %q", w, g)
 		}
 		// The churns kept are the churn records stored.

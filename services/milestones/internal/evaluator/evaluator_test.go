@@ -507,7 +507,11 @@ func TestTheMemoryStoreGivesTheAnswersOfClickHouse(t *testing.T) {
 			t.Errorf("every account ended %v: the history tests too little", statuses)
 		}
 		var recorded []string
-		for _, s := range sigs.Signals("t2") {
+		keptSigs, err := sigs.Signals("t2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range keptSigs {
 			recorded = append(recorded, s.GetAccountId()+" "+s.GetKind()+" "+s.GetOnboarding().GetMilestoneId())
 		}
 		slices.Sort(recorded)
