@@ -95,7 +95,9 @@ type Result struct {
 	// Signals are every signal emitted, in order, at its simulated time.
 	Signals []SignalEvent
 	// Timings are the wall time spent in each phase: storing the events,
-	// evaluating what they changed, and each sweep.
+	// evaluating what they changed, each sweep, and waiting at the end of
+	// each step for alerting to handle the step's signals (it runs
+	// alongside the rest).
 	Timings map[string]time.Duration
 	// Warnings are inputs the backtest ignored, worded.
 	Warnings []string
@@ -127,6 +129,7 @@ type run struct {
 	as    *alerting.Service
 
 	stored, onboarding, signals, alerts, deliveries *puller
+	alerting                                        serial // alerting's handling of the signals
 	signalMemory                                    *signals.Memory
 
 	writeKey    string // the tenant's, for tests that send over HTTP
@@ -180,6 +183,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	defer r.base.Close(context.WithoutCancel(ctx))
+	// A replay that failed may leave alerting handling signals: it ends
+	// before the services close.
+	defer func() { _ = r.alerting.Wait() }()
 	if err := r.replay(ctx, evs, from, to); err != nil {
 		return nil, err
 	}
@@ -387,7 +393,13 @@ func (r *run) replay(ctx context.Context, evs []events.Event, from, to time.Time
 	}{
 		{name: "milestones sweep", every: cfg.Milestones.SweepInterval, run: r.ms.Sweep},
 		{name: "health sweep", every: cfg.Health.SweepInterval, run: r.hs.Sweep},
-		{name: "alerting sweep", every: cfg.Alerting.SweepInterval, run: func(ctx context.Context) error { _, err := r.as.Alerter.Sweep(ctx); return err }},
+		{name: "alerting sweep", every: cfg.Alerting.SweepInterval, run: func(ctx context.Context) error {
+			if err := r.alerting.Wait(); err != nil {
+				return err
+			}
+			_, err := r.as.Alerter.Sweep(ctx)
+			return err
+		}},
 	}
 	// The alerting sweep escalates, and hands on what a crash left in an
 	// alert's outbox. A backtest doesn't crash between storing an alert
@@ -442,6 +454,14 @@ func (r *run) replay(ctx context.Context, evs []events.Event, from, to time.Time
 			}
 			r.timings[s.name] += time.Since(lap)
 		}
+		lap = time.Now()
+		if err := r.alerting.Wait(); err != nil {
+			return err
+		}
+		if err := r.recordAlerts(ctx); err != nil {
+			return err
+		}
+		r.timings["wait for alerting"] += time.Since(lap)
 		if err := r.dropRead(ctx); err != nil {
 			return err
 		}
@@ -466,6 +486,11 @@ func sum(m map[string]int) int {
 // that consume it, as their consumers would, until nothing is left: the
 // notices to milestone tracking and health scoring, the onboarding
 // signals to health scoring, every signal to alerting.
+//
+// Alerting reads nothing the others write, and they read nothing it
+// writes: it takes the signals on a goroutine of its own, in the order
+// they came, while the others go on. The step waits for it before its
+// alerts are recorded and the clock moves on.
 func (r *run) settle(ctx context.Context) error {
 	for range 100 {
 		busy := false
@@ -503,13 +528,13 @@ func (r *run) settle(ctx context.Context) error {
 			if err := r.recordSignals(sigs); err != nil {
 				return err
 			}
-			if err := r.as.Alerter.Handle(ctx, sigs); err != nil {
-				return err
-			}
-			r.signals.ack(sigs)
-		}
-		if err := r.recordAlerts(ctx); err != nil {
-			return err
+			r.alerting.Go(func() error {
+				if err := r.as.Alerter.Handle(ctx, sigs); err != nil {
+					return err
+				}
+				r.signals.ack(sigs)
+				return nil
+			})
 		}
 		if !busy {
 			return nil
@@ -714,6 +739,39 @@ func (p *puller) take(ctx context.Context) ([]jetstream.Msg, error) {
 		wait = n == 0
 	}
 	return out, nil
+}
+
+// serial runs functions one after another, in the order given, each on
+// a goroutine apart from the caller's. The zero value is ready.
+type serial struct {
+	last chan error // the last function's error, once it returned
+}
+
+// Go runs f after the functions given before it have returned, unless
+// one failed.
+func (s *serial) Go(f func() error) {
+	prev, done := s.last, make(chan error, 1)
+	s.last = done
+	go func() {
+		if prev != nil {
+			if err := <-prev; err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- f()
+	}()
+}
+
+// Wait waits for the functions given so far, and returns the first
+// error; after an error, it is ready again.
+func (s *serial) Wait() error {
+	if s.last == nil {
+		return nil
+	}
+	err := <-s.last
+	s.last = nil
+	return err
 }
 
 // dropEvery is how many messages a stream gathers, read, before a

@@ -3,6 +3,7 @@ package backtest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -313,5 +315,41 @@ func TestSortByTimeIsAStableSort(t *testing.T) {
 					evs[i].MessageID, evs[i].Timestamp, want[i].MessageID, want[i].Timestamp)
 			}
 		}
+	}
+}
+
+// serial runs what it is given in order, one at a time; after a failure
+// it runs nothing more until Wait, which returns the failure.
+func TestSerialRunsInOrderAndStopsAtAFailure(t *testing.T) {
+	var s serial
+	if err := s.Wait(); err != nil {
+		t.Fatalf("nothing given: %v", err)
+	}
+	var ran []int
+	running := atomic.Int32{}
+	for i := range 50 {
+		s.Go(func() error {
+			if running.Add(1) != 1 {
+				t.Error("two ran at once")
+			}
+			time.Sleep(time.Duration(50-i) * 10 * time.Microsecond) // the first take longest
+			ran = append(ran, i)
+			running.Add(-1)
+			return nil
+		})
+	}
+	if err := s.Wait(); err != nil || len(ran) != 50 || !slices.IsSorted(ran) {
+		t.Fatalf("ran %v, %v: want 0-49 in order", ran, err)
+	}
+	failed := errors.New("failed")
+	ran = nil
+	s.Go(func() error { ran = append(ran, 1); return failed })
+	s.Go(func() error { ran = append(ran, 2); return nil })
+	if err := s.Wait(); !errors.Is(err, failed) || !slices.Equal(ran, []int{1}) {
+		t.Fatalf("ran %v, %v: want 1, then the failure", ran, err)
+	}
+	s.Go(func() error { ran = append(ran, 3); return nil })
+	if err := s.Wait(); err != nil || !slices.Equal(ran, []int{1, 3}) {
+		t.Fatalf("after Wait: ran %v, %v", ran, err)
 	}
 }
