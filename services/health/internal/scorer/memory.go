@@ -252,17 +252,20 @@ func (m *Memory) RuleEvents(_ context.Context, tenant string, set accountSet, md
 	for _, id := range set.ids {
 		var seen map[string]bool
 		evs := m.history.Events(tenant, id)
-		for i := range evs {
-			e := &evs[i] // not a copy: an account's whole history is read at each scoring
-			at := e.Timestamp.Truncate(time.Second)
-			if at.After(until) {
-				break
-			}
-			recent := !at.Before(lookback) && (slices.Contains(names, e.Name) || (pages && (e.Type == events.TypePage || e.Type == events.TypeScreen)))
+		// The history is in time order: an account's whole history is
+		// read at each scoring, and before the lookback only the churn
+		// event counts.
+		second := func(i int) time.Time { return evs[i].Timestamp.Truncate(time.Second) }
+		recentFrom := sort.Search(len(evs), func(i int) bool { return !second(i).Before(lookback) })
+		end := sort.Search(len(evs), func(i int) bool { return second(i).After(until) })
+		for i := range end {
+			e := &evs[i] // not a copy
+			recent := i >= recentFrom && (slices.Contains(names, e.Name) || (pages && (e.Type == events.TypePage || e.Type == events.TypeScreen)))
 			churn := e.Type == events.TypeTrack && e.Name == md.Churn.Event
 			if (!recent && !churn) || seen[e.MessageID] {
 				continue
 			}
+			at := second(i)
 			if seen == nil {
 				seen = map[string]bool{}
 			}

@@ -139,6 +139,37 @@ func TestTheMemoryStoreGivesTheAnswersOfClickHouse(t *testing.T) {
 			}
 		}
 
+		// The rule events of windows that start and end at events, to the
+		// second: before the lookback only the churn event counts, after
+		// the end none.
+		md, err := e.models.Get(t.Context(), "t2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ruleEvents := func(s Store, tenant string, lookback, until time.Time) []string {
+			evs, err := s.RuleEvents(t.Context(), tenant, accountSet{ids: ids}, md.Spec, lookback, until)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, e := range evs {
+				out = append(out, e.account+" "+e.messageID+" "+e.name+" "+e.at.Format(time.RFC3339Nano))
+			}
+			slices.Sort(out)
+			return out
+		}
+		for _, w := range [][2]int{{len(history) / 4, len(history) / 2}, {len(history) / 2, len(history) * 3 / 4}, {len(history) * 3 / 4, len(history) - 1}} {
+			lookback, until := history[w[0]].At.Truncate(time.Second), history[w[1]].At.Truncate(time.Second)
+			for _, lb := range []time.Time{lookback, lookback.Add(time.Second)} {
+				for _, u := range []time.Time{until, until.Add(-time.Second)} {
+					want, got := ruleEvents(clickHouse{db: db}, "t1", lb, u), ruleEvents(kept, "t2", lb, u)
+					if !slices.Equal(want, got) || len(want) == 0 {
+						t.Errorf("rule events from %s to %s:\nClickHouse %q\nmemory     %q", lb, u, want, got)
+					}
+				}
+			}
+		}
+
 		want, err := ReadRows(t.Context(), db, "t1", "ORDER BY account_id")
 		if err != nil {
 			t.Fatal(err)
