@@ -128,7 +128,7 @@ type run struct {
 	hs    *health.Service
 	as    *alerting.Service
 
-	stored, onboarding, signals, alerts, deliveries *puller
+	stored, signals, alerts, deliveries *puller
 	alerting                                        serial // alerting's handling of the signals
 	signalMemory                                    *signals.Memory
 
@@ -353,21 +353,12 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 			return nil, fmt.Errorf("alerting: %w", err)
 		}
 	}
-	onboarding := func(m jetstream.Msg) bool {
-		for _, k := range health.OnboardingKinds {
-			if strings.HasSuffix(m.Subject(), "."+k) {
-				return true
-			}
-		}
-		return false
-	}
 	for _, p := range []struct {
 		to           **puller
 		name, stream string
 		keep         func(jetstream.Msg) bool
 	}{
 		{&r.stored, "backtest-stored", natsjs.StoredStream, nil},
-		{&r.onboarding, "backtest-onboarding", natsjs.SignalsStream, onboarding},
 		{&r.signals, "backtest-signals", natsjs.SignalsStream, nil},
 		{&r.alerts, "backtest-alerts", natsjs.AlertsStream, nil},
 		{&r.deliveries, "backtest-deliveries", natsjs.DeliveriesStream, nil},
@@ -508,17 +499,6 @@ func (r *run) settle(ctx context.Context) error {
 			}
 			r.stored.ack(notices)
 		}
-		onboarding, err := r.onboarding.take(ctx)
-		if err != nil {
-			return err
-		}
-		if len(onboarding) > 0 {
-			busy = true
-			if err := r.hs.HandleOnboarding(ctx, onboarding); err != nil {
-				return err
-			}
-			r.onboarding.ack(onboarding)
-		}
 		sigs, err := r.signals.take(ctx)
 		if err != nil {
 			return err
@@ -535,12 +515,36 @@ func (r *run) settle(ctx context.Context) error {
 				r.signals.ack(sigs)
 				return nil
 			})
+			// The onboarding signals go to health scoring too. What it
+			// signals is taken in the next round, after these: alerting
+			// gets every signal in the order published.
+			var onboarding []jetstream.Msg
+			for _, m := range sigs {
+				if isOnboarding(m) {
+					onboarding = append(onboarding, m)
+				}
+			}
+			if len(onboarding) > 0 {
+				if err := r.hs.HandleOnboarding(ctx, onboarding); err != nil {
+					return err
+				}
+			}
 		}
 		if !busy {
 			return nil
 		}
 	}
 	return errors.New("the services kept signalling each other for 100 rounds in one step: a loop")
+}
+
+// isOnboarding: m is an onboarding signal, which health scoring takes.
+func isOnboarding(m jetstream.Msg) bool {
+	for _, k := range health.OnboardingKinds {
+		if strings.HasSuffix(m.Subject(), "."+k) {
+			return true
+		}
+	}
+	return false
 }
 
 // recordSignals records signals at the simulated time.
@@ -795,8 +799,7 @@ func (r *run) dropRead(ctx context.Context) error {
 		read uint64
 	}{
 		{r.stored, r.stored.read},
-		// Two pullers read SIGNALS: drop what both have read.
-		{r.signals, min(r.signals.read, r.onboarding.read)},
+		{r.signals, r.signals.read},
 		{r.alerts, r.alerts.read},
 	} {
 		if s.read < s.p.dropped+every {
