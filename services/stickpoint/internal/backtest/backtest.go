@@ -129,8 +129,8 @@ type run struct {
 	as    *alerting.Service
 
 	stored, signals, alerts, deliveries *puller
-	alerting                                        serial // alerting's handling of the signals
-	signalMemory                                    *signals.Memory
+	alerting                            serial // alerting's handling of the signals
+	signalMemory                        *signals.Memory
 
 	writeKey    string // the tenant's, for tests that send over HTTP
 	timings     map[string]time.Duration
