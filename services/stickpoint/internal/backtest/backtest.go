@@ -95,9 +95,8 @@ type Result struct {
 	// Signals are every signal emitted, in order, at its simulated time.
 	Signals []SignalEvent
 	// Timings are the wall time spent in each phase: storing the events,
-	// evaluating what they changed, each sweep, and waiting at the end of
-	// each step for alerting to handle the step's signals (it runs
-	// alongside the rest).
+	// evaluating what they changed, each sweep, and waiting for alerting
+	// (which runs alongside the rest, up to a step behind).
 	Timings map[string]time.Duration
 	// Warnings are inputs the backtest ignored, worded.
 	Warnings []string
@@ -122,14 +121,17 @@ type run struct {
 	opts  Options
 	cfg   app.Config // the services' configuration: their sweep intervals
 	clock *clock
-	base  *service.Base
-	ing   *ingest.Service
-	ms    *milestones.Service
-	hs    *health.Service
-	as    *alerting.Service
+	// alertClock is alerting's: it runs up to a step behind the others.
+	alertClock *clock
+	base       *service.Base
+	ing        *ingest.Service
+	ms         *milestones.Service
+	hs         *health.Service
+	as         *alerting.Service
 
 	stored, signals, alerts, deliveries *puller
-	alerting                            serial // alerting's handling of the signals
+	alerting                            serial       // alerting's handling of the signals
+	alerted                             atomic.Int64 // len(alertEvents), for the progress
 	signalMemory                        *signals.Memory
 
 	writeKey    string // the tenant's, for tests that send over HTTP
@@ -285,7 +287,7 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 	if logw == nil {
 		logw = io.Discard
 	}
-	r := &run{opts: opts, cfg: cfg, clock: &clock{}, signalKinds: map[string]int{}, timings: map[string]time.Duration{}}
+	r := &run{opts: opts, cfg: cfg, clock: &clock{}, alertClock: &clock{}, signalKinds: map[string]int{}, timings: map[string]time.Duration{}}
 	if r.base, err = service.Start(ctx, cfg.Config, "stickpoint-backtest", app.Version, logw); err != nil {
 		return nil, err
 	}
@@ -336,7 +338,7 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 	r.ing.SetClock(r.clock.Now)
 	r.ms.SetClock(r.clock.Now)
 	r.hs.SetClock(r.clock.Now)
-	r.as.SetClock(r.clock.Now)
+	r.as.SetClock(r.alertClock.Now)
 	if err := r.ing.LoadWriter(ctx); err != nil {
 		return nil, err
 	}
@@ -385,11 +387,8 @@ func (r *run) replay(ctx context.Context, evs []events.Event, from, to time.Time
 		{name: "milestones sweep", every: cfg.Milestones.SweepInterval, run: r.ms.Sweep},
 		{name: "health sweep", every: cfg.Health.SweepInterval, run: r.hs.Sweep},
 		{name: "alerting sweep", every: cfg.Alerting.SweepInterval, run: func(ctx context.Context) error {
-			if err := r.alerting.Wait(); err != nil {
-				return err
-			}
-			_, err := r.as.Alerter.Sweep(ctx)
-			return err
+			r.alert(ctx, func() error { _, err := r.as.Alerter.Sweep(ctx); return err })
+			return nil
 		}},
 	}
 	// The alerting sweep escalates, and hands on what a crash left in an
@@ -408,6 +407,7 @@ func (r *run) replay(ctx context.Context, evs []events.Event, from, to time.Time
 		sweeps[i].last = from
 	}
 	next := 0
+	var lastStep *job // alerting's work of the last step
 	for now := from.Add(r.opts.Step); ; now = now.Add(r.opts.Step) {
 		if now.After(to) {
 			now = to
@@ -445,21 +445,27 @@ func (r *run) replay(ctx context.Context, evs []events.Event, from, to time.Time
 			}
 			r.timings[s.name] += time.Since(lap)
 		}
+		// Alerting handles this step's signals while the next step is
+		// stored and evaluated, which it reads nothing of, on its own
+		// clock: it waits for the last step's, at most one step behind.
 		lap = time.Now()
-		if err := r.alerting.Wait(); err != nil {
+		last := !now.Before(to)
+		wait := lastStep
+		if last {
+			wait = r.alerting.Mark()
+		}
+		if err := wait.Wait(); err != nil {
 			return err
 		}
-		if err := r.recordAlerts(ctx); err != nil {
-			return err
-		}
+		lastStep = r.alerting.Mark()
 		r.timings["wait for alerting"] += time.Since(lap)
 		if err := r.dropRead(ctx); err != nil {
 			return err
 		}
 		if r.opts.Progress != nil {
-			r.opts.Progress(Progress{At: now, To: to, Events: next, Total: len(evs), Signals: sum(r.signalKinds), Alert: len(r.alertEvents)})
+			r.opts.Progress(Progress{At: now, To: to, Events: next, Total: len(evs), Signals: sum(r.signalKinds), Alert: int(r.alerted.Load())})
 		}
-		if !now.Before(to) {
+		if last {
 			return nil
 		}
 	}
@@ -508,7 +514,7 @@ func (r *run) settle(ctx context.Context) error {
 			if err := r.recordSignals(sigs); err != nil {
 				return err
 			}
-			r.alerting.Go(func() error {
+			r.alert(ctx, func() error {
 				if err := r.as.Alerter.Handle(ctx, sigs); err != nil {
 					return err
 				}
@@ -537,6 +543,23 @@ func (r *run) settle(ctx context.Context) error {
 	return errors.New("the services kept signalling each other for 100 rounds in one step: a loop")
 }
 
+// alert runs f, alerting's work, after the alerting work given before,
+// on alerting's clock set to now; then records the alert changes f
+// made, at that time.
+func (r *run) alert(ctx context.Context, f func() error) {
+	at := r.clock.Now()
+	r.alerting.Go(func() error {
+		r.alertClock.set(at)
+		if err := f(); err != nil {
+			return err
+		}
+		if err := r.recordAlerts(ctx, at); err != nil {
+			return err
+		}
+		return r.drop(ctx, r.alerts)
+	})
+}
+
 // isOnboarding: m is an onboarding signal, which health scoring takes.
 func isOnboarding(m jetstream.Msg) bool {
 	for _, k := range health.OnboardingKinds {
@@ -562,13 +585,13 @@ func (r *run) recordSignals(msgs []jetstream.Msg) error {
 }
 
 // recordAlerts records the alert changes announced since the last call,
-// at the simulated time, with the channels they would have been sent to.
-func (r *run) recordAlerts(ctx context.Context) error {
+// at the simulated time now, with the channels they would have been sent
+// to.
+func (r *run) recordAlerts(ctx context.Context, now time.Time) error {
 	msgs, err := r.alerts.take(ctx)
 	if err != nil {
 		return err
 	}
-	now := r.clock.Now()
 	for _, m := range msgs {
 		a := &alertsv1.Alert{}
 		if err := proto.Unmarshal(m.Data(), a); err != nil {
@@ -579,6 +602,7 @@ func (r *run) recordAlerts(ctx context.Context) error {
 			Owner: a.GetOwner(), Summary: a.GetSummary(), Evidence: signals.Evidence(a.GetEvidence())})
 	}
 	r.alerts.ack(msgs)
+	r.alerted.Store(int64(len(r.alertEvents)))
 	if r.deliveries == nil {
 		return nil
 	}
@@ -748,34 +772,47 @@ func (p *puller) take(ctx context.Context) ([]jetstream.Msg, error) {
 // serial runs functions one after another, in the order given, each on
 // a goroutine apart from the caller's. The zero value is ready.
 type serial struct {
-	last chan error // the last function's error, once it returned
+	last *job // the last function given
+}
+
+// job is a function given to serial.
+type job struct {
+	done chan struct{} // closed when it returned, or was skipped
+	err  error         // its error, or the first of those before it
 }
 
 // Go runs f after the functions given before it have returned, unless
 // one failed.
 func (s *serial) Go(f func() error) {
-	prev, done := s.last, make(chan error, 1)
-	s.last = done
+	prev, j := s.last, &job{done: make(chan struct{})}
+	s.last = j
 	go func() {
-		if prev != nil {
-			if err := <-prev; err != nil {
-				done <- err
-				return
-			}
+		defer close(j.done)
+		if j.err = prev.Wait(); j.err == nil {
+			j.err = f()
 		}
-		done <- f()
 	}()
 }
+
+// Mark is the functions given so far: its Wait waits for them.
+func (s *serial) Mark() *job { return s.last }
 
 // Wait waits for the functions given so far, and returns the first
 // error; after an error, it is ready again.
 func (s *serial) Wait() error {
-	if s.last == nil {
-		return nil
-	}
-	err := <-s.last
+	err := s.last.Wait()
 	s.last = nil
 	return err
+}
+
+// Wait waits for the job and those before it, and returns the first
+// error. A nil job has nothing to wait for.
+func (j *job) Wait() error {
+	if j == nil {
+		return nil
+	}
+	<-j.done
+	return j.err
 }
 
 // dropEvery is how many messages a stream gathers, read, before a
@@ -793,23 +830,24 @@ func (r *run) dropRead(ctx context.Context) error {
 	if r.opts.Dir != "" {
 		return nil
 	}
-	every := cmp.Or(r.opts.dropEvery, dropEvery)
-	for _, s := range []struct {
-		p    *puller
-		read uint64
-	}{
-		{r.stored, r.stored.read},
-		{r.signals, r.signals.read},
-		{r.alerts, r.alerts.read},
-	} {
-		if s.read < s.p.dropped+every {
-			continue
+	for _, p := range []*puller{r.stored, r.signals} {
+		if err := r.drop(ctx, p); err != nil {
+			return err
 		}
-		if err := s.p.stream.Purge(ctx, jetstream.WithPurgeSequence(s.read+1)); err != nil {
-			return fmt.Errorf("drop what was read of %s: %w", s.p.stream.CachedInfo().Config.Name, err)
-		}
-		s.p.dropped = s.read
 	}
+	return nil
+}
+
+// drop removes what p has read from its stream, as dropRead, once that
+// is dropEvery messages. Alerting's goroutine drops what it reads.
+func (r *run) drop(ctx context.Context, p *puller) error {
+	if r.opts.Dir != "" || p.read < p.dropped+cmp.Or(r.opts.dropEvery, dropEvery) {
+		return nil
+	}
+	if err := p.stream.Purge(ctx, jetstream.WithPurgeSequence(p.read+1)); err != nil {
+		return fmt.Errorf("drop what was read of %s: %w", p.stream.CachedInfo().Config.Name, err)
+	}
+	p.dropped = p.read
 	return nil
 }
 

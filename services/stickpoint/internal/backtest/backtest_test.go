@@ -352,4 +352,23 @@ func TestSerialRunsInOrderAndStopsAtAFailure(t *testing.T) {
 	if err := s.Wait(); err != nil || !slices.Equal(ran, []int{1, 3}) {
 		t.Fatalf("after Wait: ran %v, %v", ran, err)
 	}
+	// A mark waits for what was given before it, not after.
+	release := make(chan struct{})
+	s.Go(func() error { ran = append(ran, 4); return nil })
+	mark := s.Mark()
+	s.Go(func() error { <-release; return nil })
+	waited := make(chan error, 1)
+	go func() { waited <- mark.Wait() }()
+	select {
+	case err := <-waited:
+		if err != nil || !slices.Equal(ran, []int{1, 3, 4}) {
+			t.Errorf("at the mark: ran %v, %v", ran, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the mark waited for what was given after it")
+	}
+	close(release)
+	if err := s.Wait(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -72,6 +72,7 @@ func TestLiveServicesGiveTheBacktestsSignals(t *testing.T) {
 	next := 0
 	for now := at(1); !now.After(at(25)); now = now.Add(24 * time.Hour) {
 		r.clock.set(now)
+		r.alertClock.set(now)
 		var batch []json.RawMessage
 		for ; next < len(calls) && !calls[next].at.After(now); next++ {
 			batch = append(batch, calls[next].line)
@@ -132,7 +133,7 @@ func (r *run) live(t *testing.T, ctx context.Context) {
 		t.Fatal(err)
 	}
 	r.signals.ack(sigs)
-	if err := r.recordAlerts(ctx); err != nil {
+	if err := r.recordAlerts(ctx, r.clock.Now()); err != nil {
 		t.Fatal(err)
 	}
 }
