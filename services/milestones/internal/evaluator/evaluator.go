@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -367,28 +366,34 @@ func startOf(tr accounts.Traits, trait string, first time.Time) time.Time {
 	return first.UTC()
 }
 
-// ParseTime reads a trait holding a time.
+// ParseTime reads a trait holding a time: a string in one of a few
+// layouts, or Unix seconds or milliseconds. It is read for every account
+// evaluated: accounts.Value decodes it without reflection.
 func ParseTime(raw json.RawMessage) (time.Time, bool) {
 	if len(raw) == 0 {
 		return time.Time{}, false
 	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
+	v, err := accounts.Value(raw)
+	if err != nil {
+		return time.Time{}, false
+	}
+	switch v := v.(type) {
+	case string:
 		for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02"} {
-			if t, err := time.Parse(layout, s); err == nil {
+			if t, err := time.Parse(layout, v); err == nil {
 				return t.UTC(), true
 			}
 		}
-		return time.Time{}, false
+	case float64:
+		switch {
+		case v <= 0:
+		case v > 1e12: // milliseconds
+			return time.UnixMilli(int64(v)).UTC(), true
+		default:
+			return time.Unix(int64(v), 0).UTC(), true
+		}
 	}
-	n, err := strconv.ParseFloat(string(raw), 64)
-	if err != nil || n <= 0 {
-		return time.Time{}, false
-	}
-	if n > 1e12 { // milliseconds
-		return time.UnixMilli(int64(n)).UTC(), true
-	}
-	return time.Unix(int64(n), 0).UTC(), true
+	return time.Time{}, false
 }
 
 var severities = map[string]signalsv1.Severity{

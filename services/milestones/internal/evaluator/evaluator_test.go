@@ -796,3 +796,33 @@ func TestStoredEvaluationsAreAnnounced(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// A start trait is a string in one of four layouts, or Unix seconds or
+// milliseconds; anything else is no time.
+func TestParseTimeReadsTheStartTraitsLayouts(t *testing.T) {
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	for raw, want := range map[string]time.Time{
+		`"2026-03-04T05:06:07Z"`:         at,
+		`"2026-03-04T07:06:07.5+02:00"`:  at.Add(500 * time.Millisecond),
+		`"2026-03-04T05:06:07"`:          at,
+		`"2026-03-04 05:06:07"`:          at,
+		`"2026-03-04"`:                   at.Truncate(24 * time.Hour),
+		`"2026-03-04T05:06:07\u005a"`:    at, // escaped: decoded as JSON
+		fmt.Sprint(at.Unix()):            at,
+		fmt.Sprint(at.UnixMilli() + 250): at.Add(250 * time.Millisecond),
+		`1.7725e9`:                       time.Unix(1_772_500_000, 0).UTC(),
+		`0`:                              {},
+		`-5`:                             {},
+		`"yesterday"`:                    {},
+		`""`:                             {},
+		`true`:                           {},
+		`null`:                           {},
+		`{"at": "2026-03-04"}`:           {},
+		``:                               {},
+	} {
+		got, ok := ParseTime(json.RawMessage(raw))
+		if !got.Equal(want) || ok != !want.IsZero() {
+			t.Errorf("%s: %v %v, want %v", raw, got, ok, want)
+		}
+	}
+}
