@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -322,6 +323,23 @@ func TestAggregateCountsAsSetsWould(t *testing.T) {
 			got.Features, want.Features = nil, nil
 			if !got.Equal(want) || !slices.Equal(gotFeatures, wantFeatures) {
 				t.Fatalf("users from %d: Aggregate %+v %v; want %+v %v", pool, got, gotFeatures, want, wantFeatures)
+			}
+			// The same, with each day's users as a UserSet too: user uN is
+			// bit N, and a day with a user past 63 has none (past a pool of
+			// 64, windows mix the two).
+			for i := range rows {
+				rows[i].UserSet = 0
+				for _, u := range rows[i].Users {
+					n, _ := strconv.Atoi(strings.TrimPrefix(u, "u"))
+					if n >= 64 {
+						rows[i].UserSet = 0
+						break
+					}
+					rows[i].UserSet |= 1 << n
+				}
+			}
+			if got := Aggregate(rows, m.Health.KeyFeatures, sp); got.Users != want.Users {
+				t.Fatalf("users from %d, as sets: Aggregate counts %d; want %d", pool, got.Users, want.Users)
 			}
 		}
 	}

@@ -32,10 +32,13 @@ type Memory struct {
 	// tracking's memory.
 	onboarding func(tenant string, ids []string) map[string]string
 
-	mu     sync.RWMutex
-	usage  map[string]map[string][]score.DayUsage // by tenant and account, in day order
-	rows   map[string]map[string]Row              // by tenant and account
-	churns map[string]map[string]Churn            // by tenant and account: the earliest recorded
+	mu    sync.RWMutex
+	usage map[string]map[string][]score.DayUsage // by tenant and account, in day order
+	// users numbers each account's users, by tenant and account, for
+	// the rollups' UserSet.
+	users  map[string]map[string]userNumbers
+	rows   map[string]map[string]Row   // by tenant and account
+	churns map[string]map[string]Churn // by tenant and account: the earliest recorded
 	// norms are the last norms read, by tenant: a sweep reads them at
 	// every step, and they move only when a day before until is rebuilt.
 	norms map[string]keptNorms
@@ -81,7 +84,28 @@ type keptNorms struct {
 func NewMemoryStore(h *accounts.History, sigs *signals.Memory, onboarding func(tenant string, ids []string) map[string]string) *Memory {
 	return &Memory{history: h, signals: sigs, onboarding: onboarding, usage: map[string]map[string][]score.DayUsage{},
 		rows: map[string]map[string]Row{}, churns: map[string]map[string]Churn{}, norms: map[string]keptNorms{},
-		summed: map[string]map[string]summedUsage{}}
+		summed: map[string]map[string]summedUsage{}, users: map[string]map[string]userNumbers{}}
+}
+
+// userNumbers numbers an account's users in the order first seen.
+type userNumbers map[string]int
+
+// set is users as a score.DayUsage's UserSet: 0 when one is numbered
+// past 63 (the rollup keeps its users as ids only).
+func (n userNumbers) set(users []string) uint64 {
+	var set uint64
+	for _, u := range users {
+		i, ok := n[u]
+		if !ok {
+			i = len(n)
+			n[u] = i
+		}
+		if i >= 64 {
+			return 0
+		}
+		set |= 1 << i
+	}
+	return set
 }
 
 // RebuildUsage rebuilds the days' rollups as rebuildUsage does: per UTC
@@ -134,8 +158,13 @@ func (m *Memory) RebuildUsage(_ context.Context, tenant string, set accountSet, 
 			continue
 		}
 		rollups := byAccount[id]
+		numbers := ofTenant(m.users, tenant)[id]
+		if numbers == nil {
+			numbers = userNumbers{}
+			m.users[tenant][id] = numbers
+		}
 		for k, d := range days {
-			u := score.DayUsage{Day: k, Events: len(d.ids), Names: d.names, Users: d.users}
+			u := score.DayUsage{Day: k, Events: len(d.ids), Names: d.names, Users: d.users, UserSet: numbers.set(d.users)}
 			if i, found := slices.BinarySearchFunc(rollups, k, func(u score.DayUsage, k time.Time) int { return u.Day.Compare(k) }); found {
 				rollups[i] = u
 			} else {

@@ -299,3 +299,29 @@ func TestKeptUsageSumsFollowRebuiltRollups(t *testing.T) {
 		t.Errorf("a2 after its first event: %+v", u)
 	}
 }
+
+// The memory store numbers an account's users as they come: a day's
+// users are its UserSet while they are among the first 64; a day with a
+// later one has none (Aggregate compares its ids).
+func TestUserNumbersSetTheFirst64(t *testing.T) {
+	n := userNumbers{}
+	var users []string
+	for i := range 70 {
+		users = append(users, fmt.Sprintf("u%d", i))
+	}
+	if got := n.set(users[:3]); got != 0b111 {
+		t.Errorf("first day: %b, want 111", got)
+	}
+	if got := n.set([]string{"u2", "u0"}); got != 0b101 {
+		t.Errorf("again: %b, want 101", got)
+	}
+	if got := n.set(users[:64]); got != ^uint64(0) {
+		t.Errorf("64 users: %b, want every bit", got)
+	}
+	if got := n.set([]string{"u1", "u64"}); got != 0 {
+		t.Errorf("a 65th user: %b, want none", got)
+	}
+	if got := n.set([]string{"u63"}); got != 1<<63 {
+		t.Errorf("the 64th user: %b", got)
+	}
+}
