@@ -11,6 +11,7 @@ import (
 	"math/bits"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -405,14 +406,15 @@ func engagement(in Inputs, window Days, now time.Time) (int, bool, string) {
 	normDays, normEvents := norms.ActiveDays*share, norms.Events*share
 	s := percent((math.Min(1, float64(u.ActiveDays)/normDays) + math.Min(1, float64(u.Events)/normEvents)) / 2)
 	if share < 1 {
-		return s, true, fmt.Sprintf("active %d of the %d days since its first event, with %d events; the tenant's median account in as many days: %s days, %s events",
-			u.ActiveDays, int(days.count()), u.Events, trim(normDays), trim(normEvents))
+		return s, true, "active " + strconv.Itoa(u.ActiveDays) + " of the " + strconv.Itoa(int(days.count())) + " days since its first event, with " +
+			strconv.Itoa(u.Events) + " events; the tenant's median account in as many days: " + trim(normDays) + " days, " + trim(normEvents) + " events"
 	}
-	return s, true, fmt.Sprintf("active %d of %d days with %d events; the tenant's median account: %s days, %s events",
-		u.ActiveDays, int(window.count()), u.Events, trim(norms.ActiveDays), trim(norms.Events))
+	return s, true, "active " + strconv.Itoa(u.ActiveDays) + " of " + strconv.Itoa(int(window.count())) + " days with " + strconv.Itoa(u.Events) +
+		" events; the tenant's median account: " + trim(norms.ActiveDays) + " days, " + trim(norms.Events) + " events"
 }
 
-func trim(f float64) string { return strings.TrimSuffix(fmt.Sprintf("%.1f", f), ".0") }
+// trim is f as fmt's %.1f, without a trailing ".0".
+func trim(f float64) string { return strings.TrimSuffix(strconv.FormatFloat(f, 'f', 1, 64), ".0") }
 
 func users(in Inputs, trait string, now time.Time) (int, bool, string) {
 	if in.Seats <= 0 {
@@ -421,7 +423,7 @@ func users(in Inputs, trait string, now time.Time) (int, bool, string) {
 	if why := newcomer(in, now); why != "" {
 		return 0, false, why
 	}
-	return percent(float64(in.Usage.Users) / in.Seats), true, fmt.Sprintf("%d active users of %s seats", in.Usage.Users, trim(in.Seats))
+	return percent(float64(in.Usage.Users) / in.Seats), true, strconv.Itoa(in.Usage.Users) + " active users of " + trim(in.Seats) + " seats"
 }
 
 // trendResult is recent usage against the account's own baseline.
@@ -458,8 +460,10 @@ func trendOf(h model.Health, in Inputs, s Spans) trendResult {
 	}
 	ratio := t.recent / t.baseline
 	t.score = percent(ratio)
-	t.words = fmt.Sprintf("%s before today: %s events/day against %s in the %d days before (%d%%)",
-		specfile.FormatDuration(h.Recent), trim(t.recent), trim(t.baseline), int(base.count()), int(math.Round(100*ratio)))
+	// Joined, not formatted: the words are made at every scoring, and
+	// fmt was most of the time of the health components.
+	t.words = specfile.FormatDuration(h.Recent) + " before today: " + trim(t.recent) + " events/day against " + trim(t.baseline) +
+		" in the " + strconv.Itoa(int(base.count())) + " days before (" + strconv.Itoa(int(math.Round(100*ratio))) + "%)"
 	return t
 }
 

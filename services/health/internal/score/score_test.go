@@ -344,3 +344,50 @@ func TestAggregateCountsAsSetsWould(t *testing.T) {
 		}
 	}
 }
+
+// The components' words are joined by hand, not formatted: they read as
+// the fmt formats they replaced.
+func TestComponentWordsReadAsFormatted(t *testing.T) {
+	for _, f := range []float64{0, 0.04, 0.05, 0.96, 1, 1.25, 2.5, 12.349, 100, -3.5, 1e9, math.NaN(), math.Inf(1)} {
+		if got, want := trim(f), strings.TrimSuffix(fmt.Sprintf("%.1f", f), ".0"); got != want {
+			t.Errorf("trim(%v) = %q, want %q", f, got, want)
+		}
+	}
+	m := testModel(t, "health:\n  key_features: [A]\n")
+	sp := SpansOf(m.Health, now)
+	r := rand.New(rand.NewPCG(8, 8))
+	for range 200 {
+		in := Inputs{Usage: Usage{ActiveDays: r.IntN(31), Events: r.IntN(5000), Users: r.IntN(40), Recent: 1 + r.IntN(300), Baseline: 1 + r.IntN(900)},
+			Norms: Norms{ActiveDays: float64(1+r.IntN(300)) / 10, Events: float64(1+r.IntN(90000)) / 10}, Seats: float64(1 + r.IntN(50)),
+			FirstEvent: now.Add(-time.Duration(1+r.IntN(90*24)) * time.Hour)}
+		if _, ok, got := engagement(in, sp.Window, now); ok {
+			days := lived(sp.Window, in.FirstEvent)
+			share := days.count() / sp.Window.count()
+			want := fmt.Sprintf("active %d of %d days with %d events; the tenant's median account: %s days, %s events",
+				in.Usage.ActiveDays, int(sp.Window.count()), in.Usage.Events, trim(in.Norms.ActiveDays), trim(in.Norms.Events))
+			if share < 1 {
+				want = fmt.Sprintf("active %d of the %d days since its first event, with %d events; the tenant's median account in as many days: %s days, %s events",
+					in.Usage.ActiveDays, int(days.count()), in.Usage.Events, trim(in.Norms.ActiveDays*share), trim(in.Norms.Events*share))
+			}
+			if got != want {
+				t.Errorf("engagement:\n%s\nwant\n%s", got, want)
+			}
+		}
+		if _, ok, got := users(in, "seats", now); ok {
+			if want := fmt.Sprintf("%d active users of %s seats", in.Usage.Users, trim(in.Seats)); got != want {
+				t.Errorf("users: %q, want %q", got, want)
+			}
+		}
+		if tr := trendOf(m.Health, in, sp); tr.present {
+			base := sp.Baseline
+			if first := in.FirstEvent.UTC().Truncate(day); first.After(base.From) {
+				base.From = first
+			}
+			want := fmt.Sprintf("%s before today: %s events/day against %s in the %d days before (%d%%)",
+				specfile.FormatDuration(m.Health.Recent), trim(tr.recent), trim(tr.baseline), int(base.count()), int(math.Round(100*tr.recent/tr.baseline)))
+			if tr.words != want {
+				t.Errorf("trend: %q, want %q", tr.words, want)
+			}
+		}
+	}
+}
