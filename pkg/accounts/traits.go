@@ -51,6 +51,23 @@ func (t Traits) Values() map[string]any {
 	return out
 }
 
+// ValuesOf are the named traits decoded, as Values decodes them: a reader
+// of a few traits need not decode them all (health scoring reads the
+// model's few for every account at every step).
+func (t Traits) ValuesOf(names []string) map[string]any {
+	out := make(map[string]any, len(names))
+	for _, k := range names {
+		raw, ok := t[k]
+		if !ok {
+			continue
+		}
+		if v, err := Value(raw); err == nil {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // Value decodes one JSON value as json.Unmarshal into an any does. Traits
 // are read for every account evaluated and scored, and most are plain
 // strings and numbers: those are decoded here without reflection (with it,

@@ -411,6 +411,23 @@ func (p parser) fitName(n *yaml.Node, path, def string) string {
 	return s
 }
 
+// TraitsRead are the traits the model reads: the seats trait, and those
+// the fit rules test (each path's first name).
+func (m Model) TraitsRead() []string {
+	var out []string
+	if m.Health.SeatsTrait != "" {
+		out = append(out, m.Health.SeatsTrait)
+	}
+	for _, r := range m.Fit.Rules {
+		for _, c := range r.When {
+			if len(c.Path) > 0 && !slices.Contains(out, c.Path[0]) {
+				out = append(out, c.Path[0])
+			}
+		}
+	}
+	return out
+}
+
 // FitOf is the fit of an account with these traits (decoded JSON).
 func (f Fit) FitOf(traits map[string]any) string {
 	for _, r := range f.Rules {

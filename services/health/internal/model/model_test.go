@@ -1,10 +1,14 @@
 package model
 
 import (
+	"encoding/json"
+	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/specfile"
 )
 
@@ -144,5 +148,40 @@ func TestABadModelIsRefusedWholeNamingLineAndField(t *testing.T) {
 	_, err := Parse([]byte("health: {window: 1x}\nfit: {default: great}\n"))
 	if err == nil || !strings.Contains(err.Error(), "line 1") || !strings.Contains(err.Error(), "line 2") {
 		t.Errorf("want both problems: %v", err)
+	}
+}
+
+// The traits a model reads are all that its fit and seats need: decoding
+// only those gives every account the fit it has with all of them.
+func TestTraitsReadAreAllTheFitNeeds(t *testing.T) {
+	m, err := Parse([]byte(strings.Replace(issueModel, "seats_trait: seats", "seats_trait: licences", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := m.TraitsRead(), []string{"licences", "employees", "industry"}; !slices.Equal(got, want) {
+		t.Errorf("traits read %q, want %q", got, want)
+	}
+	r := rand.New(rand.NewPCG(4, 4))
+	fits := map[string]int{}
+	for range 300 {
+		all := accounts.Traits{}
+		for _, name := range []string{"employees", "industry", "licences", "plan", "name"} {
+			if r.IntN(4) == 0 {
+				continue
+			}
+			var v any = []string{"software", "agency", "retail"}[r.IntN(3)]
+			if name == "employees" || name == "licences" {
+				v = r.IntN(40)
+			}
+			all[name], _ = json.Marshal(v)
+		}
+		want := m.Fit.FitOf(all.Values())
+		if got := m.Fit.FitOf(all.ValuesOf(m.TraitsRead())); got != want {
+			t.Fatalf("%s: fit %q from the traits read, %q from all", all, got, want)
+		}
+		fits[want]++
+	}
+	if len(fits) != 3 {
+		t.Errorf("fits %v: the traits test too little", fits)
 	}
 }

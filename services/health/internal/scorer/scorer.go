@@ -504,12 +504,13 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 	}
 	outs := make([]outcome, len(ids))
 	rows := make([]Row, len(ids)) // by index in ids, as outs
+	read := m.TraitsRead()
 	parallel.For(len(ids), parallel.Accounts, func(i int) {
 		id := ids[i]
 		var out outcome
 		old := prev[id]
 		seen := old != nil
-		tr := traits[id].Values()
+		tr := traits[id].ValuesOf(read)
 		st := State{ModelVersion: stored.Version, Seats: number(tr[m.Health.SeatsTrait]), Usage: usage[id], Norms: norms,
 			Onboarding: onboarding[id], Sentiment: sentiments[id]}
 		if seen {
@@ -541,7 +542,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 			st.CancelRequestedAt = maxTime(st.CancelRequestedAt, r.At)
 		}
 		if st.Churn == nil {
-			if c := churnOf(m, tr, churnEvent, traits[id]); c != nil {
+			if c := churnOf(m, churnEvent, traits[id]); c != nil {
 				c.Fit = row.Fit
 				st.Churn = c
 				out.churned = true
@@ -763,7 +764,7 @@ func classify(m model.Model, evs []event) (hits, requests []score.Hit, churn *ev
 }
 
 // churnOf is the account's churn, by the churn event or the trait.
-func churnOf(m model.Model, tr map[string]any, e *event, raw accounts.Traits) *Churn {
+func churnOf(m model.Model, e *event, raw accounts.Traits) *Churn {
 	if e != nil {
 		c := &Churn{At: e.at, Source: "event"}
 		if r, ok := e.props[m.Churn.ReasonProperty].(string); ok {
