@@ -87,7 +87,7 @@ func NewMemoryStore(h *accounts.History, sigs *signals.Memory, onboarding func(t
 		summed: map[string]map[string]summedUsage{}, users: map[string]map[string]userNumbers{}}
 }
 
-// userNumbers numbers an account's users in the order first seen.
+// userNumbers numbers an account's users as its rebuilds meet them.
 type userNumbers map[string]int
 
 // set is users as a score.DayUsage's UserSet: 0 when one is numbered

@@ -7,9 +7,11 @@
 // and alert at its simulated time, and reports how early the alerts came
 // before the churns, and how many were false.
 //
-// It drives the services' own handlers synchronously instead of running
-// their consumers: one step is stored, evaluated, scored and alerted on
-// before the clock moves, so the same input gives the same answer.
+// It drives the services' own handlers instead of running their
+// consumers: one step is stored, evaluated and scored before the clock
+// moves, and alerted on in the order signalled, on a clock set to the
+// step the signals came from (up to a step behind), so the same input
+// gives the same answer.
 package backtest
 
 import (
@@ -485,9 +487,8 @@ func sum(m map[string]int) int {
 // signals to health scoring, every signal to alerting.
 //
 // Alerting reads nothing the others write, and they read nothing it
-// writes: it takes the signals on a goroutine of its own, in the order
-// they came, while the others go on. The step waits for it before its
-// alerts are recorded and the clock moves on.
+// writes: it takes the signals on a goroutine of its own (alert), in the
+// order they came, while the others go on.
 func (r *run) settle(ctx context.Context) error {
 	for range 100 {
 		busy := false
