@@ -84,9 +84,12 @@ type Options struct {
 
 // Progress is how far a backtest has got.
 type Progress struct {
-	At, To         time.Time
-	Events, Total  int
-	Signals, Alert int
+	At, To        time.Time
+	Events, Total int
+	Signals       int
+	// Alert is the alert changes recorded so far: alerting may be a step
+	// behind the rest until the last step.
+	Alert int
 }
 
 // Result is a backtest's report, and every alert change it recorded.
@@ -447,9 +450,10 @@ func (r *run) replay(ctx context.Context, evs []events.Event, from, to time.Time
 			}
 			r.timings[s.name] += time.Since(lap)
 		}
-		// Alerting handles this step's signals while the next step is
-		// stored and evaluated, which it reads nothing of, on its own
-		// clock: it waits for the last step's, at most one step behind.
+		// Alerting handles this step's signals, on its own clock, while
+		// the next step is stored and evaluated (it reads nothing of it).
+		// Here the replay waits for the last step's alerting: alerting is
+		// at most one step behind. The last step waits for all of it.
 		lap = time.Now()
 		last := !now.Before(to)
 		wait := lastStep
