@@ -363,14 +363,13 @@ func open(ctx context.Context, opts Options, dir string) (_ *run, err error) {
 	for _, p := range []struct {
 		to           **puller
 		name, stream string
-		keep         func(jetstream.Msg) bool
 	}{
-		{&r.stored, "backtest-stored", natsjs.StoredStream, nil},
-		{&r.signals, "backtest-signals", natsjs.SignalsStream, nil},
-		{&r.alerts, "backtest-alerts", natsjs.AlertsStream, nil},
-		{&r.deliveries, "backtest-deliveries", natsjs.DeliveriesStream, nil},
+		{&r.stored, "backtest-stored", natsjs.StoredStream},
+		{&r.signals, "backtest-signals", natsjs.SignalsStream},
+		{&r.alerts, "backtest-alerts", natsjs.AlertsStream},
+		{&r.deliveries, "backtest-deliveries", natsjs.DeliveriesStream},
 	} {
-		if *p.to, err = newPuller(ctx, b.Bus.JS, p.name, p.stream, p.keep); err != nil {
+		if *p.to, err = newPuller(ctx, b.Bus.JS, p.name, p.stream); err != nil {
 			return nil, err
 		}
 	}
@@ -689,12 +688,10 @@ func (r *run) inputs(from, to time.Time) (Inputs, []string) {
 }
 
 // puller reads a stream for the backtest, as a service's consumer would,
-// and says when it has read it all; keep, when set, picks the messages it
-// hands on (the others are dropped).
+// and says when it has read it all.
 type puller struct {
 	stream jetstream.Stream
 	cons   jetstream.Consumer
-	keep   func(jetstream.Msg) bool
 	// acks: only a work queue's consumer acknowledges (the stream removes
 	// what is acked). The others need not: the backtest is the one reader
 	// and reads each message once, and an ack for every signal and notice
@@ -707,7 +704,7 @@ type puller struct {
 	dropped uint64
 }
 
-func newPuller(ctx context.Context, js jetstream.JetStream, name, stream string, keep func(jetstream.Msg) bool) (*puller, error) {
+func newPuller(ctx context.Context, js jetstream.JetStream, name, stream string) (*puller, error) {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", stream, err)
@@ -721,7 +718,7 @@ func newPuller(ctx context.Context, js jetstream.JetStream, name, stream string,
 	if err != nil {
 		return nil, fmt.Errorf("consumer of %s: %w", stream, err)
 	}
-	return &puller{stream: st, cons: cons, keep: keep, acks: acks}, nil
+	return &puller{stream: st, cons: cons, acks: acks}, nil
 }
 
 const fetchMax = 1000
@@ -757,11 +754,7 @@ func (p *puller) take(ctx context.Context) ([]jetstream.Msg, error) {
 				return nil, err
 			}
 			p.read = meta.Sequence.Stream
-			if p.keep == nil || p.keep(m) {
-				out = append(out, m)
-			} else {
-				p.ack([]jetstream.Msg{m})
-			}
+			out = append(out, m)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) {
 			return nil, err
