@@ -825,9 +825,6 @@ const dropEvery = 10_000
 // garbage collector went through again at each cycle, and which grew
 // the memory the process touched. A kept folder keeps its streams.
 func (r *run) dropRead(ctx context.Context) error {
-	if r.opts.Dir != "" {
-		return nil
-	}
 	for _, p := range []*puller{r.stored, r.signals} {
 		if err := r.drop(ctx, p); err != nil {
 			return err
