@@ -70,9 +70,10 @@ func (m *Memory) First(tenant, account string, kinds []string, t time.Time) (*si
 	defer m.mu.RUnlock()
 	var first *kept
 	limit := t.UnixNano()
-	for i, k := range m.byAccount[tenant+"\x00"+account] {
+	sigs := m.byAccount[tenant+"\x00"+account]
+	for i, k := range sigs {
 		if slices.Contains(kinds, k.kind) && k.at <= limit && (first == nil || k.at < first.at) {
-			first = &m.byAccount[tenant+"\x00"+account][i]
+			first = &sigs[i]
 		}
 	}
 	if first == nil {
