@@ -641,8 +641,9 @@ func TestReducedFetchesGiveTheAnswerOfEveryEvent(t *testing.T) {
 			st := e.put("t1", fmt.Sprintf("id: j%d\nmilestones:\n%s", round, src))
 			now := now0.Add(-time.Duration(r.Int64N(int64(days(15)))))
 			need := map[string]accountSet{}
+			oneThread := round%4 == 0 // as a backfill page's read
 			for i, n := range st.Journey.Events() {
-				need[n] = accountSet{ids: ids}
+				need[n] = accountSet{ids: ids, oneThread: oneThread}
 				if i == 0 && round%2 == 1 { // names with accounts of their own, as a notice's on several journeys
 					need[n] = accountSet{ids: append(slices.Clone(ids), "acc-without-events")}
 				}

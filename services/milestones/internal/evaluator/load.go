@@ -193,6 +193,7 @@ func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need 
 //
 // The rows are those of the sorted reads: account, messageId, user, name,
 // time, milliseconds, properties (empty for a name no milestone filters).
+// A backfill page's read runs on one thread (accountSet.oneThread).
 func onePassRead(tenant string, need map[string]accountSet, plan []*fetch, now time.Time) (string, []any, bool) {
 	var names []string
 	withProps := map[string]bool{}
@@ -320,6 +321,12 @@ func onePassRead(tenant string, need map[string]accountSet, plan []*fetch, now t
 					AND type IN ('track', 'page', 'screen') AND (timestamp < ? OR (timestamp = ? AND timestamp_ms <= ?))
 				GROUP BY account_id))
 		ARRAY JOIN es AS e`
+	for _, n := range names {
+		if need[n].oneThread {
+			q += ` SETTINGS max_threads = 1`
+			break
+		}
+	}
 	all := append(slices.Clone(args[:len(names)]), args...) // the outer name list, then the inner query's
 	all = append(append(all, tenant), whereArgs...)
 	all = append(all, sec, sec, ms)
@@ -406,11 +413,11 @@ func sortedReads(ctx context.Context, db chstore.Store, tenant string, need map[
 	return out, nil
 }
 
-// accountSetsOf wraps each name's accounts.
-func accountSetsOf(need map[string][]string, contiguous bool) map[string]accountSet {
+// accountSetsOf wraps each name's accounts, as a part of round.
+func accountSetsOf(need map[string][]string, round accountSet) map[string]accountSet {
 	out := make(map[string]accountSet, len(need))
 	for name, ids := range need {
-		out[name] = accountSet{ids: ids, contiguous: contiguous}
+		out[name] = accountSet{ids: ids, contiguous: round.contiguous, oneThread: round.oneThread}
 	}
 	return out
 }

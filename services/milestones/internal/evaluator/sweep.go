@@ -21,9 +21,10 @@ import (
 const defaultPageSize = 10_000
 
 // pagesInFlight is how many pages a backfill evaluates at once. One page's
-// reads keep about one core busy (ClickHouse sorts each read on one
-// thread), and its parsing, evaluation and signals another part of the
-// time; two in flight keep both cores of the target machine busy.
+// milestone read keeps one core busy (it runs on one thread:
+// accountSet.oneThread), and its parsing, evaluation and signals another
+// part of the time; two in flight keep both cores of the target machine
+// busy.
 const pagesInFlight = 2
 
 // evaluatePages re-evaluates the accounts ids a page (a range of the sort
@@ -42,7 +43,7 @@ func (e *Evaluator) evaluatePages(ctx context.Context, tenant string, ids []stri
 			break // a page failed: start no more
 		}
 		g.Go(func() error {
-			r, err := e.evaluate(ctx, tenant, accountSet{ids: page, contiguous: true}, trigger, time.Time{})
+			r, err := e.evaluate(ctx, tenant, accountSet{ids: page, contiguous: true, oneThread: true}, trigger, time.Time{})
 			mu.Lock()
 			defer mu.Unlock()
 			total.add(r)
