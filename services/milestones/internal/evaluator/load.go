@@ -177,7 +177,8 @@ func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need 
 // can't (more filtered predicates than a flag word holds).
 //
 // It gathers each account's events of the names needed into an array,
-// sorted (time, then messageId and user, as the sorted reads order them),
+// sorted (time, then messageId and user, as the sorted reads order them,
+// but by hash: below),
 // keeps each messageId of a name once (its first row), then takes each
 // predicate's events from that array: the first N, each user's first of
 // the first N users, each day's first up to the day by which the last of
@@ -190,6 +191,18 @@ func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need 
 // the read at once: about 100-200 bytes per event of those names (the
 // page above, 2 million such events, failed under a 200 MB limit and ran
 // under 400 MB).
+//
+// Messages and users go into the arrays as 64-bit hashes (cityHash64),
+// not as text: ClickHouse gathers, sorts and filters arrays of numbers for
+// less than arrays of strings (a backfill of 100 million events: 27.3 s
+// against 31.9 s, medians of three runs each, alternated in one process).
+// progress.Evaluate only compares them, so the rows give the hashes, as
+// text, for messageId and user. Two ids of one hash would count as one:
+// for an account's few hundred events of a name, about one chance in
+// 10^14. Events at the same millisecond are ordered by hash, where the
+// sorted reads order them by id; no milestone's time or count depends on
+// that order, except which of two rows of one messageId at the same
+// millisecond, with different users, is kept.
 //
 // The rows are those of the sorted reads: account, messageId, user, name,
 // time, milliseconds, properties (empty for a name no milestone filters).
@@ -216,9 +229,10 @@ func onePassRead(tenant string, need map[string]accountSet, plan []*fetch, now t
 	now = now.UTC()
 	sec, ms := now.Truncate(time.Second), uint16(now.Nanosecond()/1e6)
 	var args []any
-	// Each event is a tuple r: r.1 time, r.2 milliseconds, r.3 messageId,
-	// r.4 user, r.5 its name's index in names (from 1), r.6 a bit per
-	// filtered predicate it matches, r.7 its properties.
+	// Each event is a tuple r: r.1 time, r.2 milliseconds, r.3 messageId's
+	// hash, r.4 user's hash (0 without one), r.5 its name's index in names
+	// (from 1), r.6 a bit per filtered predicate it matches, r.7 its
+	// properties.
 	nameList := "[" + strings.TrimSuffix(strings.Repeat("?, ", len(names)), ", ") + "]"
 	for _, n := range names {
 		args = append(args, n)
@@ -248,7 +262,7 @@ func onePassRead(tenant string, need map[string]accountSet, plan []*fetch, now t
 		props = "if(name IN ?, properties, '')"
 		args = append(args, chstore.In(propNames))
 	}
-	event := fmt.Sprintf("(timestamp, timestamp_ms, message_id, if(user_id != '', user_id, anonymous_id), toUInt8(indexOf(%s, name)), %s, %s)",
+	event := fmt.Sprintf("(timestamp, timestamp_ms, cityHash64(message_id), if(user_id = '' AND anonymous_id = '', 0, cityHash64(if(user_id != '', user_id, anonymous_id))), toUInt8(indexOf(%s, name)), %s, %s)",
 		nameList, strings.Join(flags, " + "), props)
 	// The accounts: when every name has the same (a page, or a notice's
 	// accounts on one journey), their range or list and the names; else
@@ -294,7 +308,7 @@ func onePassRead(tenant string, need map[string]accountSet, plan []*fetch, now t
 		}
 		if f.users > 0 {
 			u := fmt.Sprintf("u%d", i)
-			parts = append(parts, fmt.Sprintf("arraySlice(arrayFilter((r, c) -> c = 1, arrayFilter(r -> r.4 != '', %s) AS %s, arrayEnumerateUniq(arrayMap(r -> r.4, %s))), 1, %d)",
+			parts = append(parts, fmt.Sprintf("arraySlice(arrayFilter((r, c) -> c = 1, arrayFilter(r -> r.4 != 0, %s) AS %s, arrayEnumerateUniq(arrayMap(r -> r.4, %s))), 1, %d)",
 				base, u, u, f.users))
 		}
 		if f.days {
@@ -313,7 +327,7 @@ func onePassRead(tenant string, need map[string]accountSet, plan []*fetch, now t
 			parts = append(parts, fmt.Sprintf("arraySlice(%s, 1, %s)", days, until))
 		}
 	}
-	q := `SELECT account_id, e.3, e.4, ` + nameList + `[e.5], e.1, e.2, e.7
+	q := `SELECT account_id, toString(e.3), if(e.4 = 0, '', toString(e.4)), ` + nameList + `[e.5], e.1, e.2, e.7
 		FROM (SELECT account_id, arrayConcat(` + strings.Join(parts, ", ") + `) AS es
 			FROM (SELECT account_id, arraySort(groupArray(` + event + `)) AS sorted,
 					arrayFilter((r, c) -> c = 1, sorted, arrayEnumerateUniq(arrayMap(r -> r.5, sorted), arrayMap(r -> r.3, sorted))) AS s
