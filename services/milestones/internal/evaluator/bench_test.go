@@ -89,6 +89,9 @@ func BenchmarkBackfillAndSweep(b *testing.B) {
 				if s.Accounts != accounts {
 					b.Fatalf("sweep saw %d accounts, want %d", s.Accounts, accounts)
 				}
+				// Each run's figures (the metrics below are the last run's):
+				// the machine is noisy, and -benchtime Nx runs N.
+				b.Logf("backfill %s (%d signals), sweep %s", backfill.Round(10*time.Millisecond), r.Signals, sweep.Round(10*time.Millisecond))
 			}
 			b.ReportMetric(backfill.Seconds(), "backfill-s")
 			b.ReportMetric(float64(events)/backfill.Seconds(), "backfill-events/s")
