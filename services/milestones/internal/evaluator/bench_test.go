@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,15 +63,25 @@ func BenchmarkBackfillAndSweep(b *testing.B) {
 			db := testutil.Store(b, engine)
 			e := newEnv(b, db)
 			generate(b, db, "bench", events, accounts, e.now)
-			if _, _, err := e.js.Put(b.Context(), "bench", []byte(journey.Template)); err != nil {
-				b.Fatal(err)
-			}
 			// Every run's figures are kept: the machine is noisy, and
 			// -benchtime Nx runs N. The metrics are their medians, with the
 			// backfill's slowest and fastest.
 			var backfills, sweeps []time.Duration
-			for b.Loop() {
+			for run := 0; b.Loop(); run++ {
 				if err := db.Exec(b.Context(), "TRUNCATE TABLE account_onboarding"); err != nil {
+					b.Fatal(err)
+				}
+				// Each run's journey has an id of its own, so its signals have
+				// ids of their own: a run that published the ids of the run
+				// before, within the stream's duplicate window, would have
+				// them dropped, and time less work than a real backfill.
+				if run > 0 {
+					if err := e.js.Delete(b.Context(), "bench", fmt.Sprintf("onboarding-%d", run-1)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				src := strings.Replace(journey.Template, "id: onboarding", fmt.Sprintf("id: onboarding-%d", run), 1)
+				if _, _, err := e.js.Put(b.Context(), "bench", []byte(src)); err != nil {
 					b.Fatal(err)
 				}
 				e.now = now0
