@@ -137,8 +137,9 @@ type accountSet struct {
 	// reads share the cores between them instead of each also starting a
 	// thread per core. With ClickHouse's default (a thread per core) the
 	// threads outnumber the cores: a backfill of 100 million events took
-	// 33.8 s and 64.7 s of CPU, against 28.6 s and 56.3 s on one thread
-	// each (medians of three runs each, alternated in one process).
+	// 31.4 s and 33.8 s (61.7 s and 64.7 s of CPU), against 28.2-28.9 s
+	// (55.2-56.5 s of CPU) on one thread each, runs alternated in one
+	// process.
 	oneThread bool
 }
 
