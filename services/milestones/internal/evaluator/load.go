@@ -178,32 +178,30 @@ func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need 
 //
 // It gathers each account's events of the names needed into an array,
 // sorted (time, then messageId and user, as the sorted reads order them,
-// but by hash: below),
-// keeps each messageId of a name once (its first row), then takes each
-// predicate's events from that array: the first N, each user's first of
-// the first N users, each day's first up to the day by which the last of
-// its windows holds. The sorted reads read the events' columns once per
+// but by their hashes: see below), keeps each messageId of a name once
+// (its first row), then takes each predicate's events from that array:
+// the first N, each user's first of the first N users, each day's first
+// up to the day by which the last of its windows holds. The sorted reads read the events' columns once per
 // predicate, and their LIMIT BY keeps a hash of every (account,
 // messageId); here the columns are read once, and the sorting and dedup
 // are per account. (10 million events in 10,000 accounts, the template
 // journey's four predicates, measured alone: 2.7 s of CPU, from 4.5-5 s
 // for the four sorted reads.) It holds the arrays of every account of
-// the read at once: about 100-200 bytes per event of those names (the
-// page above, 2 million such events, failed under a 200 MB limit and ran
-// under 400 MB).
+// the read at once: about 100-200 bytes per event of those names, when
+// measured with the ids as text (the page above, 2 million such events,
+// failed under a 200 MB limit and ran under 400 MB).
 //
 // Messages and users go into the arrays as 64-bit hashes (cityHash64),
 // not as text: ClickHouse gathers, sorts and filters arrays of numbers for
-// less than arrays of strings (a backfill of 100 million events: 27.1-28.1
-// s against 29.0 s and 31.9 s with the ids as text, runs alternated in one
-// process).
-// progress.Evaluate only compares them, so the rows give the hashes, as
-// text, for messageId and user. Two ids of one hash would count as one:
-// for an account's few hundred events of a name, about one chance in
-// 10^14. Events at the same millisecond are ordered by hash, where the
-// sorted reads order them by id; no milestone's time or count depends on
-// that order, except which of two rows of one messageId at the same
-// millisecond, with different users, is kept.
+// less than arrays of strings (a backfill of 100 million events: 27.1 to
+// 28.1 s against 29.0 s and 31.9 s with the ids as text, runs alternated
+// in one process). progress.Evaluate only compares them, so the rows give
+// the hashes, as text, for messageId and user. Two ids of one hash would
+// count as one: for an account's few hundred events of a name, less than
+// one chance in 10^14. Events at the same millisecond are ordered by
+// hash, where the sorted reads order them by id; no milestone's time or
+// count depends on that order, except which of two rows of one messageId
+// at the same millisecond, with different users, is kept.
 //
 // The rows are those of the sorted reads: account, messageId, user, name,
 // time, milliseconds, properties (empty for a name no milestone filters).
