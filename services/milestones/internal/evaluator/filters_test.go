@@ -19,11 +19,11 @@ func TestSQLFiltersMatchTheGoFilters(t *testing.T) {
 		t.Fatalf("the embedded engine %s has no JSON functions", db.Version())
 	}
 	r := rand.New(rand.NewPCG(21, 22))
-	values := []any{"chart", "ch", "", "5", 5.0, 5.5, -1.0, 0.0, true, false, nil, map[string]any{"a": "chart"}, []any{1.0}}
-	scalars := []any{"chart", "ch", "", "5", 5.0, 5.5, -1.0, true, false, nil}
+	values := []any{"chart", "ch", "", "5", "ch\"a\\rt", "ché", "a<b", 5.0, 5.5, -1.0, 0.0, true, false, nil, map[string]any{"a": "chart"}, []any{1.0}}
+	scalars := []any{"chart", "ch", "", "5", "ch\"a\\rt", "ché", "a<b", 5.0, 5.5, -1.0, true, false, nil}
 	paths := [][]string{{"k"}, {"n"}, {"o", "a"}, {"missing"}, {"k", "a"}}
 	checked := map[string]int{}
-	for round := range 1500 {
+	for round := range 3000 {
 		props := map[string]any{}
 		for _, k := range []string{"k", "n", "o"} {
 			if r.IntN(5) > 0 {
@@ -31,23 +31,16 @@ func TestSQLFiltersMatchTheGoFilters(t *testing.T) {
 			}
 		}
 		raw, _ := json.Marshal(props)
-		c := specfile.Condition{Path: paths[r.IntN(len(paths))], Op: specfile.Operators[r.IntN(len(specfile.Operators))]}
-		switch c.Op {
-		case specfile.OpExists:
-			c.Exists = r.IntN(2) == 0
-		case specfile.OpIn:
-			c.Values = []any{scalars[r.IntN(len(scalars))], scalars[r.IntN(len(scalars))]}
-		case specfile.OpPrefix:
-			c.Value = []string{"ch", "", "x", "5"}[r.IntN(4)]
-		case specfile.OpGt, specfile.OpGte, specfile.OpLt, specfile.OpLte:
-			c.Value = []float64{-1, 0, 5, 5.5, 6}[r.IntN(5)]
-		default:
-			c.Value = scalars[r.IntN(len(scalars))]
+		// One to three conditions, so each condition's args are checked in
+		// their place among the others'.
+		conds := make([]specfile.Condition, 1+r.IntN(3))
+		for i := range conds {
+			conds[i] = randomCondition(r, paths, scalars)
 		}
 		var decoded map[string]any
 		_ = json.Unmarshal(raw, &decoded)
-		want := specfile.Matches([]specfile.Condition{c}, decoded)
-		cond, args := whereSQL("props", []specfile.Condition{c})
+		want := specfile.Matches(conds, decoded)
+		cond, args := whereSQL("props", conds)
 		rows, err := db.Query(t.Context(), "SELECT "+cond+" FROM (SELECT ? AS props)", append(args, string(raw))...)
 		if err != nil {
 			t.Fatalf("round %d: %s: %v", round, cond, err)
@@ -57,13 +50,36 @@ func TestSQLFiltersMatchTheGoFilters(t *testing.T) {
 			t.Fatalf("round %d: no answer", round)
 		}
 		if (got == 1) != want {
-			t.Fatalf("round %d: %s on %s: ClickHouse %v, Go %v\n%s %v", round, c.Op, raw, got == 1, want, cond, args)
+			t.Fatalf("round %d: %+v on %s: ClickHouse %v, Go %v\n%s %v", round, conds, raw, got == 1, want, cond, args)
 		}
-		checked[c.Op+map[bool]string{true: "+", false: "-"}[want]]++
+		if len(conds) == 1 {
+			checked[conds[0].Op+map[bool]string{true: "+", false: "-"}[want]]++
+		}
 	}
 	for _, op := range specfile.Operators {
 		if checked[op+"+"] == 0 || checked[op+"-"] == 0 {
 			t.Errorf("%s: %d matches and %d misses checked", op, checked[op+"+"], checked[op+"-"])
 		}
 	}
+}
+
+// randomCondition is a condition on one of paths, with any operator.
+func randomCondition(r *rand.Rand, paths [][]string, scalars []any) specfile.Condition {
+	c := specfile.Condition{Path: paths[r.IntN(len(paths))], Op: specfile.Operators[r.IntN(len(specfile.Operators))]}
+	switch c.Op {
+	case specfile.OpExists:
+		c.Exists = r.IntN(2) == 0
+	case specfile.OpIn:
+		c.Values = make([]any, 1+r.IntN(3))
+		for i := range c.Values {
+			c.Values[i] = scalars[r.IntN(len(scalars))]
+		}
+	case specfile.OpPrefix:
+		c.Value = []string{"ch", "", "x", "5", "ch\"", "a<"}[r.IntN(6)]
+	case specfile.OpGt, specfile.OpGte, specfile.OpLt, specfile.OpLte:
+		c.Value = []float64{-1, 0, 5, 5.5, 6}[r.IntN(5)]
+	default:
+		c.Value = scalars[r.IntN(len(scalars))]
+	}
+	return c
 }
