@@ -215,39 +215,12 @@ func TraitsRow(tenant, account string, traits json.RawMessage, at time.Time, mes
 	return []any{tenant, account, string(traits), traitsHash(traits), at.UTC(), messageID}
 }
 
-// EventsSince is the condition, and its args, that narrows a read of the
-// accounts' events to those from since on, except for the accounts whose
-// stored state does not already hold what came before (known is false):
-// those read all their events. A notice's since is the earliest event time
-// it stored, so a first or last event (which only moves as events are
-// added) needs no more. With since zero, or no account known, it is empty.
-func EventsSince(ids []string, since time.Time, known func(id string) bool) (string, []any) {
-	if since.IsZero() {
-		return "", nil
-	}
-	var whole []string // the accounts that need all their events
-	for _, id := range ids {
-		if !known(id) {
-			whole = append(whole, id)
-		}
-	}
-	switch len(whole) {
-	case len(ids):
-		return "", nil
-	case 0:
-		return " AND timestamp >= ?", []any{since}
-	}
-	return " AND (timestamp >= ? OR account_id IN ?)", []any{since, chstore.In(whole)}
-}
-
-// WithEvents lists the tenant's accounts that have events, in order: one
-// scan of the events, for a backfill or a rollup build to page through in
-// memory. Paging in ClickHouse instead (DISTINCT after the last id, LIMIT
-// a page) scans the rest of the tenant's events once per page: at 100
-// million events that cost more than the evaluation it fed.
+// WithEvents lists the tenant's accounts that have events, in order, for
+// a backfill or a rollup build to page through in memory. It reads
+// account_activity (a row or a few per account), not the events.
 func (r *Reader) WithEvents(ctx context.Context, tenant string) ([]string, error) {
-	rows, err := r.db.Query(ctx, `SELECT account_id FROM events
-		WHERE tenant_id = ? AND account_id != '' GROUP BY account_id ORDER BY account_id`, tenant)
+	rows, err := r.db.Query(ctx, `SELECT account_id FROM account_activity
+		WHERE tenant_id = ? GROUP BY account_id ORDER BY account_id`, tenant)
 	if err != nil {
 		return nil, fmt.Errorf("list accounts with events: %w", err)
 	}
@@ -259,19 +232,37 @@ func (r *Reader) WithEvents(ctx context.Context, tenant string) ([]string, error
 func (r *Reader) Activity(ctx context.Context, tenant string, ids []string) (map[string][2]time.Time, error) {
 	out := map[string][2]time.Time{}
 	for chunk := range slices.Chunk(ids, maxIDsPerQuery) {
-		rows, err := r.db.Query(ctx, `SELECT account_id, min(timestamp), max(timestamp) FROM events
-			WHERE tenant_id = ? AND account_id IN ? GROUP BY account_id`, tenant, chstore.In(chunk))
-		if err != nil {
-			return nil, fmt.Errorf("read account activity: %w", err)
-		}
-		for rows.Next() {
-			var id string
-			var a [2]time.Time
-			if err := rows.Scan(&id, &a[0], &a[1]); err != nil {
-				return nil, err
-			}
-			out[id] = a
+		if err := r.activity(ctx, out, tenant, "account_id IN ?", chstore.In(chunk)); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// ActivityWhere is Activity of the tenant's accounts that cond, an SQL
+// condition on account_id with its args, selects: a page's range of ids,
+// or a list.
+func (r *Reader) ActivityWhere(ctx context.Context, tenant, cond string, args ...any) (map[string][2]time.Time, error) {
+	out := map[string][2]time.Time{}
+	return out, r.activity(ctx, out, tenant, cond, args...)
+}
+
+// activity reads account_activity, which ingest's migrations keep as
+// events are stored: the first and last event time of every event of the
+// account, as min and max over the events give them.
+func (r *Reader) activity(ctx context.Context, out map[string][2]time.Time, tenant, cond string, args ...any) error {
+	rows, err := r.db.Query(ctx, `SELECT account_id, minMerge(first_event), maxMerge(last_event) FROM account_activity
+		WHERE tenant_id = ? AND `+cond+` GROUP BY account_id`, append([]any{tenant}, args...)...)
+	if err != nil {
+		return fmt.Errorf("read account activity: %w", err)
+	}
+	for rows.Next() {
+		var id string
+		var a [2]time.Time
+		if err := rows.Scan(&id, &a[0], &a[1]); err != nil {
+			return err
+		}
+		out[id] = a
+	}
+	return nil
 }

@@ -2,14 +2,12 @@ package accounts_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/stickpoint/stickpoint/pkg/accounts"
-	"github.com/stickpoint/stickpoint/pkg/chstore"
 )
 
 func TestMergeOverwritesTheKeysALaterCallSets(t *testing.T) {
@@ -29,23 +27,4 @@ func TestMergeOverwritesTheKeysALaterCallSets(t *testing.T) {
 	reversed := []accounts.Call{calls[3], calls[2], calls[1], calls[0]}
 	require.Equal(t, want, accounts.Merge(reversed))
 	require.Empty(t, accounts.Merge(nil))
-}
-
-func TestEventsSinceReadsAllOnlyForTheUnknown(t *testing.T) {
-	since := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	ids := []string{"a", "b", "c"}
-	known := func(id string) bool { return id != "b" }
-	if cond, args := accounts.EventsSince(ids, time.Time{}, known); cond != "" || args != nil {
-		t.Errorf("since zero: %q %v", cond, args)
-	}
-	if cond, args := accounts.EventsSince(ids, since, func(string) bool { return false }); cond != "" || args != nil {
-		t.Errorf("none known: %q %v", cond, args)
-	}
-	if cond, args := accounts.EventsSince(ids, since, func(string) bool { return true }); cond != " AND timestamp >= ?" || len(args) != 1 || args[0] != since {
-		t.Errorf("all known: %q %v", cond, args)
-	}
-	cond, args := accounts.EventsSince(ids, since, known)
-	if cond != " AND (timestamp >= ? OR account_id IN ?)" || len(args) != 2 || args[0] != since || fmt.Sprint(args[1]) != fmt.Sprint(chstore.In([]string{"b"})) {
-		t.Errorf("b unknown: %q %v", cond, args)
-	}
 }

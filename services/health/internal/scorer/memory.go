@@ -309,9 +309,7 @@ func (m *Memory) RuleEvents(_ context.Context, tenant string, set accountSet, md
 	return out, nil
 }
 
-// EventSpans reads the history whole: the shortcut eventSpans takes for
-// accounts scored before saves a scan, not an answer.
-func (m *Memory) EventSpans(_ context.Context, tenant string, set accountSet, _ map[string]*Row, _ time.Time) (map[string][2]time.Time, error) {
+func (m *Memory) EventSpans(_ context.Context, tenant string, set accountSet) (map[string][2]time.Time, error) {
 	out := make(map[string][2]time.Time, len(set.ids))
 	for _, id := range set.ids {
 		if evs := m.history.Events(tenant, id); len(evs) > 0 {

@@ -487,7 +487,7 @@ func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigg
 			}
 			return nil
 		})
-		g.Go(func() (err error) { activity, err = s.store.EventSpans(gctx, tenant, set, prev, since); return err })
+		g.Go(func() (err error) { activity, err = s.store.EventSpans(gctx, tenant, set); return err })
 	}
 	if err := g.Wait(); err != nil {
 		return Result{}, err
@@ -696,51 +696,6 @@ func (s *Scorer) emit(ctx context.Context, tenant string, sigs []*signalsv1.Sign
 		s.emitted.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("kind", sig.GetKind())))
 	}
 	return nil
-}
-
-// eventSpans is each account's first and last event time.
-//
-// An account whose stored state has them, scored since events from since
-// on were stored, needs only those events: the first and last event can
-// only move with events added, and every event stored after the state was
-// written is at or after since (the notice says so). Taking the earlier
-// first and the later last of the state and of those events is then the
-// same as reading all of the account's events, without a scan of its
-// whole history each time it sends one. The others read all their events.
-func eventSpans(ctx context.Context, db chstore.Store, tenant string, set accountSet, prev map[string]*Row, since time.Time) (map[string][2]time.Time, error) {
-	cond, args := set.where()
-	incremental := func(id string) bool {
-		r := prev[id]
-		return r != nil && !since.IsZero() && !r.State.FirstEvent.IsZero() && !r.State.LastEvent.IsZero()
-	}
-	narrow, nargs := accounts.EventsSince(set.ids, since, incremental)
-	rows, err := db.Query(ctx, `SELECT account_id, min(timestamp), max(timestamp) FROM events WHERE tenant_id = ? AND `+cond+narrow+` GROUP BY account_id`,
-		append(append([]any{tenant}, args...), nargs...)...)
-	if err != nil {
-		return nil, fmt.Errorf("read first and last events: %w", err)
-	}
-	out := map[string][2]time.Time{}
-	for rows.Next() {
-		var id string
-		var span [2]time.Time
-		if err := rows.Scan(&id, &span[0], &span[1]); err != nil {
-			return nil, err
-		}
-		out[id] = span
-	}
-	for _, id := range set.ids {
-		if !incremental(id) {
-			continue
-		}
-		st := prev[id].State
-		span, ok := out[id]
-		if !ok { // no event since: the state's stand
-			out[id] = [2]time.Time{st.FirstEvent, st.LastEvent}
-			continue
-		}
-		out[id] = [2]time.Time{minTime(st.FirstEvent, span[0]), maxTime(st.LastEvent, span[1])}
-	}
-	return out, nil
 }
 
 // classify sorts an account's events into cancel-intent hits, the

@@ -582,11 +582,10 @@ func TestBackfillScoresEventsStoredBeforeTheServiceRan(t *testing.T) {
 	})
 }
 
-// An account's first and last event stay its events' own min and max as
-// notices come, while a notice reads only the events from its span's start
-// on: a later event moves the last, a late one the first, and a state
-// without them (an older version's) reads them all again.
-func TestFirstAndLastEventFollowTheNotices(t *testing.T) {
+// An account's first and last event stay its stored events' own min and
+// max as notices come: a later event moves the last, a late one the first,
+// and a state without them (an older version's) has them again.
+func TestFirstAndLastEventFollowTheStoredEvents(t *testing.T) {
 	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
 		e := newEnv(t, db)
 		e.putModel("t1", testModel)
@@ -630,15 +629,12 @@ func TestFirstAndLastEventFollowTheNotices(t *testing.T) {
 		notice(late, late)
 		check("after a late event", truth())
 
-		// An event no notice covers (the writer always sends one; this
-		// stands in for the history before since) is not read: the
-		// notice's span bounds the read.
-		unseen := e.now.Add(-50 * day).Truncate(time.Second)
-		testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: "acc", Name: "Report Built", User: "acc-u1", At: unseen})
-		before := truth()
-		before[0] = late
+		// They are every stored event's (account_activity's), not the
+		// notice's span: an event before the span counts too.
+		earlier := e.now.Add(-50 * day).Truncate(time.Second)
+		testutil.InsertEvents(t, db, testutil.StoredEvent{Tenant: "t1", Account: "acc", Name: "Report Built", User: "acc-u1", At: earlier})
 		notice(later, later)
-		check("with an event before the span", before)
+		check("with an event before the span", [2]time.Time{earlier, later})
 
 		// A state without them, as an older version stored it, reads all.
 		if err := db.Exec(t.Context(), `INSERT INTO account_health SELECT tenant_id, account_id, score, band, change, fit, onboarding_status, intent_score, at_risk,

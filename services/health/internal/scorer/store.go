@@ -54,8 +54,8 @@ type Store interface {
 	// (see readRuleEvents), times in whole seconds.
 	RuleEvents(ctx context.Context, tenant string, set accountSet, m model.Model, lookback, until time.Time) ([]event, error)
 	// EventSpans are the accounts' first and last event times, in whole
-	// seconds (see eventSpans).
-	EventSpans(ctx context.Context, tenant string, set accountSet, prev map[string]*Row, since time.Time) (map[string][2]time.Time, error)
+	// seconds.
+	EventSpans(ctx context.Context, tenant string, set accountSet) (map[string][2]time.Time, error)
 	// Rows are the accounts' stored scores, as stored.
 	Rows(ctx context.Context, tenant string, set accountSet) ([]Row, error)
 	// Movable is the next page of up to limit scored accounts, after
@@ -109,8 +109,10 @@ func (c clickHouse) RuleEvents(ctx context.Context, tenant string, set accountSe
 	return readRuleEvents(ctx, c.db, tenant, set, m, lookback, until)
 }
 
-func (c clickHouse) EventSpans(ctx context.Context, tenant string, set accountSet, prev map[string]*Row, since time.Time) (map[string][2]time.Time, error) {
-	return eventSpans(ctx, c.db, tenant, set, prev, since)
+// EventSpans reads account_activity (pkg/accounts), not the events.
+func (c clickHouse) EventSpans(ctx context.Context, tenant string, set accountSet) (map[string][2]time.Time, error) {
+	cond, args := set.where()
+	return c.traits.ActivityWhere(ctx, tenant, cond, args...)
 }
 
 func (c clickHouse) Rows(ctx context.Context, tenant string, set accountSet) ([]Row, error) {

@@ -239,3 +239,75 @@ func TestAccountTraitsMigrationKeepsOlderGroupCalls(t *testing.T) {
 		require.Zero(t, n, "the old table is gone")
 	})
 }
+
+// account_activity keeps each account's first and last event, of the
+// events stored before its migration and of every write after, whatever
+// their order: what a scan of the events gives.
+func TestAccountActivityFollowsTheEvents(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		ctx := t.Context()
+		upTo := fstest.MapFS{}
+		entries, err := fs.ReadDir(migrations.FS, ".")
+		require.NoError(t, err)
+		for _, e := range entries {
+			if e.Name() < "0008" {
+				b, err := fs.ReadFile(migrations.FS, e.Name())
+				require.NoError(t, err)
+				upTo[e.Name()] = &fstest.MapFile{Data: b}
+			}
+		}
+		_, err = chstore.Migrate(ctx, db, "ingest", upTo)
+		require.NoError(t, err)
+		s := store.New(db)
+		t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+		track := func(tenant, id, account string, at time.Time) events.Event {
+			return ev(tenant, id, events.TypeTrack, "Report Built", "u1", account, at)
+		}
+		require.NoError(t, s.Write(ctx, []events.Event{
+			track("acme", "m1", "a1", t0),
+			track("acme", "m2", "a1", t0.Add(time.Hour)),
+			track("acme", "m3", "a2", t0.Add(2*time.Hour)),
+		}), "before account_activity")
+		_, err = chstore.Migrate(ctx, db, "ingest", migrations.FS)
+		require.NoError(t, err)
+		require.NoError(t, s.Write(ctx, []events.Event{
+			track("acme", "m4", "a1", t0.Add(-24*time.Hour)), // older than a1's first, stored later
+			track("acme", "m5", "a3", t0.Add(5*time.Hour)),
+			track("acme", "m6", "", t0.Add(-48*time.Hour)), // no account
+			track("globex", "m1", "a1", t0.Add(-72*time.Hour)),
+		}))
+		require.NoError(t, s.Write(ctx, []events.Event{track("acme", "m7", "a2", t0.Add(3*time.Hour))}))
+		reader := accounts.NewReader(db)
+		check := func() {
+			t.Helper()
+			ids, err := reader.WithEvents(ctx, "acme")
+			require.NoError(t, err)
+			require.Equal(t, []string{"a1", "a2", "a3"}, ids)
+			// What a scan of the events gives, each account.
+			rows, err := db.Query(ctx, `SELECT account_id, min(timestamp), max(timestamp) FROM events
+				WHERE tenant_id = 'acme' AND account_id != '' GROUP BY account_id`)
+			require.NoError(t, err)
+			scan := map[string][2]time.Time{}
+			for rows.Next() {
+				var id string
+				var span [2]time.Time
+				require.NoError(t, rows.Scan(&id, &span[0], &span[1]))
+				scan[id] = span
+			}
+			require.Equal(t, map[string][2]time.Time{
+				"a1": {t0.Add(-24 * time.Hour), t0.Add(time.Hour)},
+				"a2": {t0.Add(2 * time.Hour), t0.Add(3 * time.Hour)},
+				"a3": {t0.Add(5 * time.Hour), t0.Add(5 * time.Hour)},
+			}, scan)
+			got, err := reader.Activity(ctx, "acme", []string{"a1", "a2", "a3", "nope"})
+			require.NoError(t, err)
+			require.Equal(t, scan, got)
+			got, err = reader.ActivityWhere(ctx, "acme", "account_id >= ? AND account_id <= ?", "a2", "a9")
+			require.NoError(t, err)
+			require.Equal(t, map[string][2]time.Time{"a2": scan["a2"], "a3": scan["a3"]}, got)
+		}
+		check()
+		require.NoError(t, db.Exec(ctx, "OPTIMIZE TABLE account_activity FINAL"))
+		check()
+	})
+}

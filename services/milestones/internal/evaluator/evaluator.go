@@ -179,7 +179,7 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 	for _, r := range prevRows {
 		prev[r.AccountID] = r
 	}
-	firsts, err := e.store.FirstEvents(ctx, tenant, set, prev, since)
+	firsts, err := e.store.FirstEvents(ctx, tenant, set)
 	if err != nil {
 		return Result{}, err
 	}

@@ -714,10 +714,9 @@ func TestOnePassReadHoldsUpTo64FilteredPredicates(t *testing.T) {
 }
 
 // An account's first event (its start, without a start trait) stays the
-// earliest of its events as notices come, while a notice reads only the
-// events from its span's start on: a late event moves it, and an event
-// before the span is not read.
-func TestTheFirstEventFollowsTheNotices(t *testing.T) {
+// earliest of its stored events as notices come: a later event leaves it,
+// a late one moves it.
+func TestTheFirstEventFollowsTheStoredEvents(t *testing.T) {
 	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
 		e := newEnv(t, db)
 		e.put("t1", "id: j\nstart: none\nmilestones:\n  - {id: one, event: A, target: 10d}\n")
@@ -743,12 +742,11 @@ func TestTheFirstEventFollowsTheNotices(t *testing.T) {
 		e.evaluateSince(late, "t1", "acc")
 		check("after a late event", late)
 
-		// An event no notice covers (the writer always sends one; this
-		// stands in for the history before since) is not read.
+		// The first event is every stored event's (account_activity's), not
+		// the notice's span: an event before the span counts too.
 		e.insert(event{tenant: "t1", account: "acc", user: "u1", name: "B", at: now0.Add(-days(9))})
 		e.evaluateSince(later, "t1", "acc")
-		check("with an event before the span", late)
-		// The reconcile reads everything.
+		check("with an event before the span", now0.Add(-days(9)))
 		e.evaluate("t1", "acc")
 		check("reconciled", now0.Add(-days(9)))
 	})

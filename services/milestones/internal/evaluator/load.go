@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/stickpoint/stickpoint/pkg/accounts"
 	"github.com/stickpoint/stickpoint/pkg/chstore"
 	"github.com/stickpoint/stickpoint/pkg/specfile"
 	"github.com/stickpoint/stickpoint/services/milestones/internal/journey"
@@ -46,44 +45,6 @@ func (r *Row) stateText() string {
 		r.encoded = stateJSON(r.State)
 	}
 	return r.encoded
-}
-
-// firstEvents reads the first event of each account of set that has one.
-//
-// An account evaluated before, with events from since on stored after
-// (a notice's From), needs only those: its first event can only move with
-// events added, so the earlier of the stored one and theirs is the first of
-// all its events, without a scan of its whole history each time it sends
-// one. The others (new accounts, and every account when since is zero: the
-// sweep's stale ones, the reconcile and backfills) read all their events.
-func firstEvents(ctx context.Context, db chstore.Store, tenant string, set accountSet, prev map[string]Row, since time.Time) (map[string]time.Time, error) {
-	// A stored time at or before the epoch is none (DateTime holds no earlier).
-	incremental := func(id string) bool { return !since.IsZero() && prev[id].FirstEventAt.Unix() > 0 }
-	cond, args := set.where()
-	narrow, nargs := accounts.EventsSince(set.ids, since, incremental)
-	rows, err := db.Query(ctx, `SELECT account_id, min(timestamp) FROM events WHERE tenant_id = ? AND `+cond+narrow+` GROUP BY account_id`,
-		append(append([]any{tenant}, args...), nargs...)...)
-	if err != nil {
-		return nil, fmt.Errorf("read first events: %w", err)
-	}
-	out := make(map[string]time.Time, rows.Len())
-	for rows.Next() {
-		var id string
-		var first time.Time
-		if err := rows.Scan(&id, &first); err != nil {
-			return nil, err
-		}
-		out[id] = first
-	}
-	for _, id := range set.ids {
-		if !incremental(id) {
-			continue
-		}
-		if first, ok := out[id]; !ok || prev[id].FirstEventAt.Before(first) {
-			out[id] = prev[id].FirstEventAt
-		}
-	}
-	return out, nil
 }
 
 // fetch is what the milestones of one predicate (an event name and its

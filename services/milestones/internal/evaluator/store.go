@@ -29,8 +29,8 @@ type Store interface {
 	// Rows are the accounts' stored evaluations, as stored.
 	Rows(ctx context.Context, tenant string, set accountSet) ([]Row, error)
 	// FirstEvents are the first event times (whole seconds) of the
-	// accounts that have events; see firstEvents.
-	FirstEvents(ctx context.Context, tenant string, set accountSet, prev map[string]Row, since time.Time) (map[string]time.Time, error)
+	// accounts that have events.
+	FirstEvents(ctx context.Context, tenant string, set accountSet) (map[string]time.Time, error)
 	// MilestoneEvents are, by account, the events up to now the journeys'
 	// milestones need: at least those that decide each predicate (see
 	// milestoneEvents). need gives each event name's accounts.
@@ -65,8 +65,18 @@ func (c clickHouse) Rows(ctx context.Context, tenant string, set accountSet) ([]
 	return ReadRows(ctx, c.db, tenant, set.ids, "")
 }
 
-func (c clickHouse) FirstEvents(ctx context.Context, tenant string, set accountSet, prev map[string]Row, since time.Time) (map[string]time.Time, error) {
-	return firstEvents(ctx, c.db, tenant, set, prev, since)
+// FirstEvents reads account_activity (pkg/accounts), not the events.
+func (c clickHouse) FirstEvents(ctx context.Context, tenant string, set accountSet) (map[string]time.Time, error) {
+	cond, args := set.where()
+	spans, err := c.traits.ActivityWhere(ctx, tenant, cond, args...)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]time.Time, len(spans))
+	for id, span := range spans {
+		out[id] = span[0]
+	}
+	return out, nil
 }
 
 func (c clickHouse) MilestoneEvents(ctx context.Context, tenant string, need map[string]accountSet, js []journeys.Stored, now time.Time) (map[string][]progress.Event, error) {
@@ -114,9 +124,7 @@ func (m *Memory) Rows(_ context.Context, tenant string, set accountSet) ([]Row, 
 	return out, nil
 }
 
-// FirstEvents reads the history whole: the shortcut firstEvents takes
-// for accounts evaluated before saves a scan, not an answer.
-func (m *Memory) FirstEvents(_ context.Context, tenant string, set accountSet, _ map[string]Row, _ time.Time) (map[string]time.Time, error) {
+func (m *Memory) FirstEvents(_ context.Context, tenant string, set accountSet) (map[string]time.Time, error) {
 	out := make(map[string]time.Time, len(set.ids))
 	for _, id := range set.ids {
 		if evs := m.history.Events(tenant, id); len(evs) > 0 {
