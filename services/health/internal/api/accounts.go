@@ -367,8 +367,8 @@ func (s *Accounts) extensions(ctx context.Context, tenant string, ids []string, 
 }
 
 // activity is the first and last event of the rows whose state does not
-// hold them (scored before it did), read from the events; the others need
-// no read.
+// hold them (scored before it did), read from account_activity; the
+// others need no read.
 func (s *Accounts) activity(ctx context.Context, tenant string, rows []scorer.Row) (map[string][2]time.Time, error) {
 	var old []string
 	for _, r := range rows {

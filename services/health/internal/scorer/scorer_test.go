@@ -636,7 +636,7 @@ func TestFirstAndLastEventFollowTheStoredEvents(t *testing.T) {
 		notice(later, later)
 		check("with an event before the span", [2]time.Time{earlier, later})
 
-		// A state without them, as an older version stored it, reads all.
+		// A state without them, as an older version stored it, has them again.
 		if err := db.Exec(t.Context(), `INSERT INTO account_health SELECT tenant_id, account_id, score, band, change, fit, onboarding_status, intent_score, at_risk,
 				churned_at, replaceRegexpOne(state, ',"last_event":"[^"]*"', ''), evaluated_at, version + 1
 			FROM account_health FINAL WHERE tenant_id = 't1' AND account_id = 'acc'`); err != nil {

@@ -44,8 +44,8 @@ type Store interface {
 	Put(ctx context.Context, tenant string, rows []Row) error
 }
 
-// clickHouse is the service's store: the events, account_traits and
-// account_onboarding tables.
+// clickHouse is the service's store: the events, account_traits,
+// account_activity and account_onboarding tables.
 type clickHouse struct {
 	db     chstore.Store
 	traits *accounts.Reader
