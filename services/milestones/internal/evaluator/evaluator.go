@@ -262,9 +262,13 @@ func (e *Evaluator) evaluateChunk(ctx context.Context, tenant string, set accoun
 			if seen {
 				oldState = old.State
 			}
+			var snap *signalsv1.AccountSnapshot // the account's signals share one: it is only read
 			for _, t := range progress.Transitions(oldState, *row.State) {
+				if snap == nil {
+					snap = signals.Snapshot(tr, "", "") // read above: the emitter needn't read them again
+				}
 				sig := signalOf(tenant, id, p.j, *row.State, oldState, t, now)
-				sig.Account = signals.Snapshot(tr, "", "") // read above: the emitter needn't read them again
+				sig.Account = snap
 				out.sigs = append(out.sigs, sig)
 			}
 		}
