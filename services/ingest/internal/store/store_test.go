@@ -185,25 +185,29 @@ func TestAccountTraits(t *testing.T) {
 	})
 }
 
+// migrationsBefore is ingest's migrations whose files sort before first:
+// the schema as a release before first left it.
+func migrationsBefore(t *testing.T, first string) fstest.MapFS {
+	t.Helper()
+	out := fstest.MapFS{}
+	entries, err := fs.ReadDir(migrations.FS, ".")
+	require.NoError(t, err)
+	for _, e := range entries {
+		if e.Name() < first {
+			b, err := fs.ReadFile(migrations.FS, e.Name())
+			require.NoError(t, err)
+			out[e.Name()] = &fstest.MapFile{Data: b}
+		}
+	}
+	return out
+}
+
 // Group calls stored before account_traits existed move over with the
 // migration that creates it, and read the same.
 func TestAccountTraitsMigrationKeepsOlderGroupCalls(t *testing.T) {
 	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
 		ctx := t.Context()
-		upTo := func(last string) fstest.MapFS {
-			out := fstest.MapFS{}
-			entries, err := fs.ReadDir(migrations.FS, ".")
-			require.NoError(t, err)
-			for _, e := range entries {
-				if e.Name() <= last {
-					b, err := fs.ReadFile(migrations.FS, e.Name())
-					require.NoError(t, err)
-					out[e.Name()] = &fstest.MapFile{Data: b}
-				}
-			}
-			return out
-		}
-		_, err := chstore.Migrate(ctx, db, "ingest", upTo("0005_zzz"))
+		_, err := chstore.Migrate(ctx, db, "ingest", migrationsBefore(t, "0006"))
 		require.NoError(t, err)
 		t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 		require.NoError(t, db.Insert(ctx, "accounts", []string{"tenant_id", "account_id", "traits", "updated_at", "message_id"}, [][]any{
@@ -246,17 +250,7 @@ func TestAccountTraitsMigrationKeepsOlderGroupCalls(t *testing.T) {
 func TestAccountActivityFollowsTheEvents(t *testing.T) {
 	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
 		ctx := t.Context()
-		upTo := fstest.MapFS{}
-		entries, err := fs.ReadDir(migrations.FS, ".")
-		require.NoError(t, err)
-		for _, e := range entries {
-			if e.Name() < "0008" {
-				b, err := fs.ReadFile(migrations.FS, e.Name())
-				require.NoError(t, err)
-				upTo[e.Name()] = &fstest.MapFile{Data: b}
-			}
-		}
-		_, err = chstore.Migrate(ctx, db, "ingest", upTo)
+		_, err := chstore.Migrate(ctx, db, "ingest", migrationsBefore(t, "0008"))
 		require.NoError(t, err)
 		s := store.New(db)
 		t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
