@@ -239,14 +239,14 @@ func (s *Scorer) Score(ctx context.Context, tenant string, ids []string, span Sp
 			s.trace["rebuild"] += time.Since(began)
 		}
 	}
-	return s.scoreChunks(ctx, tenant, ids, trigger, true, span.From)
+	return s.scoreChunks(ctx, tenant, ids, trigger, true)
 }
 
 // scoreChunks scores the accounts a chunk at a time.
-func (s *Scorer) scoreChunks(ctx context.Context, tenant string, ids []string, trigger string, withEvents bool, since time.Time) (Result, error) {
+func (s *Scorer) scoreChunks(ctx context.Context, tenant string, ids []string, trigger string, withEvents bool) (Result, error) {
 	var total Result
 	for chunk := range slices.Chunk(ids, ChunkSize) {
-		r, err := s.score(ctx, tenant, accountSet{ids: chunk}, trigger, withEvents, since)
+		r, err := s.score(ctx, tenant, accountSet{ids: chunk}, trigger, withEvents)
 		total.add(r)
 		if err != nil {
 			return total, err
@@ -288,7 +288,7 @@ func (s *Scorer) Sweep(ctx context.Context, tenants []string) (Result, error) {
 				}
 				break
 			}
-			r, err := s.scoreChunks(ctx, t, page, "sweep", false, time.Time{})
+			r, err := s.scoreChunks(ctx, t, page, "sweep", false)
 			total.add(r)
 			if err != nil {
 				return total, err
@@ -350,7 +350,7 @@ func (s *Scorer) RebuildAll(ctx context.Context, tenant string) error {
 func (s *Scorer) ScoreAll(ctx context.Context, tenant, trigger string) (Result, error) {
 	var total Result
 	err := s.eachPage(ctx, tenant, func(set accountSet) error {
-		r, err := s.score(ctx, tenant, set, trigger, true, time.Time{})
+		r, err := s.score(ctx, tenant, set, trigger, true)
 		total.add(r)
 		return err
 	})
@@ -416,10 +416,8 @@ func lookback(m model.Model) time.Duration {
 
 // score scores one set of accounts; withEvents reads their cancel-intent
 // and churn events (a notice or a model change), else the stored hits
-// serve (the sweep). since, when set, is the earliest event time stored
-// since the accounts were last scored (a notice's From): their first and
-// last event need only the events from then on.
-func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigger string, withEvents bool, since time.Time) (Result, error) {
+// serve (the sweep).
+func (s *Scorer) score(ctx context.Context, tenant string, set accountSet, trigger string, withEvents bool) (Result, error) {
 	began := time.Now()
 	stored, err := s.models.Get(ctx, tenant)
 	if err != nil {
