@@ -9,6 +9,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/go-faster/city"
 	"github.com/stretchr/testify/require"
 
 	"github.com/stickpoint/stickpoint/pkg/accounts"
@@ -241,6 +242,66 @@ func TestAccountTraitsMigrationKeepsOlderGroupCalls(t *testing.T) {
 		var n uint64
 		require.NoError(t, r.Scan(&n))
 		require.Zero(t, n, "the old table is gone")
+	})
+}
+
+// events_by_name holds, for every track, page and screen event of an
+// account, stored before its migration or after, the columns milestone
+// tracking reads, with the messageId and user (else the anonymous id)
+// hashed as ClickHouse's cityHash64.
+func TestEventsByNameFollowsTheEvents(t *testing.T) {
+	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
+		ctx := t.Context()
+		_, err := chstore.Migrate(ctx, db, "ingest", migrationsBefore(t, "0009"))
+		require.NoError(t, err)
+		s := store.New(db)
+		t0 := time.Date(2026, 11, 22, 10, 0, 0, 250_000_000, time.UTC)
+		anonymous := ev("acme", "m4", events.TypeScreen, "Home", "", "a2", t0.Add(time.Hour))
+		anonymous.AnonymousID = "anon-1"
+		before := []events.Event{
+			ev("acme", "m1", events.TypeTrack, "Report Built", "u1", "a1", t0),
+			ev("acme", "m2", events.TypePage, "Pricing", "u2", "a1", t0.Add(-24*time.Hour)),
+			ev("acme", "g1", events.TypeGroup, "", "u1", "a1", t0),
+			ev("acme", "m3", events.TypeTrack, "Report Built", "u1", "", t0), // no account
+		}
+		after := []events.Event{
+			anonymous,
+			ev("acme", "i1", events.TypeIdentify, "", "u1", "a2", t0),
+			ev("acme", "m5", events.TypeTrack, "Logged In", "u3", "a2", t0.Add(40*24*time.Hour)), // next month
+			ev("globex", "m1", events.TypeTrack, "Report Built", "x", "a1", t0),
+		}
+		require.NoError(t, s.Write(ctx, before), "before events_by_name")
+		_, err = chstore.Migrate(ctx, db, "ingest", migrations.FS)
+		require.NoError(t, err)
+		require.NoError(t, s.Write(ctx, after))
+
+		type row struct {
+			tenant, name, account string
+			at                    time.Time
+			ms                    uint16
+			message, user         uint64
+			props                 string
+		}
+		hash := func(s string) uint64 { return city.CH64([]byte(s)) }
+		at := t0.Truncate(time.Second)
+		want := []row{
+			{"acme", "Home", "a2", at.Add(time.Hour), 250, hash("m4"), hash("anon-1"), `{"n":9007199254740993}`},
+			{"acme", "Logged In", "a2", at.Add(40 * 24 * time.Hour), 250, hash("m5"), hash("u3"), `{"n":9007199254740993}`},
+			{"acme", "Pricing", "a1", at.Add(-24 * time.Hour), 250, hash("m2"), hash("u2"), `{"n":9007199254740993}`},
+			{"acme", "Report Built", "a1", at, 250, hash("m1"), hash("u1"), `{"n":9007199254740993}`},
+			{"globex", "Report Built", "a1", at, 250, hash("m1"), hash("x"), `{"n":9007199254740993}`},
+		}
+		rows, err := db.Query(ctx, `SELECT tenant_id, name, account_id, timestamp, timestamp_ms, message_hash, user_hash, properties
+			FROM events_by_name ORDER BY tenant_id, name, account_id, timestamp`)
+		require.NoError(t, err)
+		var got []row
+		for rows.Next() {
+			var r row
+			require.NoError(t, rows.Scan(&r.tenant, &r.name, &r.account, &r.at, &r.ms, &r.message, &r.user, &r.props))
+			r.at = r.at.UTC()
+			got = append(got, r)
+		}
+		require.Equal(t, want, got)
 	})
 }
 

@@ -115,6 +115,17 @@ var jsonFunctions = chstore.Version{Major: 20, Minor: 1}
 // progress.Evaluate the answer it gives on every event (see
 // TestReducedFetchesGiveTheAnswerOfEveryEvent).
 //
+// Both reads below read events_by_name (ingest migration 0009): the
+// accounts' track, page and screen events, sorted by name before account,
+// so a read of a few names reads only their rows, with the messageId and
+// the user as 64-bit hashes (cityHash64). progress.Evaluate only compares
+// those, so the rows give the hashes, as text, for messageId and user.
+// Two ids of one hash would count as one: for an account's few hundred
+// events of a name, less than one chance in 10^14. Events at the same
+// millisecond are ordered by hash; no milestone's time or count depends on
+// that order, except which of two rows of one messageId at the same
+// millisecond, with different users, is kept.
+//
 // Where ClickHouse has the JSON functions the property filters use, one
 // read does it all (onePassRead); older servers (18.16) take a sorted
 // read per predicate (sortedReads), with filtered predicates reading
@@ -138,31 +149,24 @@ func milestoneEvents(ctx context.Context, db chstore.Store, tenant string, need 
 // can't (more filtered predicates than a flag word holds).
 //
 // It gathers each account's events of the names needed into an array,
-// sorted (time, then messageId and user, as the sorted reads order them,
-// but by their hashes: see below), keeps each messageId of a name once
-// (its first row), then takes each predicate's events from that array:
-// the first N, each user's first of the first N users, each day's first
-// up to the day by which the last of its windows holds. The sorted reads
-// read the events' columns once per predicate, and their LIMIT BY keeps a
-// hash of every (account, messageId); here the columns are read once, and
-// the sorting and dedup are per account. (10 million events in 10,000 accounts, the template
-// journey's four predicates, measured alone: 2.7 s of CPU, from 4.5-5 s
-// for the four sorted reads.) It holds the arrays of every account of
-// the read at once: about 100-200 bytes per event of those names, when
-// measured with the ids as text (the page above, 2 million such events,
-// failed under a 200 MB limit and ran under 400 MB).
+// sorted (time, then messageId and user, as the sorted reads order them),
+// keeps each messageId of a name once (its first row), then takes each
+// predicate's events from that array: the first N, each user's first of
+// the first N users, each day's first up to the day by which the last of
+// its windows holds. The sorted reads read the events' columns once per
+// predicate, and their LIMIT BY keeps every (account, messageId); here the
+// columns are read once, and the sorting and dedup are per account. (10
+// million events in 10,000 accounts, the template journey's four
+// predicates, measured alone, from events: 2.7 s of CPU, from 4.5-5 s for
+// the four sorted reads.) It holds the arrays of every account of the read
+// at once: about 100-200 bytes per event of those names, when measured
+// with the ids as text (the page above, 2 million such events, failed
+// under a 200 MB limit and ran under 400 MB).
 //
-// Messages and users go into the arrays as 64-bit hashes (cityHash64),
-// not as text: ClickHouse gathers, sorts and filters arrays of numbers for
-// less than arrays of strings (a backfill of 100 million events: 27.1 to
-// 28.1 s against 29.0 s and 31.9 s with the ids as text, runs alternated
-// in one process). progress.Evaluate only compares them, so the rows give
-// the hashes, as text, for messageId and user. Two ids of one hash would
-// count as one: for an account's few hundred events of a name, less than
-// one chance in 10^14. Events at the same millisecond are ordered by
-// hash, where the sorted reads order them by id; no milestone's time or
-// count depends on that order, except which of two rows of one messageId
-// at the same millisecond, with different users, is kept.
+// The arrays hold the ids as hashes, not as text: ClickHouse gathers,
+// sorts and filters arrays of numbers for less than arrays of strings (a
+// backfill of 100 million events: 27.1 to 28.1 s against 29.0 s and
+// 31.9 s with the ids as text, runs alternated in one process).
 //
 // The rows are those of the sorted reads: account, messageId, user, name,
 // time, milliseconds, properties (empty for a name no milestone filters).
@@ -222,7 +226,7 @@ func onePassRead(tenant string, need map[string]accountSet, plan []*fetch, now t
 		props = "if(name IN ?, properties, '')"
 		args = append(args, chstore.In(propNames))
 	}
-	event := fmt.Sprintf("(timestamp, timestamp_ms, cityHash64(message_id), if(user_id = '' AND anonymous_id = '', 0, cityHash64(if(user_id != '', user_id, anonymous_id))), toUInt8(indexOf(%s, name)), %s, %s)",
+	event := fmt.Sprintf("(timestamp, timestamp_ms, message_hash, user_hash, toUInt8(indexOf(%s, name)), %s, %s)",
 		nameList, strings.Join(flags, " + "), props)
 	// The accounts: when every name has the same (a page, or a notice's
 	// accounts on one journey), their range or list and the names; else
@@ -291,8 +295,8 @@ func onePassRead(tenant string, need map[string]accountSet, plan []*fetch, now t
 		FROM (SELECT account_id, arrayConcat(` + strings.Join(parts, ", ") + `) AS es
 			FROM (SELECT account_id, arraySort(groupArray(` + event + `)) AS sorted,
 					arrayFilter((r, c) -> c = 1, sorted, arrayEnumerateUniq(arrayMap(r -> r.5, sorted), arrayMap(r -> r.3, sorted))) AS s
-				FROM events WHERE tenant_id = ? AND ` + scope + `
-					AND type IN ('track', 'page', 'screen') AND (timestamp < ? OR (timestamp = ? AND timestamp_ms <= ?))
+				FROM events_by_name WHERE tenant_id = ? AND ` + scope + `
+					AND (timestamp < ? OR (timestamp = ? AND timestamp_ms <= ?))
 				GROUP BY account_id))
 		ARRAY JOIN es AS e`
 	for _, n := range names {
@@ -317,7 +321,7 @@ func sortedReads(ctx context.Context, db chstore.Store, tenant string, need map[
 	for _, f := range plan {
 		withProps[f.name] = withProps[f.name] || len(f.where) > 0
 	}
-	const order = "ORDER BY account_id, timestamp, timestamp_ms, message_id, user"
+	const order = "ORDER BY account_id, timestamp, timestamp_ms, message_hash, user_hash"
 	type read struct {
 		q         string
 		args      []any
@@ -335,12 +339,13 @@ func sortedReads(ctx context.Context, db chstore.Store, tenant string, need map[
 		if withProps[f.name] {
 			props = "properties"
 		}
-		cols := "account_id, message_id, user, name, timestamp, timestamp_ms, props"
+		// The rows as scanEvents reads them, with the hashes as text.
+		cols := "account_id, toString(message_hash), if(user_hash = 0, '', toString(user_hash)), name, timestamp, timestamp_ms, props"
 		// Each messageId once: its earliest row, as progress.Distinct keeps.
-		distinct := `(SELECT account_id, message_id, if(user_id != '', user_id, anonymous_id) AS user, name, timestamp, timestamp_ms, ` + props + ` AS props
-			FROM events WHERE tenant_id = ? AND ` + cond + ` AND name = ? AND type IN ('track', 'page', 'screen')
+		distinct := `(SELECT account_id, message_hash, user_hash, name, timestamp, timestamp_ms, ` + props + ` AS props
+			FROM events_by_name WHERE tenant_id = ? AND ` + cond + ` AND name = ?
 				AND (timestamp < ? OR (timestamp = ? AND timestamp_ms <= ?))
-			` + order + ` LIMIT 1 BY account_id, message_id)`
+			` + order + ` LIMIT 1 BY account_id, message_hash)`
 		args := append(append([]any{tenant}, setArgs...), f.name, sec, sec, ms)
 		if !f.all && len(f.where) > 0 {
 			filter, filterArgs := whereSQL("props", f.where)
@@ -357,7 +362,7 @@ func sortedReads(ctx context.Context, db chstore.Store, tenant string, need map[
 				add(`SELECT `+cols+` FROM `+distinct+` `+order+` LIMIT ? BY account_id`, f.firstN)
 			}
 			if f.users > 0 {
-				add(`SELECT `+cols+` FROM (SELECT `+cols+` FROM `+distinct+` WHERE user != '' `+order+` LIMIT 1 BY account_id, user)
+				add(`SELECT `+cols+` FROM (SELECT * FROM `+distinct+` WHERE user_hash != 0 `+order+` LIMIT 1 BY account_id, user_hash)
 					`+order+` LIMIT ? BY account_id`, f.users)
 			}
 			if f.days {
