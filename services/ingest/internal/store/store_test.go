@@ -186,9 +186,9 @@ func TestAccountTraits(t *testing.T) {
 	})
 }
 
-// migrationsBefore is ingest's migrations whose files sort before first:
-// the schema as a release before first left it.
-func migrationsBefore(t *testing.T, first string) fstest.MapFS {
+// migrateBefore applies ingest's migrations whose files sort before
+// first: the schema as a release before first left it.
+func migrateBefore(t *testing.T, db chstore.Store, first string) {
 	t.Helper()
 	out := fstest.MapFS{}
 	entries, err := fs.ReadDir(migrations.FS, ".")
@@ -200,7 +200,8 @@ func migrationsBefore(t *testing.T, first string) fstest.MapFS {
 			out[e.Name()] = &fstest.MapFile{Data: b}
 		}
 	}
-	return out
+	_, err = chstore.Migrate(t.Context(), db, "ingest", out)
+	require.NoError(t, err)
 }
 
 // Group calls stored before account_traits existed move over with the
@@ -208,16 +209,14 @@ func migrationsBefore(t *testing.T, first string) fstest.MapFS {
 func TestAccountTraitsMigrationKeepsOlderGroupCalls(t *testing.T) {
 	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
 		ctx := t.Context()
-		_, err := chstore.Migrate(ctx, db, "ingest", migrationsBefore(t, "0006"))
-		require.NoError(t, err)
+		migrateBefore(t, db, "0006")
 		t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 		require.NoError(t, db.Insert(ctx, "accounts", []string{"tenant_id", "account_id", "traits", "updated_at", "message_id"}, [][]any{
 			{"acme", "a1", `{"plan":"pro","seats":3}`, t0, "g1"},
 			{"acme", "a1", `{"plan":"team"}`, t0.Add(time.Hour), "g2"},
 			{"acme", "a2", "", t0, "g3"},
 		}))
-		_, err = chstore.Migrate(ctx, db, "ingest", migrations.FS)
-		require.NoError(t, err)
+		open(t, db) // the rest
 		// The same traits sent again now collapse with the moved row: SQL
 		// and Go hash alike.
 		again := ev("acme", "g4", events.TypeGroup, "", "u1", "a1", t0.Add(2*time.Hour))
@@ -252,8 +251,7 @@ func TestAccountTraitsMigrationKeepsOlderGroupCalls(t *testing.T) {
 func TestEventsByNameFollowsTheEvents(t *testing.T) {
 	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
 		ctx := t.Context()
-		_, err := chstore.Migrate(ctx, db, "ingest", migrationsBefore(t, "0009"))
-		require.NoError(t, err)
+		migrateBefore(t, db, "0009")
 		s := store.New(db)
 		t0 := time.Date(2026, 11, 22, 10, 0, 0, 250_000_000, time.UTC)
 		anonymous := ev("acme", "m4", events.TypeScreen, "Home", "", "a2", t0.Add(time.Hour))
@@ -271,8 +269,7 @@ func TestEventsByNameFollowsTheEvents(t *testing.T) {
 			ev("globex", "m1", events.TypeTrack, "Report Built", "x", "a1", t0),
 		}
 		require.NoError(t, s.Write(ctx, before), "before events_by_name")
-		_, err = chstore.Migrate(ctx, db, "ingest", migrations.FS)
-		require.NoError(t, err)
+		open(t, db) // the rest
 		require.NoError(t, s.Write(ctx, after))
 
 		type row struct {
@@ -311,8 +308,7 @@ func TestEventsByNameFollowsTheEvents(t *testing.T) {
 func TestAccountActivityFollowsTheEvents(t *testing.T) {
 	testutil.ForEachEngine(t, func(t *testing.T, db chstore.Store) {
 		ctx := t.Context()
-		_, err := chstore.Migrate(ctx, db, "ingest", migrationsBefore(t, "0008"))
-		require.NoError(t, err)
+		migrateBefore(t, db, "0008")
 		s := store.New(db)
 		t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 		track := func(tenant, id, account string, at time.Time) events.Event {
@@ -323,8 +319,7 @@ func TestAccountActivityFollowsTheEvents(t *testing.T) {
 			track("acme", "m2", "a1", t0.Add(time.Hour)),
 			track("acme", "m3", "a2", t0.Add(2*time.Hour)),
 		}), "before account_activity")
-		_, err = chstore.Migrate(ctx, db, "ingest", migrations.FS)
-		require.NoError(t, err)
+		open(t, db) // the rest
 		require.NoError(t, s.Write(ctx, []events.Event{
 			track("acme", "m4", "a1", t0.Add(-24*time.Hour)), // older than a1's first, stored later
 			track("acme", "m5", "a3", t0.Add(5*time.Hour)),
