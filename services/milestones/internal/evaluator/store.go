@@ -44,7 +44,7 @@ type Store interface {
 	Put(ctx context.Context, tenant string, rows []Row) error
 }
 
-// clickHouse is the service's store: the events, account_traits,
+// clickHouse is the service's store: the events_by_name, account_traits,
 // account_activity and account_onboarding tables.
 type clickHouse struct {
 	db     chstore.Store
