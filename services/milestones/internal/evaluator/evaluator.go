@@ -314,8 +314,14 @@ func (e *Evaluator) emit(ctx context.Context, tenant string, sigs []*signalsv1.S
 	if err := e.emitter.Emit(ctx, sigs); err != nil {
 		return err
 	}
+	// Counted by kind, then added once per kind: a backfill emits hundreds
+	// of thousands, and each Add builds its attribute set.
+	byKind := map[string]int64{}
 	for _, s := range sigs {
-		e.transitions.Add(ctx, 1, metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("kind", s.GetKind())))
+		byKind[s.GetKind()]++
+	}
+	for kind, n := range byKind {
+		e.transitions.Add(ctx, n, metric.WithAttributes(attribute.String("tenant", tenant), attribute.String("kind", kind)))
 	}
 	return nil
 }
