@@ -2,10 +2,10 @@ package signals
 
 import "testing"
 
-// TestIDIsStable pins ID's output (the first 16 bytes of the SHA-256 of
-// "4:acme5:acc-1...", as Python's hashlib gives them): a signal emitted again after an upgrade
-// (a crash between publishing and storing the state) must keep its id for
-// the stream and the signals table to drop the repeat.
+// TestIDIsStable pins ID's output, the first 16 bytes of the SHA-256 of
+// "4:acme5:acc-1..." as Python's hashlib gives them: a signal emitted again
+// after an upgrade (a crash between publishing and storing the state) must
+// keep its id for the stream and the signals table to drop the repeat.
 func TestIDIsStable(t *testing.T) {
 	for _, c := range []struct {
 		parts [4]string
